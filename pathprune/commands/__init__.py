@@ -1,0 +1,1 @@
+"""One module per command group; each defines COMMANDS (click commands) for pathprune.cli."""

@@ -1,0 +1,257 @@
+"""The embedded default model "digits": a small timm ViT trained on scikit-learn's 8x8 digits.
+
+The shipped artefacts live in ``pathprune/assets``: ``digits.safetensors`` (the model's
+state_dict) and ``digits.json`` (architecture, preprocessing, the fixed train/test split and
+metrics). Retrain with::
+
+    python -m pathprune.digits --recipe recipes/digits_train.yaml --out pathprune/assets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+from .io import save_tensors_atomic, sha256_file, write_json_atomic
+
+DIGITS_DIR = Path(__file__).parent / "assets"
+SPEC_NAME = "digits.json"
+WEIGHTS_NAME = "digits.safetensors"
+PIXEL_SCALE = 16.0  # sklearn digits pixels are integers in [0, 16]
+NUM_IMAGES = 1797
+SPLIT_METHOD = ("sklearn.model_selection.train_test_split(arange(1797), test_size=test_fraction, "
+                "stratify=target, random_state=seed, shuffle=True); indices sorted")
+
+
+def load_digits_spec(directory: Path | None = None) -> dict[str, Any]:
+    """Read ``digits.json`` (from the package assets unless `directory` is given)."""
+    path = (directory or DIGITS_DIR) / SPEC_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: digits model spec not found") from None
+
+
+def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 sklearn digits as (images float32 [N,8,8] in pixel units, labels int64 [N])."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.images.astype(np.float32), data.target.astype(np.int64)
+
+
+def make_split(labels: np.ndarray, seed: int, test_fraction: float) -> tuple[list[int], list[int]]:
+    """Stratified, seeded train/test split of the sklearn indices (both lists sorted)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train, test = train_test_split(idx, test_size=test_fraction, stratify=labels,
+                                   random_state=seed, shuffle=True)
+    return sorted(int(i) for i in train), sorted(int(i) for i in test)
+
+
+def normalise(pixels: torch.Tensor, scale: float, mean: float, std: float) -> torch.Tensor:
+    """Apply the spec's preprocessing: ``(pixels / scale - mean) / std``."""
+    return (pixels / scale - mean) / std
+
+
+def digits_arrays(split: str, spec: dict[str, Any] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Preprocessed images [N,1,8,8] float32, labels [N] int64 and sklearn indices of a split.
+
+    `split` is ``"train"``, ``"test"`` or ``"all"``; the split is the one stored in the spec.
+    """
+    if split not in ("train", "test", "all"):
+        raise UserError(f"unknown digits split {split!r} (expected train, test or all)")
+    spec = spec or load_digits_spec()
+    images, labels = _raw_digits()
+    if split == "all":
+        indices = list(range(len(labels)))
+    else:
+        indices = [int(i) for i in spec["split"][f"{split}_indices"]]
+    pre = spec["preprocessing"]
+    x = torch.from_numpy(images[indices]).unsqueeze(1)
+    x = normalise(x, float(pre["scale"]), float(pre["mean"][0]), float(pre["std"][0]))
+    return x.contiguous(), torch.from_numpy(labels[indices]).clone(), indices
+
+
+def create_digits_model(spec: dict[str, Any], **extra: Any) -> torch.nn.Module:
+    """Build the (untrained) timm model the spec describes; `extra` adds training-only options."""
+    import timm
+
+    return timm.create_model(spec["base"], pretrained=False, **spec["overrides"], **extra)
+
+
+def load_digits_model(directory: Path | None = None) -> torch.nn.Module:
+    """The shipped digits model with its weights loaded, in eval mode."""
+    from safetensors.torch import load_file
+
+    directory = directory or DIGITS_DIR
+    spec = load_digits_spec(directory)
+    model = create_digits_model(spec)
+    model.load_state_dict(load_file(str(directory / spec["weights"])))
+    return model.eval()
+
+
+def _augment(x: torch.Tensor, aug: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
+    """Random small affine warps (rotation, scale, shift) of [B,1,8,8] images in [0,1] units."""
+    n = x.shape[0]
+    max_rot = math.radians(float(aug.get("max_rotate_deg", 0.0)))
+    lo, hi = (float(v) for v in aug.get("scale", (1.0, 1.0)))
+    max_shift = float(aug.get("max_shift_px", 0.0)) * 2.0 / x.shape[-1]  # to [-1,1] grid units
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * max_rot
+    scale = lo + torch.rand(n, generator=gen) * (hi - lo)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * max_shift
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    """Top-1 accuracy of `model` (put in eval mode) on preprocessed images."""
+    model.eval()
+    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                  for i in range(0, len(y), batch))
+    return correct / max(len(y), 1)
+
+
+def train_digits(recipe: dict[str, Any], out_dir: Path, progress: bool = True,
+                 recipe_path: str = "recipes/digits_train.yaml") -> dict[str, float]:
+    """Train the digits ViT from scratch per `recipe`; write weights and spec into `out_dir`.
+
+    `recipe_path` is only recorded in the spec.
+
+    Returns ``{"train_acc", "test_acc", "seconds"}`` (seconds: the training loop only).
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    seed = int(recipe["seed"])
+    split_cfg = recipe["split"]
+    images, labels = _raw_digits()
+    train_idx, test_idx = make_split(labels, int(split_cfg["seed"]), float(split_cfg["test_fraction"]))
+
+    scaled = torch.from_numpy(images).unsqueeze(1) / PIXEL_SCALE
+    mean = float(scaled[train_idx].mean())
+    std = float(scaled[train_idx].std())
+    y_all = torch.from_numpy(labels)
+    x_train_raw, y_train = scaled[train_idx], y_all[train_idx]
+    x_test = (scaled[test_idx] - mean) / std
+    y_test = y_all[test_idx]
+
+    spec: dict[str, Any] = {
+        "name": "digits",
+        "base": str(recipe["base"]),
+        "overrides": dict(recipe["overrides"]),
+        "preprocessing": {"kind": "digits", "scale": PIXEL_SCALE, "mean": [mean], "std": [std]},
+        "class_names": [str(i) for i in range(10)],
+        "split": {"method": SPLIT_METHOD, "seed": int(split_cfg["seed"]),
+                  "test_fraction": float(split_cfg["test_fraction"]),
+                  "train_indices": train_idx, "test_indices": test_idx},
+    }
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = create_digits_model(spec, **dict(recipe.get("train_overrides") or {}))
+    epochs, batch = int(recipe["epochs"]), int(recipe["batch_size"])
+    steps_per_epoch = math.ceil(len(y_train) / batch)
+    total_steps = epochs * steps_per_epoch
+    warmup = int(float(recipe.get("warmup_epochs", 0)) * steps_per_epoch)
+    lr, min_lr = float(recipe["lr"]), float(recipe.get("min_lr", 0.0))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name in ("cls_token", "pos_embed") else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": float(recipe["weight_decay"])},
+         {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        t = (step - warmup) / max(total_steps - warmup, 1)
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
+
+    smoothing = float(recipe.get("label_smoothing", 0.0))
+    aug = dict(recipe.get("augment") or {})
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(y_train), generator=gen)
+        loss_sum = 0.0
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            xb = _augment(x_train_raw[idx], aug, gen) if aug else x_train_raw[idx]
+            xb = (xb - mean) / std
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            loss = F.cross_entropy(model(xb), y_train[idx], label_smoothing=smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            step += 1
+        if progress:
+            dt = time.perf_counter() - t0
+            msg = (f"epoch {epoch + 1:3d}/{epochs}  loss {loss_sum / len(y_train):.4f}  "
+                   f"lr {lr_at(step - 1):.2e}  {len(y_train) / dt:,.0f} img/s")
+            if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+                msg += f"  test_acc {_accuracy(model, x_test, y_test):.4f}"
+            print(msg, flush=True)
+
+    model.eval()
+    train_acc = _accuracy(model, (x_train_raw - mean) / std, y_train)
+    test_acc = _accuracy(model, x_test, y_test)
+    seconds = time.perf_counter() - start
+
+    weights = out_dir / WEIGHTS_NAME
+    save_tensors_atomic(weights, model.state_dict())
+    spec["metrics"] = {"train_acc": train_acc, "test_acc": test_acc}
+    spec["recipe"] = recipe_path
+    spec["weights"] = WEIGHTS_NAME
+    spec["weights_sha256"] = sha256_file(weights)
+    write_json_atomic(out_dir / SPEC_NAME, spec)
+    return {"train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    """Read a YAML training recipe."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe not found") from None
+    if not isinstance(recipe, dict):
+        raise UserError(f"{path}: recipe must be a YAML mapping")
+    return recipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: retrain the digits model from a recipe into an output directory."""
+    parser = argparse.ArgumentParser(prog="python -m pathprune.digits", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=Path("recipes/digits_train.yaml"))
+    parser.add_argument("--out", type=Path, default=DIGITS_DIR)
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe)
+    metrics = train_digits(recipe, args.out, progress=not args.quiet,
+                           recipe_path=args.recipe.as_posix())
+    print(f"train_acc {metrics['train_acc']:.4f}  test_acc {metrics['test_acc']:.4f}  "
+          f"{metrics['seconds']:.1f} s  -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
