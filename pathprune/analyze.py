@@ -260,7 +260,7 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
         with open(paths_file, "a") as fh:
             for images, batch_pos, skipped in iterate_batches(image_set, todo, settings.batch_size, workers):
                 for pos, err in skipped:
-                    state["skipped"].append({"file": image_set.items[pos].file, "error": err})
+                    state["skipped"].append({"index": pos, "file": image_set.items[pos].file, "error": err})
                 if images is not None:
                     labels = torch.tensor([image_set.items[p].label for p in batch_pos])
                     result = search.attribute(images, labels)

@@ -24,9 +24,9 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
     """Eager callback: a recipe's values become this command's defaults (explicit options win)."""
     if value is None:
         return value
-    from .recipes import recipe_defaults
+    from .recipes import option_spellings, recipe_defaults
 
-    defaults = recipe_defaults(value, ctx.command.name, {p.name for p in ctx.command.params})
+    defaults = recipe_defaults(value, ctx.command.name, option_spellings(ctx.command.params))
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -93,7 +93,26 @@ def resolve_device(device: str) -> str:
 # group and error handling
 
 
-@click.group(context_settings=CONTEXT)
+class _DiscoveringGroup(click.Group):
+    """A group that registers the commands of pathprune/commands/ on first use (any import order)."""
+
+    _discovered = False
+
+    def _discover(self) -> None:
+        if not self._discovered:
+            self._discovered = True
+            _register_commands(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str):  # noqa: D102
+        self._discover()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context):  # noqa: D102
+        self._discover()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_DiscoveringGroup, context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(package_name="pathprune")
 @click.pass_context
@@ -202,7 +221,13 @@ def analyze(model_name, weights, img_size, num_classes, model_args, data, out, t
 # the other commands: every module of pathprune/commands/ that defines COMMANDS is registered
 
 
-def _register_commands() -> None:
+def command_table() -> dict[str, click.Command]:
+    """Every pathprune command by name (discovering the command modules if needed)."""
+    cli._discover()
+    return dict(cli.commands)
+
+
+def _register_commands(group: click.Group) -> None:
     import importlib
     import pkgutil
 
@@ -211,10 +236,7 @@ def _register_commands() -> None:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         for command in getattr(module, "COMMANDS", ()):
-            cli.add_command(command)
-
-
-_register_commands()
+            group.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

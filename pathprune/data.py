@@ -202,12 +202,12 @@ def build_transform(preprocessing: dict[str, Any], preprocess: str = "model") ->
     if kind == "digits":
         if preprocess == "reference":
             raise UserError("--preprocess reference does not apply to a digits model")
-        scale = float(preprocessing["scale"])
+        # an image file stores pixel/scale in 0..255 (the model's inputs are (pixel/scale - mean)/std)
         mean, std = preprocessing["mean"], preprocessing["std"]
         return transforms.Compose([
             transforms.Resize((8, 8)),
             transforms.PILToTensor(),
-            transforms.Lambda(lambda t: t.float() * (scale / 255.0)),
+            transforms.Lambda(lambda t: t.float() / 255.0),
             transforms.Normalize(mean, std),
         ])
     size = preprocessing["input_size"]

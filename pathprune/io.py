@@ -34,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get ordinary modes
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -88,6 +89,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     except OSError as exc:
         raise UserError(f"cannot write output directory {target}: {exc.strerror}") from None
     if target.exists() and not overwrite:
@@ -106,6 +108,12 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def package_versions() -> dict[str, str]:

@@ -325,11 +325,21 @@ def _check_npz_shapes(model: nn.Module, npz: Any, keys: set[str], path: Path) ->
 
 def _load_torch(model: nn.Module, path: Path) -> None:
     """PyTorch checkpoint (state dict, or {'model'|'state_dict'|'model_ema': state dict}), no pickle."""
+    import pickle
+    import warnings
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot be loaded safely as a tensor checkpoint ({first})") from None
+        text = str(exc).strip()
+        if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+            raise UserError(f"{path}: refused: it contains pickled Python objects, not only tensors "
+                            "(pathprune loads with torch.load(weights_only=True)); save a plain state "
+                            "dict or .safetensors") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise UserError(f"{path}: cannot be loaded as a tensor checkpoint ({first})") from None
     _load_state_dict(model, _unwrap_state_dict(obj, path), path)
 
 
@@ -366,10 +376,10 @@ def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
         except Exception:  # noqa: BLE001 - fall through to the precise shape report below
             pass
     expected = model.state_dict()
-    for key, value in state.items():
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
-            raise UserError(f"{path}: checkpoint tensor '{key}' has shape {tuple(value.shape)}, "
-                            f"the architecture expects {tuple(expected[key].shape)}")
+    for key, ref in expected.items():  # in the model's order, so the first mismatch is the earliest
+        if key in state and tuple(state[key].shape) != tuple(ref.shape):
+            raise UserError(f"{path}: checkpoint tensor '{key}' has shape {tuple(state[key].shape)}, "
+                            f"the architecture expects {tuple(ref.shape)}")
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing:

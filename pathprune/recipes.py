@@ -28,12 +28,17 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def recipe_defaults(path: str | Path, command: str, params: set[str]) -> dict[str, Any]:
+def recipe_defaults(path: str | Path, command: str, params: dict[str, str] | set[str]) -> dict[str, Any]:
     """Defaults for `command`: the recipe's top-level options, then its `command:` section.
 
-    Keys use option names (``img-size`` or ``img_size``); `model` maps to the --model option.
-    Only keys that the command has are returned.
+    `params` maps every spelling of an option (its flags without dashes, e.g. ``img-size``, and its
+    parameter name, e.g. ``img_size``) to the parameter name. Keys the command lacks are ignored, so
+    one recipe serves every command.
     """
+    if not isinstance(params, dict):  # a plain set of parameter names
+        params = {spelling: name for name in params for spelling in (name, name.replace("_", "-"))}
+    if "model" not in params and "model_name" in params.values():  # e.g. export's MODEL_OR_DIR argument
+        params = {**params, "model": "model_name"}
     recipe = load_recipe(path)
     merged: dict[str, Any] = {}
     section = recipe.get(command) or {}
@@ -41,8 +46,20 @@ def recipe_defaults(path: str | Path, command: str, params: set[str]) -> dict[st
         raise UserError(f"--recipe {path}: section '{command}' must be a mapping")
     for source in ({k: v for k, v in recipe.items() if not isinstance(v, dict)}, section):
         for key, value in source.items():
-            name = str(key).replace("-", "_")
-            name = {"model": "model_name", "model_arg": "model_args"}.get(name, name)
-            if name in params:
+            name = params.get(str(key)) or params.get(str(key).replace("_", "-"))
+            if name is not None:
                 merged[name] = value
     return merged
+
+
+def option_spellings(params: list) -> dict[str, str]:
+    """Map each click parameter's flags (without dashes) and name to its parameter name."""
+    out: dict[str, str] = {}
+    for param in params:
+        if param.name is None:
+            continue
+        out[param.name] = param.name
+        out[param.name.replace("_", "-")] = param.name
+        for flag in getattr(param, "opts", []) + getattr(param, "secondary_opts", []):
+            out[flag.lstrip("-")] = param.name
+    return out

@@ -1,0 +1,172 @@
+"""Shared fixtures: tiny random-weight timm ViTs, a tiny ImageFolder, and a CLI runner.
+
+Every model here is small enough that a whole test file runs in seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+BASE = "vit_tiny_patch16_224"
+TINY_ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 2, "mlp_ratio": 2.0}
+TINY_IMG = 32
+TINY_CLASSES = 3
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the thread pool's
+# spin-waiting made a 0.5 s analysis take 10-20 s. One thread keeps the suite fast and stable.
+torch.set_num_threads(1)
+
+
+def tiny_model_args(**changes) -> dict:
+    """timm constructor arguments of the tiny ViT (img 32, patch 8 -> 16 patches)."""
+    return {**TINY_ARGS, **changes}
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw every parameter with O(1) scales, so logits, softmax and gradients are far from flat.
+
+    timm's own init (std 0.02, zero head) gives near-uniform outputs where ties and float noise
+    would decide which neuron wins; these weights make the oracle comparisons meaningful.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                fan_in = math.prod(p.shape[1:])
+                scale = 1.5 / math.sqrt(fan_in) if p.ndim == 2 or p.ndim == 4 else 0.5
+                if "cls_token" in name or "pos_embed" in name:
+                    scale = 0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+            elif name.endswith("weight"):  # LayerNorm scales
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def make_tiny(seed: int = 0, num_classes: int = TINY_CLASSES, **changes):
+    """(model, spec) of a tiny random ViT through pathprune.models.create_model."""
+    from pathprune.models import create_model
+
+    model, spec = create_model(BASE, "random", img_size=TINY_IMG, num_classes=num_classes,
+                               model_args=tiny_model_args(**changes), seed=seed)
+    return randomize_(model, seed), spec
+
+
+@pytest.fixture
+def tiny_vit() -> Callable:
+    """Factory: tiny_vit(seed=0, num_classes=3, **timm_overrides) -> (model, spec)."""
+    return make_tiny
+
+
+def cli_model_args(weights: str | Path, **changes) -> list[str]:
+    """The CLI options that rebuild the tiny ViT from a weights file."""
+    args = ["--model", BASE, "--weights", str(weights), "--img-size", str(TINY_IMG),
+            "--num-classes", str(changes.pop("num_classes", TINY_CLASSES))]
+    for key, value in tiny_model_args(**changes).items():
+        args += ["--model-arg", f"{key}={value}"]
+    return args
+
+
+@pytest.fixture
+def tiny_weights(tmp_path_factory) -> Path:
+    """The (randomized) tiny ViT saved as .safetensors, loadable with cli_model_args()."""
+    from safetensors.torch import save_file
+
+    model, _ = make_tiny(seed=0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# images
+
+CLASS_DIRS = ("zebra", "cat", "dog")  # created out of order on purpose: the order is sorted
+FILES_PER_CLASS = 4
+BROKEN = "dog/broken.png"
+
+
+def _write_png(path: Path, seed: int, size: tuple[int, int] = (40, 36)) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").save(path)
+
+
+@dataclass
+class Folder:
+    root: Path
+    readable: list[str]  # relative paths of readable images, in the expected (sorted) order
+    broken: str | None
+
+
+def make_folder(root: Path, broken: bool = True) -> Folder:
+    """ImageFolder: 3 classes x 4 PNGs (names unsorted on disk), plus one unreadable PNG."""
+    seed = 0
+    readable = []
+    for cls in CLASS_DIRS:
+        (root / cls).mkdir(parents=True)
+        for name in ("c.png", "a.png", "d.png", "b.png")[:FILES_PER_CLASS]:
+            _write_png(root / cls / name, seed)
+            seed += 1
+    (root / "notes.txt").write_text("not a class folder")
+    (root / "cat" / "readme.txt").write_text("not an image")
+    if broken:
+        (root / BROKEN).write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    for cls in sorted(CLASS_DIRS):
+        names = sorted(["a.png", "b.png", "c.png", "d.png"] + (["broken.png"] if broken and cls == "dog" else []))
+        readable += [f"{cls}/{n}" for n in names if not (broken and f"{cls}/{n}" == BROKEN)]
+    return Folder(root, readable, BROKEN if broken else None)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Folder:
+    """A tiny ImageFolder with one broken file (see make_folder)."""
+    return make_folder(tmp_path / "images")
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def run_cli(capsys) -> Callable[[list[str]], CliResult]:
+    """Run `pathprune ARGS` in-process through pathprune.cli.main; capture exit code and output."""
+    import warnings
+
+    from pathprune.cli import main
+
+    def run(args: list[str]) -> CliResult:
+        capsys.readouterr()
+        saved = warnings.formatwarning
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            warnings.formatwarning = saved
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,133 @@
+"""pathprune bench: the report's numbers agree with an independent evaluation written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli_model_args, make_folder, make_tiny
+from test_export import slice_pruned_dir
+
+WIDTHS = {"half": [24, 24], "skewed": [40, 6]}  # dense: 48 neurons per block (embed 24, mlp_ratio 2)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A dense tiny ViT, two pruned directories (one non-uniform) and an ImageFolder, benchmarked once."""
+    from pathprune.cli import main
+
+    root = tmp_path_factory.mktemp("bench")
+    weights = root / "tiny.safetensors"
+    from safetensors.torch import save_file
+
+    dense, spec = make_tiny(seed=0)
+    save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(weights))
+    pruned = {}
+    for i, (name, widths) in enumerate(WIDTHS.items()):
+        model, spec = make_tiny(seed=0)
+        pruned[name] = slice_pruned_dir(model, spec, widths, root / name, seed=i)
+    # the directories record the ratio they were made with
+    for name, ratio in (("half", 0.5), ("skewed", 0.5208)):
+        desc = json.loads((pruned[name] / "model.json").read_text())
+        (pruned[name] / "model.json").write_text(json.dumps({**desc, "ratio": ratio}))
+    folder = make_folder(root / "images", broken=False)
+    out = root / "report"
+    args = ["bench", *cli_model_args(weights), "--pruned", pruned["half"], "--pruned", pruned["skewed"],
+            "--data", folder.root, "--out", out, "--batch-sizes", "1,3", "--warmup", "1", "--repeats", "3",
+            "--backends", "ort-cpu,torch-cpu", "--exporter", "torchscript", "--eval-batch-size", "5", "--quiet"]
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return {"out": out, "pruned": pruned, "folder": folder, "dense": dense}
+
+
+def independent_outputs(model: torch.nn.Module, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax probabilities, labels) with torchvision's ImageFolder and timm's eval transform."""
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.datasets import ImageFolder
+
+    config = resolve_data_config({"input_size": (3, *model.patch_embed.img_size)}, model=model)
+    transform = create_transform(**config, is_training=False)
+    data = ImageFolder(str(folder), transform=transform)
+    x = torch.stack([img for img, _ in data])
+    y = torch.tensor([label for _, label in data])
+    with torch.no_grad():
+        return torch.softmax(model(x).double(), -1), y
+
+
+def test_report_files_and_rows(setup):
+    out = setup["out"]
+    for name in ("report.json", "report.md", "accuracy.png", "latency.png"):
+        assert (out / name).is_file(), name
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == [report["dense"], "half", "skewed"]
+    assert [m["ratio"] for m in report["models"]] == [0.0, 0.5, 0.5208]
+    keys = {(r["model"], r["backend"], r["batch_size"]) for r in report["latency"]}
+    assert keys == {(m, b, n) for m in (report["dense"], "half", "skewed") for b in ("ort-cpu", "torch-cpu")
+                    for n in (1, 3)}
+    for r in report["latency"]:
+        assert 0 < r["median_ms"] <= r["p90_ms"]
+    assert "| half | 0.50 |" in (out / "report.md").read_text()
+    assert not list(out.parent.glob(".report.*"))  # no temporary directory left behind
+
+
+def test_accuracy_numbers_match_an_independent_evaluation(setup):
+    from pathprune.models import create_model
+
+    report = json.loads((setup["out"] / "report.json").read_text())
+    rows = {m["name"]: m for m in report["models"]}
+    root = setup["folder"].root
+    p_dense, y = independent_outputs(setup["dense"], root)
+    assert report["images"] == len(y) == 12
+    dense_row = rows[report["dense"]]
+    assert dense_row["top1"] == pytest.approx(float((p_dense.argmax(-1) == y).double().mean()))
+    for name, directory in setup["pruned"].items():
+        model, _ = create_model(str(directory))
+        p, _ = independent_outputs(model, root)
+        row = rows[name]
+        top1 = float((p.argmax(-1) == y).double().mean())
+        target, target_dense = p[torch.arange(len(y)), y], p_dense[torch.arange(len(y)), y]
+        assert row["top1"] == pytest.approx(top1)
+        assert row["top1_deviation"] == pytest.approx(top1 - dense_row["top1"])
+        assert row["target_prob"] == pytest.approx(float(target.mean()), abs=1e-6)
+        assert row["prob_deviation"] == pytest.approx(float((target - target_dense).mean()), abs=1e-6)
+        assert row["prob_deviation_abs"] == pytest.approx(float((target - target_dense).abs().mean()), abs=1e-6)
+        assert row["agreement"] == pytest.approx(float((p.argmax(-1) == p_dense.argmax(-1)).double().mean()))
+    # the pruned models really differ from the dense one, so the deviations above are not trivially 0
+    assert any(abs(rows[n]["prob_deviation_abs"]) > 1e-4 for n in WIDTHS)
+
+
+def test_size_numbers_match_an_independent_count(setup):
+    from pathprune.models import create_model
+
+    report = json.loads((setup["out"] / "report.json").read_text())
+    rows = {m["name"]: m for m in report["models"]}
+    dense = setup["dense"]
+    dense_params = sum(p.numel() for p in dense.parameters())
+    assert rows[report["dense"]]["params"] == dense_params
+    tokens = dense.patch_embed.num_patches + 1
+    dim = dense.embed_dim
+    for name, directory in setup["pruned"].items():
+        model, _ = create_model(str(directory))
+        params = sum(p.numel() for p in model.parameters())
+        removed = sum(48 - w for w in WIDTHS[name])
+        # each removed neuron takes an fc1 row + bias and an fc2 column
+        assert rows[name]["params"] == params == dense_params - removed * (2 * dim + 1)
+        assert rows[name]["mlp_hidden"] == WIDTHS[name]
+        assert rows[name]["neurons_removed_fraction"] == pytest.approx(removed / 96)
+        # fc1 and fc2 lose tokens x dim multiply-accumulates per removed neuron each
+        assert rows[report["dense"]]["macs"] - rows[name]["macs"] >= tokens * removed * 2 * dim
+        assert rows[name]["macs_ratio"] == pytest.approx(rows[name]["macs"] / rows[report["dense"]]["macs"])
+        assert rows[name]["onnx_bytes"] < rows[report["dense"]]["onnx_bytes"]
+
+
+def test_incomparable_model_is_refused(tmp_path, run_cli, setup):
+    res = run_cli(["bench", *cli_model_args("random", num_classes=5), "--pruned", setup["pruned"]["half"],
+                   "--data", setup["folder"].root, "--out", tmp_path / "r"])
+    assert res.code == 2 and "differ from the dense model" in res.err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,142 @@
+"""ONNX export: parity with torch for dense and non-uniformly pruned ViTs, dynamic batch, no file on error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import BASE, cli_model_args, make_tiny
+
+from pathprune.errors import UserError
+
+
+def slice_pruned_dir(model: torch.nn.Module, spec, widths: list[int], out: Path, seed: int = 0) -> Path:
+    """Keep a random subset of each block's MLP neurons (fc1 rows, fc2 columns); save a pruned directory."""
+    gen = torch.Generator().manual_seed(seed)
+    kept = []
+    for block, width in zip(model.blocks, widths):
+        fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+        idx = torch.randperm(fc2.in_features, generator=gen)[:width].sort().values
+        new1, new2 = torch.nn.Linear(fc1.in_features, width), torch.nn.Linear(width, fc2.out_features)
+        with torch.no_grad():
+            new1.weight.copy_(fc1.weight[idx]), new1.bias.copy_(fc1.bias[idx])
+            new2.weight.copy_(fc2.weight[:, idx]), new2.bias.copy_(fc2.bias)
+        block.mlp.fc1, block.mlp.fc2 = new1, new2
+        kept.append(idx.tolist())
+    out.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "model.json").write_text(json.dumps({
+        "base": spec.base, "overrides": spec.overrides, "mlp_hidden": widths, "preprocessing": spec.preprocessing,
+        "class_names": None, "token_scope": "cls", "weights": "model.safetensors", "kept": kept,
+        "method": "random", "ratio": 0.5, "source": {}}))
+    return out
+
+
+def ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def pruned_dir(tmp_path_factory) -> Path:
+    model, spec = make_tiny(seed=1)
+    return slice_pruned_dir(model, spec, [20, 7], tmp_path_factory.mktemp("pruned") / "p")
+
+
+def test_dense_export_matches_torch_at_batch_1_and_3(tmp_path, run_cli, tiny_weights):
+    out = tmp_path / "dense.onnx"
+    args = cli_model_args(tiny_weights)
+    assert args[:2] == ["--model", BASE]
+    res = run_cli(["export", BASE, *args[2:], "--out", out])
+    assert res.code == 0, res.output
+    assert "max |onnxruntime - torch| logit difference" in res.out
+    model, _ = make_tiny(seed=0)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch + 10))
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = ort_logits(out, x)
+        assert got.shape == (batch, 3)
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_nonuniform_pruned_directory_exports_with_its_widths(tmp_path, run_cli, pruned_dir):
+    import onnx
+
+    out = tmp_path / "sub" / "pruned.onnx"  # the parent is created
+    res = run_cli(["export", pruned_dir, "--out", out])
+    assert res.code == 0, res.output
+    from pathprune.models import create_model
+
+    model, _ = create_model(str(pruned_dir))
+    assert [b.mlp.fc2.in_features for b in model.blocks] == [20, 7]
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert np.abs(ort_logits(out, x) - expected).max() < 1e-4
+    graph = onnx.load(str(out)).graph
+    batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic, i.e. dynamic batch
+    sizes = sorted({tuple(init.dims) for init in graph.initializer if 7 in init.dims or 20 in init.dims})
+    assert sizes, "the pruned widths must appear in the weight shapes"
+
+
+def test_torchscript_exporter_also_passes(tmp_path, pruned_dir):
+    from pathprune.export import export_onnx
+    from pathprune.models import create_model
+
+    model, _ = create_model(str(pruned_dir))
+    result = export_onnx(model, tmp_path / "ts.onnx", exporter="torchscript")
+    assert result.max_abs_diff < 1e-4 and result.parity_batch_sizes == [1, 3]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert np.abs(ort_logits(tmp_path / "ts.onnx", x) - model(x).numpy()).max() < 1e-4
+
+
+def test_parity_failure_leaves_no_file(tmp_path, monkeypatch):
+    """An ONNX graph that computes something else (other weights) is refused and nothing is written."""
+    import pathprune.export as export_mod
+
+    model, _ = make_tiny(seed=0)
+    other, _ = make_tiny(seed=5)
+    wrong = export_mod.onnx_bytes(other, (3, 32, 32), exporter="torchscript")
+    monkeypatch.setattr(export_mod, "onnx_bytes", lambda *a, **k: wrong)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UserError, match="parity check failed"):
+        export_mod.export_onnx(model, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_is_kept_when_parity_fails(tmp_path, monkeypatch):
+    import pathprune.export as export_mod
+
+    model, _ = make_tiny(seed=0)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"old")
+    monkeypatch.setattr(export_mod, "parity_max_diff", lambda *a, **k: 1.0)
+    with pytest.raises(UserError, match="parity"):
+        export_mod.export_onnx(model, out, exporter="torchscript")
+    assert out.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("name,match", [("model.txt", "must end in .onnx"), ("afile/x.onnx", "not a directory")])
+def test_bad_output_path_is_a_one_line_error(tmp_path, run_cli, pruned_dir, name, match):
+    (tmp_path / "afile").write_text("x")
+    res = run_cli(["export", pruned_dir, "--out", tmp_path / name])
+    assert res.code == 2
+    assert match in res.err and len(res.err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_img_size_conflicting_with_a_pruned_directory_is_refused(tmp_path, run_cli, pruned_dir):
+    res = run_cli(["export", pruned_dir, "--img-size", "64", "--out", tmp_path / "x.onnx"])
+    assert res.code == 2 and "fixed input size of 32" in res.err
+    assert not (tmp_path / "x.onnx").exists()

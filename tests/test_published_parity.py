@@ -1,0 +1,161 @@
+"""`--jas reference --quadrature riemann --steps 20 --preprocess reference` reproduces the published loop.
+
+The oracle is benchmarks/reference_impl.published_paths, an independent re-expression of the
+published NeuronPath code (one clean forward per layer, in-place class-token replacement, one
+autograd.grad per replaced tensor). The model goes through a Google-format .npz written here, so the
+.npz loading path of the CLI is exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.reference_impl import published_paths  # noqa: E402
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL = {"patch_size": 8, "depth": 3, "embed_dim": 24, "num_heads": 2, "mlp_ratio": 2.0}
+
+
+def random_vit(img_size: int, num_classes: int, seed: int, **kwargs):
+    """A timm ViT with O(1)-scale random weights (far from timm's near-uniform init)."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=img_size,
+                              num_classes=num_classes, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                scale = 0.5 if ("cls_token" in name or "pos_embed" in name) else 1.5 / math.sqrt(math.prod(p.shape[1:]))
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+            elif name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def save_google_npz(model, path: Path) -> None:
+    """Write a timm ViT in the original Google ViT .npz layout (what timm's _load_weights reads)."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    dim = model.embed_dim
+    heads = model.blocks[0].attn.num_heads
+    hd = dim // heads
+    out = {
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # OIHW -> HWIO
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+        "head/kernel": sd["head.weight"].T,
+        "head/bias": sd["head.bias"],
+    }
+    for i in range(len(model.blocks)):
+        b, root = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        qkv_w, qkv_b = sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]
+        for j, name in enumerate(("query", "key", "value")):
+            w = qkv_w[j * dim:(j + 1) * dim]  # [out, in]
+            out[root + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w.T.reshape(dim, heads, hd)
+            out[root + f"MultiHeadDotProductAttention_1/{name}/bias"] = qkv_b[j * dim:(j + 1) * dim].reshape(heads, hd)
+        out[root + "MultiHeadDotProductAttention_1/out/kernel"] = sd[b + "attn.proj.weight"].reshape(dim, heads, hd).transpose(1, 2, 0)
+        out[root + "MultiHeadDotProductAttention_1/out/bias"] = sd[b + "attn.proj.bias"]
+        for ln, key in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[root + f"{ln}/scale"] = sd[b + key + ".weight"]
+            out[root + f"{ln}/bias"] = sd[b + key + ".bias"]
+        for r in range(2):
+            out[root + f"MlpBlock_3/Dense_{r}/kernel"] = sd[b + f"mlp.fc{r + 1}.weight"].T
+            out[root + f"MlpBlock_3/Dense_{r}/bias"] = sd[b + f"mlp.fc{r + 1}.bias"]
+    np.savez(path, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()})
+
+
+def write_folder(root: Path, classes: int, per_class: int) -> list[tuple[str, int]]:
+    """ImageFolder of random PNGs of odd sizes (so the resize matters); (relative file, label) sorted."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    items = []
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            w, h = int(rng.integers(40, 130)), int(rng.integers(40, 130))
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(root / f"class{c}" / f"img{i:02d}.png")
+            items.append((f"class{c}/img{i:02d}.png", c))
+    return sorted(items)
+
+
+def published_transform(img_size: int):
+    """The published preprocessing: Resize((img, img)) + ToTensor + ImageNet Normalize."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize((img_size, img_size)), transforms.ToTensor(),
+                               transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def check_parity(tmp_path: Path, run_cli, model, img_size: int, model_args: list[str],
+                 classes: int, per_class: int, num_classes: int) -> None:
+    weights = tmp_path / "vit.npz"
+    save_google_npz(model, weights)
+    items = write_folder(tmp_path / "data", classes, per_class)
+    out = tmp_path / "out"
+    result = run_cli(["analyze", "--model", "vit_tiny_patch16_224", "--img-size", img_size,
+                      "--num-classes", num_classes, *model_args, "--weights", weights,
+                      "--data", tmp_path / "data", "--out", out, "--preprocess", "reference",
+                      "--jas", "reference", "--quadrature", "riemann", "--steps", 20, "--topk", 1,
+                      "--batch-size", per_class, "--device", "cpu", "--workers", 0, "--quiet"])
+    assert result.code == 0, result.output
+    records = {r["file"]: r for r in map(json.loads, (out / "paths.jsonl").read_text().splitlines())}
+    assert sorted(records) == [f for f, _ in items]
+
+    from PIL import Image
+
+    transform = published_transform(img_size)
+    for c in range(classes):  # the published code runs single-class batches
+        files = [f for f, label in items if label == c]
+        images = torch.stack([transform(Image.open(tmp_path / "data" / f).convert("RGB")) for f in files])
+        expected = published_paths(model, images, torch.full((len(files),), c), steps=20)
+        for i, f in enumerate(files):
+            rec = records[f]
+            assert [p[0] for p in rec["path"]] == expected["path"][i].tolist(), f
+            assert [p[0] for p in rec["act_path"]] == expected["act_path"][i].tolist(), f
+            assert rec["path_jas"] == pytest.approx(float(expected["path_jas"][i]), rel=1e-3, abs=1e-6), f
+            assert rec["act_path_jas"] == pytest.approx(float(expected["act_path_jas"][i]), rel=1e-3, abs=1e-6), f
+
+
+def test_npz_writer_round_trips_through_timm(tmp_path):
+    """The test's Google .npz layout is what timm's loader reads: same logits after loading."""
+    from pathprune.models import create_model
+
+    model = random_vit(32, 5, seed=1, **SMALL)
+    save_google_npz(model, tmp_path / "m.npz")
+    args = {k: v for k, v in SMALL.items()}
+    loaded, _ = create_model("vit_tiny_patch16_224", str(tmp_path / "m.npz"), img_size=32, num_classes=5, model_args=args)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_reference_mode_reproduces_published_loop(tmp_path, run_cli):
+    """The acceptance command on a small ViT (3 blocks, 48 neurons): 2 classes x 10 images, batches of 10."""
+    model = random_vit(32, 10, seed=3, **SMALL)
+    model_args = [a for k, v in SMALL.items() for a in ("--model-arg", f"{k}={v}")]
+    check_parity(tmp_path, run_cli, model, 32, model_args, classes=2, per_class=10, num_classes=10)
+
+
+@pytest.mark.skipif(not os.environ.get("PATHPRUNE_SLOW_TESTS"),
+                    reason="vit_tiny at 96 px x 20 steps takes minutes on 2 cores; set PATHPRUNE_SLOW_TESTS=1")
+def test_acceptance_command_vit_tiny_96(tmp_path, run_cli):
+    """The exact acceptance command: vit_tiny_patch16_224 --img-size 96, 10 single-class images."""
+    model = random_vit(96, 1000, seed=4)
+    check_parity(tmp_path, run_cli, model, 96, [], classes=1, per_class=10, num_classes=1000)
