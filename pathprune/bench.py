@@ -143,24 +143,14 @@ def evaluate(models: Sequence[BenchModel], images: Any, batch_size: int = 64,
 
     `images` is an ImageSet or an (images, labels) pair of tensors.
     """
-    from .data import ImageSet, iterate_batches
+    from .data import count_images, labelled_batches
 
-    def batches():
-        if isinstance(images, ImageSet):
-            for x, pos, _ in iterate_batches(images, range(len(images.items)), batch_size, workers):
-                if x is not None:
-                    yield x, torch.tensor([images.items[p].label for p in pos])
-        else:
-            x_all, y_all = images
-            for i in range(0, len(x_all), batch_size):
-                yield x_all[i:i + batch_size], y_all[i:i + batch_size]
-
-    total = len(images.items) if isinstance(images, ImageSet) else len(images[0])
+    total = count_images(images)
     labels: list[torch.Tensor] = []
     preds = {m.name: [] for m in models}
     probs = {m.name: [] for m in models}
     bar = _bar(total, "evaluate", progress, unit="img")
-    for x, y in batches():
+    for x, y in labelled_batches(images, batch_size, workers):
         labels.append(y)
         for m in models:
             p = torch.softmax(m.model(x.float()).double(), dim=-1)

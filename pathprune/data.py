@@ -82,6 +82,26 @@ def iterate_batches(image_set: ImageSet, positions: Sequence[int], batch_size: i
         yield images, pos, skipped
 
 
+
+
+def count_images(images: ImageSet | tuple[torch.Tensor, torch.Tensor]) -> int:
+    """Number of images of an ImageSet or an (images, labels) pair."""
+    return len(images.items) if isinstance(images, ImageSet) else len(images[0])
+
+
+def labelled_batches(images: ImageSet | tuple[torch.Tensor, torch.Tensor], batch_size: int,
+                     workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches of an ImageSet (unreadable images skipped) or a tensor pair."""
+    if isinstance(images, ImageSet):
+        for x, pos, _ in iterate_batches(images, range(len(images.items)), batch_size, workers):
+            if x is not None:
+                yield x, torch.tensor([images.items[p].label for p in pos])
+    else:
+        x_all, y_all = images
+        for i in range(0, len(x_all), batch_size):
+            yield x_all[i:i + batch_size], y_all[i:i + batch_size]
+
+
 # --------------------------------------------------------------------------------------------
 # opening a data argument
 

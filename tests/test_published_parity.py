@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -48,36 +47,9 @@ def random_vit(img_size: int, num_classes: int, seed: int, **kwargs):
 
 def save_google_npz(model, path: Path) -> None:
     """Write a timm ViT in the original Google ViT .npz layout (what timm's _load_weights reads)."""
-    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    dim = model.embed_dim
-    heads = model.blocks[0].attn.num_heads
-    hd = dim // heads
-    out = {
-        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # OIHW -> HWIO
-        "embedding/bias": sd["patch_embed.proj.bias"],
-        "cls": sd["cls_token"],
-        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
-        "Transformer/encoder_norm/scale": sd["norm.weight"],
-        "Transformer/encoder_norm/bias": sd["norm.bias"],
-        "head/kernel": sd["head.weight"].T,
-        "head/bias": sd["head.bias"],
-    }
-    for i in range(len(model.blocks)):
-        b, root = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
-        qkv_w, qkv_b = sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]
-        for j, name in enumerate(("query", "key", "value")):
-            w = qkv_w[j * dim:(j + 1) * dim]  # [out, in]
-            out[root + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w.T.reshape(dim, heads, hd)
-            out[root + f"MultiHeadDotProductAttention_1/{name}/bias"] = qkv_b[j * dim:(j + 1) * dim].reshape(heads, hd)
-        out[root + "MultiHeadDotProductAttention_1/out/kernel"] = sd[b + "attn.proj.weight"].reshape(dim, heads, hd).transpose(1, 2, 0)
-        out[root + "MultiHeadDotProductAttention_1/out/bias"] = sd[b + "attn.proj.bias"]
-        for ln, key in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-            out[root + f"{ln}/scale"] = sd[b + key + ".weight"]
-            out[root + f"{ln}/bias"] = sd[b + key + ".bias"]
-        for r in range(2):
-            out[root + f"MlpBlock_3/Dense_{r}/kernel"] = sd[b + f"mlp.fc{r + 1}.weight"].T
-            out[root + f"MlpBlock_3/Dense_{r}/bias"] = sd[b + f"mlp.fc{r + 1}.bias"]
-    np.savez(path, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()})
+    from test_models_data import timm_to_google_npz  # the one timm -> Google key mapping of the tests
+
+    np.savez(path, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in timm_to_google_npz(model).items()})
 
 
 def write_folder(root: Path, classes: int, per_class: int) -> list[tuple[str, int]]:
@@ -153,8 +125,7 @@ def test_reference_mode_reproduces_published_loop(tmp_path, run_cli):
     check_parity(tmp_path, run_cli, model, 32, model_args, classes=2, per_class=10, num_classes=10)
 
 
-@pytest.mark.skipif(not os.environ.get("PATHPRUNE_SLOW_TESTS"),
-                    reason="vit_tiny at 96 px x 20 steps takes minutes on 2 cores; set PATHPRUNE_SLOW_TESTS=1")
+@pytest.mark.slow  # about 2 minutes on 2 cores; deselect with -m "not slow" while developing
 def test_acceptance_command_vit_tiny_96(tmp_path, run_cli):
     """The exact acceptance command: vit_tiny_patch16_224 --img-size 96, 10 single-class images."""
     model = random_vit(96, 1000, seed=4)
