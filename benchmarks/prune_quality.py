@@ -1,12 +1,16 @@
 """Pruning quality on the embedded digits model: which importance keeps the most accuracy?
 
 Importance from `analyze` runs on a class-balanced subset of digits:train (paper JAS form, Gauss
-8 steps; token scope cls and, separately, all), accuracy on digits:test, no fine-tuning. Every method
-at ratios 0.3/0.5/0.7/0.9, with and without bias compensation (calibration: digits:train images).
+8 steps; token scope cls and all, top-1/3/5/10 paths), accuracy and cross-entropy on digits:test,
+no fine-tuning. Every method at ratios 0.3/0.5/0.7/0.9 (+0.95), with and without bias compensation
+(calibration: digits:train images), uniform per-block scope unless marked global. Robustness: the
+default path settings (cls top-1, all top-5) again on three other subsets (`--shard I/4`).
 
     python benchmarks/prune_quality.py [--images-per-class 30] [--work /tmp/prune_quality]
 
-Writes benchmarks/results_prune.md and benchmarks/figures/prune_quality.png.
+Writes benchmarks/results_prune.md (the part above its `<!-- analysis -->` marker) and
+benchmarks/figures/prune_quality.png. About 1.5 minutes on 2 idle CPU cores (12 analyze runs of
+~300 images; existing complete ones in --work are reused after a settings/weights check).
 """
 
 from __future__ import annotations
@@ -20,25 +24,52 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-RATIOS = (0.3, 0.5, 0.7, 0.9)
+RATIOS = (0.3, 0.5, 0.7, 0.9, 0.95)
+RANDOM_SEEDS = (0, 1, 2, 3, 4)
+#: analyze runs: name -> (token scope, top-K)
+#: robustness: the same two settings on other subsets of digits:train (every 4th image from I)
+SHARDS = ("1/4", "2/4", "3/4")
+SHARD_SETTINGS = {"cls": ("cls", 1), "all-top5": ("all", 5)}
+ANALYSES = {"cls": ("cls", 1), "all": ("all", 1), "cls-top3": ("cls", 3), "cls-top5": ("cls", 5),
+            "cls-top10": ("cls", 10), "all-top5": ("all", 5)}
 
 
-def run_analyze(out: Path, images_per_class: int, token: str, topk: int = 1) -> float:
-    """Analyse digits:train (resumable: an existing complete run is reused); returns seconds."""
+def run_analyze(out: Path, images_per_class: int, token: str, topk: int = 1, shard: str | None = None) -> float:
+    """Analyse digits:train (an existing complete run is reused); returns seconds.
+
+    shard "I/N": every N-th image of digits:train instead of `images_per_class` per class.
+    """
     from pathprune.cli import main
 
     if (out / "summary.json").exists():
+        check_reusable(out, None if shard else 10 * images_per_class, token, topk)
         return 0.0
     started = time.perf_counter()
     try:
-        main(["analyze", "--model", "digits", "--data", "digits:train", "--out", str(out),
-              "--images-per-class", str(images_per_class), "--token", token, "--topk", str(topk),
+        subset = ["--shard", shard] if shard else ["--images-per-class", str(images_per_class)]
+        main(["analyze", "--model", "digits", "--data", "digits:train", "--out", str(out), *subset,
+              "--token", token, "--topk", str(topk),
               "--steps", "8", "--quadrature", "gauss", "--jas", "paper", "--batch-size", "30",
               "--workers", "0", "--quiet"])
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise RuntimeError(f"analyze failed for {out}") from None
     return time.perf_counter() - started
+
+
+def check_reusable(out: Path, images: int | None, token: str, topk: int) -> None:
+    """Refuse to reuse an analysis of other weights, settings or image count (e.g. a stand-in model)."""
+    import json
+
+    from pathprune.models import create_model
+
+    run = json.loads((out / "run.json").read_text())
+    sha = create_model("digits")[1].weights_sha256
+    found = (run["model_identity"].get("weights_sha256"), run["settings"]["path"]["token"],
+             run["settings"]["path"]["topk"], run["data"]["num_images"])
+    if found[:3] != (sha, token, topk) or (images is not None and found[3] != images):
+        raise SystemExit(f"{out} holds another analysis (weights/token/topk/images {found}); "
+                         "delete it or pass another --work")
 
 
 def tensors_of(data: str, preprocessing: dict, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +81,48 @@ def tensors_of(data: str, preprocessing: dict, limit: int | None = None) -> tupl
     x = torch.stack([images.loader(i) for i in range(len(images.items))])
     y = torch.tensor([it.label for it in images.items])
     return x, y
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """(top-1, mean cross-entropy) on (images, labels)."""
+    model.eval()
+    logits = model(data[0])
+    return (float((logits.argmax(-1) == data[1]).float().mean()),
+            float(torch.nn.functional.cross_entropy(logits, data[1])))
+
+
+def path_with_activation(analysis, mean_abs: list[torch.Tensor], kind: str = "path") -> list[torch.Tensor]:
+    """Path frequency first; neurons with equal frequency ordered by mean |activation| (calibration)."""
+    from pathprune.aggregate import TIE_SCALE, path_frequency
+
+    scale = max(float(m.max()) for m in mean_abs) or 1.0
+    return [f + TIE_SCALE * m / scale for f, m in zip(path_frequency(analysis, kind), mean_abs)]
+
+
+def build_variants(loaded, dense, calib, calibration):
+    """(label, list of per-seed score lists, scope) for every method and variant."""
+    from pathprune.aggregate import path_importance
+    from pathprune.prune import PruneConfig, importance_scores
+
+    v: list[tuple[str, list[list[torch.Tensor]], str]] = []
+    for name in ANALYSES:
+        v.append((f"path ({name})", [path_importance(loaded[name], "path")], "uniform"))
+    for name in ("cls", "all"):
+        v.append((f"path dense-JAS ({name})", [path_importance(loaded[name], "path", primary="dense")], "uniform"))
+    for name in ("cls", "all-top5"):
+        v.append((f"path + act. tie-break ({name})", [path_with_activation(loaded[name], calibration.mean_abs)],
+                  "uniform"))
+    for name in ("cls", "all-top5"):
+        v.append((f"path global ({name})", [path_importance(loaded[name], "path")], "global"))
+    for name in ("cls", "all"):
+        v.append((f"activation-path ({name})", [path_importance(loaded[name], "activation-path")], "uniform"))
+    for method in ("activation", "magnitude", "taylor"):
+        v.append((method, [importance_scores(dense, PruneConfig(method=method), calib=calib,
+                                             calibration=calibration)], "uniform"))
+    v.append((f"random (mean of {len(RANDOM_SEEDS)} seeds)",
+              [importance_scores(dense, PruneConfig(method="random", seed=s)) for s in RANDOM_SEEDS], "uniform"))
+    return v
 
 
 def main() -> None:
@@ -66,89 +139,124 @@ def main() -> None:
         import pathprune.digits
 
         pathprune.digits.DIGITS_DIR = args.digits_dir
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    from pathprune.aggregate import load_analysis, path_importance
+    from pathprune.aggregate import load_analysis
     from pathprune.models import create_model, mlp_widths
-    from pathprune.prune import (PruneConfig, calibration_statistics, importance_scores, prune_model, top1)
+    from pathprune.prune import PruneConfig, calibration_statistics, prune_model
 
     started = time.perf_counter()
-    analyses = {"cls": args.work / "analysis_cls", "all": args.work / "analysis_all",
-                "cls-top3": args.work / "analysis_cls_top3"}
-    analyze_seconds = {"cls": run_analyze(analyses["cls"], args.images_per_class, "cls"),
-                       "all": run_analyze(analyses["all"], args.images_per_class, "all"),
-                       "cls-top3": run_analyze(analyses["cls-top3"], args.images_per_class, "cls", topk=3)}
-    loaded = {k: load_analysis(v) for k, v in analyses.items()}
+    analyze_seconds = {name: run_analyze(args.work / f"analysis_{name.replace('-', '_')}", args.images_per_class,
+                                         token, topk)
+                       for name, (token, topk) in ANALYSES.items()}
+    shard_dirs = {(shard, name): args.work / f"shard{shard[0]}_{name.replace('-', '_')}"
+                  for shard in SHARDS for name in SHARD_SETTINGS}
+    for (shard, name), out in shard_dirs.items():
+        token, topk = SHARD_SETTINGS[name]
+        analyze_seconds[f"{name} shard {shard}"] = run_analyze(out, args.images_per_class, token, topk, shard)
+    loaded = {name: load_analysis(args.work / f"analysis_{name.replace('-', '_')}") for name in ANALYSES}
 
     dense, spec = create_model("digits")
     test = tensors_of("digits:test", spec.preprocessing)
     calib = tensors_of("digits:train", spec.preprocessing, args.calib_images)
     calibration = calibration_statistics(dense, calib)
-    dense_acc = top1(dense, test)
+    dense_acc, dense_nll = evaluate(dense, test)
 
-    # (label, scores, scope) for every method and variant
-    variants: list[tuple[str, list[torch.Tensor], str]] = []
-    for token in ("cls", "all"):
-        a = loaded[token]
-        variants.append((f"path ({token})", path_importance(a, "path"), "uniform"))
-        variants.append((f"activation-path ({token})", path_importance(a, "activation-path"), "uniform"))
-    variants.append(("path dense-JAS (cls)", path_importance(loaded["cls"], "path", primary="dense"), "uniform"))
-    variants.append(("path dense-JAS (all)", path_importance(loaded["all"], "path", primary="dense"), "uniform"))
-    variants.append(("path top-3 (cls)", path_importance(loaded["cls-top3"], "path"), "uniform"))
-    variants.append(("path global (cls)", path_importance(loaded["cls"], "path"), "global"))
-    for method in ("activation", "magnitude", "taylor", "random"):
-        scores = importance_scores(dense, PruneConfig(method=method), calib=calib, calibration=calibration)
-        variants.append((method, scores, "uniform"))
-
-    rows: dict[tuple[str, bool], list[float]] = {}
-    for label, scores, scope in variants:
+    rows: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+    for label, score_sets, scope in build_variants(loaded, dense, calib, calibration):
         for compensate in (False, True):
-            accs = []
+            results = []
             for ratio in RATIOS:
-                model = copy.deepcopy(dense)
-                config = PruneConfig(method="random", ratio=ratio, scope=scope, compensate=compensate,
-                                     min_per_layer=0.05)
-                prune_model(model, scores, config, calibration)
-                accs.append(top1(model, test))
-            rows[(label, compensate)] = accs
-            print(f"{label:28s} comp={compensate!s:5s} " + " ".join(f"{a:.3f}" for a in accs), flush=True)
+                measured = []
+                for scores in score_sets:
+                    model = copy.deepcopy(dense)
+                    config = PruneConfig(method="random", ratio=ratio, scope=scope, compensate=compensate,
+                                         min_per_layer=0.03)
+                    prune_model(model, scores, config, calibration)
+                    measured.append(evaluate(model, test))
+                results.append(tuple(sum(m[i] for m in measured) / len(measured) for i in (0, 1)))
+            rows[(label, compensate)] = results
+            print(f"{label:36s} comp={compensate!s:5s} " + " ".join(f"{a:.3f}/{n:.2f}" for a, n in results),
+                  flush=True)
+
+    from pathprune.aggregate import path_importance
+
+    shard_rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for (shard, name), out in shard_dirs.items():
+        scores = path_importance(load_analysis(out), "path")
+        results = []
+        for ratio in RATIOS:
+            model = copy.deepcopy(dense)
+            prune_model(model, scores, PruneConfig(method="random", ratio=ratio), calibration)
+            results.append(evaluate(model, test))
+        shard_rows[(name, shard)] = results
+        print(f"path ({name}) shard {shard:5s} " + " ".join(f"{a:.3f}/{n:.2f}" for a, n in results), flush=True)
 
     seconds = time.perf_counter() - started
-    write_results(args, rows, dense_acc, len(test[1]), mlp_widths(dense), analyze_seconds, seconds, loaded)
+    write_results(args, rows, dense_acc, dense_nll, len(test[1]), mlp_widths(dense), analyze_seconds, seconds,
+                  loaded, shard_rows)
     plot(args.figure, rows, dense_acc)
     print(f"done in {seconds:.0f} s -> {args.results}, {args.figure}")
 
 
-def write_results(args, rows, dense_acc, n_test, widths, analyze_seconds, seconds, loaded) -> None:
-    """The markdown section of benchmarks/results_prune.md."""
+def _table(rows, metric: int, fmt: str, better) -> list[str]:
+    lines = ["| importance | comp. | " + " | ".join(f"r={r}" for r in RATIOS) + " |",
+             "|---|---|" + "---|" * len(RATIOS)]
+    best = {(c, i): better(v[i][metric] for (_, cc), v in rows.items() if cc == c)
+            for c in (False, True) for i in range(len(RATIOS))}
+    for (label, comp), results in rows.items():
+        cells = [(f"**{r[metric]:{fmt}}**" if r[metric] == best[(comp, i)] else f"{r[metric]:{fmt}}")
+                 for i, r in enumerate(results)]
+        lines.append(f"| {label} | {'yes' if comp else 'no'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_results(args, rows, dense_acc, dense_nll, n_test, widths, analyze_seconds, seconds, loaded,
+                  shard_rows) -> None:
+    """The markdown section of benchmarks/results_prune.md (text after the analysis marker is kept)."""
+    from pathprune.io import write_text_atomic
+
+    images = int(loaded["cls"].tensors["class_count"].sum())
     lines = [
         "## Pruning quality on the digits model (`benchmarks/prune_quality.py`)",
         "",
-        f"Machine: {platform.machine()} CPU, {torch.get_num_threads()} threads (2-core CPU, no GPU). "
-        f"torch {torch.__version__}. Total run time {seconds:.0f} s "
-        f"(analyze: {', '.join(f'{k} {v:.0f} s' for k, v in analyze_seconds.items())}; 0 s = reused).",
+        f"Machine: {platform.machine()} CPU, {torch.get_num_threads()} threads (2-core CPU, no GPU, possibly "
+        f"shared with another job; timings are not the point). torch {torch.__version__}. Total run time "
+        f"{seconds:.0f} s (analyze: {', '.join(f'{k} {v:.0f} s' for k, v in analyze_seconds.items())}; 0 s = reused).",
         "",
-        f"Model: {'embedded `digits`' if args.digits_dir is None else f'stand-in digits model from {args.digits_dir}'} ViT, MLP widths {widths}; dense top-1 on digits:test ({n_test} images): "
-        f"**{dense_acc:.4f}**. No fine-tuning after pruning. Ratio = fraction of MLP neurons removed "
-        "(per block, `uniform`, unless marked global).",
+        f"Model: {'embedded `digits`' if args.digits_dir is None else f'stand-in digits model from {args.digits_dir}'}"
+        f" ViT, MLP widths {widths}; dense on digits:test ({n_test} images): top-1 **{dense_acc:.4f}**, "
+        f"cross-entropy {dense_nll:.3f}. No fine-tuning after pruning. Ratio = fraction of MLP neurons removed "
+        "(every block the same fraction, `uniform`, unless marked global: one ranking, >= 3 % of every block kept).",
         f"Importance from `pathprune analyze` on a class-balanced subset of digits:train "
-        f"(`--images-per-class {args.images_per_class}`, {int(loaded['cls'].tensors['class_count'].sum())} "
-        "images; paper JAS form, Gauss-Legendre 8 steps, top-1 path unless marked top-3); `(cls)`/`(all)` is "
-        "the analysis token scope. Calibration for activation/Taylor/compensation: "
-        f"{args.calib_images} digits:train images, all tokens.",
+        f"(`--images-per-class {args.images_per_class}`, {images} images; paper JAS form, Gauss-Legendre 8 steps); "
+        "`(cls)`/`(all)` is the analysis token scope, `top5` = `--topk 5`. Calibration for activation, Taylor and "
+        f"compensation: {args.calib_images} digits:train images, all tokens. Random: mean over seeds "
+        f"{', '.join(map(str, RANDOM_SEEDS))}.",
+        f"One test image is {1 / n_test:.4f} of top-1: differences below ~0.01 are within noise; the "
+        "cross-entropy table is the finer measure.",
         "",
-        "| importance | comp. | " + " | ".join(f"r={r}" for r in RATIOS) + " |",
+        "### Top-1 on digits:test",
+        "",
+        *_table(rows, 0, ".3f", max),
+        "",
+        "### Cross-entropy on digits:test (lower is better)",
+        "",
+        *_table(rows, 1, ".3f", min),
+        "",
+        "Bold: best of the column among rows with the same compensation setting.",
+        "",
+        "### Robustness: the analysis on other subsets of digits:train",
+        "",
+        "`--shard I/4` (every 4th training image from I, ~337 images) instead of the class-balanced first "
+        "images; no compensation; top-1 / cross-entropy on digits:test.",
+        "",
+        "| importance | analysis subset | " + " | ".join(f"r={r}" for r in RATIOS) + " |",
         "|---|---|" + "---|" * len(RATIOS),
+        *[f"| path ({name}) | shard {shard} | " + " | ".join(f"{a:.3f} / {n:.3f}" for a, n in results) + " |"
+          for (name, shard), results in sorted(shard_rows.items())],
+        "",
     ]
-    best = {(c, i): max(v[i] for (lab, cc), v in rows.items() if cc == c) for c in (False, True)
-            for i in range(len(RATIOS))}
-    for (label, comp), accs in rows.items():
-        cells = [(f"**{a:.3f}**" if a == best[(comp, i)] else f"{a:.3f}") for i, a in enumerate(accs)]
-        lines.append(f"| {label} | {'yes' if comp else 'no'} | " + " | ".join(cells) + " |")
-    lines += ["", "Bold: best of the column among rows with the same compensation setting.", ""]
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    from pathprune.io import write_text_atomic
-
     marker = "<!-- analysis -->"
     old = args.results.read_text() if args.results.exists() else ""
     tail = old[old.index(marker):] if marker in old else marker + "\n\n(analysis: see the report)\n"
@@ -156,31 +264,36 @@ def write_results(args, rows, dense_acc, n_test, widths, analyze_seconds, second
 
 
 def plot(path: Path, rows, dense_acc: float) -> None:
-    """Top-1 versus ratio, one panel without and one with compensation."""
+    """Top-1 and cross-entropy versus ratio, without and with compensation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5), sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(16, 9), sharex=True)
     labels = list(dict.fromkeys(label for label, _ in rows))
-    for ax, comp in zip(axes, (False, True)):
-        for (label, c), accs in rows.items():
-            if c != comp:
-                continue
-            style = "-" if label.startswith("path") else ("--" if "activation-path" in label else ":")
-            ax.plot(RATIOS, accs, style, marker="o", label=label, color=plt.cm.tab20(labels.index(label)),
-                    linewidth=2.5 if label == "path (cls)" else 1.2)
-        ax.axhline(dense_acc, color="k", linewidth=0.8, label="dense")
-        ax.set_title(f"{'with' if comp else 'without'} bias compensation")
-        ax.set_xlabel("fraction of MLP neurons removed")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("top-1 on digits:test (no fine-tuning)")
-    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle("digits ViT: structured MLP pruning by importance method")
-    fig.tight_layout()
+    for col, comp in enumerate((False, True)):
+        for metric, ax in enumerate(axes[:, col]):
+            for (label, c), results in rows.items():
+                if c != comp:
+                    continue
+                style = ":" if not label.startswith("path") else "-"
+                ax.plot(RATIOS, [r[metric] for r in results], style, marker="o", label=label,
+                        color=plt.cm.tab20(labels.index(label) % 20),
+                        linewidth=2.5 if label == "path (cls)" else 1.2)
+            ax.grid(alpha=0.3)
+        axes[0, col].axhline(dense_acc, color="k", linewidth=0.8, label="dense")
+        axes[0, col].set_title(f"{'with' if comp else 'without'} bias compensation")
+        axes[1, col].set_yscale("log")
+        axes[1, col].set_xlabel("fraction of MLP neurons removed")
+    axes[0, 0].set_ylabel("top-1 on digits:test (no fine-tuning)")
+    axes[1, 0].set_ylabel("cross-entropy on digits:test (log)")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="center right")
+    fig.suptitle("digits ViT: structured MLP pruning by importance method (solid: path-based, dotted: baselines)")
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

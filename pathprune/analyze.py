@@ -29,6 +29,7 @@ from .engine import NeuronPathSearch, PathConfig, PathResult
 from .errors import UserError
 from .io import load_tensors, package_versions, read_json, save_tensors_atomic, write_json_atomic
 from .models import ModelSpec
+from .progress import progress_bar
 
 RUN_FILE = "run.json"
 PATHS_FILE = "paths.jsonl"
@@ -247,7 +248,7 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     (out / SUMMARY_FILE).unlink(missing_ok=True)
 
     todo = positions[state["position"]:]
-    bar = _progress_bar(len(positions), state["position"], progress)
+    bar = progress_bar(len(positions), "analyze", progress, initial=state["position"])
     started, last_checkpoint = time.perf_counter(), time.perf_counter()
     base_seconds = state["seconds"]
 
@@ -314,10 +315,3 @@ def summarize(out: Path) -> dict[str, Any]:
         "seconds": seconds,
         "images_per_second": (n / seconds) if seconds > 0 else None,
     }
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="img", desc="analyze", disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1)

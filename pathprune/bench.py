@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .io import write_json_atomic
+from .progress import progress_bar
 from .models import MODEL_DESCRIPTION, ModelSpec, mlp_widths
 
 BACKENDS = ("ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda")
@@ -149,7 +151,7 @@ def evaluate(models: Sequence[BenchModel], images: Any, batch_size: int = 64,
     labels: list[torch.Tensor] = []
     preds = {m.name: [] for m in models}
     probs = {m.name: [] for m in models}
-    bar = _bar(total, "evaluate", progress, unit="img")
+    bar = progress_bar(total, "evaluate", progress, unit="img", leave=False)
     for x, y in labelled_batches(images, batch_size, workers):
         labels.append(y)
         for m in models:
@@ -255,7 +257,7 @@ def measure_latency(models: Sequence[BenchModel], onnx_files: dict[str, str], se
     shape = model_input_shape(models[0].model)
     rows = []
     total = len(backends) * len(settings.batch_sizes) * settings.repeats * len(models)
-    bar = _bar(total, "latency", progress, unit="run")
+    bar = progress_bar(total, "latency", progress, unit="run", leave=False)
     try:
         for backend in backends:
             runners = {m.name: make_runner(backend, m.model, onnx_files.get(m.name), settings.threads)
@@ -336,7 +338,7 @@ def run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSettings
             "latency": latency,
             "seconds": time.perf_counter() - started,
         }
-        (tmp_out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        write_json_atomic(tmp_out / "report.json", report)
         (tmp_out / "report.md").write_text(render_markdown(report))
         plot_accuracy(report, tmp_out / "accuracy.png")
         plot_latency(report, tmp_out / "latency.png")
@@ -451,12 +453,6 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
 # small helpers
 
 
-def _bar(total: int, desc: str, enabled: bool, unit: str = "it"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, leave=False)
-
-
 def _progress_list(items: Sequence[Any], desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -465,13 +461,3 @@ def _progress_list(items: Sequence[Any], desc: str, enabled: bool):
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -26,7 +26,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .data import count_images, labelled_batches
 from .errors import UserError
+from .progress import progress_bar
 from .models import MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelSpec, create_model, mlp_blocks, mlp_widths
 
 METHODS = ("path", "activation-path", "activation", "magnitude", "taylor", "random")
@@ -123,34 +125,6 @@ def select_kept(scores: Sequence[torch.Tensor], ratio: float, scope: str = "unif
 # importance from weights and calibration data
 
 
-def _iter_images(images: Any, batch_size: int):
-    """Yield (images, labels) batches from an ImageSet or a (images, labels) pair of tensors."""
-    from .data import ImageSet, iterate_batches
-
-    if isinstance(images, ImageSet):
-        for batch, pos, _ in iterate_batches(images, range(len(images.items)), batch_size):
-            if batch is not None:
-                yield batch, torch.tensor([images.items[p].label for p in pos])
-    else:
-        x, y = images
-        for i in range(0, len(x), batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
-
-
-def _num_images(images: Any) -> int:
-    from .data import ImageSet
-
-    if isinstance(images, ImageSet):
-        return len(images.items)
-    return len(images[0])
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
-
-
 @torch.no_grad()
 def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
                            progress: bool = False) -> CalibrationStats:
@@ -169,10 +143,10 @@ def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
                 tokens[0] += a.shape[0]
         handles.append(mlp.fc2.register_forward_pre_hook(hook))
     n = 0
-    bar = _bar(_num_images(images), "calibrate", progress)
+    bar = progress_bar(count_images(images), "calibrate", progress, leave=False)
     try:
         model.eval()
-        for x, _ in _iter_images(images, batch_size):
+        for x, _ in labelled_batches(images, batch_size):
             model(x)
             n += len(x)
             bar.update(len(x))
@@ -266,11 +240,11 @@ def taylor_scores(model: nn.Module, images: Any, batch_size: int = 32, progress:
     for p in params:
         p.requires_grad_(True)
         p.grad = None
-    n = _num_images(images)
-    bar = _bar(n, "taylor", progress)
+    n = count_images(images)
+    bar = progress_bar(n, "taylor", progress, leave=False)
     try:
         model.eval()
-        for x, y in _iter_images(images, batch_size):
+        for x, y in labelled_batches(images, batch_size):
             loss = nn.functional.cross_entropy(model(x), y.to(x.device), reduction="sum") / n
             loss.backward()
             bar.update(len(x))
@@ -442,9 +416,9 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
 def top1(model: nn.Module, images: Any, batch_size: int = 64, progress: bool = False) -> float:
     """Top-1 accuracy of the model on an ImageSet or (images, labels)."""
     correct = total = 0
-    bar = _bar(_num_images(images), "evaluate", progress)
+    bar = progress_bar(count_images(images), "evaluate", progress, leave=False)
     model.eval()
-    for x, y in _iter_images(images, batch_size):
+    for x, y in labelled_batches(images, batch_size):
         correct += int((model(x).argmax(-1).cpu() == y).sum())
         total += len(y)
         bar.update(len(y))
@@ -545,7 +519,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "top1_before": acc_before, "top1_after": acc_after,
         "top1_deviation": (acc_after - acc_before) if acc_before is not None else None,
         "eval_data": getattr(eval_images, "root", None) if eval_images is not None else None,
-        "eval_images": _num_images(eval_images) if eval_images is not None else None,
+        "eval_images": count_images(eval_images) if eval_images is not None else None,
         "seconds": time.perf_counter() - started,
     }
     save_pruned(out, model, description, report)
