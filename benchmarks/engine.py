@@ -53,24 +53,14 @@ FIDELITY_RULES = (("gauss", 4), ("gauss", 6), ("gauss", 8), ("midpoint", 8), ("r
 
 def build_model(name: str, img_size: int, device: str, seed: int = 0):
     """A random-weight timm ViT with O(1) weight scales (no download)."""
-    import math
-
     import timm
     import torch
 
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False, img_size=img_size, num_classes=1000)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if p.ndim >= 2:
-                scale = 0.5 if ("cls_token" in pname or "pos_embed" in pname) else 1.5 / math.sqrt(math.prod(p.shape[1:]))
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-            elif pname.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-    return model.eval().to(device)
+    from benchmarks.reference_impl import randomize_weights_
+
+    return randomize_weights_(model, seed).to(device)
 
 
 def _sync(device: str) -> None:

@@ -27,6 +27,28 @@ from pathprune.models import mlp_blocks, token_range
 Hook = Callable[[torch.Tensor], torch.Tensor | None]
 
 
+def randomize_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-draw every parameter with O(1) scales, so logits, softmax and gradients are far from flat.
+
+    timm's own init (std 0.02, zero head) gives near-uniform outputs where ties and float noise would
+    decide which neuron wins; these weights make speed, fidelity and oracle comparisons meaningful.
+    """
+    import math
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                tokens = "cls_token" in name or "pos_embed" in name or p.ndim == 3
+                scale = 0.5 if tokens else 1.5 / math.sqrt(math.prod(p.shape[1:]))
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+            elif name.endswith("weight"):  # LayerNorm scales
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
 @contextlib.contextmanager
 def fc2_input_hooks(model: nn.Module, hooks: dict[int, Hook]) -> Iterator[None]:
     """Run `hooks[l](hidden)` on the input of block l's fc2; a returned tensor replaces the input."""

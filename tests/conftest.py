@@ -5,7 +5,7 @@ Every model here is small enough that a whole test file runs in seconds on 2 CPU
 
 from __future__ import annotations
 
-import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +13,10 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/
+
+from benchmarks.reference_impl import randomize_weights_  # noqa: E402
 
 BASE = "vit_tiny_patch16_224"
 TINY_ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 2, "mlp_ratio": 2.0}
@@ -30,25 +34,8 @@ def tiny_model_args(**changes) -> dict:
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Re-draw every parameter with O(1) scales, so logits, softmax and gradients are far from flat.
-
-    timm's own init (std 0.02, zero head) gives near-uniform outputs where ties and float noise
-    would decide which neuron wins; these weights make the oracle comparisons meaningful.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                fan_in = math.prod(p.shape[1:])
-                scale = 1.5 / math.sqrt(fan_in) if p.ndim == 2 or p.ndim == 4 else 0.5
-                if "cls_token" in name or "pos_embed" in name:
-                    scale = 0.5
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-            elif name.endswith("weight"):  # LayerNorm scales
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-    return model.eval()
+    """Re-draw every parameter with O(1) scales (see benchmarks/reference_impl.randomize_weights_)."""
+    return randomize_weights_(model, seed)
 
 
 def make_tiny(seed: int = 0, num_classes: int = TINY_CLASSES, **changes):

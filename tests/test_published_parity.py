@@ -9,7 +9,6 @@ autograd.grad per replaced tensor). The model goes through a Google-format .npz 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.reference_impl import published_paths  # noqa: E402
+from benchmarks.reference_impl import published_paths, randomize_weights_  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,17 +31,7 @@ def random_vit(img_size: int, num_classes: int, seed: int, **kwargs):
 
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=img_size,
                               num_classes=num_classes, **kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                scale = 0.5 if ("cls_token" in name or "pos_embed" in name) else 1.5 / math.sqrt(math.prod(p.shape[1:]))
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-            elif name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-    return model.eval()
+    return randomize_weights_(model, seed)
 
 
 def save_google_npz(model, path: Path) -> None:
