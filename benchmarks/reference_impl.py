@@ -15,14 +15,13 @@ Nothing here is used by the package; tests and benchmarks import it.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
 from pathprune.engine import PathConfig, quadrature_nodes
-from pathprune.models import mlp_blocks, token_range
+from pathprune.models import mlp_blocks, mlp_input_hooks, token_range
 
 Hook = Callable[[torch.Tensor], torch.Tensor | None]
 
@@ -49,23 +48,6 @@ def randomize_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@contextlib.contextmanager
-def fc2_input_hooks(model: nn.Module, hooks: dict[int, Hook]) -> Iterator[None]:
-    """Run `hooks[l](hidden)` on the input of block l's fc2; a returned tensor replaces the input."""
-    handles = []
-    for layer, fn in hooks.items():
-        def pre_hook(module, args, fn=fn):
-            out = fn(args[0])
-            return None if out is None else (out,)
-
-        handles.append(mlp_blocks(model)[layer].fc2.register_forward_pre_hook(pre_hook))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 # --------------------------------------------------------------------------------------------
 # the published loop
 
@@ -77,7 +59,7 @@ def _clean_cls_activation(model: nn.Module, images: torch.Tensor, layer: int) ->
     def read(hidden: torch.Tensor) -> None:
         store["a"] = hidden[:, 0].detach().clone()
 
-    with torch.no_grad(), fc2_input_hooks(model, {layer: read}):
+    with torch.no_grad(), mlp_input_hooks(model, {layer: read}):
         model(images)
     return store["a"]
 
@@ -107,7 +89,7 @@ def _grads_one_by_one(model: nn.Module, images: torch.Tensor, labels: torch.Tens
             hidden[:, 0] = values  # in place on the GELU output, as the published Mlp does
         return write
 
-    with torch.enable_grad(), fc2_input_hooks(model, {l: writer(v) for l, v in leaves.items()}):
+    with torch.enable_grad(), mlp_input_hooks(model, {l: writer(v) for l, v in leaves.items()}):
         logits = model(images.repeat(steps, 1, 1, 1))
         target = labels.repeat(steps)
         prob = logits.softmax(-1).gather(1, target[:, None])[:, 0]
@@ -182,7 +164,7 @@ def _capture_all(model: nn.Module, images: torch.Tensor, t0: int, t1: int) -> tu
         return read
 
     layers = range(len(mlp_blocks(model)))
-    with torch.no_grad(), fc2_input_hooks(model, {l: reader(l) for l in layers}):
+    with torch.no_grad(), mlp_input_hooks(model, {l: reader(l) for l in layers}):
         logits = model(images)
     return logits, [acts[l] for l in layers]
 
@@ -216,7 +198,7 @@ def _hook_and_clone_grads(model: nn.Module, images: torch.Tensor, target: torch.
         return write
 
     layers = list(range(len(path))) + ([full_layer] if full_layer is not None else [])
-    with torch.enable_grad(), fc2_input_hooks(model, {l: writer(l) for l in layers}):
+    with torch.enable_grad(), mlp_input_hooks(model, {l: writer(l) for l in layers}):
         logits = model(images[img])
         probs = logits.softmax(-1) if config.objective == "prob" else logits
         objective = probs.gather(1, target[img][:, None])[:, 0]
@@ -297,7 +279,7 @@ def floor_pass(model: nn.Module, images: torch.Tensor, steps: int) -> None:
         return keep
 
     layers = range(len(mlp_blocks(model)))
-    with torch.enable_grad(), fc2_input_hooks(model, {l: tap(l) for l in layers}):
+    with torch.enable_grad(), mlp_input_hooks(model, {l: tap(l) for l in layers}):
         logits = model(images.repeat(steps, 1, 1, 1))
         objective = logits.softmax(-1)[:, 0].sum()
         torch.autograd.grad(objective, [acts[l] for l in layers])

@@ -13,10 +13,9 @@ when only that whole layer is scaled) and ``random`` (seeded, same sizes).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 
 from .engine import CleanPass, NeuronPathSearch, PathConfig
 from .errors import UserError
-from .models import mlp_blocks
+from .models import mlp_input_hooks
 
 METHODS = ("jas", "activation", "knowledge", "random")
 OPS = {"remove": 0.0, "enhance": 2.0}
@@ -34,29 +33,22 @@ OPS = {"remove": 0.0, "enhance": 2.0}
 # the manipulated forward
 
 
-@contextlib.contextmanager
-def scale_path_neurons(model: nn.Module, path: Sequence[torch.Tensor], factor: float,
-                       t0: int, t1: int) -> Iterator[None]:
-    """Multiply every image's own path neurons at tokens [t0, t1) by `factor` (fc2 pre-hooks).
+def scale_path_neurons(model: nn.Module, path: Sequence[torch.Tensor], factor: float, t0: int, t1: int):
+    """Context: multiply every image's own path neurons at tokens [t0, t1) by `factor`.
 
     `path` lists, per layer, a [B, K] tensor of neuron ids (row b belongs to image b of the batch).
     The multiplication applies to the activation as computed in the manipulated pass.
     """
-    handles = []
-    for layer, ids in enumerate(path):
-        def hook(module, args, ids=ids):
-            hidden = args[0].clone()
+    def scaler(ids: torch.Tensor):
+        def scale(hidden: torch.Tensor) -> torch.Tensor:
+            hidden = hidden.clone()
             view = hidden[:, t0:t1]
             index = ids.to(hidden.device)[:, None, :].expand(-1, t1 - t0, -1)
             view.scatter_(2, index, view.gather(2, index) * factor)
-            return (hidden,)
+            return hidden
+        return scale
 
-        handles.append(mlp_blocks(model)[layer].fc2.register_forward_pre_hook(hook))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return mlp_input_hooks(model, {layer: scaler(ids) for layer, ids in enumerate(path)})
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .models import mlp_blocks, token_range
+from .models import mlp_blocks, mlp_input_hooks, token_range
 
 JAS_FORMS = ("paper", "reference")
 QUADRATURES = ("riemann", "midpoint", "gauss")
@@ -137,38 +137,26 @@ class _Intervention:
     frozen: torch.Tensor | None
 
 
-@contextlib.contextmanager
-def intervene(model: nn.Module, plan: dict[int, _Intervention], t0: int, t1: int) -> Iterator[None]:
-    """Apply the planned replacements (layer -> intervention) through fc2 pre-hooks."""
-    handles = []
-    for layer, spec in plan.items():
-        def hook(module, args, spec=spec):
-            hidden = args[0]
-            return (ReplaceActivations.apply(hidden, spec.values, spec.index, t0, t1, spec.frozen),)
-
-        handles.append(mlp_blocks(model)[layer].fc2.register_forward_pre_hook(hook))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def intervene(model: nn.Module, plan: dict[int, _Intervention], t0: int, t1: int):
+    """Context: apply the planned replacements (layer -> intervention) to the MLP activations."""
+    return mlp_input_hooks(model, {
+        layer: (lambda hidden, spec=spec: ReplaceActivations.apply(hidden, spec.values, spec.index, t0, t1,
+                                                                    spec.frozen))
+        for layer, spec in plan.items()})
 
 
 @contextlib.contextmanager
 def capture_activations(model: nn.Module, t0: int, t1: int) -> Iterator[list]:
     """Record every block's MLP activations at tokens [t0, t1) (list filled during forward)."""
     captured: list = [None] * len(mlp_blocks(model))
-    handles = []
-    for layer, mlp in enumerate(mlp_blocks(model)):
-        def hook(module, args, layer=layer):
-            captured[layer] = args[0][:, t0:t1].detach().float().clone()
 
-        handles.append(mlp.fc2.register_forward_pre_hook(hook))
-    try:
+    def recorder(layer: int):
+        def record(hidden: torch.Tensor) -> None:
+            captured[layer] = hidden[:, t0:t1].detach().float().clone()
+        return record
+
+    with mlp_input_hooks(model, {layer: recorder(layer) for layer in range(len(captured))}):
         yield captured
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ per-block MLP widths) and a local weights file. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import timm
@@ -230,6 +231,27 @@ def set_mlp_widths(model: nn.Module, widths: list[int]) -> None:
         gated = fc1.out_features == 2 * fc2.in_features  # GLU-style MLPs pack two halves in fc1
         mlp.fc1 = nn.Linear(fc1.in_features, width * (2 if gated else 1), bias=fc1.bias is not None)
         mlp.fc2 = nn.Linear(width, fc2.out_features, bias=fc2.bias is not None)
+
+
+#: a function of a block's MLP activations (fc2's input [B, N, F]); a returned tensor replaces them
+MlpInputHook = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+@contextlib.contextmanager
+def mlp_input_hooks(model: nn.Module, hooks: dict[int, MlpInputHook]) -> Iterator[None]:
+    """Run ``hooks[l](hidden)`` on the input of block l's fc2 during forward passes in this context."""
+    handles = []
+    for layer, fn in hooks.items():
+        def pre_hook(module, args, fn=fn):
+            out = fn(args[0])
+            return None if out is None else (out,)
+
+        handles.append(mlp_blocks(model)[layer].fc2.register_forward_pre_hook(pre_hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def token_range(model: nn.Module, scope: str) -> tuple[int, int]:
