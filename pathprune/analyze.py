@@ -75,17 +75,18 @@ def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=
     """Refuse to combine runs whose identity differs, naming the first difference."""
     for key in keys:
         if old.get(key) != new.get(key):
-            detail = _first_difference(old.get(key), new.get(key), key)
-            raise UserError(f"{where} holds a run with different settings ({detail}); "
-                            "use another --out or the same settings")
+            at, there, now = first_difference(old.get(key), new.get(key), key)
+            raise UserError(f"{where} holds a run with different settings ({at}: {json.dumps(there)} there, "
+                            f"{json.dumps(now)} now); use another --out or the same settings")
 
 
-def _first_difference(a: Any, b: Any, prefix: str) -> str:
+def first_difference(a: Any, b: Any, prefix: str) -> tuple[str, Any, Any]:
+    """The first differing key (dotted path) of two JSON values, and the two values there."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
-    return f"{prefix}: {json.dumps(a)} there, {json.dumps(b)} now"
+                return first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
+    return prefix, a, b
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analyze import (IDENTITY_KEYS, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics,
+from .analyze import (IDENTITY_KEYS, first_difference, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics,
                       read_records, summarize)
 from .errors import UserError
 from .io import atomic_directory, atomic_path, package_versions, read_json, write_json_atomic
@@ -96,18 +96,9 @@ def check_parts(parts: list[Part]) -> None:
     for part in parts[1:]:
         for key in IDENTITY_KEYS:
             if first.manifest.get(key) != part.manifest.get(key):
-                where, a, b = _difference(first.manifest.get(key), part.manifest.get(key), key)
+                where, a, b = first_difference(first.manifest.get(key), part.manifest.get(key), key)
                 raise UserError(f"cannot merge {part.path} with {first.path}: made with different settings, "
                                 f"model or data ({where}: {json.dumps(a)} vs {json.dumps(b)})")
-
-
-def _difference(a: Any, b: Any, prefix: str) -> tuple[str, Any, Any]:
-    """The first differing key (dotted) of two JSON values and the two values there."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _difference(a.get(k), b.get(k), f"{prefix}.{k}")
-    return prefix, a, b
 
 
 def combined_coverage(parts: list[Part]) -> Coverage:
