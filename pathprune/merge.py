@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analyze import (IDENTITY_KEYS, first_difference, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics,
-                      read_records, summarize)
+from .analyze import (IDENTITY_KEYS, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics,
+                      first_difference, read_records, summarize)
 from .errors import UserError
 from .io import atomic_directory, atomic_path, package_versions, read_json, write_json_atomic
 
