@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .io import save_tensors_atomic, sha256_file, write_json_atomic
+from .recipes import load_recipe
 
 DIGITS_DIR = Path(__file__).parent / "assets"
 SPEC_NAME = "digits.json"
@@ -93,13 +94,11 @@ def create_digits_model(spec: dict[str, Any], **extra: Any) -> torch.nn.Module:
 
 def load_digits_model(directory: Path | None = None) -> torch.nn.Module:
     """The shipped digits model with its weights loaded, in eval mode."""
-    from safetensors.torch import load_file
+    from .models import build_from_description
 
     directory = directory or DIGITS_DIR
     spec = load_digits_spec(directory)
-    model = create_digits_model(spec)
-    model.load_state_dict(load_file(str(directory / spec["weights"])))
-    return model.eval()
+    return build_from_description(spec, directory / spec["weights"])
 
 
 def _init_pos_embed(model: torch.nn.Module, std: float) -> None:
@@ -254,19 +253,6 @@ def _train(recipe: dict[str, Any], out_dir: Path, progress: bool, recipe_path: s
     return {"train_acc": train_acc, "test_acc": test_acc, "seconds": seconds}
 
 
-def load_recipe(path: Path) -> dict[str, Any]:
-    """Read a YAML training recipe."""
-    import yaml
-
-    try:
-        recipe = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: recipe not found") from None
-    if not isinstance(recipe, dict):
-        raise UserError(f"{path}: recipe must be a YAML mapping")
-    return recipe
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command line: retrain the digits model from a recipe into an output directory."""
     parser = argparse.ArgumentParser(prog="python -m pathprune.digits", description=__doc__,
@@ -275,9 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DIGITS_DIR)
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe)
-    metrics = train_digits(recipe, args.out, progress=not args.quiet,
-                           recipe_path=args.recipe.as_posix())
+    try:
+        recipe = load_recipe(args.recipe)
+        metrics = train_digits(recipe, args.out, progress=not args.quiet,
+                               recipe_path=args.recipe.as_posix())
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"train_acc {metrics['train_acc']:.4f}  test_acc {metrics['test_acc']:.4f}  "
           f"{metrics['seconds']:.1f} s  -> {args.out}")
 
