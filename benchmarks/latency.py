@@ -54,8 +54,10 @@ def fp16_onnx(model: torch.nn.Module, shape: tuple[int, ...], device: str) -> by
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pathprune.bench import count_macs_params, interleaved_latency, machine_info
-    from pathprune.export import export_onnx, model_input_shape, ort_session, parity_max_diff
+    from pathprune.bench import interleaved_latency, machine_info
+    from pathprune.export import export_onnx, ort_session, parity_max_diff
+    from pathprune.models import model_input_shape
+    from pathprune.prune import count_ops_and_params
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")
@@ -80,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     ratios = [0.0] + [float(r) for r in args.ratios.split(",")]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     models = {f"ratio {r:.2f}": pruned_copy(dense, r) for r in ratios}
-    macs = {name: count_macs_params(m)[0] for name, m in models.items()}
-    params = {name: count_macs_params(m)[1] for name, m in models.items()}
+    macs = {name: count_ops_and_params(m)[0] for name, m in models.items()}
+    params = {name: count_ops_and_params(m)[1] for name, m in models.items()}
 
     runners, diffs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,8 +29,8 @@ from torch import nn
 
 from .errors import UserError
 from .io import write_json_atomic
-from .progress import progress_bar
 from .models import MODEL_DESCRIPTION, ModelSpec, mlp_widths
+from .progress import progress_bar
 
 BACKENDS = ("ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda")
 
@@ -106,7 +106,7 @@ def neurons_removed_fraction(model: nn.Module, description: dict[str, Any]) -> f
 
 def check_comparable(models: Sequence[BenchModel]) -> None:
     """Every model must take the same input and predict the same classes as the dense one."""
-    from .export import model_input_shape
+    from .models import model_input_shape
 
     dense = models[0]
     shape, classes = model_input_shape(dense.model), dense.model.num_classes
@@ -121,17 +121,6 @@ def check_comparable(models: Sequence[BenchModel]) -> None:
     for i, m in enumerate(models):
         if names.count(m.name) > 1:
             m.name = f"{m.name}#{i}"
-
-
-def count_macs_params(model: nn.Module) -> tuple[int, int]:
-    """(MACs for one image, parameters) with torch-pruning's counter."""
-    import torch_pruning as tp
-
-    from .export import model_input_shape
-
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *model_input_shape(model)))
-    return int(macs), int(params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +241,7 @@ def interleaved_latency(runners: dict[str, Callable[[np.ndarray], Any]], x: np.n
 def measure_latency(models: Sequence[BenchModel], onnx_files: dict[str, str], settings: BenchSettings,
                     backends: Sequence[str], progress: bool = False) -> list[dict[str, Any]]:
     """Latency rows (model, backend, batch_size, median_ms, p90_ms, ..., speedup vs the dense model)."""
-    from .export import model_input_shape
+    from .models import model_input_shape
 
     shape = model_input_shape(models[0].model)
     rows = []
@@ -305,10 +294,12 @@ def run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSettings
     with atomic_directory(out) as tmp_out, tempfile.TemporaryDirectory(prefix="pathprune-onnx-") as scratch:
         onnx_dir = tmp_out / "onnx" if settings.keep_onnx else Path(scratch)
         structure, onnx_files = {}, {}
+        from .prune import count_ops_and_params
+
         for m in _progress_list(models, "export", progress):
             result = export_onnx(m.model, onnx_dir / f"{_safe(m.name)}.onnx", exporter=settings.exporter)
             onnx_files[m.name] = result.path
-            macs, params = count_macs_params(m.model)
+            macs, params = count_ops_and_params(m.model)
             widths = mlp_widths(m.model)
             structure[m.name] = {"params": params, "macs": macs, "onnx_bytes": result.file_bytes,
                                  "onnx_max_abs_diff": result.max_abs_diff, "mlp_hidden": widths,

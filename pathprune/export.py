@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import UserError
 from .io import atomic_path
+from .models import model_input_shape
 
 #: default ONNX opset (the dynamo exporter's native opset)
 DEFAULT_OPSET = 18
@@ -49,12 +50,6 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def model_input_shape(model: nn.Module) -> tuple[int, int, int]:
-    """(channels, height, width) of the images a timm ViT was built for."""
-    size = model.patch_embed.img_size
-    return int(model.patch_embed.proj.in_channels), int(size[0]), int(size[1])
 
 
 def onnx_bytes(model: nn.Module, input_shape: Sequence[int], *, opset: int = DEFAULT_OPSET,

@@ -254,6 +254,12 @@ def mlp_input_hooks(model: nn.Module, hooks: dict[int, MlpInputHook]) -> Iterato
             handle.remove()
 
 
+def model_input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a timm ViT was built for."""
+    size = model.patch_embed.img_size
+    return int(model.patch_embed.proj.in_channels), int(size[0]), int(size[1])
+
+
 def token_range(model: nn.Module, scope: str) -> tuple[int, int]:
     """Token positions [start, stop) that a token scope covers."""
     num_prefix = int(getattr(model, "num_prefix_tokens", 1))
@@ -274,9 +280,7 @@ def timm_preprocessing(model: nn.Module) -> dict[str, Any]:
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
-    size = model.patch_embed.img_size
-    in_chans = model.patch_embed.proj.in_channels
-    cfg["input_size"] = (int(in_chans), int(size[0]), int(size[1]))
+    cfg["input_size"] = model_input_shape(model)
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     return {"kind": "timm", **cfg}
 

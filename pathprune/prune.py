@@ -29,7 +29,8 @@ from torch import nn
 from .data import count_images, labelled_batches
 from .errors import UserError
 from .progress import progress_bar
-from .models import MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelSpec, create_model, mlp_blocks, mlp_widths
+from .models import (MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelSpec, create_model, mlp_blocks, mlp_widths,
+                     model_input_shape)
 
 METHODS = ("path", "activation-path", "activation", "magnitude", "taylor", "random")
 PATH_METHODS = ("path", "activation-path")
@@ -177,10 +178,8 @@ def spread_subset(image_set: Any, count: int | None) -> Any:
 
 def example_input(model: nn.Module) -> torch.Tensor:
     """A zero input of the size the model was built for ([1, C, H, W])."""
-    size = model.patch_embed.img_size
-    chans = model.patch_embed.proj.in_channels
     param = next(model.parameters())
-    return torch.zeros(1, int(chans), int(size[0]), int(size[1]), dtype=param.dtype, device=param.device)
+    return torch.zeros(1, *model_input_shape(model), dtype=param.dtype, device=param.device)
 
 
 def dependency_graph(model: nn.Module):
