@@ -389,18 +389,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_accuracy(report: dict[str, Any], path: Path) -> None:
     """top-1 and target-class probability against the pruning ratio."""
-    plt = _pyplot()
+    from .report import pyplot, save_figure
+
+    plt = pyplot()
     rows = sorted(report["models"], key=lambda r: r["ratio"])
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     x = [r["ratio"] for r in rows]
@@ -413,13 +406,14 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{report['dense']} on {report['data']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_latency(report: dict[str, Any], path: Path) -> None:
     """Measured speedup per backend and batch size against the pruning ratio, with the MAC speedup."""
-    plt = _pyplot()
+    from .report import pyplot, save_figure
+
+    plt = pyplot()
     rows = sorted(report["models"], key=lambda r: r["ratio"])
     ratio_of = {r["name"]: r["ratio"] for r in rows}
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -436,8 +430,7 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
     ax.set_title("latency")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def write_report(directory: str | os.PathLike, name: str, data: Any, markdown: s
     return json_path, md_path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,8 +56,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
-    plt = _pyplot()
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    plt = pyplot()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -68,7 +70,7 @@ def save_bar_plot(path: str | os.PathLike, groups: Sequence[str], series: Mappin
                   *, title: str = "", ylabel: str = "", errors: Mapping[str, Sequence[float]] | None = None,
                   hline: float | None = 0.0) -> Path:
     """Grouped bar chart: one group per entry of `groups`, one bar per series in each group."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) * max(1, len(series)) / 2 + 2), 3.6))
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
@@ -83,13 +85,13 @@ def save_bar_plot(path: str | os.PathLike, groups: Sequence[str], series: Mappin
     ax.set_title(title)
     if len(series) > 1:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, Sequence[float]], *,
                    title: str = "", xlabel: str = "", ylabel: str = "", logx: bool = False) -> Path:
     """Line plot of several series over a common x axis."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, values in series.items():
         ax.plot(x, values, marker="o", markersize=3, label=name)
@@ -101,14 +103,14 @@ def save_line_plot(path: str | os.PathLike, x: Sequence[float], series: Mapping[
     if len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_heatmap(path: str | os.PathLike, matrix: Any, *, row_labels: Sequence[str] | None = None,
                  col_labels: Sequence[str] | None = None, title: str = "", xlabel: str = "", ylabel: str = "",
                  cmap: str = "viridis", annotate: bool | None = None, colorbar: str = "") -> Path:
     """Heatmap of a 2-D array (annotated with values when small, unless `annotate` says otherwise)."""
-    plt = _pyplot()
+    plt = pyplot()
     data = np.asarray(matrix, dtype=float)
     rows, cols = data.shape
     fig, ax = plt.subplots(figsize=(min(14, max(4, 0.12 * cols + 2.5)), min(10, max(3, 0.12 * rows + 2.5))))
@@ -133,14 +135,14 @@ def save_heatmap(path: str | os.PathLike, matrix: Any, *, row_labels: Sequence[s
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_heatmap_grid(path: str | os.PathLike, matrices: Sequence[Any], titles: Sequence[str], *,
                       suptitle: str = "", xlabel: str = "", ylabel: str = "", cmap: str = "magma",
                       columns: int = 5, colorbar: str = "") -> Path:
     """Several heatmaps on one shared colour scale (e.g. one layer x neuron map per class)."""
-    plt = _pyplot()
+    plt = pyplot()
     arrays = [np.asarray(m, dtype=float) for m in matrices]
     finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays]) if arrays else np.array([0.0])
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -167,4 +169,4 @@ def save_heatmap_grid(path: str | os.PathLike, matrices: Sequence[Any], titles: 
         fig.colorbar(image, ax=axes.ravel().tolist(), label=colorbar, shrink=0.8)
     if suptitle:
         fig.suptitle(suptitle)
-    return _save(fig, path)
+    return save_figure(fig, path)
