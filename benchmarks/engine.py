@@ -76,7 +76,7 @@ def make_methods(model, images, labels, steps: int, device: str, dtype: str, pro
     import torch
 
     from benchmarks import reference_impl as ref
-    from pathprune.engine import DTYPES, NeuronPathSearch, PathConfig
+    from pathprune.attribution import DTYPES, NeuronPathSearch, PathConfig
 
     torch_dtype = DTYPES[dtype]
     autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch_dtype,  # noqa: E731
@@ -166,7 +166,7 @@ def run_memory_worker(spec: dict) -> dict:
     """One engine `attribute()` in this fresh process; peak-memory growth and seconds."""
     import torch
 
-    from pathprune.engine import NeuronPathSearch, PathConfig
+    from pathprune.attribution import NeuronPathSearch, PathConfig
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -233,7 +233,7 @@ def fidelity(model, images, labels, device: str, max_batch: int) -> dict[str, di
     |JAS_rule(path_rule) - JAS_128(path_128)| / |JAS_128(path_128)| of the final path (paper form)."""
     import torch
 
-    from pathprune.engine import NeuronPathSearch, PathConfig
+    from pathprune.attribution import NeuronPathSearch, PathConfig
 
     search = NeuronPathSearch(model, PathConfig(steps=128, quadrature="midpoint", max_batch=max_batch), device)
     reference = search.attribute(images, labels)
@@ -251,7 +251,7 @@ def run_fidelity(args) -> dict:
     """Fidelity on the trained digits model and on a random-weight ViT-Ti."""
     import torch
 
-    from pathprune.data import open_images
+    from pathprune.data.images import open_images
     from pathprune.models import create_model
 
     out = {}

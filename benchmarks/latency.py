@@ -28,11 +28,11 @@ def pruned_copy(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
     """A copy of `model` with `ratio` of every block's MLP neurons removed (smallest weight magnitude)."""
     import copy
 
-    from pathprune.prune import magnitude_scores, remove_neurons, select_kept
+    from pathprune.pruning import MagnitudeImportance, remove_neurons, select_kept
 
     pruned = copy.deepcopy(model)
     if ratio > 0:
-        kept = select_kept(magnitude_scores(pruned), ratio, "uniform")
+        kept = select_kept(MagnitudeImportance().fit(pruned).neuron_scores(), ratio, "uniform")
         remove_neurons(pruned, kept)
     return pruned.eval()
 
@@ -54,10 +54,10 @@ def fp16_onnx(model: torch.nn.Module, shape: tuple[int, ...], device: str) -> by
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pathprune.bench import interleaved_latency, machine_info
-    from pathprune.export import export_onnx, ort_session, parity_max_diff
+    from pathprune.evaluate.bench import interleaved_latency, machine_info
+    from pathprune.deploy.onnx import export_onnx, ort_session, parity_max_diff
     from pathprune.models import model_input_shape
-    from pathprune.prune import count_ops_and_params
+    from pathprune.models import count_ops_and_params
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")

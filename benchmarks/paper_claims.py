@@ -39,7 +39,7 @@ def run(args: list[str]) -> None:
 
 def claims_table(man: dict, scores: dict, structure: dict) -> str:
     """The paper's claims, each with what was measured here."""
-    from pathprune.report import write_markdown_table
+    from pathprune.evaluate.report import write_markdown_table
 
     rows = []
     by = man["by_method"]
@@ -99,14 +99,14 @@ def main() -> None:
                              "(e.g. a retrained model).")
     opts = parser.parse_args()
     if opts.digits_dir is not None:
-        import pathprune.digits
+        import pathprune.models.digits
 
-        pathprune.digits.DIGITS_DIR = opts.digits_dir
+        pathprune.models.digits.DIGITS_DIR = opts.digits_dir
 
     import pathprune.cli  # noqa: F401 - registers the commands before their module is imported here
-    from pathprune.commands.analyses import manipulation_markdown, scores_markdown
+    from pathprune.evaluate.paper import manipulation_markdown, scores_markdown
     from pathprune.io import write_text_atomic
-    from pathprune.report import write_markdown_table
+    from pathprune.evaluate.report import write_markdown_table
 
     torch.set_num_threads(opts.threads)
     work = opts.work or Path(tempfile.mkdtemp(prefix="paper_claims."))

@@ -74,8 +74,8 @@ def check_reusable(out: Path, images: int | None, token: str, topk: int) -> None
 
 def tensors_of(data: str, preprocessing: dict, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A digits split as (images, labels) tensors."""
-    from pathprune.data import open_images
-    from pathprune.prune import spread_subset
+    from pathprune.data.images import open_images
+    from pathprune.pruning import spread_subset
 
     images = spread_subset(open_images(data, preprocessing), limit)
     x = torch.stack([images.loader(i) for i in range(len(images.items))])
@@ -94,7 +94,7 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) ->
 
 def path_with_activation(analysis, mean_abs: list[torch.Tensor], kind: str = "path") -> list[torch.Tensor]:
     """Path frequency first; neurons with equal frequency ordered by mean |activation| (calibration)."""
-    from pathprune.aggregate import TIE_SCALE, path_frequency
+    from pathprune.pruning.importance import TIE_SCALE, path_frequency
 
     scale = max(float(m.max()) for m in mean_abs) or 1.0
     return [f + TIE_SCALE * m / scale for f, m in zip(path_frequency(analysis, kind), mean_abs)]
@@ -102,8 +102,8 @@ def path_with_activation(analysis, mean_abs: list[torch.Tensor], kind: str = "pa
 
 def build_variants(loaded, dense, calib, calibration):
     """(label, list of per-seed score lists, scope) for every method and variant."""
-    from pathprune.aggregate import path_importance
-    from pathprune.prune import PruneConfig, importance_scores
+    from pathprune.pruning.importance import path_importance
+    from pathprune.pruning import create_importance
 
     v: list[tuple[str, list[list[torch.Tensor]], str]] = []
     for name in ANALYSES:
@@ -118,10 +118,10 @@ def build_variants(loaded, dense, calib, calibration):
     for name in ("cls", "all"):
         v.append((f"activation-path ({name})", [path_importance(loaded[name], "activation-path")], "uniform"))
     for method in ("activation", "magnitude", "taylor"):
-        v.append((method, [importance_scores(dense, PruneConfig(method=method), calib=calib,
-                                             calibration=calibration)], "uniform"))
+        v.append((method, [create_importance(method).fit(dense, calib, statistics=calibration).neuron_scores()],
+                  "uniform"))
     v.append((f"random (mean of {len(RANDOM_SEEDS)} seeds)",
-              [importance_scores(dense, PruneConfig(method="random", seed=s)) for s in RANDOM_SEEDS], "uniform"))
+              [create_importance("random", seed=s).fit(dense).neuron_scores() for s in RANDOM_SEEDS], "uniform"))
     return v
 
 
@@ -136,13 +136,13 @@ def main() -> None:
                         help="use a digits model retrained into this directory instead of the embedded one")
     args = parser.parse_args()
     if args.digits_dir is not None:
-        import pathprune.digits
+        import pathprune.models.digits
 
-        pathprune.digits.DIGITS_DIR = args.digits_dir
+        pathprune.models.digits.DIGITS_DIR = args.digits_dir
 
-    from pathprune.aggregate import load_analysis
+    from pathprune.pruning.importance import load_analysis
     from pathprune.models import create_model, mlp_widths
-    from pathprune.prune import PruneConfig, calibration_statistics, prune_model
+    from pathprune.pruning import calibration_statistics, prune_mlp
 
     started = time.perf_counter()
     analyze_seconds = {name: run_analyze(args.work / f"analysis_{name.replace('-', '_')}", args.images_per_class,
@@ -168,25 +168,22 @@ def main() -> None:
             for ratio in RATIOS:
                 measured = []
                 for scores in score_sets:
-                    model = copy.deepcopy(dense)
-                    config = PruneConfig(method="random", ratio=ratio, scope=scope, compensate=compensate,
-                                         min_per_layer=0.03)
-                    prune_model(model, scores, config, calibration)
+                    model = prune_mlp(dense, scores, ratio, scope=scope, min_per_layer=0.03,
+                                      calibration=calibration, compensate=compensate).model
                     measured.append(evaluate(model, test))
                 results.append(tuple(sum(m[i] for m in measured) / len(measured) for i in (0, 1)))
             rows[(label, compensate)] = results
             print(f"{label:36s} comp={compensate!s:5s} " + " ".join(f"{a:.3f}/{n:.2f}" for a, n in results),
                   flush=True)
 
-    from pathprune.aggregate import path_importance
+    from pathprune.pruning.importance import path_importance
 
     shard_rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for (shard, name), out in shard_dirs.items():
         scores = path_importance(load_analysis(out), "path")
         results = []
         for ratio in RATIOS:
-            model = copy.deepcopy(dense)
-            prune_model(model, scores, PruneConfig(method="random", ratio=ratio), calibration)
+            model = prune_mlp(dense, scores, ratio).model
             results.append(evaluate(model, test))
         shard_rows[(name, shard)] = results
         print(f"path ({name}) shard {shard:5s} " + " ".join(f"{a:.3f}/{n:.2f}" for a, n in results), flush=True)

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pathprune.engine import PathConfig, quadrature_nodes
+from pathprune.attribution import PathConfig, quadrature_nodes
 from pathprune.models import mlp_blocks, mlp_input_hooks, token_range
 
 Hook = Callable[[torch.Tensor], torch.Tensor | None]

@@ -69,8 +69,8 @@ def run_job(nproc: int, args: argparse.Namespace, data: Path, out: Path) -> dict
 
 def time_merge(out: Path, nproc: int, repeats: int = 3) -> dict:
     """Seconds to merge a job's rank parts into a new directory (best of `repeats`)."""
-    from pathprune.distributed import part_name
-    from pathprune.merge import merge_outputs
+    from pathprune.analysis.distributed import part_name
+    from pathprune.analysis.merge import merge_outputs
 
     parts = [out / "parts" / part_name(r, nproc) for r in range(nproc)]
     best = float("inf")

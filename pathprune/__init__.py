@@ -1,7 +1,69 @@
-"""pathprune: compress Vision Transformers using influential neuron paths."""
+"""pathprune: compress Vision Transformers using influential neuron paths.
+
+The library, stage by stage (data flows one way; each subpackage imports only those before it)::
+
+    models      create_model, aliases, weights loaders, family adapters, pruned-model format
+    data        image sets (ImageFolder / ImageNet-val / digits) with each model's preprocessing
+    attribution NeuronPathSearch (captum-shaped), quadrature rules, JAS forms, baseline paths
+    analysis    the resumable analyze run, PathStatistics, merge, torchrun placement
+    evaluate    the one evaluator, bench, the paper's analyses, reports and plots
+    pruning     importance (torch-pruning Importance objects), selection, removal, the prune run
+    deploy      ONNX export with a parity check, runtimes
+    cli         the ``pathprune`` command line, a thin layer over all of the above
+
+Example::
+
+    >>> import torch
+    >>> import pathprune as pp
+    >>> model, spec = pp.create_model("digits")
+    >>> images = pp.open_images("digits:test", spec.preprocessing, max_images=20)
+    >>> x, y = next(pp.labelled_batches(images, 20))
+    >>> result = pp.NeuronPathSearch(model, pp.PathConfig(topk=5, token="all", steps=4)).attribute(x, target=y)
+    >>> stats = pp.PathStatistics(10, spec.mlp_hidden)
+    >>> stats.add(y, result)
+    >>> importance = pp.PathImportance.from_analysis(pp.Analysis.from_statistics(stats)).fit(model)
+    >>> pruned = pp.prune_mlp(model, importance, 0.5).model
+    >>> pp.mlp_widths(pruned)
+    [128, 128, 128, 128, 128, 128]
+"""
 
 __version__ = "0.1.0"
 
-from .errors import UserError  # noqa: E402
+from .analysis import PathStatistics, RunSettings, analyze, merge_outputs  # noqa: E402
+from .attribution import (JAS_FORMS, PATH_METHODS, QUADRATURE_RULES, NeuronPathSearch, PathConfig,  # noqa: E402
+                          PathResult, quadrature_nodes, register_jas_form, register_path_method,
+                          register_quadrature)
+from .data import ImageSet, labelled_batches, open_images  # noqa: E402
+from .deploy import EXPORTERS, RUNTIMES, ExportResult, export_onnx  # noqa: E402
+from .device import resolve_device  # noqa: E402
+from .errors import (ConfigError, IncompatibleError, InputError, ModelError, OutputError,  # noqa: E402
+                     PathpruneError, UserError)
+from .evaluate import BenchModel, BenchSettings, Evaluation, evaluate_models, run_bench, top1  # noqa: E402
+from .models import (MODEL_FAMILIES, ModelSpec, create_model, family_of, list_families, load_pruned,  # noqa: E402
+                     mlp_widths, register_alias, register_family)
+from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportance, Analysis,  # noqa: E402
+                      MagnitudeImportance, NeuronImportance, PathImportance, PruneConfig, PruneResult,
+                      RandomImportance, TaylorImportance, calibration_statistics, create_importance,
+                      load_analysis, path_importance, prune, prune_mlp, register_importance)
 
-__all__ = ["UserError", "__version__"]
+__all__ = [
+    "__version__",
+    # models and data
+    "create_model", "ModelSpec", "register_alias", "MODEL_FAMILIES", "register_family", "list_families",
+    "family_of", "mlp_widths", "load_pruned", "open_images", "ImageSet", "labelled_batches", "resolve_device",
+    # attribution
+    "PathConfig", "NeuronPathSearch", "PathResult", "QUADRATURE_RULES", "register_quadrature",
+    "quadrature_nodes", "JAS_FORMS", "register_jas_form", "PATH_METHODS", "register_path_method",
+    # analysis
+    "analyze", "RunSettings", "PathStatistics", "merge_outputs",
+    # pruning
+    "Analysis", "load_analysis", "path_importance", "IMPORTANCES", "register_importance", "create_importance",
+    "NeuronImportance", "PathImportance", "ActivationPathImportance", "ActivationImportance",
+    "MagnitudeImportance", "TaylorImportance", "RandomImportance", "calibration_statistics", "PruneConfig",
+    "PruneResult", "prune_mlp", "prune",
+    # deploy and evaluate
+    "export_onnx", "ExportResult", "EXPORTERS", "RUNTIMES", "evaluate_models", "Evaluation", "top1",
+    "run_bench", "BenchModel", "BenchSettings",
+    # errors
+    "PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError", "UserError",
+]

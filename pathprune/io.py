@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import OutputError
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -61,9 +61,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise OutputError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise OutputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
@@ -91,10 +91,10 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         os.chmod(tmp, 0o777 & ~_umask())
     except OSError as exc:
-        raise UserError(f"cannot write output directory {target}: {exc.strerror}") from None
+        raise OutputError(f"cannot write output directory {target}: {exc.strerror}") from None
     if target.exists() and not overwrite:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"{target} already exists")
+        raise OutputError(f"{target} already exists")
     try:
         yield tmp
         if target.exists():
@@ -140,3 +140,18 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_output_dir(out: str | os.PathLike) -> Path:
+    """Fail early (before any work) when the output directory cannot be created or written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory", param="out")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write output directory {out}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write output directory {out}: {parent} is not writable")
+    return out

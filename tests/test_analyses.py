@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from pathprune import analyses
-from pathprune.engine import NeuronPathSearch, PathConfig, quadrature_nodes
+from pathprune.attribution import PATH_METHODS, baselines, interventions
+from pathprune.evaluate import paper as analyses
+from pathprune.attribution import NeuronPathSearch, PathConfig, quadrature_nodes
 from pathprune.models import token_range
 
 from conftest import cli_model_args, make_folder, make_tiny
@@ -49,12 +50,12 @@ def test_manipulated_forward_matches_hand_replay(scope, factor, k):
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     t0, t1 = token_range(model, scope)
     gen = torch.Generator().manual_seed(3)
-    path = analyses.random_path([m.fc2.in_features for m in (b.mlp for b in model.blocks)], 4, k, gen)
+    path = baselines.random_path([m.fc2.in_features for m in (b.mlp for b in model.blocks)], 4, k, gen)
     with torch.no_grad():
         plain = model(images)
         assert torch.allclose(replay_forward(model, images, path, 1.0, t0, t1), plain, atol=1e-5)
         expected = replay_forward(model, images, path, factor, t0, t1)
-    got = analyses.manipulated_logits(model, images, path, factor, t0, t1)
+    got = interventions.manipulated_logits(model, images, path, factor, t0, t1)
     assert not torch.allclose(expected, plain, atol=1e-3)  # the edit matters
     assert torch.allclose(got, expected, atol=1e-5)
     assert torch.allclose(model(images), plain)  # hooks are gone afterwards
@@ -62,9 +63,9 @@ def test_manipulated_forward_matches_hand_replay(scope, factor, k):
 
 def test_random_path_is_seeded_distinct_and_in_range():
     widths = [12, 7, 9]
-    a = analyses.random_path(widths, 5, 3, torch.Generator().manual_seed(4))
-    b = analyses.random_path(widths, 5, 3, torch.Generator().manual_seed(4))
-    c = analyses.random_path(widths, 5, 3, torch.Generator().manual_seed(5))
+    a = baselines.random_path(widths, 5, 3, torch.Generator().manual_seed(4))
+    b = baselines.random_path(widths, 5, 3, torch.Generator().manual_seed(4))
+    c = baselines.random_path(widths, 5, 3, torch.Generator().manual_seed(5))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
     for ids, width in zip(a, widths):
@@ -113,11 +114,11 @@ def test_knowledge_neurons_match_per_layer_integrated_gradients(scope):
     config = PathConfig(steps=4, quadrature="gauss", token=scope)
     search = NeuronPathSearch(model, config)
     cp = search.prepare(images, labels)
-    path = analyses.knowledge_path(search, cp, k=1)
+    path = baselines.knowledge_path(search, cp, k=1)
     alphas, weights = quadrature_nodes("gauss", 4)
     t0, t1 = token_range(model, scope)
     for layer in range(len(model.blocks)):
-        got = analyses.knowledge_attributions(search, cp, layer)
+        got = baselines.knowledge_attributions(search, cp, layer)
         for b in range(2):
             expected = oracle_layer_ig(model, images[b], int(labels[b]), layer, t0, t1, alphas, weights)
             assert torch.allclose(got[b], expected, atol=1e-6, rtol=1e-4)
@@ -202,7 +203,7 @@ def test_commands_end_to_end_on_a_tiny_vit(tmp_path, run_cli, tiny_weights):
     res = run_cli(["manipulate", *model, "--paths", analysis, "--out", out, "--batch-size", "3",
                    "--max-images", "5", "--quiet"])
     assert res.code == 0, res.output
-    data = _check_comparison(out, "manipulate", analysis, list(analyses.METHODS), ["remove", "enhance"])
+    data = _check_comparison(out, "manipulate", analysis, PATH_METHODS.names(), ["remove", "enhance"])
     assert len(data["images"]) == 5
 
     res = run_cli(["scores", *model, "--paths", analysis, "--data", folder.root, "--out", tmp_path / "scores",
@@ -245,7 +246,7 @@ def test_commands_end_to_end_on_digits(tmp_path, run_cli):
     res = run_cli(["manipulate", "--model", "digits", "--paths", test, "--data", "digits:test",
                    "--out", tmp_path / "manip", "--quiet"])
     assert res.code == 0, res.output
-    data = _check_comparison(tmp_path / "manip", "manipulate", test, list(analyses.METHODS), ["remove", "enhance"])
+    data = _check_comparison(tmp_path / "manip", "manipulate", test, PATH_METHODS.names(), ["remove", "enhance"])
     assert len(data["images"]) == 20
     res = run_cli(["manipulate", "--model", "digits", "--paths", test, "--data", "digits:train",
                    "--out", tmp_path / "wrong", "--quiet"])
@@ -272,7 +273,7 @@ def test_score_ranking_shares_ranks_on_ties():
 
 
 def test_markdown_table_formats_cells():
-    from pathprune.report import write_markdown_table
+    from pathprune.evaluate.report import write_markdown_table
 
     text = write_markdown_table([{"a": 0.123456, "b": True, "c": None, "d": "x|y"}, {"a": float("nan"), "b": False}],
                                 ["a", ("b", "B!"), "c", "d"])

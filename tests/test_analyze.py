@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pathprune.analyze import RunSettings, analyze, read_records
-from pathprune.data import iterate_batches, open_images
-from pathprune.engine import NeuronPathSearch, PathConfig
+from pathprune.analysis.run import RunSettings, analyze, read_records
+from pathprune.data.images import iterate_batches, open_images
+from pathprune.attribution import NeuronPathSearch, PathConfig
 from pathprune.models import create_model
 
 from conftest import BASE, TINY_CLASSES, TINY_IMG, cli_model_args, make_folder, make_tiny, tiny_model_args

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pathprune.digits import DIGITS_DIR, WEIGHTS_NAME
+from pathprune.models.digits import DIGITS_DIR, WEIGHTS_NAME
 
 needs_digits = pytest.mark.skipif(not (DIGITS_DIR / WEIGHTS_NAME).exists(),
                                   reason="the embedded digits model is not built (pathprune/assets)")

@@ -100,7 +100,8 @@ def test_shipped_model_accuracy(spec: dict, digits) -> None:
 
 
 def test_digits_arrays_matches_spec(spec: dict, digits) -> None:
-    from pathprune.digits import digits_arrays, load_digits_model
+    from pathprune.data.digits import digits_arrays
+    from pathprune.models.digits import load_digits_model
 
     images, labels = digits
     for split, n in (("train", len(spec["split"]["train_indices"])),
@@ -124,7 +125,7 @@ def test_train_digits_smoke(tmp_path: Path) -> None:
     import timm
     from safetensors.torch import load_file
 
-    from pathprune.digits import train_digits
+    from scripts.train_digits import train_digits
 
     recipe = {"base": "vit_tiny_patch16_224",
               "overrides": {"img_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 10,

@@ -16,10 +16,13 @@ import torch
 from safetensors.torch import load_file
 
 from pathprune.cli import main
-from pathprune.data import shard_positions
-from pathprune.distributed import part_name, rank_shard
+from pathprune.data.images import shard_positions
+from pathprune.analysis.distributed import part_name, rank_shard
 from pathprune.errors import UserError
-from pathprune.merge import merge_outputs
+from pathprune.analysis.merge import merge_outputs
+
+#: `pathprune` with test-only fault injection (a rank killed after N batches, a per-batch log)
+FAULTY_ANALYZE = Path(__file__).resolve().parent / "helpers" / "faulty_analyze.py"
 
 TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-arg", "patch_size=8",
         "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--model-arg", "num_heads=2",
@@ -59,7 +62,7 @@ def free_port() -> int:
 
 def torchrun(data_dir: Path, out: Path, nproc: int = 2, env: dict[str, str] | None = None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--nnodes", "1",
-           "--master-addr", "localhost", "--master-port", str(free_port()), "-m", "pathprune",
+           "--master-addr", "localhost", "--master-port", str(free_port()), str(FAULTY_ANALYZE),
            *analyze_args(data_dir, out)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120)
@@ -111,14 +114,14 @@ def test_torchrun_two_ranks_equal_single_process(single, multi):
 
 def test_killed_rank_resumes_only_its_unfinished_images(data_dir, multi, tmp_path):
     out, log1, log2 = tmp_path / "run", tmp_path / "calls1.log", tmp_path / "calls2.log"
-    crashed = torchrun(data_dir, out, env={"PATHPRUNE_TEST_FAIL_AFTER_BATCHES": "2",
-                                           "PATHPRUNE_TEST_BATCH_LOG": str(log1)})
+    crashed = torchrun(data_dir, out, env={"FAULT_KILL_AFTER_BATCHES": "2",
+                                           "FAULT_BATCH_LOG": str(log1)})
     assert crashed.returncode != 0
     assert not (out / "summary.json").exists()
     part1 = out / "parts" / part_name(1, 2)
     assert not (part1 / "summary.json").exists() and len(records(part1)) == 4  # 2 batches of 2 done
 
-    resumed = torchrun(data_dir, out, env={"PATHPRUNE_TEST_BATCH_LOG": str(log2)})
+    resumed = torchrun(data_dir, out, env={"FAULT_BATCH_LOG": str(log2)})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_output(out, multi)
 
@@ -212,7 +215,7 @@ def test_merge_refuses_mismatched_overlapping_incomplete_and_duplicate_parts(sha
 
 
 def test_coverage_of_mixed_shard_counts():
-    from pathprune.merge import Coverage, Part, combined_coverage, missing_shards
+    from pathprune.analysis.merge import Coverage, Part, combined_coverage, missing_shards
 
     def part(shard):
         return Part(Path(f"p{shard}"), {"shard": list(shard)}, Coverage.of_manifest({"shard": list(shard)}))

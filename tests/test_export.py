@@ -90,7 +90,7 @@ def test_nonuniform_pruned_directory_exports_with_its_widths(tmp_path, run_cli, 
 
 
 def test_torchscript_exporter_also_passes(tmp_path, pruned_dir):
-    from pathprune.export import export_onnx
+    from pathprune.deploy.onnx import export_onnx
     from pathprune.models import create_model
 
     model, _ = create_model(str(pruned_dir))
@@ -103,7 +103,7 @@ def test_torchscript_exporter_also_passes(tmp_path, pruned_dir):
 
 def test_parity_failure_leaves_no_file(tmp_path, monkeypatch):
     """An ONNX graph that computes something else (other weights) is refused and nothing is written."""
-    import pathprune.export as export_mod
+    import pathprune.deploy.onnx as export_mod
 
     model, _ = make_tiny(seed=0)
     other, _ = make_tiny(seed=5)
@@ -116,7 +116,7 @@ def test_parity_failure_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_existing_file_is_kept_when_parity_fails(tmp_path, monkeypatch):
-    import pathprune.export as export_mod
+    import pathprune.deploy.onnx as export_mod
 
     model, _ = make_tiny(seed=0)
     out = tmp_path / "m.onnx"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pathprune.data import build_transform, iterate_batches, open_images, parse_shard, shard_positions
+from pathprune.data.images import build_transform, iterate_batches, open_images, parse_shard, shard_positions
 from pathprune.errors import UserError
 from pathprune.models import MODEL_ALIASES, create_model
 
@@ -201,8 +201,9 @@ def test_shards_partition_the_list(n, count):
 
 @pytest.mark.parametrize("text", ["1", "2/2", "a/b", "-1/3", "1/0", "1/2/3"])
 def test_malformed_shard(text):
-    with pytest.raises(UserError, match="--shard"):
+    with pytest.raises(UserError, match="shard") as info:
         parse_shard(text)
+    assert info.value.cli_message().startswith("--shard")
 
 
 def test_reference_preprocessing_matches_published_pipeline(folder, preprocessing):
@@ -217,8 +218,9 @@ def test_reference_preprocessing_matches_published_pipeline(folder, preprocessin
     expected = torch.from_numpy(x.transpose(2, 0, 1).copy())
     assert got.shape == (3, TINY_IMG, TINY_IMG)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    with pytest.raises(UserError, match="--preprocess"):
+    with pytest.raises(UserError, match="preprocess") as info:
         build_transform(preprocessing, "imagenet")
+    assert info.value.cli_message().startswith("--preprocess")
 
 
 def test_unreadable_image_is_skipped_with_a_warning(folder, preprocessing):

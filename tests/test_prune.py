@@ -77,7 +77,7 @@ def _prune(run_cli, setup, out, *extra):
 
 
 def test_pruned_equals_dense_with_removed_neurons_zeroed(run_cli, setup, tmp_path):
-    from pathprune.prune import load_pruned
+    from pathprune.models import load_pruned
 
     out = tmp_path / "pruned"
     desc, report = _prune(run_cli, setup, out, "--paths", setup["analysis"], "--ratio", "0.5")
@@ -92,7 +92,7 @@ def test_pruned_equals_dense_with_removed_neurons_zeroed(run_cli, setup, tmp_pat
         torch.testing.assert_close(pruned(x), expected, rtol=1e-5, atol=1e-5)
     assert spec.mlp_hidden == [WIDTH // 2] * 2
     # the kept neurons are the highest path importance of each block
-    from pathprune.aggregate import load_analysis, path_importance
+    from pathprune.pruning.importance import load_analysis, path_importance
 
     scores = path_importance(load_analysis(setup["analysis"]), "path")
     for layer in range(2):
@@ -100,8 +100,8 @@ def test_pruned_equals_dense_with_removed_neurons_zeroed(run_cli, setup, tmp_pat
 
 
 def test_compensation_replaces_removed_by_their_mean(run_cli, setup, tmp_path):
-    from pathprune.data import open_images
-    from pathprune.prune import load_pruned
+    from pathprune.data.images import open_images
+    from pathprune.models import load_pruned
 
     out = tmp_path / "comp"
     desc, _ = _prune(run_cli, setup, out, "--importance", "magnitude", "--ratio", "0.6", "--compensate",
@@ -134,7 +134,8 @@ def _spec_pre(setup):
 
 
 def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, tmp_path):
-    from pathprune.prune import PruneConfig, load_pruned, prune
+    from pathprune.models import load_pruned
+    from pathprune.pruning import PruneConfig, prune
 
     model = _dense(setup)
     dense_params = sum(p.numel() for p in model.parameters())
@@ -160,7 +161,7 @@ def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, t
 
 
 def test_global_scope_and_min_per_layer(setup, tmp_path):
-    from pathprune.prune import select_kept
+    from pathprune.pruning import select_kept
 
     scores = [torch.arange(10.0), torch.arange(10.0) + 100]
     kept = select_kept(scores, 0.5, "global", min_per_layer=0.2)
@@ -171,8 +172,8 @@ def test_global_scope_and_min_per_layer(setup, tmp_path):
 
 
 def test_activation_importance_and_seeded_random(setup, tmp_path):
-    from pathprune.data import open_images
-    from pathprune.prune import PruneConfig, calibration_statistics, importance_scores
+    from pathprune.data.images import open_images
+    from pathprune.pruning import calibration_statistics, create_importance
 
     dense = _dense(setup)
     images = open_images(str(setup["data"]), _spec_pre(setup))
@@ -183,20 +184,20 @@ def test_activation_importance_and_seeded_random(setup, tmp_path):
         dense(torch.stack([images.loader(i) for i in range(len(images.items))]))
     for h in handles:
         h.remove()
-    scores = importance_scores(dense, PruneConfig(method="activation"), calibration=stats)
+    scores = create_importance("activation").fit(dense, statistics=stats).neuron_scores()
     for layer in range(2):
         torch.testing.assert_close(scores[layer], acts[layer].abs().double().mean((0, 1)), rtol=1e-6, atol=1e-9)
-    r1 = importance_scores(dense, PruneConfig(method="random", seed=5))
-    r2 = importance_scores(dense, PruneConfig(method="random", seed=5))
-    r3 = importance_scores(dense, PruneConfig(method="random", seed=6))
+    r1 = create_importance("random", seed=5).fit(dense).neuron_scores()
+    r2 = create_importance("random", seed=5).fit(dense).neuron_scores()
+    r3 = create_importance("random", seed=6).fit(dense).neuron_scores()
     assert all(torch.equal(a, b) for a, b in zip(r1, r2)) and not torch.equal(r1[0], r3[0])
 
 
 def test_magnitude_ranks_by_fc1_row_and_fc2_column_norms(setup):
-    from pathprune.prune import magnitude_scores
+    from pathprune.pruning import MagnitudeImportance
 
     dense = _dense(setup)
-    scores = magnitude_scores(dense)
+    scores = MagnitudeImportance().fit(dense).neuron_scores()
     for layer, block in enumerate(dense.blocks):
         own = block.mlp.fc1.weight.pow(2).sum(1) + block.mlp.fc2.weight.pow(2).sum(0)
         assert torch.equal(torch.argsort(scores[layer]), torch.argsort(own.double().detach()))
@@ -213,7 +214,7 @@ def test_taylor_runs_and_prunes(run_cli, setup, tmp_path):
 
 
 def test_prune_a_pruned_model_again_and_analyze_it(run_cli, setup, tmp_path):
-    from pathprune.prune import load_pruned
+    from pathprune.models import load_pruned
 
     first = tmp_path / "p1"
     desc1, _ = _prune(run_cli, setup, first, "--importance", "magnitude", "--ratio", "0.5")
@@ -267,7 +268,7 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(run_cli, setup, tmp_path
 
 
 def test_failure_during_save_leaves_no_directory(setup, tmp_path, monkeypatch):
-    import pathprune.prune as pp
+    import pathprune.pruning as pp
 
     from pathprune.models import create_model
 

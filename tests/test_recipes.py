@@ -51,7 +51,7 @@ def _bench_settings(args: list[str]) -> dict:
     """Run `pathprune bench ARGS` with run_bench replaced; return the settings it was given."""
     from click.testing import CliRunner
 
-    import pathprune.bench as bench_mod
+    import pathprune.evaluate.bench as bench_mod
     from pathprune.cli import cli
 
     seen: dict = {}
@@ -62,7 +62,7 @@ def _bench_settings(args: list[str]) -> dict:
         return {"models": [], "latency": []}
 
     with mock.patch.object(bench_mod, "run_bench", fake_run), \
-            mock.patch("pathprune.bench.load_pruned_dir", lambda d: mock.MagicMock()), \
+            mock.patch("pathprune.evaluate.bench.load_pruned_dir", lambda d: mock.MagicMock()), \
             mock.patch("pathprune.data.open_images", lambda *a, **k: None):
         result = CliRunner().invoke(cli, ["bench", *args])
     seen["exit"] = result.exit_code

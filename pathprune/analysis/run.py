@@ -1,0 +1,215 @@
+"""`pathprune analyze`: run the path search over an image set into a resumable output directory.
+
+Output directory (DESIGN.md section 5):
+- ``run.json``       settings, model, data selection, package versions;
+- ``paths.jsonl``    one record per image, appended batch by batch;
+- ``stats.safetensors``  per-class, per-neuron statistics; its metadata holds the checkpoint
+  (how many images and records it covers), so statistics and progress are one atomic file;
+- ``summary.json``   written when the run completes.
+
+Resume: the stats checkpoint is written after the records it covers. On restart, records beyond the
+checkpoint are dropped and redone, so no record is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..attribution import NeuronPathSearch, PathConfig
+from ..data.images import ImageSet, iterate_batches, shard_positions
+from ..errors import IncompatibleError, InterruptedRun, OutputError
+from ..io import package_versions, read_json, write_json_atomic
+from ..models import ModelSpec
+from ..progress import progress_bar
+from .statistics import (FORMAT, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics, make_records,
+                         read_records)
+
+
+#: run.json keys that must agree for a run to be resumed or merged
+IDENTITY_KEYS = ("format", "settings", "model_identity", "data")
+
+
+@dataclass
+class RunSettings:
+    """Settings that determine the records (everything except where and how fast it runs)."""
+
+    path: PathConfig
+    batch_size: int = 10
+    preprocess: str = "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        path = dataclasses.asdict(self.path)
+        path.pop("max_batch")  # chunking changes speed and memory, not the records
+        return {"path": path, "batch_size": self.batch_size, "preprocess": self.preprocess}
+
+
+def model_identity(spec: ModelSpec) -> dict[str, Any]:
+    """What must match for two analyses to describe the same model."""
+    return {"architecture": spec.architecture, "weights_sha256": spec.weights_sha256,
+            "weights": spec.weights if spec.weights_sha256 is None else None}
+
+
+def run_manifest(spec: ModelSpec, image_set: ImageSet, settings: RunSettings,
+                 shard: tuple[int, int] | None) -> dict[str, Any]:
+    """The content of run.json."""
+    return {"format": FORMAT, "settings": settings.to_dict(), "model_identity": model_identity(spec),
+            "data": image_set.describe(), "shard": list(shard) if shard else None,
+            "model": spec.to_dict(), "class_names": image_set.class_names,
+            "num_layers": len(spec.mlp_hidden), "mlp_hidden": spec.mlp_hidden,
+            "versions": package_versions()}
+
+
+def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=IDENTITY_KEYS + ("shard",)) -> None:
+    """Refuse to combine runs whose identity differs, naming the first difference."""
+    for key in keys:
+        if old.get(key) != new.get(key):
+            at, there, now = first_difference(old.get(key), new.get(key), key)
+            raise IncompatibleError(f"{where} holds a run with different settings ({at}: {json.dumps(there)} there, "
+                            f"{json.dumps(now)} now); use another --out or the same settings")
+
+
+def first_difference(a: Any, b: Any, prefix: str) -> tuple[str, Any, Any]:
+    """The first differing key (dotted path) of two JSON values, and the two values there."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
+    return prefix, a, b
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+def _truncate_records(path: Path, keep: int) -> None:
+    """Keep the first `keep` complete lines of a JSONL file (drops redone or torn records)."""
+    if not path.exists():
+        path.touch()
+        return
+    offset = 0
+    with open(path, "rb") as fh:
+        for _ in range(keep):
+            line = fh.readline()
+            if not line.endswith(b"\n"):
+                raise OutputError(f"{path} has fewer records than its checkpoint; the output is damaged")
+            offset += len(line)
+    with open(path, "rb+") as fh:
+        fh.truncate(offset)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: RunSettings, out: str | Path,
+            *, device: str = "cpu", shard: tuple[int, int] | None = None, workers: int = 0,
+            checkpoint_seconds: float = 60.0, progress: bool = True,
+            on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Analyse every image of `image_set` (or its shard) into `out`, resuming a previous run there.
+
+    Returns the summary (also written to summary.json). `on_batch(n)` is called after each batch
+    with the number of batches done (a hook for tests and progress reporting).
+    """
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise OutputError(f"output directory {out} is not writable")
+    manifest = run_manifest(spec, image_set, settings, shard)
+    run_file, paths_file, stats_file = out / RUN_FILE, out / PATHS_FILE, out / STATS_FILE
+    if run_file.exists():
+        check_compatible(read_json(run_file), manifest, str(out))
+    elif paths_file.exists() or stats_file.exists():
+        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty --out")
+    write_json_atomic(run_file, manifest)
+
+    search = NeuronPathSearch(model, settings.path, device)
+    positions = shard_positions(len(image_set.items), shard)
+    stats = PathStatistics(len(image_set.class_names), search.widths)
+    state = {"position": 0, "records": 0, "skipped": [], "seconds": 0.0}
+    if stats_file.exists():
+        stats, state = PathStatistics.load(stats_file)
+    _truncate_records(paths_file, state["records"])
+    (out / SUMMARY_FILE).unlink(missing_ok=True)
+
+    todo = positions[state["position"]:]
+    bar = progress_bar(len(positions), "analyze", progress, initial=state["position"])
+    started, last_checkpoint = time.perf_counter(), time.perf_counter()
+    base_seconds = state["seconds"]
+
+    def checkpoint() -> None:
+        state["seconds"] = base_seconds + time.perf_counter() - started
+        stats.save(stats_file, state)
+
+    done_batches = 0
+    try:
+        with open(paths_file, "a") as fh, search.placed():
+            for images, batch_pos, skipped in iterate_batches(image_set, todo, settings.batch_size, workers):
+                for pos, err in skipped:
+                    state["skipped"].append({"index": pos, "file": image_set.items[pos].file, "error": err})
+                if images is not None:
+                    labels = torch.tensor([image_set.items[p].label for p in batch_pos])
+                    result = search.attribute(images, target=labels)
+                    stats.add(labels, result)
+                    for record in make_records(image_set, batch_pos, result):
+                        fh.write(json.dumps(record) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    state["records"] += len(batch_pos)
+                state["position"] += len(batch_pos) + len(skipped)
+                bar.update(len(batch_pos) + len(skipped))
+                done_batches += 1
+                if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
+                    checkpoint()
+                    last_checkpoint = time.perf_counter()
+                if on_batch is not None:
+                    on_batch(done_batches)
+    except KeyboardInterrupt:
+        checkpoint()
+        bar.close()
+        raise InterruptedRun(f"interrupted after {state['records']} records; run the same command to resume") from None
+    except BaseException:
+        bar.close()
+        raise
+    checkpoint()
+    bar.close()
+    summary = summarize(out)
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Summary of a completed output directory (from its records and checkpoint)."""
+    from safetensors import safe_open
+
+    records = read_records(out / PATHS_FILE)
+    with safe_open(str(out / STATS_FILE), "pt") as fh:
+        state = json.loads((fh.metadata() or {}).get("checkpoint", "{}"))
+    n = len(records)
+    seconds = float(state.get("seconds", 0.0))
+    mean = (lambda key: sum(r[key] for r in records) / n) if n else (lambda key: None)
+    return {
+        "num_records": n,
+        "num_skipped": len(state.get("skipped", [])),
+        "skipped": state.get("skipped", []),
+        "top1": (sum(r["pred"] == r["label"] for r in records) / n) if n else None,
+        "mean_prob": mean("prob"),
+        "mean_path_jas": mean("path_jas"),
+        "mean_act_path_jas": mean("act_path_jas"),
+        "path_beats_act_path": (sum(r["path_jas"] > r["act_path_jas"] for r in records) / n) if n else None,
+        "seconds": seconds,
+        "images_per_second": (n / seconds) if seconds > 0 else None,
+    }

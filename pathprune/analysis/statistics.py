@@ -1,0 +1,138 @@
+"""Path statistics and records: what an analysis accumulates per class and per image.
+
+``PathStatistics`` is built in memory from ``PathResult``s (``stats.add(labels, result)``) exactly as
+``pathprune analyze`` builds ``stats.safetensors``; ``Analysis.from_statistics`` turns it into the
+input of path importance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attribution import PathResult
+from ..data.images import ImageSet
+from ..errors import IncompatibleError
+from ..io import load_tensors, save_tensors_atomic
+
+RUN_FILE = "run.json"
+
+
+
+PATHS_FILE = "paths.jsonl"
+
+
+
+STATS_FILE = "stats.safetensors"
+
+
+
+SUMMARY_FILE = "summary.json"
+
+
+
+FORMAT = "pathprune.analyze/1"
+
+
+
+class PathStatistics:
+    """Per-class, per-neuron accumulators over analysed images (float64 sums, int64 counts)."""
+
+    def __init__(self, num_classes: int, widths: list[int]):
+        self.num_classes = num_classes
+        self.widths = list(widths)
+        self.class_count = torch.zeros(num_classes, dtype=torch.int64)
+        self.path_count = [torch.zeros(num_classes, w, dtype=torch.int64) for w in widths]
+        self.act_path_count = [torch.zeros(num_classes, w, dtype=torch.int64) for w in widths]
+        self.jas_sum = [torch.zeros(num_classes, w, dtype=torch.float64) for w in widths]
+        self.act_sum = [torch.zeros(num_classes, w, dtype=torch.float64) for w in widths]
+
+    def add(self, labels: torch.Tensor, result: PathResult) -> None:
+        """Accumulate one batch's results under each image's ground-truth label."""
+        labels = labels.long()
+        self.class_count.index_add_(0, labels, torch.ones_like(labels))
+        for layer in range(len(self.widths)):
+            for counts, paths in ((self.path_count[layer], result.path[:, layer]),
+                                  (self.act_path_count[layer], result.act_path[:, layer])):
+                hits = torch.zeros(len(labels), self.widths[layer], dtype=torch.int64)
+                hits.scatter_(1, paths.long(), 1)
+                counts.index_add_(0, labels, hits)
+            self.jas_sum[layer].index_add_(0, labels, result.candidate_jas[layer].double())
+            self.act_sum[layer].index_add_(0, labels, result.clean_act[layer].double())
+
+    def merge(self, other: "PathStatistics") -> None:
+        """Add another run's statistics (same classes and widths)."""
+        if other.widths != self.widths or other.num_classes != self.num_classes:
+            raise IncompatibleError("statistics of different models or class lists cannot be merged")
+        self.class_count += other.class_count
+        for mine, theirs in ((self.path_count, other.path_count), (self.act_path_count, other.act_path_count),
+                             (self.jas_sum, other.jas_sum), (self.act_sum, other.act_sum)):
+            for a, b in zip(mine, theirs):
+                a += b
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"class_count": self.class_count}
+        for layer in range(len(self.widths)):
+            out[f"path_count.{layer}"] = self.path_count[layer]
+            out[f"act_path_count.{layer}"] = self.act_path_count[layer]
+            out[f"jas_sum.{layer}"] = self.jas_sum[layer]
+            out[f"act_sum.{layer}"] = self.act_sum[layer]
+        return out
+
+    def save(self, path: Path, metadata: dict[str, Any]) -> None:
+        save_tensors_atomic(path, self.tensors(), {"checkpoint": json.dumps(metadata)})
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["PathStatistics", dict[str, Any]]:
+        """Statistics and the checkpoint metadata stored with them."""
+        from safetensors import safe_open
+
+        tensors = load_tensors(path)
+        with safe_open(str(path), "pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("checkpoint", "{}"))
+        layers = sum(1 for k in tensors if k.startswith("path_count."))
+        widths = [tensors[f"path_count.{i}"].shape[1] for i in range(layers)]
+        stats = cls(int(tensors["class_count"].shape[0]), widths)
+        stats.class_count = tensors["class_count"]
+        for i in range(layers):
+            stats.path_count[i] = tensors[f"path_count.{i}"]
+            stats.act_path_count[i] = tensors[f"act_path_count.{i}"]
+            stats.jas_sum[i] = tensors[f"jas_sum.{i}"]
+            stats.act_sum[i] = tensors[f"act_sum.{i}"]
+        return stats, meta
+
+
+
+def make_records(image_set: ImageSet, positions: list[int], result: PathResult) -> list[dict[str, Any]]:
+    """One JSON-ready record per analysed image."""
+    records = []
+    for i, pos in enumerate(positions):
+        item = image_set.items[pos]
+        records.append({
+            "index": pos, "file": item.file, "label": item.label,
+            "target": int(result.target[i]), "pred": int(result.pred[i]), "prob": float(result.prob[i]),
+            "path": result.path[i].tolist(), "path_jas": float(result.path_jas[i]),
+            "act_path": result.act_path[i].tolist(), "act_path_jas": float(result.act_path_jas[i]),
+        })
+    return records
+
+
+
+def read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Complete records of a paths.jsonl (a torn last line is ignored)."""
+    records = []
+    if not path.exists():
+        return records
+    with open(path, "rb") as fh:
+        for line in fh:
+            if limit is not None and len(records) >= limit:
+                break
+            if not line.endswith(b"\n"):
+                break
+            records.append(json.loads(line))
+    return records
+
+

@@ -1,0 +1,68 @@
+"""JAS forms: how the gradients and activations of a path and a candidate combine into a score.
+
+A form is data (a :class:`JasForm`) in the registry ``JAS_FORMS``:
+
+- ``paper`` (default): JAS(P + j) = sum over n in P + {j} of a_n * IG_n, the integrated gradients of
+  the joint scaling; it satisfies completeness.
+- ``reference``: the published code, (sum of gradients) * (sum of activations), with the other
+  neurons of intervened layers frozen at their clean values.
+
+    >>> from pathprune.attribution import JAS_FORMS
+    >>> JAS_FORMS.names()
+    ['paper', 'reference']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class PathTerms:
+    """Sums over a path's neurons, per image [B]: gradients, activations, their products."""
+
+    g: torch.Tensor
+    a: torch.Tensor
+    ag: torch.Tensor
+
+
+@dataclass(frozen=True)
+class JasForm:
+    """One way of scoring a path: `score(terms)` for a path, `candidates(path_terms, a_l, g_l)` for
+    every candidate j of layer l ([B, F]; a_l and g_l are [B, T, F]); `freeze`: the other neurons
+    of intervened layers keep their clean values (the published code's intervention)."""
+
+    name: str
+    score: Callable[[PathTerms], torch.Tensor]
+    candidates: Callable[[PathTerms, torch.Tensor, torch.Tensor], torch.Tensor]
+    freeze: bool = False
+
+
+#: JAS forms by name
+JAS_FORMS: Registry[JasForm] = Registry("jas form", param="jas")
+
+
+def register_jas_form(form: JasForm, help: str = "") -> JasForm:
+    return JAS_FORMS.register(form.name, form, help=help)
+
+
+def list_jas_forms() -> list[str]:
+    return JAS_FORMS.names()
+
+
+register_jas_form(JasForm(
+    "paper",
+    score=lambda t: t.ag,
+    candidates=lambda p, a_l, g_l: p.ag[:, None] + (a_l * g_l).sum(1),
+), help="sum of a*IG over the path (integrated gradients of the joint scaling)")
+register_jas_form(JasForm(
+    "reference",
+    score=lambda t: t.g * t.a,
+    candidates=lambda p, a_l, g_l: (p.g[:, None] + g_l.sum(1)) * (p.a[:, None] + a_l.sum(1)),
+    freeze=True,
+), help="the published code's product of sums")

@@ -1,0 +1,58 @@
+"""Quadrature rules on [0, 1] as data: nodes alpha_i and weights w_i (sum w_i = 1).
+
+Each rule is a registered function ``steps -> (alphas, weights)`` (numpy float64 arrays), in the way
+captum keeps its approximation methods. Register your own with :func:`register_quadrature`::
+
+    >>> from pathprune.attribution import quadrature_nodes
+    >>> alphas, weights = quadrature_nodes("riemann", 4)
+    >>> alphas.tolist(), weights.tolist()
+    ([0.0, 0.25, 0.5, 0.75], [0.25, 0.25, 0.25, 0.25])
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+QuadratureRule = Callable[[int], "tuple[np.ndarray, np.ndarray]"]
+
+#: quadrature rules by name
+QUADRATURE_RULES: Registry[QuadratureRule] = Registry("quadrature")
+
+
+def register_quadrature(name: str, rule: QuadratureRule | None = None, *, help: str = ""):
+    """Register a rule ``steps -> (alphas, weights)``; usable as a decorator."""
+    return QUADRATURE_RULES.register(name, rule, help=help)
+
+
+def list_quadratures() -> list[str]:
+    return QUADRATURE_RULES.names()
+
+
+@register_quadrature("riemann", help="left Riemann sum alpha_i = i/m, as published")
+def _riemann(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(steps) / steps, np.full(steps, 1.0 / steps)
+
+
+@register_quadrature("midpoint", help="midpoint rule alpha_i = (i + 1/2)/m")
+def _midpoint(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+
+
+@register_quadrature("gauss", help="Gauss-Legendre on [0, 1] (exact for polynomials of degree 2m-1)")
+def _gauss(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(steps)
+    return (x + 1.0) / 2.0, w / 2.0
+
+
+def quadrature_nodes(kind: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes alpha_i in [0, 1] and weights w_i (summing to 1) of a registered rule, as float32."""
+    if steps < 1:
+        raise ConfigError("must be at least 1", param="steps")
+    alphas, weights = QUADRATURE_RULES.get(kind)(steps)
+    return torch.tensor(alphas, dtype=torch.float32), torch.tensor(weights, dtype=torch.float32)

@@ -1,0 +1,317 @@
+"""The joint-attribution engine: layer-progressive search of influential neuron paths.
+
+A *neuron* (l, j) is input feature j of block l's second MLP layer (``blocks[l].mlp.fc2``), i.e. the
+MLP activation. *Scaling* a set of neurons by alpha replaces their activations at the scope's tokens
+by ``alpha * a_clean`` during the forward pass; everything else is computed normally from there on
+(``reference`` form: the other neurons of the intervened layers stay frozen at their clean values at
+the scope's tokens, as the published code does).
+
+Performance design (DESIGN.md section 3): one clean forward gives every layer's activations; the
+interventions are a custom autograd Function that overwrites only the selected entries in place and
+returns gradients only for them; one backward per layer gives the gradients of all scaled tensors;
+parameters are frozen; the m x B repeated batch is split into chunks of at most ``max_batch`` rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..models.adapters import TOKEN_SCOPES, mlp_widths, token_range
+from ..models.borrow import borrowed
+from .forms import JAS_FORMS, PathTerms
+from .interventions import _Intervention, capture_activations, intervene
+from .quadrature import QUADRATURE_RULES, quadrature_nodes
+
+TARGETS = ("label", "pred")
+OBJECTIVES = ("prob", "logit")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """Settings of the path search (the `analyze` options that change results).
+
+    >>> PathConfig(topk=5, token="all").validate().steps
+    8
+    """
+
+    topk: int = 1
+    steps: int = 8
+    quadrature: str = "gauss"
+    jas: str = "paper"
+    token: str = "cls"
+    target: str = "label"
+    objective: str = "prob"
+    max_batch: int | None = None
+    dtype: str = "float32"
+
+    def validate(self) -> "PathConfig":
+        """Raise ConfigError for an impossible setting; return self."""
+        QUADRATURE_RULES.entry(self.quadrature)
+        JAS_FORMS.entry(self.jas)
+        for param, value, allowed in (("token", self.token, TOKEN_SCOPES), ("target", self.target, TARGETS),
+                                      ("objective", self.objective, OBJECTIVES), ("dtype", self.dtype, tuple(DTYPES))):
+            if value not in allowed:
+                raise ConfigError(f"'{value}': choose one of {', '.join(allowed)}", param=param)
+        for param in ("topk", "steps"):
+            if getattr(self, param) < 1:
+                raise ConfigError("must be at least 1", param=param)
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ConfigError("must be at least 1", param="max_batch")
+        return self
+
+
+@dataclass
+class PathResult:
+    """Paths of a batch of B images over L layers (per-layer lists allow per-block widths)."""
+
+    target: torch.Tensor  # [B] class whose objective is attributed
+    pred: torch.Tensor  # [B] predicted class
+    prob: torch.Tensor  # [B] clean softmax probability of the target
+    path: torch.Tensor  # [B, L, K] JAS path neurons
+    path_jas: torch.Tensor  # [B] JAS of the final path alone
+    act_path: torch.Tensor  # [B, L, K] activation path (top clean activations)
+    act_path_jas: torch.Tensor  # [B]
+    candidate_jas: list[torch.Tensor] = field(default_factory=list)  # L x [B, F_l]: JAS(P + j)
+    clean_act: list[torch.Tensor] = field(default_factory=list)  # L x [B, F_l]: scope-summed activation
+
+
+
+@dataclass
+class CleanPass:
+    """A batch after its clean forward (inputs to every attribution of that batch)."""
+
+    images: torch.Tensor  # [B, C, H, W] on the engine's device
+    target: torch.Tensor  # [B]
+    pred: torch.Tensor  # [B]
+    prob: torch.Tensor  # [B] clean probability of the target
+    logits: torch.Tensor  # [B, classes]
+    clean: list[torch.Tensor]  # L x [B, T, F_l] activations at the scope's tokens
+
+
+class NeuronPathSearch:
+    """Find each image's influential neuron path in a timm ViT (captum-shaped: one `attribute()` call
+    per batch). The caller's model is borrowed for each call and given back exactly as it was
+    (device, dtype, mode, ``requires_grad``); ``with search.placed():`` keeps it on the search's
+    device across many calls.
+
+    Example::
+
+        >>> import torch
+        >>> from pathprune import NeuronPathSearch, PathConfig, create_model
+        >>> model, spec = create_model("digits")
+        >>> search = NeuronPathSearch(model, PathConfig(steps=4))
+        >>> result = search.attribute(torch.zeros(2, 1, 8, 8), target=torch.tensor([0, 1]))
+        >>> result.path.shape  # [images, layers, topk]
+        torch.Size([2, 6, 1])
+    """
+
+    def __init__(self, model: nn.Module, config: PathConfig | None = None, device: torch.device | str = "cpu"):
+        self.config = (config or PathConfig()).validate()
+        self.device = torch.device(device)
+        self.model = model
+        self.form = JAS_FORMS.get(self.config.jas)
+        self.t0, self.t1 = token_range(model, self.config.token)
+        self.alphas, self.weights = quadrature_nodes(self.config.quadrature, self.config.steps)
+        self.widths = mlp_widths(model)
+        if self.config.topk > min(self.widths):
+            raise ConfigError(f"{self.config.topk} exceeds the narrowest MLP ({min(self.widths)} neurons)",
+                              param="topk")
+        self.freeze = self.form.freeze
+        dtype = DTYPES[self.config.dtype]
+        self._autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
+                          else contextlib.nullcontext())
+        self._placed_depth = 0
+
+    @contextlib.contextmanager
+    def placed(self) -> Iterator[nn.Module]:
+        """Keep the model on the search's device, in eval mode with frozen parameters, meanwhile."""
+        if self._placed_depth:
+            self._placed_depth += 1
+            try:
+                yield self.model
+            finally:
+                self._placed_depth -= 1
+            return
+        with borrowed(self.model, device=self.device, requires_grad=False) as model:
+            self._placed_depth = 1
+            try:
+                yield model
+            finally:
+                self._placed_depth = 0
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.widths)
+
+    # -- public -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def clean_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits [B, C] and every layer's activations at the scope's tokens (L x [B, T, F_l])."""
+        with self.placed(), capture_activations(self.model, self.t0, self.t1) as acts, self._autocast:
+            logits = self.model(images.to(self.device))
+        return logits.float(), list(acts)
+
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor | None) -> "CleanPass":
+        """Clean forward of a batch: target classes, predictions and every layer's activations."""
+        images = images.to(self.device)
+        logits, clean = self.clean_forward(images)
+        probs = logits.softmax(-1)
+        pred = probs.argmax(-1)
+        if self.config.target == "pred" or labels is None:  # no labels: the predicted class
+            target = pred
+        else:
+            target = labels.to(self.device).long()
+        if int(target.max()) >= logits.shape[1] or int(target.min()) < 0:
+            raise ConfigError(f"label {int(target.max())} is out of range for a model with {logits.shape[1]} classes")
+        prob = probs.gather(1, target[:, None])[:, 0]
+        return CleanPass(images, target, pred, prob, logits, clean)
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor | None = None) -> PathResult:
+        """Search the JAS path of every image of `inputs` [B, C, H, W] and score it and the activation path.
+
+        `target`: the classes whose objective is attributed ([B] tensor); None attributes the
+        predicted class (also what ``PathConfig(target="pred")`` does).
+        """
+        with self.placed():
+            return self._attribute(inputs, target)
+
+    def _attribute(self, images: torch.Tensor, labels: torch.Tensor | None) -> PathResult:
+        cp = self.prepare(images, labels)
+        images, target, pred, prob, clean = cp.images, cp.target, cp.pred, cp.prob, cp.clean
+
+        k = self.config.topk
+        path: list[torch.Tensor] = []
+        candidates: list[torch.Tensor] = []
+        for layer in range(self.num_layers):
+            grads = self.integrated_gradients(images, target, clean, path, full_layer=layer)
+            score = self._candidate_scores(clean, path, grads, layer)
+            candidates.append(score.cpu())
+            path.append(torch.topk(score, k, dim=1).indices)
+
+        clean_sum = [a.sum(1) for a in clean]  # [B, F_l] scope-summed activations
+        act_path = [torch.topk(a, k, dim=1).indices for a in clean_sum]
+        path_jas = self.path_jas(images, target, clean, path)
+        act_path_jas = self.path_jas(images, target, clean, act_path)
+        return PathResult(target=target.cpu(), pred=pred.cpu(), prob=prob.cpu(),
+                          path=torch.stack(path, 1).cpu(), path_jas=path_jas.cpu(),
+                          act_path=torch.stack(act_path, 1).cpu(), act_path_jas=act_path_jas.cpu(),
+                          candidate_jas=candidates, clean_act=[a.cpu() for a in clean_sum])
+
+    def path_jas(self, images: torch.Tensor, target: torch.Tensor, clean: list[torch.Tensor],
+                 path: list[torch.Tensor]) -> torch.Tensor:
+        """JAS of a given path alone (only its neurons scaled), per image [B]."""
+        with self.placed():
+            grads = self.integrated_gradients(images.to(self.device), target.to(self.device), clean,
+                                               [p.to(self.device) for p in path], full_layer=None)
+        return self.form.score(self._terms(clean, path, grads, len(path)))
+
+    @torch.no_grad()
+    def completeness_delta(self, inputs: torch.Tensor, result: PathResult) -> torch.Tensor:
+        """F(x) - F(x with the path zeroed) - JAS(path), per image [B] (paper form: ~0 with enough nodes).
+
+        F is the configured objective of each image's attributed class (``result.target``).
+        """
+        from ..interventions import manipulated_logits
+
+        with self.placed():
+            images = inputs.to(self.device)
+            target = result.target.to(self.device)
+            path = [p.to(self.device) for p in result.path.unbind(1)]
+            with self._autocast:
+                clean = self._objective(self.model(images).float(), target)
+                zeroed = self._objective(manipulated_logits(self.model, images, path, 0.0, self.t0, self.t1),
+                                         target)
+        return (clean - zeroed).cpu() - result.path_jas
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _path_terms(self, clean, path, grads, upto):
+        """(sum of gradients, sum of activations, JAS) of the path's neurons in layers < upto."""
+        terms = self._terms(clean, path, grads, upto)
+        return terms.g, terms.a, self.form.score(terms)
+
+    def _terms(self, clean, path, grads, upto) -> PathTerms:
+        """Sums over the path's neurons (layers < upto) of gradients, activations and products."""
+        batch = clean[0].shape[0]
+        g_sum = torch.zeros(batch, device=self.device)
+        a_sum = torch.zeros(batch, device=self.device)
+        ag_sum = torch.zeros(batch, device=self.device)
+        for layer in range(upto):
+            idx = path[layer][:, None, :].expand(-1, clean[layer].shape[1], -1)
+            a = clean[layer].gather(2, idx)
+            g = grads[layer]
+            g_sum += g.sum((1, 2))
+            a_sum += a.sum((1, 2))
+            ag_sum += (a * g).sum((1, 2))
+        return PathTerms(g_sum, a_sum, ag_sum)
+
+    def _candidate_scores(self, clean, path, grads, layer) -> torch.Tensor:
+        """JAS(P + j) for every neuron j of `layer` [B, F_l]."""
+        return self.form.candidates(self._terms(clean, path, grads, layer), clean[layer], grads[layer])
+
+    def integrated_gradients(self, images: torch.Tensor, target: torch.Tensor, clean: list[torch.Tensor],
+                             path: list[torch.Tensor], full_layer: int | None) -> dict[int, torch.Tensor]:
+        """sum_i w_i dF/d(activation) at alpha_i, scaling the path's neurons and optionally a whole layer.
+
+        `path` lists [B, K] neuron ids for layers 0..len(path)-1; `full_layer` scales every neuron
+        of that layer too. Returns layer -> [B, T, K] (path layers) or [B, T, F] (the full layer).
+        Multiply by the clean activations for integrated gradients (the `paper` form's terms).
+        """
+        batch = images.shape[0]
+        m = len(self.alphas)
+        rows_total = m * batch
+        chunk = self.config.max_batch or rows_total
+        alphas = self.alphas.to(self.device)
+        weights = self.weights.to(self.device)
+        tokens = self.t1 - self.t0
+        selected = {layer: clean[layer].gather(2, p[:, None, :].expand(-1, tokens, -1))
+                    for layer, p in enumerate(path)}
+        layers = list(range(len(path))) + ([full_layer] if full_layer is not None else [])
+        acc = {layer: torch.zeros_like(selected[layer]) for layer in range(len(path))}
+        if full_layer is not None:
+            acc[full_layer] = torch.zeros_like(clean[full_layer])
+
+        for start in range(0, rows_total, chunk):
+            rows = torch.arange(start, min(start + chunk, rows_total), device=self.device)
+            img, step = rows % batch, rows // batch  # alpha-major order, as published
+            alpha = alphas[step][:, None, None]
+            plan: dict[int, _Intervention] = {}
+            leaves = []
+            for layer in layers:
+                if layer == full_layer:
+                    values = clean[layer][img] * alpha
+                    index = None
+                else:
+                    values = selected[layer][img] * alpha
+                    index = path[layer][img]
+                values.requires_grad_(True)
+                leaves.append(values)
+                frozen = clean[layer][img] if (self.freeze and index is not None) else None
+                plan[layer] = _Intervention(values, index, frozen)
+            with self.placed(), torch.enable_grad(), intervene(self.model, plan, self.t0, self.t1), self._autocast:
+                logits = self.model(images[img])
+                objective = self._objective(logits.float(), target[img])
+                total = (objective * weights[step]).sum()
+                grads = torch.autograd.grad(total, leaves)
+            for layer, g in zip(layers, grads):
+                acc[layer].index_add_(0, img, g.float())
+        return acc
+
+    def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.config.objective == "prob":
+            return logits.softmax(-1).gather(1, target[:, None])[:, 0]
+        return logits.gather(1, target[:, None])[:, 0]
+
+    def with_config(self, **changes) -> "NeuronPathSearch":
+        """A search over the same model with some settings changed."""
+        return NeuronPathSearch(self.model, replace(self.config, **changes), self.device)
+
+

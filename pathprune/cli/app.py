@@ -1,0 +1,77 @@
+"""The ``pathprune`` command group and its error mapping: library errors become one ``error:`` line
+and a non-zero exit code (tracebacks only with ``--debug``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import click
+
+from ..errors import InterruptedRun, PathpruneError
+from . import analyses, analyze, bench, demo, export, merge, prune
+from .options import CONTEXT
+
+#: the command modules, each defining COMMANDS (the order is the help listing's)
+COMMAND_MODULES = (analyze, merge, prune, export, bench, analyses, demo)
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="pathprune")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Find influential neuron paths in Vision Transformers and prune with them."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or _debug_env()
+
+
+for _module in COMMAND_MODULES:
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def command_table() -> dict[str, click.Command]:
+    """Every pathprune command by name."""
+    return dict(cli.commands)
+
+
+def _debug_env() -> bool:
+    return os.environ.get("PATHPRUNE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors and non-zero exit codes unless --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or _debug_env()
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        cli.main(args=args, prog_name="pathprune", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except InterruptedRun as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.cli_message()}", err=True)
+        sys.exit(2)
+    except PathpruneError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.cli_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)", err=True)
+        sys.exit(1)

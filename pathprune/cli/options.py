@@ -1,0 +1,79 @@
+"""Options shared by several commands (model, recipe, device) and their parsing."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from ..errors import ConfigError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+
+def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback: a recipe's values become this command's defaults (explicit options win)."""
+    if value is None:
+        return value
+    from ..recipes import option_spellings, recipe_defaults
+
+    defaults = recipe_defaults(value, ctx.command.name, option_spellings(ctx.command.params))
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+
+def recipe_option(fn: Callable) -> Callable:
+    return click.option("--recipe", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+                        callback=_load_recipe,
+                        help="YAML recipe whose values are this command's defaults.")(fn)
+
+
+
+def model_options(fn: Callable) -> Callable:
+    """--model/--weights/--img-size/--num-classes/--model-arg."""
+    options = [
+        click.option("--model", "model_name", required=True,
+                     help="timm ViT name, ViT-B_16|ViT-B_32|ViT-L_32|MAE-B_16, digits, or a pruned directory."),
+        click.option("--weights", default=None,
+                     help="Local weights: .npz, .pth/.pt, .safetensors, or 'random' (seeded)."),
+        click.option("--img-size", type=int, default=None, help="Input resolution override."),
+        click.option("--num-classes", type=int, default=None, help="Classifier size override."),
+        click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                     help="Extra timm constructor argument (repeatable), e.g. patch_size=8."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+
+def parse_model_args(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> dict with int/float/bool/None values where they parse."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError(f"'{item}': expected KEY=VALUE", param="model_arg")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+
+def load_model_from_options(model_name: str, weights: str | None, img_size: int | None,
+                            num_classes: int | None, model_args: tuple[str, ...]):
+    """Build (model, spec) from the shared model options."""
+    from ..models import create_model
+
+    return create_model(model_name, weights, model_args=parse_model_args(model_args), img_size=img_size,
+                        num_classes=num_classes)
+
+
+
+def device_option(fn: Callable) -> Callable:
+    """--device auto|cpu|cuda|cuda:N (resolved by pathprune.device.resolve_device)."""
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (cuda when available), cpu, cuda or cuda:N.")(fn)

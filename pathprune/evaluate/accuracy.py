@@ -1,0 +1,84 @@
+"""The one evaluator: predictions of one or several models over an image set in one pass.
+
+Every stage that measures accuracy (``prune --eval-data``, ``bench``, the digits trainer, the
+benchmarks) calls :func:`evaluate_models` or its shorthand :func:`top1`::
+
+    >>> from pathprune import create_model, open_images, top1
+    >>> model, spec = create_model("digits")
+    >>> round(top1(model, open_images("digits:test", spec.preprocessing)), 3)
+    0.978
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..data.images import count_images, labelled_batches
+from ..device import resolve_device
+from ..errors import InputError
+from ..models.borrow import borrowed
+from ..progress import progress_bar
+
+
+@dataclass
+class Evaluation:
+    """Per image: the label; per model: prediction, target-class probability, label in its top 5."""
+
+    labels: torch.Tensor  # [N]
+    preds: dict[str, torch.Tensor]  # name -> [N]
+    probs: dict[str, torch.Tensor]  # name -> [N] softmax probability of the label
+    top5: dict[str, torch.Tensor]  # name -> [N] bool
+
+    def top1(self, name: str) -> float:
+        return float((self.preds[name] == self.labels).double().mean())
+
+
+@torch.no_grad()
+def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size: int = 64,
+                    device: str = "cpu", progress: bool = False, workers: int = 0) -> Evaluation:
+    """Run every model on every image of `images` (an ImageSet or an (images, labels) pair).
+
+    The models are used in eval mode in float32 on `device` and given back as they were.
+    """
+    device = resolve_device(device)
+    labels: list[torch.Tensor] = []
+    preds: dict[str, list] = {name: [] for name in models}
+    probs: dict[str, list] = {name: [] for name in models}
+    top5: dict[str, list] = {name: [] for name in models}
+    bar = progress_bar(count_images(images), "evaluate", progress, leave=False)
+    with contextlib.ExitStack() as stack:
+        placed = {name: stack.enter_context(borrowed(m, device=device, dtype=torch.float32))
+                  for name, m in models.items()}
+        for x, y in labelled_batches(images, batch_size, workers):
+            labels.append(y)
+            x = x.to(device=device, dtype=torch.float32)
+            for name, m in placed.items():
+                p = torch.softmax(m(x).double(), dim=-1).cpu()
+                preds[name].append(p.argmax(-1))
+                probs[name].append(p.gather(1, y.view(-1, 1)).squeeze(1))
+                k = min(5, p.shape[1])
+                top5[name].append((p.topk(k, dim=-1).indices == y.view(-1, 1)).any(-1))
+            bar.update(len(y))
+    bar.close()
+    if not labels:
+        raise InputError("no image could be read")
+    cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
+    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
+
+
+def top1(model: nn.Module, images: Any, *, batch_size: int = 64, device: str = "cpu",
+         progress: bool = False) -> float:
+    """Top-1 accuracy of one model on an ImageSet or an (images, labels) pair."""
+    return evaluate_models({"model": model}, images, batch_size=batch_size, device=device,
+                           progress=progress).top1("model")
+
+
+def tensor_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    """Top-1 accuracy on preprocessed tensors (the digits trainer's per-epoch check)."""
+    return top1(model, (x, y), batch_size=batch)
+

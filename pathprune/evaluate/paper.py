@@ -1,0 +1,512 @@
+"""The paper's analyses of influential neuron paths: manipulation, score comparison, class structure.
+
+- *Manipulation*: zero (``remove``) or double (``enhance``) each image's own path neurons at the
+  scope's tokens and measure the change of the target probability (relative, as the paper:
+  ``(p_after - p_before) / p_before``, and absolute) and of top-1 accuracy.
+- *Score comparison*: the final JAS of each method's path alone (``NeuronPathSearch.path_jas``).
+- *Class structure*: per-class neuron frequency maps and within- versus between-class path similarity.
+
+Path methods compared: ``jas`` (the searched path), ``activation`` (largest clean activation per
+layer), ``knowledge`` (Dai et al. 2022 knowledge neurons: per layer, the largest integrated gradient
+when only that whole layer is scaled) and ``random`` (seeded, same sizes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attribution import PATH_METHODS, CleanPass, NeuronPathSearch, PathConfig, manipulated_logits
+from ..errors import ConfigError, IncompatibleError, InputError
+
+OPS = {"remove": 0.0, "enhance": 2.0}
+
+
+# --------------------------------------------------------------------------------------------
+# one batch: paths of every method, their manipulation effects and scores
+
+
+@dataclass
+class BatchComparison:
+    """Per-image results of one batch (lists of floats/ints keyed by method and op)."""
+
+    prob_before: list[float]
+    correct_before: list[bool]
+    prob_after: dict[str, dict[str, list[float]]]  # method -> op -> [B]
+    correct_after: dict[str, dict[str, list[bool]]]
+    path_jas: dict[str, list[float]]  # method -> [B]
+    paths: dict[str, list[list[list[int]]]]  # method -> [B][L][K]
+
+
+def method_paths(search: NeuronPathSearch, cp: CleanPass, records: Sequence[dict[str, Any]],
+                 methods: Sequence[str], generator: torch.Generator) -> dict[str, list[torch.Tensor]]:
+    """Every requested method's path for the batch (JAS/activation from the records)."""
+    k = len(records[0]["path"][0])
+    return {method: PATH_METHODS.get(method)(search, cp, records, k, generator) for method in methods}
+
+
+def compare_batch(search: NeuronPathSearch, cp: CleanPass, labels: torch.Tensor,
+                  paths: dict[str, list[torch.Tensor]], ops: Sequence[str], scores: bool) -> BatchComparison:
+    """Manipulate each method's path with each op (and score it with JAS when `scores`)."""
+    labels = labels.to(cp.logits.device)
+    prob_after: dict[str, dict[str, list[float]]] = {}
+    correct_after: dict[str, dict[str, list[bool]]] = {}
+    path_jas: dict[str, list[float]] = {}
+    for method, path in paths.items():
+        prob_after[method], correct_after[method] = {}, {}
+        for op in ops:
+            logits = manipulated_logits(search.model, cp.images, path, OPS[op], search.t0, search.t1)
+            probs = logits.softmax(-1)
+            prob_after[method][op] = probs.gather(1, cp.target[:, None])[:, 0].tolist()
+            correct_after[method][op] = (probs.argmax(-1) == labels).tolist()
+        if scores:
+            path_jas[method] = search.path_jas(cp.images, cp.target, cp.clean, path).tolist()
+    return BatchComparison(prob_before=cp.prob.tolist(), correct_before=(cp.pred == labels).tolist(),
+                           prob_after=prob_after, correct_after=correct_after, path_jas=path_jas,
+                           paths={m: torch.stack(p, 1).tolist() for m, p in paths.items()})
+
+
+def per_image_rows(records: Sequence[dict[str, Any]], result: BatchComparison) -> list[dict[str, Any]]:
+    """One JSON-ready row per image: identity, clean probability, effects and scores per method."""
+    rows = []
+    for i, record in enumerate(records):
+        row: dict[str, Any] = {"index": record.get("index"), "file": record.get("file"), "label": record["label"],
+                               "target": record["target"], "prob_before": result.prob_before[i],
+                               "correct_before": bool(result.correct_before[i]), "methods": {}}
+        for method, by_op in result.prob_after.items():
+            entry: dict[str, Any] = {"path": result.paths[method][i]}
+            for op, probs in by_op.items():
+                entry[op] = {"prob_after": probs[i], "correct_after": bool(result.correct_after[method][op][i])}
+            if method in result.path_jas:
+                entry["path_jas"] = result.path_jas[method][i]
+            row["methods"][method] = entry
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# summaries
+
+
+def relative_deviation(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """The paper's probability deviation (p_after - p_before) / p_before."""
+    return (after - before) / np.maximum(before, 1e-12)
+
+
+def summarize_manipulation(rows: Sequence[dict[str, Any]], methods: Sequence[str],
+                           ops: Sequence[str]) -> dict[str, Any]:
+    """Mean/median probability deviations and accuracy deviation per method and op,
+    plus how often the JAS path's effect exceeds each baseline's (lower for remove, higher for enhance)."""
+    before = np.array([r["prob_before"] for r in rows])
+    acc_before = float(np.mean([r["correct_before"] for r in rows]))
+    table: dict[str, dict[str, Any]] = {}
+    rel: dict[tuple[str, str], np.ndarray] = {}
+    for method in methods:
+        table[method] = {}
+        for op in ops:
+            after = np.array([r["methods"][method][op]["prob_after"] for r in rows])
+            rel[method, op] = relative_deviation(before, after)
+            acc_after = float(np.mean([r["methods"][method][op]["correct_after"] for r in rows]))
+            table[method][op] = {
+                "mean_relative_prob_deviation": float(rel[method, op].mean()),
+                "median_relative_prob_deviation": float(np.median(rel[method, op])),
+                "mean_abs_prob_deviation": float((after - before).mean()),
+                "accuracy_before": acc_before, "accuracy_after": acc_after,
+                "accuracy_deviation": acc_after - acc_before,
+            }
+    comparisons: dict[str, dict[str, Any]] = {}
+    if "jas" in methods:
+        for method in (m for m in methods if m != "jas"):
+            comparisons[method] = {}
+            for op in ops:
+                jas, other = rel["jas", op], rel[method, op]
+                stronger = (jas < other) if op == "remove" else (jas > other)
+                jas_mean = table["jas"][op]["mean_relative_prob_deviation"]
+                other_mean = table[method][op]["mean_relative_prob_deviation"]
+                comparisons[method][op] = {
+                    "jas_stronger_on_average": bool(jas_mean < other_mean if op == "remove" else jas_mean > other_mean),
+                    "fraction_images_jas_stronger": float(stronger.mean()),
+                    "mean_difference": float((jas - other).mean()),
+                }
+    return {"num_images": len(rows), "by_method": table, "jas_vs": comparisons}
+
+
+def summarize_scores(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+    """Mean final JAS per method, the methods ranked by it, and per-image ranks."""
+    scores = np.array([[r["methods"][m]["path_jas"] for m in methods] for r in rows])  # [N, M]
+    means = scores.mean(0)
+    order = np.argsort(-means)
+    # competition ranking: 1 + number of methods with a strictly higher JAS (ties share a rank)
+    per_image_rank = 1 + (scores[:, None, :] > scores[:, :, None]).sum(2)
+    return {
+        "num_images": len(rows),
+        "mean_path_jas": {m: float(means[i]) for i, m in enumerate(methods)},
+        "median_path_jas": {m: float(np.median(scores[:, i])) for i, m in enumerate(methods)},
+        "ranking": [methods[i] for i in order],
+        "mean_rank": {m: float(per_image_rank[:, i].mean()) for i, m in enumerate(methods)},
+        "fraction_ranked_first": {m: float((per_image_rank[:, i] == 1).mean()) for i, m in enumerate(methods)},
+    }
+
+
+def path_agreement(rows: Sequence[dict[str, Any]], methods: Sequence[str], reference: str = "jas") -> dict[str, Any]:
+    """How often each method's path equals the `reference` path: whole paths and single layers."""
+    out: dict[str, Any] = {}
+    if reference not in methods:
+        return out
+    for method in methods:
+        same_path, same_layer, layers = 0, 0, 0
+        for row in rows:
+            a, b = row["methods"][reference]["path"], row["methods"][method]["path"]
+            same_path += a == b
+            same_layer += sum(sorted(x) == sorted(y) for x, y in zip(a, b))
+            layers += len(a)
+        out[method] = {"fraction_identical_paths": same_path / len(rows),
+                       "fraction_identical_layers": same_layer / max(1, layers)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# class structure
+
+
+def path_incidence(paths: Sequence[Sequence[Sequence[int]]], widths: Sequence[int]) -> torch.Tensor:
+    """Binary matrix [N, sum(widths)]: which (layer, neuron) pairs lie on each image's path."""
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(int)
+    out = torch.zeros(len(paths), int(sum(widths)))
+    for i, path in enumerate(paths):
+        for layer, ids in enumerate(path):
+            out[i, [int(offsets[layer]) + int(j) for j in ids]] = 1.0
+    return out
+
+
+def pairwise_jaccard(incidence: torch.Tensor) -> torch.Tensor:
+    """Jaccard similarity [N, N] of the neuron sets of every pair of paths."""
+    inter = incidence @ incidence.T
+    sizes = incidence.sum(1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    return inter / union.clamp_min(1.0)
+
+
+def class_similarity(similarity: torch.Tensor, labels: Sequence[int], num_classes: int) -> dict[str, Any]:
+    """Class x class mean pair similarity (self-pairs excluded) and within- versus between-class means."""
+    labels_t = torch.tensor(list(labels))
+    n = len(labels_t)
+    off_diag = ~torch.eye(n, dtype=torch.bool)
+    matrix = torch.full((num_classes, num_classes), float("nan"))
+    for a in range(num_classes):
+        for b in range(num_classes):
+            mask = (labels_t[:, None] == a) & (labels_t[None, :] == b) & off_diag
+            if mask.any():
+                matrix[a, b] = similarity[mask].mean()
+    same = (labels_t[:, None] == labels_t[None, :]) & off_diag
+    diff = labels_t[:, None] != labels_t[None, :]
+    within = float(similarity[same].mean()) if same.any() else float("nan")
+    between = float(similarity[diff].mean()) if diff.any() else float("nan")
+    return {"matrix": matrix.tolist(), "within_class": within, "between_class": between,
+            "within_minus_between": within - between,
+            "within_over_between": within / between if between > 0 else float("nan")}
+
+
+def frequency_maps(records: Sequence[dict[str, Any]], key: str, widths: Sequence[int],
+                   num_classes: int) -> list[torch.Tensor]:
+    """Per-class fraction of images whose `key` path holds each neuron: L tensors [C, F_l]."""
+    counts = [torch.zeros(num_classes, w) for w in widths]
+    per_class = torch.zeros(num_classes)
+    for record in records:
+        label = int(record["label"])
+        per_class[label] += 1
+        for layer, ids in enumerate(record[key]):
+            counts[layer][label, list(ids)] += 1
+    return [c / per_class.clamp_min(1)[:, None] for c in counts]
+
+
+def frequency_maps_from_stats(stats_file: Path, prefix: str = "path_count") -> list[torch.Tensor]:
+    """The same maps from an analysis `stats.safetensors` (`path_count` or `act_path_count`)."""
+    from ..io import load_tensors
+
+    tensors = load_tensors(stats_file)
+    per_class = tensors["class_count"].double().clamp_min(1)[:, None]
+    layers = sum(1 for name in tensors if name.startswith(f"{prefix}."))
+    return [(tensors[f"{prefix}.{i}"].double() / per_class).float() for i in range(layers)]
+
+
+def structure_summary(records: Sequence[dict[str, Any]], widths: Sequence[int], num_classes: int,
+                      keys: Sequence[str] = ("path", "act_path")) -> dict[str, Any]:
+    """Within/between-class similarity and frequency-map concentration for each stored path kind."""
+    labels = [int(r["label"]) for r in records]
+    out: dict[str, Any] = {"num_images": len(records), "images_per_class":
+                           np.bincount(labels, minlength=num_classes).tolist()}
+    for key in keys:
+        incidence = path_incidence([r[key] for r in records], widths)
+        sim = class_similarity(pairwise_jaccard(incidence), labels, num_classes)
+        maps = frequency_maps(records, key, widths, num_classes)
+        # per layer: mean over classes of the largest per-class frequency (1.0 = one neuron per class)
+        top_freq = [float(m.max(1).values.mean()) for m in maps]
+        distinct = [int((m.sum(0) > 0).sum()) for m in maps]
+        out[key] = {**sim, "top_neuron_frequency_per_layer": top_freq, "distinct_neurons_per_layer": distinct}
+    return out
+
+
+def stack_maps(maps: Sequence[torch.Tensor]) -> np.ndarray:
+    """L maps [C, F_l] -> array [C, L, max F] (narrower layers padded with NaN)."""
+    width = max(m.shape[1] for m in maps)
+    out = np.full((maps[0].shape[0], len(maps), width), np.nan)
+    for layer, m in enumerate(maps):
+        out[:, layer, : m.shape[1]] = m.numpy()
+    return out
+
+
+def config_from_run(run: dict[str, Any]) -> PathConfig:
+    """The analysis run's PathConfig (from run.json settings)."""
+    try:
+        return PathConfig(**run["settings"]["path"]).validate()
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"run.json: unexpected settings ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the comparisons as runs over an analysis directory, and their reports
+
+
+@dataclass
+class CompareSettings:
+    """What `compare_methods` runs: path methods, manipulations, scoring, batching and placement."""
+
+    methods: Sequence[str] = ("jas", "activation", "knowledge", "random")
+    ops: Sequence[str] = ("remove", "enhance")
+    scores: bool = True
+    batch_size: int = 16
+    max_batch: int | None = None
+    max_images: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+
+def compare_methods(model: nn.Module, spec: Any, paths_dir: str | Path, data: str | None,
+                    settings: CompareSettings) -> dict[str, Any]:
+    """Run manipulation (`settings.ops`) and/or JAS scoring of every method's path on the images an
+    analysis (`paths_dir`) recorded; returns ``{"summary": ..., "images": per-image rows}``."""
+    import dataclasses
+
+    from ..analysis.run import model_identity
+    from ..data.images import iterate_batches, open_images
+    from ..device import resolve_device
+    from ..progress import progress_bar
+
+    methods, ops, scores, seed = list(settings.methods), list(settings.ops), settings.scores, settings.seed
+    for name in methods:
+        PATH_METHODS.entry(name)
+    for op in ops:
+        if op not in OPS:
+            raise ConfigError(f"'{op}': choose one of {', '.join(OPS)}", param="ops")
+    if settings.batch_size < 1:
+        raise ConfigError("must be at least 1", param="batch_size")
+    run, records = load_analysis_records(paths_dir, settings.max_images)
+    if model_identity(spec) != run.get("model_identity"):
+        raise IncompatibleError(f"the given model and weights differ from the model the analysis in {paths_dir} ran on "
+                        f"({run.get('model', {}).get('name')}, weights {run.get('model', {}).get('weights')})")
+    config = dataclasses.replace(config_from_run(run), max_batch=settings.max_batch).validate()
+    data = data or run.get("data", {}).get("root")
+    if not data:
+        raise ConfigError("is required (run.json names no data root)", param="data")
+    image_set = open_images(data, spec.preprocessing, preprocess=run["settings"].get("preprocess", "model"))
+    positions = locate_images(image_set, records, data)
+    record_at = dict(zip(positions, records))
+    search = NeuronPathSearch(model, config, resolve_device(settings.device))
+    generator = torch.Generator().manual_seed(seed)
+
+    rows: list[dict[str, Any]] = []
+    bar = progress_bar(len(records), "compare", settings.progress)
+    for images, batch_pos, skipped in iterate_batches(image_set, positions, settings.batch_size):
+        if skipped:
+            raise InputError(f"cannot read analysed image {image_set.items[skipped[0][0]].file}: {skipped[0][1]}")
+        batch_records = [record_at[p] for p in batch_pos]
+        labels = torch.tensor([r["label"] for r in batch_records])
+        cp = search.prepare(images, labels)
+        recorded = torch.tensor([r["target"] for r in batch_records])
+        if not torch.equal(cp.target.cpu(), recorded):
+            raise IncompatibleError("the model's targets differ from the analysis records (another model or data?)")
+        paths = method_paths(search, cp, batch_records, methods, generator)
+        result = compare_batch(search, cp, labels, paths, ops, scores)
+        rows.extend(per_image_rows(batch_records, result))
+        bar.update(len(batch_pos))
+    bar.close()
+
+    summary: dict[str, Any] = {"methods": methods, "ops": ops, "seed": seed, "paths": str(paths_dir),
+                               "data": data, "model": run.get("model", {}).get("name"),
+                               "path_settings": run["settings"]["path"], "token_range": [search.t0, search.t1]}
+    summary["agreement_with_jas"] = path_agreement(rows, methods)
+    if ops:
+        summary["manipulation"] = summarize_manipulation(rows, methods, ops)
+    if scores:
+        summary["scores"] = summarize_scores(rows, methods)
+    return {"summary": summary, "images": rows}
+
+
+def load_analysis_records(paths_dir: str | Path, max_images: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """run.json and the (first `max_images`) records of an analysis directory."""
+    from ..analysis.run import PATHS_FILE, RUN_FILE, read_records
+    from ..io import read_json
+
+    if max_images is not None and max_images < 1:
+        raise ConfigError("must be at least 1", param="max_images")
+    root = Path(paths_dir)
+    if not (root / RUN_FILE).exists():
+        raise InputError(f"{paths_dir}: no {RUN_FILE}; pass a directory written by 'pathprune analyze'")
+    run = read_json(root / RUN_FILE)
+    records = read_records(root / PATHS_FILE, limit=max_images)
+    if not records:
+        raise InputError(f"{paths_dir}: no path records in {PATHS_FILE}")
+    return run, records
+
+
+def locate_images(image_set, records: list[dict[str, Any]], data: str) -> list[int]:
+    """Positions in `image_set` of the records' files (labels must agree)."""
+    position = {item.file: i for i, item in enumerate(image_set.items)}
+    out = []
+    for record in records:
+        pos = position.get(str(record["file"]))
+        if pos is None:
+            raise IncompatibleError(f"{data}: has no image '{record['file']}' of the analysis records; "
+                            "pass the --data the analysis ran on")
+        if image_set.items[pos].label != record["label"]:
+            raise IncompatibleError(f"{data}: image '{record['file']}' has label {image_set.items[pos].label} "
+                            f"but the analysis recorded {record['label']}")
+        out.append(pos)
+    return out
+
+
+def manipulation_markdown(summary: dict[str, Any]) -> str:
+    """Markdown tables of a manipulation summary."""
+    from .report import write_markdown_table
+
+    man = summary["manipulation"]
+    rows = [{"method": m, "op": op, **v} for m, by_op in man["by_method"].items() for op, v in by_op.items()]
+    text = (f"### Manipulation ({man['num_images']} images; remove = x0, enhance = x2 at tokens "
+            f"{summary['token_range'][0]}..{summary['token_range'][1] - 1})\n\n")
+    text += write_markdown_table(rows, [
+        "method", "op", ("mean_relative_prob_deviation", "mean rel. prob. dev."),
+        ("median_relative_prob_deviation", "median rel. prob. dev."),
+        ("mean_abs_prob_deviation", "mean abs. prob. dev."), ("accuracy_before", "acc. before"),
+        ("accuracy_after", "acc. after"), ("accuracy_deviation", "acc. dev.")])
+    if man["jas_vs"]:
+        comp = [{"baseline": b, "op": op, **v} for b, by_op in man["jas_vs"].items() for op, v in by_op.items()]
+        text += ("\nJAS path versus each baseline (stronger = larger drop for remove, larger rise for enhance; "
+                 "mean difference of relative deviations, JAS minus baseline):\n\n")
+        text += write_markdown_table(comp, [
+            "baseline", "op", ("jas_stronger_on_average", "JAS stronger on average"),
+            ("fraction_images_jas_stronger", "images where JAS stronger"), ("mean_difference", "mean difference")])
+    return text + agreement_markdown(summary)
+
+
+def agreement_markdown(summary: dict[str, Any]) -> str:
+    """Markdown table: how often each method's path coincides with the JAS path."""
+    from .report import write_markdown_table
+
+    agreement = summary.get("agreement_with_jas") or {}
+    rows = [{"method": m, **v} for m, v in agreement.items() if m != "jas"]
+    if not rows:
+        return ""
+    return ("\nAgreement of each method's path with the JAS path:\n\n"
+            + write_markdown_table(rows, ["method", ("fraction_identical_paths", "identical paths"),
+                                          ("fraction_identical_layers", "identical layers")]))
+
+
+def scores_markdown(summary: dict[str, Any]) -> str:
+    """Markdown table of a score comparison."""
+    from .report import write_markdown_table
+
+    sc = summary["scores"]
+    rows = [{"rank": i + 1, "method": m, "mean": sc["mean_path_jas"][m], "median": sc["median_path_jas"][m],
+             "mean_rank": sc["mean_rank"][m], "first": sc["fraction_ranked_first"][m]}
+            for i, m in enumerate(sc["ranking"])]
+    text = f"### Final JAS of each method's path ({sc['num_images']} images)\n\n"
+    return text + write_markdown_table(rows, ["rank", "method", ("mean", "mean JAS"), ("median", "median JAS"),
+                                              ("mean_rank", "mean per-image rank"),
+                                              ("first", "images ranked first")])
+
+
+def write_comparison(out: str, result: dict[str, Any], name: str) -> None:
+    """Write `<name>.json`, `<name>.md` and plots into `out` (atomically, as one directory)."""
+    from ..io import atomic_directory
+    from .report import save_bar_plot, write_report
+
+    summary = result["summary"]
+    with atomic_directory(out) as tmp:
+        markdown = f"# pathprune {name}\n\nModel {summary['model']}, paths {summary['paths']}, data {summary['data']}.\n\n"
+        if "manipulation" in summary:
+            markdown += manipulation_markdown(summary) + "\n"
+            by = summary["manipulation"]["by_method"]
+            save_bar_plot(tmp / "manipulation_probability.png", summary["ops"],
+                          {m: [by[m][op]["mean_relative_prob_deviation"] for op in summary["ops"]]
+                           for m in summary["methods"]},
+                          title="Mean relative probability deviation", ylabel="(p_after - p_before) / p_before")
+            save_bar_plot(tmp / "manipulation_accuracy.png", summary["ops"],
+                          {m: [by[m][op]["accuracy_deviation"] for op in summary["ops"]] for m in summary["methods"]},
+                          title="Accuracy deviation", ylabel="top-1 after - before")
+            markdown += "![probability](manipulation_probability.png)\n![accuracy](manipulation_accuracy.png)\n\n"
+        if "scores" in summary:
+            markdown += scores_markdown(summary) + "\n"
+            if "manipulation" not in summary:
+                markdown += agreement_markdown(summary) + "\n"
+            sc = summary["scores"]
+            save_bar_plot(tmp / "scores.png", summary["methods"],
+                          {"mean JAS": [sc["mean_path_jas"][m] for m in summary["methods"]]},
+                          title="Final JAS of each method's path", ylabel="JAS")
+            markdown += "![scores](scores.png)\n"
+        write_report(tmp, name, result, markdown)
+
+
+def structure_analysis(paths_dir: str, max_images: int | None) -> dict[str, Any]:
+    """Similarity summary and frequency maps of an analysis directory."""
+    run, records = load_analysis_records(paths_dir, max_images)
+    widths = list(run.get("mlp_hidden") or [])
+    class_names = list(run.get("class_names") or [])
+    if not widths or not class_names:
+        raise InputError(f"{paths_dir}: run.json lacks mlp_hidden or class_names")
+    summary = structure_summary(records, widths, len(class_names))
+    maps = {key: frequency_maps(records, key, widths, len(class_names)) for key in ("path", "act_path")}
+    return {"summary": {"paths": str(paths_dir), "class_names": class_names, "mlp_hidden": widths, **summary},
+            "maps": maps}
+
+
+def write_structure(out: str, result: dict[str, Any]) -> None:
+    """structure.json/.md, similarity heatmaps and per-class frequency maps, written atomically."""
+    from ..io import atomic_directory
+    from .report import save_heatmap, save_heatmap_grid, write_markdown_table, write_report
+
+    summary = result["summary"]
+    names = summary["class_names"]
+    with atomic_directory(out) as tmp:
+        rows = [{"path": key, **{k: summary[key][k] for k in ("within_class", "between_class",
+                                                                "within_minus_between", "within_over_between")},
+                 "top": float(sum(summary[key]["top_neuron_frequency_per_layer"])
+                              / len(summary[key]["top_neuron_frequency_per_layer"]))}
+                for key in ("path", "act_path")]
+        markdown = (f"# pathprune structure\n\n{summary['num_images']} images from {summary['paths']} "
+                    f"(per class: {summary['images_per_class']}).\n\nPath similarity = Jaccard index of the "
+                    "(layer, neuron) sets of two images' paths, averaged over image pairs.\n\n")
+        markdown += write_markdown_table(rows, [
+            ("path", "path kind"), ("within_class", "within-class"), ("between_class", "between-class"),
+            ("within_minus_between", "difference"), ("within_over_between", "ratio"),
+            ("top", "mean top-neuron frequency")])
+        for key in ("path", "act_path"):
+            save_heatmap(tmp / f"similarity_{key}.png", summary[key]["matrix"], row_labels=names, col_labels=names,
+                         title=f"Mean Jaccard similarity of {key} neuron sets", xlabel="class", ylabel="class",
+                         colorbar="Jaccard")
+            grid = stack_maps(result["maps"][key])
+            save_heatmap_grid(tmp / f"frequency_{key}.png", list(grid), [f"class {n}" for n in names],
+                              suptitle=f"Per-class frequency of neurons on the {key}", xlabel="neuron",
+                              ylabel="layer", colorbar="fraction of images")
+            markdown += f"\n![similarity {key}](similarity_{key}.png)\n![frequency {key}](frequency_{key}.png)\n"
+        data = {"summary": summary,
+                "frequency_maps": {k: [m.tolist() for m in v] for k, v in result["maps"].items()}}
+        write_report(tmp, "structure", data, markdown)
+
+

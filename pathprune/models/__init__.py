@@ -1,0 +1,21 @@
+"""Models: ``create_model`` (timm names, the paper's aliases, the embedded ``digits``, pruned
+directories), local weights loaders, model-family adapters (the one place that knows a family's
+layout), the pruned-model format and the digits asset."""
+
+from .adapters import (MODEL_FAMILIES, TOKEN_SCOPES, MlpLayout, ModelFamily, count_ops_and_params,
+                       default_token_scope, dependency_graph, example_input, family_of, find_family,
+                       list_families, mlp_blocks, mlp_input_hooks, mlp_layouts, mlp_widths, model_input_shape,
+                       register_family, set_mlp_widths, token_range)
+from .borrow import borrowed
+from .factory import (MODEL_ALIASES, MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelAlias, ModelSpec, build_from_description,
+                      create_model, register_alias, timm_preprocessing)
+from .pruned import REPORT_FILE, compose_kept, load_pruned, read_description, save_pruned
+from .weights import WEIGHT_FORMATS, load_weights
+
+__all__ = ["MODEL_ALIASES", "MODEL_DESCRIPTION", "MODEL_FAMILIES", "MODEL_WEIGHTS", "MlpLayout", "ModelAlias",
+           "ModelFamily", "ModelSpec", "REPORT_FILE", "TOKEN_SCOPES", "WEIGHT_FORMATS", "borrowed",
+           "build_from_description", "compose_kept", "count_ops_and_params", "create_model", "default_token_scope",
+           "dependency_graph", "example_input", "family_of", "find_family", "list_families", "load_pruned",
+           "load_weights", "mlp_blocks", "mlp_input_hooks", "mlp_layouts", "mlp_widths", "model_input_shape",
+           "read_description", "register_alias", "register_family", "save_pruned", "set_mlp_widths",
+           "timm_preprocessing", "token_range"]

@@ -1,0 +1,221 @@
+"""Model loading: timm ViT names, the paper's aliases, the embedded digits model, pruned directories.
+
+Everything is built from a *description* (base timm architecture + constructor overrides + optional
+per-block MLP widths) and a local weights file. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from ..io import sha256_file
+from .adapters import default_token_scope, family_of, mlp_widths, model_input_shape, set_mlp_widths
+from .weights import load_weights
+
+#: file name of the model description inside a pruned-model directory
+MODEL_DESCRIPTION = "model.json"
+#: file name of the weights inside a pruned-model directory
+MODEL_WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A named model of the paper: the timm architecture, overrides and defaults."""
+
+    base: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    token_scope: str = "cls"
+    note: str = ""
+
+
+#: the paper's model names -> timm architectures (weights: the published .npz/.pth files)
+MODEL_ALIASES: dict[str, ModelAlias] = {
+    "ViT-B_16": ModelAlias("vit_base_patch16_224.orig_in21k_ft_in1k", {"num_classes": 1000},
+                           note="Google ViT-B/16, ImageNet-21k pre-trained, ImageNet-1k fine-tuned (ViT-B_16.npz)"),
+    "ViT-B_32": ModelAlias("vit_base_patch32_224", {"num_classes": 1000},
+                           note="Google ViT-B/32 (ViT-B_32.npz)"),
+    "ViT-L_32": ModelAlias("vit_large_patch32_224", {"num_classes": 1000},
+                           note="Google ViT-L/32 (ViT-L_32.npz)"),
+    "MAE-B_16": ModelAlias("vit_base_patch16_224.mae",
+                           {"num_classes": 1000, "global_pool": "avg", "fc_norm": True},
+                           token_scope="patches",
+                           note="MAE ViT-B/16 fine-tuned (mae_finetuned_vit_base.pth), average pooling"),
+}
+
+
+def register_alias(name: str, alias: ModelAlias) -> None:
+    """Add a model name that `create_model` understands."""
+    MODEL_ALIASES[name] = alias
+
+
+@dataclass
+class ModelSpec:
+    """What a loaded model is: enough to rebuild it and to record it in run outputs."""
+
+    name: str
+    base: str
+    overrides: dict[str, Any]
+    weights: str
+    weights_sha256: str | None
+    token_scope: str
+    preprocessing: dict[str, Any]
+    mlp_hidden: list[int]
+    class_names: list[str] | None = None
+    source: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The part that must match for analyses and models to be combined."""
+        return {"base": self.base.split(".")[0], "overrides": self.overrides, "mlp_hidden": self.mlp_hidden}
+
+
+# --------------------------------------------------------------------------------------------
+# building
+
+
+def create_model(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0,
+                 model_args: dict[str, Any] | None = None, **overrides: Any) -> tuple[nn.Module, ModelSpec]:
+    """Build a model in eval mode from a timm name, an alias, ``digits`` or a pruned directory.
+
+    `weights` is a local file (.npz, .pth/.pt/.bin, .safetensors), ``"random"`` for seeded random
+    initialisation, or None for models that carry their own weights (``digits``, pruned directories).
+    Keyword overrides (``img_size=``, ``num_classes=``, any timm constructor argument; also as a
+    `model_args` dict) change a timm architecture; None values are ignored. Nothing is downloaded.
+
+    Example::
+
+        >>> from pathprune import create_model
+        >>> model, spec = create_model("digits")
+        >>> spec.mlp_hidden
+        [256, 256, 256, 256, 256, 256]
+        >>> model, spec = create_model("vit_tiny_patch16_224", "random", img_size=32, depth=2)
+        >>> spec.token_scope, len(spec.mlp_hidden)
+        ('cls', 2)
+    """
+    overrides = {k: v for k, v in {**(model_args or {}), **overrides}.items() if v is not None}
+    if weights is not None:
+        weights = str(weights)
+
+    path = Path(name)
+    if path.is_dir() or (path / MODEL_DESCRIPTION).exists():
+        return _from_directory(path, weights, overrides, seed)
+    if name == "digits":
+        from .digits import DIGITS_DIR, load_digits_spec  # the digits module builds on this one
+
+        description = load_digits_spec()
+        description = {**description, "name": "digits", "token_scope": "cls"}
+        return _from_description(description, DIGITS_DIR / description["weights"], weights, overrides, seed)
+
+    alias = MODEL_ALIASES.get(name)
+    if alias is not None:
+        base, scope = alias.base, alias.token_scope
+        overrides = {**alias.overrides, **overrides}
+    elif timm.is_model(name):
+        base, scope = name, None
+    else:
+        known = ", ".join(sorted(MODEL_ALIASES))
+        raise ModelError(f"unknown model '{name}': not a timm model name, an alias ({known}), "
+                        "'digits', or a directory written by 'pathprune prune'")
+    if weights is None:
+        raise ModelError(f"no weights for '{name}': pathprune never downloads; pass --weights FILE "
+                        "(.npz, .pth/.pt, .safetensors) or --weights random")
+    model = _build(base, overrides, seed)
+    if scope is None:
+        scope = default_token_scope(model)
+    elif scope == "cls" and not family_of(model).has_class_token(model):
+        scope = "patches"
+    sha = load_weights(model, weights)
+    spec = ModelSpec(name=name, base=base, overrides=overrides, weights=str(weights), weights_sha256=sha,
+                     token_scope=scope, preprocessing=timm_preprocessing(model),
+                     mlp_hidden=mlp_widths(model))
+    return model.eval(), spec
+
+
+def build_from_description(description: dict[str, Any], weights_file: str | os.PathLike,
+                           seed: int = 0) -> nn.Module:
+    """Rebuild a model from a description (base, overrides, mlp_hidden) and a safetensors file."""
+    model = _build(description["base"], dict(description.get("overrides", {})), seed)
+    hidden = description.get("mlp_hidden")
+    if hidden is not None:
+        set_mlp_widths(model, hidden)
+    load_weights(model, str(weights_file))
+    return model.eval()
+
+
+def _from_description(description: dict[str, Any], weights_file: Path, weights: str | None,
+                      overrides: dict[str, Any], seed: int) -> tuple[nn.Module, ModelSpec]:
+    if overrides:
+        raise ModelError(f"'{description.get('name')}' has a fixed architecture: --img-size, "
+                        "--num-classes and model arguments cannot change it")
+    if weights == "random":
+        model = _build(description["base"], dict(description.get("overrides", {})), seed)
+        if description.get("mlp_hidden") is not None:
+            set_mlp_widths(model, description["mlp_hidden"])
+        sha = None
+        weights_name = "random"
+    else:
+        if weights is not None:
+            weights_file = Path(weights)
+        model = build_from_description(description, weights_file, seed)
+        sha = sha256_file(weights_file)
+        weights_name = str(weights_file)
+    spec = ModelSpec(name=description.get("name", str(weights_file.parent)), base=description["base"],
+                     overrides=dict(description.get("overrides", {})), weights=weights_name,
+                     weights_sha256=sha, token_scope=description.get("token_scope", "cls"),
+                     preprocessing=description.get("preprocessing") or timm_preprocessing(model),
+                     mlp_hidden=mlp_widths(model), class_names=description.get("class_names"),
+                     source=description.get("source"))
+    return model, spec
+
+
+def _from_directory(path: Path, weights: str | None, overrides: dict[str, Any],
+                    seed: int) -> tuple[nn.Module, ModelSpec]:
+    desc_file = path / MODEL_DESCRIPTION
+    if not desc_file.exists():
+        raise ModelError(f"{path} is a directory but not a pathprune model (no {MODEL_DESCRIPTION})")
+    try:
+        description = json.loads(desc_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{desc_file}: not valid JSON ({exc.msg})") from None
+    for key in ("base", "mlp_hidden"):
+        if key not in description:
+            raise ModelError(f"{desc_file}: missing '{key}'")
+    description.setdefault("name", str(path))
+    return _from_description(description, path / description.get("weights", MODEL_WEIGHTS), weights,
+                             overrides, seed)
+
+
+def _build(base: str, overrides: dict[str, Any], seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = timm.create_model(base, pretrained=False, **overrides)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+            raise ModelError(f"cannot build '{base}' with {overrides}: {exc}") from None
+    family_of(model).mlps(model)  # refuses unsupported families and MLP kinds before any work
+    return model.eval()
+
+
+
+
+def timm_preprocessing(model: nn.Module) -> dict[str, Any]:
+    """The model's timm eval preprocessing, with the input size it was actually built for."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    cfg["input_size"] = model_input_shape(model)
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    return {"kind": "timm", **cfg}

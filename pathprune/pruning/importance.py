@@ -1,0 +1,359 @@
+"""Per-neuron importance: torch-pruning ``Importance`` objects and the registry of methods.
+
+Every method is a :class:`NeuronImportance` (a ``torch_pruning.importance.Importance``): ``fit(model,
+...)`` computes per-block neuron scores (higher = more important), ``neuron_scores()`` returns them,
+and calling it on a torch-pruning group returns the scores of that MLP's neurons (None for any other
+group), so it plugs into ``tp.pruner.MetaPruner`` as well as into :func:`~pathprune.prune_mlp`.
+``IMPORTANCES`` is the registry (``pathprune prune --importance`` choices come from it); register your
+own with :func:`register_importance`.
+
+Path importance (DESIGN.md section 4), from an `analyze` output directory or in memory from
+``PathStatistics``:
+
+The primary score of neuron (l, j) is its *class-balanced path frequency*: for every class c, the
+fraction of that class's images whose path passes through (l, j), averaged over classes (each class
+weighs the same whatever its number of images). The class-balanced mean of the dense candidate JAS
+(`jas_sum`) breaks ties, so every neuron gets a distinct score and neurons that no path visits are
+still ordered. The `activation-path` importance does the same with the activation path's counts and
+the summed clean activations. Everything here is a pure function of the loaded statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+import torch_pruning as tp
+from torch import nn
+
+from ..analysis.statistics import RUN_FILE, STATS_FILE, PathStatistics
+from ..data.images import parse_classes
+from ..errors import ConfigError, InputError
+from ..io import read_json
+from ..models.adapters import dependency_graph, family_of, mlp_layouts, mlp_widths
+from ..models.borrow import borrowed
+from ..progress import progress_bar
+from ..registry import Registry
+from ..data.images import count_images, labelled_batches
+from .calibration import CalibrationStats, calibration_statistics
+
+#: importance kinds computed from an analysis: (count tensor name, dense tie-breaker tensor name)
+PATH_KINDS = {"path": ("path_count", "jas_sum"), "activation-path": ("act_path_count", "act_sum")}
+#: which statistic is the primary score: the path counts (default) or the dense sums alone
+PRIMARY_SCORES = ("count", "dense")
+#: weight of the tie-breaker relative to the smallest possible frequency step (kept far below it)
+TIE_SCALE = 1e-9
+
+
+@dataclass
+class Analysis:
+    """An analyze output directory loaded for aggregation."""
+
+    directory: Path
+    run: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.run.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.tensors["class_count"].shape[0])
+
+    @property
+    def num_layers(self) -> int:
+        return sum(1 for k in self.tensors if k.startswith("path_count."))
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(self.tensors[f"path_count.{i}"].shape[1]) for i in range(self.num_layers)]
+
+    @classmethod
+    def from_statistics(cls, stats: PathStatistics, class_names: Sequence[str] | None = None,
+                        run: dict[str, Any] | None = None) -> "Analysis":
+        """An in-memory analysis (no directory) from statistics accumulated with ``PathStatistics.add``."""
+        run = dict(run or {})
+        if class_names is not None:
+            run["class_names"] = list(class_names)
+        return cls(directory=Path("<memory>"), run=run, tensors=stats.tensors())
+
+
+def load_analysis(directory: str | Path) -> Analysis:
+    """Read run.json and stats.safetensors of an analyze output directory (clear errors if absent)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory (expected an 'analyze --out' directory)")
+    run_file, stats_file = directory / RUN_FILE, directory / STATS_FILE
+    if not run_file.exists() or not stats_file.exists():
+        raise InputError(f"{directory}: no {RUN_FILE} and {STATS_FILE}; is it an analyze output?")
+    run = read_json(run_file)
+    try:
+        stats, _ = PathStatistics.load(stats_file)
+    except Exception as exc:  # noqa: BLE001 - safetensors/KeyError: a damaged file is a user problem
+        raise InputError(f"{stats_file}: unreadable statistics ({type(exc).__name__}: {exc})") from None
+    return Analysis(directory=directory, run=run, tensors=stats.tensors())
+
+
+def class_selection(analysis: Analysis, classes: str | None) -> torch.Tensor:
+    """Indices of the classes to weigh (all classes with images when `classes` is None)."""
+    counts = analysis.tensors["class_count"]
+    selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
+                else torch.arange(analysis.num_classes))
+    present = selected[counts[selected] > 0]
+    if len(present) == 0:
+        raise InputError(f"the analysis in {analysis.directory} has no images of the selected classes")
+    return present
+
+
+def class_balanced_mean(per_class: torch.Tensor, class_count: torch.Tensor,
+                        classes: torch.Tensor) -> torch.Tensor:
+    """Mean over `classes` of per_class[c] / class_count[c] (per_class: [C, F]) -> [F] float64."""
+    rows = per_class[classes].double() / class_count[classes].double().unsqueeze(1)
+    return rows.mean(dim=0)
+
+
+def path_importance(analysis: Analysis, kind: str = "path", classes: str | None = None,
+                    primary: str = "count") -> list[torch.Tensor]:
+    """Per-layer importance [F_l] (float64) of every MLP neuron from an analysis.
+
+    kind: ``path`` (JAS paths; tie-breaker: class-balanced mean candidate JAS) or
+    ``activation-path`` (tie-breaker: class-balanced mean clean activation).
+    primary: ``count`` (class-balanced path frequency, the default) or ``dense`` (the tie-breaker
+    statistic alone, a variant for comparison). `classes` restricts the classes that count.
+    """
+    if kind not in PATH_KINDS:
+        raise ConfigError(f"unknown path importance '{kind}' (choose one of {', '.join(PATH_KINDS)})")
+    if primary not in PRIMARY_SCORES:
+        raise ConfigError(f"unknown primary score '{primary}' (choose one of {', '.join(PRIMARY_SCORES)})",
+                          param="path_score")
+    count_name, dense_name = PATH_KINDS[kind]
+    t = analysis.tensors
+    selected = class_selection(analysis, classes)
+    freqs = [class_balanced_mean(t[f"{count_name}.{i}"], t["class_count"], selected)
+             for i in range(analysis.num_layers)]
+    dense = [class_balanced_mean(t[f"{dense_name}.{i}"], t["class_count"], selected)
+             for i in range(analysis.num_layers)]
+    if primary == "dense":
+        return dense
+    scale = max(float(d.abs().max()) for d in dense) or 1.0
+    return [f + TIE_SCALE * d / scale for f, d in zip(freqs, dense)]
+
+
+def path_frequency(analysis: Analysis, kind: str = "path", classes: str | None = None) -> list[torch.Tensor]:
+    """Class-balanced path frequency per neuron (no tie-breaker): each layer sums to K per image."""
+    count_name, _ = PATH_KINDS[kind]
+    t = analysis.tensors
+    selected = class_selection(analysis, classes)
+    return [class_balanced_mean(t[f"{count_name}.{i}"], t["class_count"], selected)
+            for i in range(analysis.num_layers)]
+
+
+# --------------------------------------------------------------------------------------------
+# importance objects (torch-pruning Importance subclasses)
+
+
+class NeuronImportance(tp.importance.Importance):
+    """Scores of MLP neurons, usable by pathprune's ``prune_mlp`` and by torch-pruning's pruners.
+
+    Subclasses implement ``_scores(model, calibration)`` (per-block tensors [F_l], higher = more
+    important); ``needs`` says what `fit` requires: ``"analysis"``, ``"calibration"`` or None.
+    """
+
+    needs: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        self.scores: list[torch.Tensor] | None = None
+        self._layer_of: dict[int, int] = {}
+
+    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
+            device: str = "cpu", statistics: CalibrationStats | None = None) -> "NeuronImportance":
+        """Compute the scores for `model` (calibration: images, for the methods that need them)."""
+        if self.needs == "calibration" and calibration is None and statistics is None:
+            raise ConfigError("needs calibration data", param="calib_data")
+        self.scores = [s.detach().double().cpu() for s in self._scores(
+            model, calibration, batch_size=batch_size, progress=progress, device=device, statistics=statistics)]
+        widths = mlp_widths(model)
+        if [len(s) for s in self.scores] != widths:
+            raise ConfigError(f"scores have widths {[len(s) for s in self.scores]} but the model {widths}",
+                              param="importance")
+        self._layer_of = {id(layout.inputs[-1]): i for i, layout in enumerate(mlp_layouts(model))}
+        self._layer_of.update({id(layout.output): i for i, layout in enumerate(mlp_layouts(model))})
+        return self
+
+    def _scores(self, model: nn.Module, calibration: Any, **kwargs: Any) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def neuron_scores(self, model: nn.Module | None = None) -> list[torch.Tensor]:
+        """Per-block scores (fitting on `model` first if this importance is not fitted yet)."""
+        if self.scores is None:
+            if model is None:
+                raise ConfigError("is not fitted: call fit(model, ...) first", param="importance")
+            self.fit(model)
+        return [s.clone() for s in self.scores]
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        """torch-pruning protocol: scores of the group's channels, or None for groups of other layers."""
+        if self.scores is None:
+            raise ConfigError("is not fitted: call fit(model, ...) before pruning", param="importance")
+        root = group[0]
+        layer = self._layer_of.get(id(root.dep.target.module))
+        if layer is None:
+            return None
+        scores = self.scores[layer]
+        idxs = torch.as_tensor(list(root.idxs), dtype=torch.long) % len(scores)
+        return scores[idxs].float()
+
+
+#: importance methods by name (classes; ``needs`` in the metadata)
+IMPORTANCES: Registry[type] = Registry("importance", param="importance")
+
+
+def register_importance(name: str, cls: type | None = None, *, help: str = ""):
+    """Register a NeuronImportance subclass under `name` (usable as a class decorator)."""
+    def add(klass: type) -> type:
+        return IMPORTANCES.register(name, klass, help=help or (klass.__doc__ or "").strip().splitlines()[0],
+                                    needs=klass.needs)
+    return add if cls is None else add(cls)
+
+
+def list_importances(**where: Any) -> list[str]:
+    return IMPORTANCES.names(**where)
+
+
+def create_importance(name: str, *, analysis: "Analysis | None" = None, classes: str | None = None,
+                      path_score: str = "count", seed: int = 0) -> NeuronImportance:
+    """An importance object of a registered method from the pathprune prune settings."""
+    cls = IMPORTANCES.get(name)
+    return cls.from_settings(name=name, analysis=analysis, classes=classes, path_score=path_score, seed=seed)
+
+
+@register_importance("path", help="class-balanced JAS-path frequency (from an analysis); JAS sums break ties")
+class PathImportance(NeuronImportance):
+    """Class-balanced path frequency of each neuron, from an analysis (on disk or in memory).
+
+    Example (a torch-pruning user)::
+
+        >>> import torch_pruning as tp
+        >>> imp = PathImportance.from_analysis(load_analysis("runs/paths")).fit(model)  # doctest: +SKIP
+        >>> pruner = tp.pruner.MetaPruner(model, example_inputs, importance=imp, pruning_ratio=0.5,
+        ...     root_module_types=[torch.nn.Linear], ignored_layers=non_mlp_layers)   # doctest: +SKIP
+    """
+
+    needs = "analysis"
+    kind = "path"
+
+    def __init__(self, per_layer: Sequence[torch.Tensor]):
+        super().__init__()
+        self._given = [torch.as_tensor(s).double() for s in per_layer]
+
+    @classmethod
+    def from_analysis(cls, analysis: Analysis, classes: str | None = None,
+                      path_score: str = "count") -> "PathImportance":
+        return cls(path_importance(analysis, cls.kind, classes, path_score))
+
+    @classmethod
+    def from_settings(cls, *, analysis: Analysis | None, classes: str | None, path_score: str, **_: Any):
+        if analysis is None:
+            raise ConfigError(f"'{cls.kind}' needs an analysis (pathprune prune --paths DIR)", param="importance")
+        return cls.from_analysis(analysis, classes, path_score)
+
+    def _scores(self, model: nn.Module, calibration: Any, **kwargs: Any) -> list[torch.Tensor]:
+        return self._given
+
+
+@register_importance("activation-path", help="the same for the activation path; summed activations break ties")
+class ActivationPathImportance(PathImportance):
+    """Class-balanced activation-path frequency of each neuron, from an analysis."""
+
+    kind = "activation-path"
+
+
+class _SimpleImportance(NeuronImportance):
+    """An importance built from the prune settings without an analysis."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+
+    @classmethod
+    def from_settings(cls, *, classes: str | None = None, seed: int = 0, **_: Any):
+        if classes:
+            raise ConfigError("applies to the path methods only", param="classes")
+        return cls(seed=seed)
+
+
+@register_importance("activation", help="mean |activation| over calibration data, all tokens")
+class ActivationImportance(_SimpleImportance):
+    """Mean |activation| of each neuron over all tokens of calibration images."""
+
+    needs = "calibration"
+
+    def _scores(self, model, calibration, *, batch_size=32, progress=False, device="cpu", statistics=None):
+        if statistics is None:
+            statistics = calibration_statistics(model, calibration, batch_size, progress, device)
+        return [m.clone() for m in statistics.mean_abs]
+
+
+def group_scores(model: nn.Module, importance) -> list[torch.Tensor]:
+    """Per-block scores of a torch-pruning importance over each MLP's hidden-neuron group."""
+    family = family_of(model)
+    graph = dependency_graph(model)
+    out = []
+    for layout in mlp_layouts(model):
+        group = family.pruning_group(graph, layout, range(layout.width))
+        scores = importance(group).detach().double().cpu()
+        if layout.packed:  # both halves of a packed gated MLP belong to the same neurons
+            scores = scores.view(2, -1).sum(0)
+        out.append(scores)
+    return out
+
+
+@register_importance("magnitude", help="torch-pruning group L2 norm (fc1 rows and fc2 columns)")
+class MagnitudeImportance(_SimpleImportance):
+    """torch-pruning's group L2 magnitude of each neuron's fc1 rows and fc2 column."""
+
+    def _scores(self, model, calibration, **kwargs):
+        return group_scores(model, tp.importance.GroupMagnitudeImportance(p=2))
+
+
+@register_importance("taylor", help="torch-pruning group Taylor with cross-entropy on calibration data")
+class TaylorImportance(_SimpleImportance):
+    """torch-pruning's group Taylor importance with the cross-entropy gradient of calibration images."""
+
+    needs = "calibration"
+
+    def _scores(self, model, calibration, *, batch_size=32, progress=False, device="cpu", statistics=None):
+        import copy
+
+        if calibration is None:
+            raise ConfigError("needs calibration images, not only statistics", param="calib_data")
+        work = copy.deepcopy(model)  # gradients are written into .grad: never into the caller's model
+        n = count_images(calibration)
+        bar = progress_bar(n, "taylor", progress, leave=False)
+        try:
+            with borrowed(work, device=device, requires_grad=True) as placed:
+                for p in placed.parameters():
+                    p.grad = None
+                for x, y in labelled_batches(calibration, batch_size):
+                    x, y = x.to(device), y.to(device)
+                    loss = nn.functional.cross_entropy(placed(x), y, reduction="sum") / n
+                    loss.backward()
+                    bar.update(len(x))
+                return group_scores(placed, tp.importance.GroupTaylorImportance())
+        finally:
+            bar.close()
+
+
+@register_importance("random", help="seeded uniform random scores")
+class RandomImportance(_SimpleImportance):
+    """Seeded uniform random scores (a baseline)."""
+
+    def _scores(self, model, calibration, **kwargs):
+        gen = torch.Generator().manual_seed(self.seed)
+        return [torch.rand(w, generator=gen, dtype=torch.float64) for w in mlp_widths(model)]

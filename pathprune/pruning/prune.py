@@ -1,0 +1,137 @@
+"""The pruning stage as a run: importance -> selection -> removal -> ``model.safetensors``,
+``model.json`` (rebuildable with ``create_model``) and ``report.json`` in one output directory.
+
+Importance methods are the registry ``IMPORTANCES`` (see :mod:`.importance`); ``path`` and
+``activation-path`` come from an analysis, ``activation`` and ``taylor`` need calibration data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..data.images import count_images
+from ..errors import ConfigError, IncompatibleError
+from ..evaluate.accuracy import top1
+from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
+                      save_pruned)
+from .calibration import calibration_statistics
+from .importance import IMPORTANCES, PATH_KINDS, create_importance
+from .removal import PruneConfig, prune_mlp
+
+#: the importance methods read from an analysis
+PATH_METHODS = tuple(PATH_KINDS)
+
+
+def model_description(spec: ModelSpec, kept: Sequence[Sequence[int]], config: PruneConfig,
+                      source: dict[str, Any], widths: Sequence[int]) -> dict[str, Any]:
+    """The content of model.json (what models.create_model rebuilds the model from)."""
+    return {
+        "format": "pathprune.model/1",
+        "base": spec.base,
+        "overrides": spec.overrides,
+        "mlp_hidden": list(widths),
+        "preprocessing": spec.preprocessing,
+        "class_names": spec.class_names,
+        "token_scope": spec.token_scope,
+        "weights": MODEL_WEIGHTS,
+        "kept": [list(k) for k in kept],
+        "method": config.method,
+        "ratio": config.ratio,
+        "scope": config.scope,
+        "min_per_layer": config.min_per_layer if config.scope == "global" else None,
+        "compensate": config.compensate,
+        "classes": config.classes,
+        "path_score": config.path_score if IMPORTANCES.entry(config.method).meta.get("needs") == "analysis" else None,
+        "seed": config.seed if config.method == "random" else None,
+        "source": source,
+    }
+
+
+def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where: str) -> None:
+    """Refuse an analysis of another architecture; warn when only the weights differ."""
+    theirs = (analysis_run.get("model_identity") or {}).get("architecture")
+    mine = json.loads(json.dumps(spec.architecture))
+    if theirs != mine:
+        if theirs is None:
+            raise IncompatibleError(f"{where}: run.json has no model identity; is it an analyze output?")
+        diff = next((k for k in ("base", "overrides", "mlp_hidden") if theirs.get(k) != mine.get(k)), "architecture")
+        raise IncompatibleError(f"{where} analysed a different architecture ({diff}: {json.dumps(theirs.get(diff))} "
+                        f"there, {json.dumps(mine.get(diff))} for --model)")
+    their_sha = (analysis_run.get("model_identity") or {}).get("weights_sha256")
+    if their_sha != spec.weights_sha256:
+        warnings.warn(f"{where} analysed the same architecture with other weights", stacklevel=2)
+
+
+def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Path, *,
+          analysis=None, calib: Any = None, eval_images: Any = None, previous: dict[str, Any] | None = None,
+          batch_size: int = 32, progress: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Prune `model` in place by `config` (as torch-pruning's pruners do) and write the output
+    directory `out`; return the report. For a pruned copy that leaves the model alone, use
+    :func:`~pathprune.prune_mlp`.
+
+    analysis: a pruning.Analysis (path methods); calib: calibration images (ImageSet or
+    (images, labels)) for activation/taylor/--compensate; eval_images: optional accuracy data;
+    previous: model.json of the model when it is itself a pruned directory (kept indices compose).
+    """
+    from ..io import check_output_dir
+
+    started = time.perf_counter()
+    config.validate()
+    check_output_dir(out)
+    family_of(model).check_prunable(model)
+    importance = create_importance(config.method, analysis=analysis, classes=config.classes,
+                                   path_score=config.path_score, seed=config.seed)
+    if analysis is not None:
+        check_analysis_matches(analysis.run, spec, f"--paths {analysis.directory}")
+    needs_calib = config.compensate or importance.needs == "calibration"
+    if needs_calib and calib is None:
+        raise ConfigError(f"needed by {'compensation' if config.compensate else 'importance ' + config.method}",
+                          param="calib_data")
+    widths_before = mlp_widths(model)
+    macs_before, params_before = count_ops_and_params(model)
+    evaluate = lambda m: top1(m, eval_images, batch_size=batch_size, device=device, progress=progress)  # noqa: E731
+    acc_before = evaluate(model) if eval_images is not None else None
+    calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_calib else None)
+    importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
+    result = prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
+                       calibration=calibration, compensate=config.compensate, inplace=True)
+    pruned = result.model
+    widths_after = mlp_widths(pruned)
+    macs_after, params_after = count_ops_and_params(pruned)
+    acc_after = evaluate(pruned) if eval_images is not None else None
+
+    kept = compose_kept((previous or {}).get("kept"), result.kept)
+    source = {
+        "analysis": str(analysis.directory) if analysis is not None else None,
+        "analysis_model_identity": analysis.run.get("model_identity") if analysis is not None else None,
+        "analysis_settings": analysis.run.get("settings") if analysis is not None else None,
+        "model": spec.name, "base": spec.base, "weights": spec.weights, "weights_sha256": spec.weights_sha256,
+        "previous": (previous or {}).get("source"),
+        "calibration": ({"data": getattr(calib, "root", None), "images": calibration.num_images}
+                        if calibration is not None else None),
+    }
+    description = model_description(spec, kept, config, source, widths_after)
+    report = {
+        "method": config.method, "ratio": config.ratio, "scope": config.scope, "compensate": config.compensate,
+        "params_before": params_before, "params_after": params_after,
+        "macs_before": macs_before, "macs_after": macs_after,
+        "params_ratio": params_after / params_before, "macs_ratio": macs_after / macs_before,
+        "mlp_hidden_before": widths_before, "mlp_hidden_after": widths_after,
+        "neurons_removed": sum(widths_before) - sum(widths_after),
+        "neurons_removed_fraction": 1 - sum(widths_after) / sum(widths_before),
+        "top1_before": acc_before, "top1_after": acc_after,
+        "top1_deviation": (acc_after - acc_before) if acc_before is not None else None,
+        "eval_data": getattr(eval_images, "root", None) if eval_images is not None else None,
+        "eval_images": count_images(eval_images) if eval_images is not None else None,
+        "seconds": time.perf_counter() - started,
+    }
+    save_pruned(out, pruned, description, report)
+    return report
+
+

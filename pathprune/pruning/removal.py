@@ -1,0 +1,126 @@
+"""Removing MLP neurons for real: torch-pruning's dependency graph takes fc1 rows (both halves of a
+gated MLP) and fc2 columns together; optionally the removed neurons' mean is folded into fc2's bias."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+from ..models.adapters import dependency_graph, family_of, mlp_layouts, mlp_widths
+from .calibration import CalibrationStats
+from .selection import SCOPES, select_kept
+
+
+@dataclass
+class PruneConfig:
+    """How to prune: importance method, fraction removed, uniform/global selection, compensation.
+
+    >>> PruneConfig(method="magnitude", ratio=0.5).validate().scope
+    'uniform'
+    """
+
+    method: str = "path"
+    ratio: float = 0.5
+    scope: str = "uniform"
+    min_per_layer: float = 1
+    compensate: bool = False
+    classes: str | None = None
+    path_score: str = "count"
+    seed: int = 0
+
+    def validate(self) -> "PruneConfig":
+        from .importance import IMPORTANCES, PRIMARY_SCORES
+
+        IMPORTANCES.entry(self.method)
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 < self.ratio < 1:
+            raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1 (fraction of MLP neurons removed)",
+                              param="ratio")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"'{self.scope}': choose one of {', '.join(SCOPES)}", param="scope")
+        if self.min_per_layer < 0:
+            raise ConfigError("must be >= 0 (a fraction < 1 or a neuron count)", param="min_per_layer")
+        if self.path_score not in PRIMARY_SCORES:
+            raise ConfigError(f"'{self.path_score}': choose one of {', '.join(PRIMARY_SCORES)}", param="path_score")
+        return self
+
+
+@dataclass
+class PruneResult:
+    """What `prune_mlp` produced."""
+
+    model: nn.Module
+    kept: list[list[int]]  # per block, kept neuron indices of the model that was pruned
+    scores: list[torch.Tensor] = field(default_factory=list)
+
+
+def compensate_bias(model: nn.Module, kept: Sequence[torch.Tensor], mean: Sequence[torch.Tensor]) -> None:
+    """Fold the removed neurons' mean activation times fc2's removed columns into fc2's bias (in place)."""
+    with torch.no_grad():
+        for i, (layout, keep, mu) in enumerate(zip(mlp_layouts(model), kept, mean)):
+            fc2 = layout.output
+            removed = torch.ones(fc2.in_features, dtype=torch.bool)
+            removed[keep] = False
+            if not removed.any():
+                continue
+            if fc2.bias is None:
+                raise ModelError(f"block {i}: fc2 has no bias, compensation needs one")
+            w = fc2.weight[:, removed].double()
+            fc2.bias += (w @ mu[removed].to(w)).to(fc2.bias.dtype)
+
+
+def remove_neurons(model: nn.Module, kept: Sequence[Sequence[int] | torch.Tensor]) -> nn.Module:
+    """Remove every MLP neuron not in `kept` (per block) with torch-pruning, in place."""
+    family = family_of(model)
+    family.check_prunable(model)
+    layouts = mlp_layouts(model)
+    if len(kept) != len(layouts):
+        raise ConfigError(f"{len(kept)} kept-index lists for {len(layouts)} blocks", param="kept")
+    graph = dependency_graph(model)
+    groups = []
+    for layout, keep in zip(layouts, kept):
+        removed = sorted(set(range(layout.width)) - set(int(k) for k in keep))
+        if removed:
+            groups.append(family.pruning_group(graph, layout, removed))
+    for group in groups:  # collect all groups first: indices refer to the unpruned model
+        group.prune()
+    return model
+
+
+def prune_mlp(model: nn.Module, importance: Any, ratio: float, *, scope: str = "uniform",
+              min_per_layer: float = 1, calibration: CalibrationStats | None = None,
+              compensate: bool = False, inplace: bool = False) -> PruneResult:
+    """Remove the fraction `ratio` of MLP neurons with the lowest importance.
+
+    `importance` is a fitted :class:`~pathprune.pruning.NeuronImportance` (or a list of per-block
+    score tensors). Returns a pruned copy (the caller's model is unchanged) unless `inplace`.
+
+    Example::
+
+        >>> from pathprune import MagnitudeImportance, create_model, prune_mlp
+        >>> model, spec = create_model("digits")
+        >>> result = prune_mlp(model, MagnitudeImportance().fit(model), 0.5)
+        >>> [len(k) for k in result.kept]
+        [128, 128, 128, 128, 128, 128]
+    """
+    if not 0 < ratio < 1:
+        raise ConfigError(f"{ratio}: must be strictly between 0 and 1", param="ratio")
+    if not inplace:
+        model = copy.deepcopy(model)
+    scores = importance if isinstance(importance, (list, tuple)) else importance.neuron_scores(model)
+    widths = mlp_widths(model)
+    if [len(s) for s in scores] != widths:
+        raise ConfigError(f"importance has widths {[len(s) for s in scores]} but the model {widths}",
+                          param="importance")
+    family_of(model).check_prunable(model)
+    kept = select_kept(scores, ratio, scope, min_per_layer)
+    if compensate:
+        if calibration is None:
+            raise ConfigError("needs calibration statistics (calibration data)", param="compensate")
+        compensate_bias(model, kept, calibration.mean)
+    remove_neurons(model, kept)
+    return PruneResult(model=model, kept=[k.tolist() for k in kept], scores=list(scores))
