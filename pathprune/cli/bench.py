@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import CONTEXT, model_options, recipe_option
+from .options import CONTEXT, device_option, model_options, recipe_option
 from ..errors import UserError
 
 
@@ -42,10 +42,11 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
               help="torch.onnx exporter of the benchmarked ONNX files (see 'pathprune export').")
 @click.option("--keep-onnx", is_flag=True, help="Keep the exported ONNX files in OUT/onnx/.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Image decoding processes.")
+@device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench(model_name, weights, img_size, num_classes, model_args, pruned_dirs, data, out, preprocess,
           images_per_class, classes, max_images, eval_batch_size, batch_sizes, warmup, repeats, backends,
-          threads, exporter, keep_onnx, workers, quiet) -> None:
+          threads, exporter, keep_onnx, workers, device, quiet) -> None:
     """Compare a dense model with pruned versions on one data set.
 
     Accuracy: top-1 and the label's probability, and their deviation from the dense model. Speed:
@@ -58,13 +59,14 @@ def bench(model_name, weights, img_size, num_classes, model_args, pruned_dirs, d
       pathprune bench --model digits --pruned runs/digits-pruned --data digits:test --out runs/bench
     """
     from ..evaluate.bench import BenchModel, BenchSettings, load_pruned_dir, run_bench
+    from ..device import resolve_device
     from .options import load_model_from_options
     from ..data import open_images
 
     settings = BenchSettings(batch_sizes=_int_list(batch_sizes, "--batch-sizes"), warmup=warmup, repeats=repeats,
                              backends=None if backends == "auto" else tuple(b.strip() for b in backends.split(",")),
                              eval_batch_size=eval_batch_size, threads=threads, keep_onnx=keep_onnx,
-                             workers=workers, exporter=exporter).validate()
+                             workers=workers, exporter=exporter, device=resolve_device(device)).validate()
     if threads is not None and threads < 1:
         raise UserError("--threads must be at least 1")
     if not pruned_dirs:

@@ -6,7 +6,7 @@ import click
 
 from ..pruning import IMPORTANCES
 
-from .options import CONTEXT, load_model_from_options, model_options, recipe_option
+from .options import CONTEXT, device_option, load_model_from_options, model_options, recipe_option
 from ..errors import UserError
 
 
@@ -40,10 +40,11 @@ from ..errors import UserError
               help="Path methods: rank by path frequency (JAS sum breaks ties) or by the dense JAS sum alone.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --importance random.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
+@device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, ratio, out, method, scope,
           min_per_layer, compensate, calib_data, calib_images, eval_data, classes, path_score, seed,
-          batch_size, quiet) -> None:
+          batch_size, device, quiet) -> None:
     """Prune MLP neurons by importance and save a smaller model that 'create_model' rebuilds.
 
     \b
@@ -53,6 +54,7 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
           --eval-data digits:test --out runs/digits-pruned
     """
     from ..data import open_images
+    from ..device import resolve_device
     from ..io import check_output_dir
     from ..models import read_description
     from ..pruning import PruneConfig, load_analysis, prune as run_prune, spread_subset
@@ -83,7 +85,8 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     eval_images = open_images(eval_data, spec.preprocessing) if eval_data else None
 
     report = run_prune(model, spec, config, out, analysis=analysis, calib=calib, eval_images=eval_images,
-                       previous=read_description(model_name), batch_size=batch_size, progress=not quiet)
+                       previous=read_description(model_name), batch_size=batch_size, progress=not quiet,
+                       device=resolve_device(device))
     click.echo(f"{method}: removed {report['neurons_removed']} of {sum(report['mlp_hidden_before'])} MLP "
                f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
                f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "

@@ -60,6 +60,7 @@ class BenchSettings:
     repeats: int = 20
     backends: tuple[str, ...] | None = None  # None: every backend available here
     eval_batch_size: int = 64
+    device: str = "cpu"  # where the torch accuracy pass runs (auto, cpu, cuda, cuda:N)
     threads: int | None = None  # onnxruntime intra-op threads (None: its default)
     keep_onnx: bool = False
     workers: int = 0  # image decoding processes of the accuracy pass
@@ -265,7 +266,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
             structure[m.name] = {"params": params, "macs": macs, "onnx_bytes": result.file_bytes,
                                  "onnx_max_abs_diff": result.max_abs_diff, "mlp_hidden": widths,
                                  "mlp_neurons": sum(widths)}
-        evaluation = evaluate(models, images, settings.eval_batch_size, progress, settings.workers)
+        evaluation = evaluate(models, images, settings.eval_batch_size, progress, settings.workers, settings.device)
         accuracy = accuracy_metrics(evaluation, models[0].name)
         latency = measure_latency(models, onnx_files, settings, backends, progress)
 
