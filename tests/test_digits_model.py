@@ -101,7 +101,7 @@ def test_shipped_model_accuracy(spec: dict, digits) -> None:
 
 def test_digits_arrays_matches_spec(spec: dict, digits) -> None:
     from pathprune.data.digits import digits_arrays
-    from pathprune.models.digits import load_digits_model
+    from pathprune.models.factory import load_digits_model
 
     images, labels = digits
     for split, n in (("train", len(spec["split"]["train_indices"])),

@@ -4,33 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .options import CONTEXT, recipe_option
+from .options import CONTEXT, load_model_from_options, recipe_option
 from ..errors import UserError
 
 
-def load_any_model(model_name: str, weights: str | None, img_size: int | None,
-                   model_args: tuple[str, ...] = (), num_classes: int | None = None):
-    """(model, spec) for a timm name/alias/digits or a pruned directory.
-
-    For a pruned directory (fixed architecture) an `img_size` equal to its own is accepted and ignored,
-    so that a recipe's ``img-size`` does not get in the way.
-    """
-    from pathlib import Path
-
-    from .options import parse_model_args
-    from ..models import MODEL_DESCRIPTION, create_model
-
-    fixed = model_name == "digits" or (Path(model_name) / MODEL_DESCRIPTION).exists()
-    if fixed:
-        model, spec = create_model(model_name, weights, model_args=parse_model_args(model_args))
-        if num_classes is not None and num_classes != model.num_classes:
-            raise UserError(f"--num-classes {num_classes}: '{model_name}' has {model.num_classes} classes")
-        own = int(model.patch_embed.img_size[0])
-        if img_size is not None and img_size != own:
-            raise UserError(f"--img-size {img_size}: '{model_name}' has a fixed input size of {own}")
-        return model, spec
-    return create_model(model_name, weights, img_size=img_size, num_classes=num_classes,
-                        model_args=parse_model_args(model_args))
 
 
 @click.command(context_settings=CONTEXT)
@@ -65,7 +42,7 @@ def export(model_name, weights, img_size, num_classes, model_args, out, opset, e
 
     if opset < 14:
         raise UserError("--opset must be at least 14 (scaled-dot-product attention needs it)")
-    model, _spec = load_any_model(model_name, weights, img_size, model_args, num_classes)
+    model, _spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     result = export_onnx(model, out, opset=opset, exporter=exporter, tolerance=tolerance)
     click.echo(f"parity: max |onnxruntime - torch| logit difference {result.max_abs_diff:.3g} "
                f"(batch sizes {', '.join(map(str, result.parity_batch_sizes))}; tolerance {tolerance:g})")

@@ -148,12 +148,15 @@ class ModelFamily:
             mlp.fc2 = nn.Linear(width, fc2.out_features, bias=fc2.bias is not None)
 
     def pruning_group(self, graph, layout: MlpLayout, idxs: Sequence[int]):
-        """The torch-pruning group that removes hidden neurons `idxs` of one MLP (and nothing else)."""
+        """The torch-pruning group of hidden neurons `idxs` of one MLP (and nothing else).
+
+        For a packed gated MLP (fc1 = [value; gate] halves, split by ``chunk``) torch-pruning's split
+        operator couples only the first half's rows with fc2's columns; use :meth:`remove` to delete
+        such neurons, which takes both halves.
+        """
         import torch_pruning as tp
 
         idxs = [int(i) for i in idxs]
-        if layout.packed:  # neuron j is fc1 rows j (first half) and j + width (second half)
-            idxs = idxs + [i + layout.width for i in idxs]
         group = graph.get_pruning_group(layout.inputs[-1], tp.prune_linear_out_channels, idxs=idxs)
         allowed = {id(m) for m in layout.module.modules()}
         for item in group:
@@ -163,6 +166,27 @@ class ModelFamily:
                 raise ModelError(f"torch-pruning would also prune {item.dep.target.name}: only MLP hidden "
                                  "neurons may be removed")
         return group
+
+    def remove_packed(self, layout: MlpLayout, keep: Sequence[int]) -> None:
+        """Keep only neurons `keep` of a packed gated MLP: fc1 rows j and j + width, fc2 column j."""
+        keep_t = torch.as_tensor(sorted(int(k) for k in keep), dtype=torch.long)
+        fc1, fc2, width = layout.inputs[0], layout.output, layout.width
+        rows = torch.cat([keep_t, keep_t + width])
+        mlp = layout.module
+        new_fc1 = nn.Linear(fc1.in_features, len(rows), bias=fc1.bias is not None,
+                            device=fc1.weight.device, dtype=fc1.weight.dtype)
+        new_fc2 = nn.Linear(len(keep_t), fc2.out_features, bias=fc2.bias is not None,
+                            device=fc2.weight.device, dtype=fc2.weight.dtype)
+        with torch.no_grad():
+            new_fc1.weight.copy_(fc1.weight[rows])
+            if fc1.bias is not None:
+                new_fc1.bias.copy_(fc1.bias[rows])
+            new_fc2.weight.copy_(fc2.weight[:, keep_t])
+            if fc2.bias is not None:
+                new_fc2.bias.copy_(fc2.bias)
+        new_fc1.requires_grad_(fc1.weight.requires_grad)
+        new_fc2.requires_grad_(fc2.weight.requires_grad)
+        mlp.fc1, mlp.fc2 = new_fc1, new_fc2
 
 
 class VisionTransformerFamily(ModelFamily):

@@ -35,15 +35,3 @@ def create_digits_model(spec: dict[str, Any], **extra: Any) -> torch.nn.Module:
     import timm
 
     return timm.create_model(spec["base"], pretrained=False, **spec["overrides"], **extra)
-
-
-
-def load_digits_model(directory: Path | None = None) -> torch.nn.Module:
-    """The shipped digits model with its weights loaded, in eval mode."""
-    from .factory import build_from_description
-
-    directory = directory or DIGITS_DIR
-    spec = load_digits_spec(directory)
-    return build_from_description(spec, directory / spec["weights"])
-
-

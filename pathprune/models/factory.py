@@ -17,7 +17,7 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..io import sha256_file
 from .adapters import default_token_scope, family_of, mlp_widths, model_input_shape, set_mlp_widths
 from .weights import load_weights
@@ -157,9 +157,6 @@ def build_from_description(description: dict[str, Any], weights_file: str | os.P
 
 def _from_description(description: dict[str, Any], weights_file: Path, weights: str | None,
                       overrides: dict[str, Any], seed: int) -> tuple[nn.Module, ModelSpec]:
-    if overrides:
-        raise ModelError(f"'{description.get('name')}' has a fixed architecture: --img-size, "
-                        "--num-classes and model arguments cannot change it")
     if weights == "random":
         model = _build(description["base"], dict(description.get("overrides", {})), seed)
         if description.get("mlp_hidden") is not None:
@@ -178,7 +175,24 @@ def _from_description(description: dict[str, Any], weights_file: Path, weights: 
                      preprocessing=description.get("preprocessing") or timm_preprocessing(model),
                      mlp_hidden=mlp_widths(model), class_names=description.get("class_names"),
                      source=description.get("source"))
+    _check_fixed_overrides(model, description, overrides)
     return model, spec
+
+
+def _check_fixed_overrides(model: nn.Module, description: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """A model of fixed architecture (digits, pruned directories) accepts only overrides it already has
+    (so that a recipe's ``img-size`` does not get in the way); anything else is refused."""
+    name = description.get("name")
+    own = {"img_size": model_input_shape(model)[1], "num_classes": int(getattr(model, "num_classes", -1))}
+    for key, value in overrides.items():
+        have = own.get(key, description.get("overrides", {}).get(key, None))
+        if isinstance(value, (list, tuple)) and key == "img_size":
+            value = value[0] if len(set(value)) == 1 else value
+        if value != have:
+            what = {"img_size": "a fixed input size", "num_classes": "a fixed number of classes"}.get(
+                key, f"a fixed architecture ({key}={have!r})")
+            raise ConfigError(f"{value}: '{name}' has {what} of {have}" if key in own
+                              else f"{key}={value!r}: '{name}' has {what}", param=key if key in own else "model_arg")
 
 
 def _from_directory(path: Path, weights: str | None, overrides: dict[str, Any],
@@ -219,3 +233,11 @@ def timm_preprocessing(model: nn.Module) -> dict[str, Any]:
     cfg["input_size"] = model_input_shape(model)
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     return {"kind": "timm", **cfg}
+
+
+def load_digits_model() -> nn.Module:
+    """The shipped digits model with its weights loaded, in eval mode."""
+    from .digits import DIGITS_DIR, load_digits_spec
+
+    spec = load_digits_spec()
+    return build_from_description(spec, DIGITS_DIR / spec["weights"])

@@ -307,10 +307,7 @@ def group_scores(model: nn.Module, importance) -> list[torch.Tensor]:
     out = []
     for layout in mlp_layouts(model):
         group = family.pruning_group(graph, layout, range(layout.width))
-        scores = importance(group).detach().double().cpu()
-        if layout.packed:  # both halves of a packed gated MLP belong to the same neurons
-            scores = scores.view(2, -1).sum(0)
-        out.append(scores)
+        out.append(importance(group).detach().double().cpu())
     return out
 
 

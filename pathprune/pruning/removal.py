@@ -80,14 +80,20 @@ def remove_neurons(model: nn.Module, kept: Sequence[Sequence[int] | torch.Tensor
     layouts = mlp_layouts(model)
     if len(kept) != len(layouts):
         raise ConfigError(f"{len(kept)} kept-index lists for {len(layouts)} blocks", param="kept")
-    graph = dependency_graph(model)
-    groups = []
+    graph = dependency_graph(model) if not all(layout.packed for layout in layouts) else None
+    groups, packed = [], []
     for layout, keep in zip(layouts, kept):
         removed = sorted(set(range(layout.width)) - set(int(k) for k in keep))
-        if removed:
+        if not removed:
+            continue
+        if layout.packed:  # torch-pruning's split op does not couple the gate half: remove directly
+            packed.append((layout, keep))
+        else:
             groups.append(family.pruning_group(graph, layout, removed))
     for group in groups:  # collect all groups first: indices refer to the unpruned model
         group.prune()
+    for layout, keep in packed:
+        family.remove_packed(layout, keep)
     return model
 
 
