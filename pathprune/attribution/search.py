@@ -219,7 +219,7 @@ class NeuronPathSearch:
 
         F is the configured objective of each image's attributed class (``result.target``).
         """
-        from ..interventions import manipulated_logits
+        from .interventions import manipulated_logits
 
         with self.placed():
             images = inputs.to(self.device)

@@ -9,7 +9,7 @@ import click
 from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, TARGETS
 from ..errors import ConfigError
 from ..models import TOKEN_SCOPES
-from .options import CONTEXT, load_model_from_options, model_options, recipe_option
+from .options import CONTEXT, RegistryOption, load_model_from_options, model_options, recipe_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -19,10 +19,8 @@ from .options import CONTEXT, load_model_from_options, model_options, recipe_opt
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumable).")
 @click.option("--topk", type=int, default=1, show_default=True, help="Neurons per layer on the path.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Quadrature nodes m.")
-@click.option("--quadrature", type=click.Choice(QUADRATURE_RULES.names()), default="gauss", show_default=True,
-              help=QUADRATURE_RULES.help_text() + ".")
-@click.option("--jas", type=click.Choice(JAS_FORMS.names()), default="paper", show_default=True,
-              help=JAS_FORMS.help_text() + ".")
+@click.option("--quadrature", default="gauss", show_default=True, cls=RegistryOption, registry=QUADRATURE_RULES)
+@click.option("--jas", default="paper", show_default=True, cls=RegistryOption, registry=JAS_FORMS)
 @click.option("--token", type=click.Choice(TOKEN_SCOPES), default=None,
               help="Token scope [default: cls for class-token models, patches for pooled models/MAE].")
 @click.option("--target", type=click.Choice(TARGETS), default="label", show_default=True)

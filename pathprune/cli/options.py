@@ -73,6 +73,20 @@ def load_model_from_options(model_name: str, weights: str | None, img_size: int 
 
 
 
+class RegistryOption(click.Option):
+    """An option whose choices and help come from a registry when help is shown (so that methods
+    registered from Python after import are listed too)."""
+
+    def __init__(self, *args: Any, registry: Any, help_prefix: str = "", help_suffix: str = "", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.registry, self.help_prefix, self.help_suffix = registry, help_prefix, help_suffix
+
+    def get_help_record(self, ctx: click.Context):
+        self.help = f"{self.help_prefix}{self.registry.help_text()}.{self.help_suffix}"
+        self.metavar = "|".join(self.registry)
+        return super().get_help_record(ctx)
+
+
 def device_option(fn: Callable) -> Callable:
     """--device auto|cpu|cuda|cuda:N (resolved by pathprune.device.resolve_device)."""
     return click.option("--device", default="auto", show_default=True,

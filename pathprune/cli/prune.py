@@ -6,7 +6,7 @@ import click
 
 from ..pruning import IMPORTANCES
 
-from .options import CONTEXT, device_option, load_model_from_options, model_options, recipe_option
+from .options import CONTEXT, RegistryOption, device_option, load_model_from_options, model_options, recipe_option
 from ..errors import UserError
 
 
@@ -19,8 +19,8 @@ from ..errors import UserError
 @click.option("--ratio", type=float, required=True, help="Fraction of MLP neurons to remove, 0 < R < 1.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.safetensors, model.json, report.json (written atomically).")
-@click.option("--importance", "method", default="path", show_default=True, metavar="|".join(IMPORTANCES),
-              help=IMPORTANCES.help_text() + ". For pruning, analyse with --topk 5 --token all: on the digits model it keeps "
+@click.option("--importance", "method", default="path", show_default=True, cls=RegistryOption,
+              registry=IMPORTANCES, help_suffix=" For pruning, analyse with --topk 5 --token all: on the digits model it keeps "
                    "+0.02-0.03 top-1 at ratio 0.95 over a top-1 cls analysis (benchmarks/RESULTS.md).")
 @click.option("--scope", default="uniform", show_default=True, metavar="uniform|global",
               help="uniform: every block loses the same fraction; global: one ranking over all blocks.")

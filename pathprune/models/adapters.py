@@ -327,12 +327,15 @@ def mlp_input_hooks(model: nn.Module, hooks: dict[int, MlpInputHook]) -> Iterato
 
 
 def dependency_graph(model: nn.Module):
-    """torch-pruning's dependency graph of the model (traced on an example input)."""
+    """torch-pruning's dependency graph of the model (traced on an example input; the model's
+    train/eval modes are restored afterwards: torch-pruning leaves it in eval mode)."""
     import torch_pruning as tp
 
-    with warnings.catch_warnings():
+    from .borrow import borrowed
+
+    with warnings.catch_warnings(), borrowed(model, train=model.training) as traced:
         warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model), verbose=False)
+        return tp.DependencyGraph().build_dependency(traced, example_inputs=example_input(traced), verbose=False)
 
 
 def count_ops_and_params(model: nn.Module) -> tuple[int, int]:

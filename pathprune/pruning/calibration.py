@@ -46,7 +46,7 @@ def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
     n = 0
     bar = progress_bar(count_images(images), "calibrate", progress, leave=False)
     try:
-        with borrowed(model, device=device) as placed, \
+        with borrowed(model, device=device, dtype=torch.float32) as placed, \
                 mlp_input_hooks(placed, {layer: recorder(layer) for layer in range(len(widths))}):
             for x, _ in labelled_batches(images, batch_size):
                 placed(x.to(device))

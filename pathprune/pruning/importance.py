@@ -334,7 +334,7 @@ class TaylorImportance(_SimpleImportance):
         n = count_images(calibration)
         bar = progress_bar(n, "taylor", progress, leave=False)
         try:
-            with borrowed(work, device=device, requires_grad=True) as placed:
+            with borrowed(work, device=device, dtype=torch.float32, requires_grad=True) as placed:
                 for p in placed.parameters():
                     p.grad = None
                 for x, y in labelled_batches(calibration, batch_size):

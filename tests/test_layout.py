@@ -1,0 +1,146 @@
+"""The package layout: stages import only earlier stages, no import cycles (deferred imports
+included), no test hooks in production code, and a wheel that carries its recipes and assets."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "pathprune"
+
+#: the stages in the order data flows; a module may import its own stage and earlier ones only
+STAGES = ["core", "models", "data", "attribution", "analysis", "deploy", "evaluate", "pruning", "recipes", "cli"]
+CORE = {"errors", "registry", "device", "io", "progress", "assets"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def stage_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] == "__main__":
+        return "top"  # pathprune/__init__.py re-exports everything; __main__ is the entry point
+    return "core" if parts[1] in CORE else parts[1]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every pathprune module a file imports, at module level or inside functions."""
+    tree = ast.parse(path.read_text())
+    own = module_name(path)
+    package = own if path.name == "__init__.py" else own.rsplit(".", 1)[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("pathprune"):
+                continue
+            for alias in node.names:  # `from .x import y` may import the submodule y
+                candidate = f"{target}.{alias.name}"
+                sub = ROOT / Path(*candidate.split("."))
+                out.add(candidate if (sub.with_suffix(".py").exists() or sub.is_dir()) else target)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("pathprune"))
+    out.discard(own)
+    return out
+
+
+def all_modules() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_stages_import_only_earlier_stages():
+    bad = []
+    for module, targets in all_modules().items():
+        here = stage_of(module)
+        if here == "top":
+            continue
+        for target in targets:
+            there = stage_of(target)
+            if there == "top" or STAGES.index(there) > STAGES.index(here):
+                bad.append(f"{module} -> {target}")
+    assert not bad, bad
+
+
+def test_no_import_cycles():
+    graph = all_modules()
+    for module in list(graph):  # importing a package's module runs the package's __init__ first
+        graph[module] = {t for t in graph[module] if t in graph}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, stack: list[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle.extend(stack[stack.index(nxt):] + [node, nxt] if nxt in stack else [node, nxt])
+                return True
+            if state.get(nxt) is None and visit(nxt, stack + [node]):
+                return True
+        state[node] = 2
+        return False
+
+    for module in sorted(graph):
+        if state.get(module) is None and visit(module, []):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_no_test_hooks_in_the_package():
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert "PATHPRUNE_TEST" not in text and "_install_test_hooks" not in text, path
+
+
+def test_cli_modules_hold_no_library_logic():
+    """Every command module defines commands; the library never imports the command line."""
+    for path in (PACKAGE / "cli").glob("*.py"):
+        if path.name in ("__init__.py", "app.py", "options.py"):
+            continue
+        assert "COMMANDS = [" in path.read_text(), path
+    for module, targets in all_modules().items():
+        if stage_of(module) not in ("cli", "top"):
+            assert not any(t.startswith("pathprune.cli") for t in targets), module
+
+
+@pytest.mark.slow  # builds a wheel: ~20-40 s
+def test_wheel_ships_recipes_and_assets(tmp_path):
+    """A wheel install (not the checkout) finds `--recipe ViT-B_16` and the digits asset."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheel_dir), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(wheel_dir.glob("pathprune-*.whl"))
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                              str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    script = (
+        "import pathprune, sys\n"
+        f"assert pathprune.__file__.startswith({str(target)!r}), pathprune.__file__\n"
+        "from pathprune.recipes import list_recipes, recipe_defaults\n"
+        "assert {'ViT-B_16', 'ViT-B_32', 'ViT-L_32', 'MAE-B_16', 'digits_demo'} <= set(list_recipes())\n"
+        "from pathprune.cli import command_table\n"
+        "from click.testing import CliRunner\n"
+        "r = CliRunner().invoke(command_table()['analyze'], ['--recipe', 'ViT-B_16', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "model, spec = pathprune.create_model('digits')\n"
+        "print('ok', spec.mlp_hidden[0])\n")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "ok 256"
