@@ -21,13 +21,14 @@ class PathpruneError(Exception):
     def __init__(self, message: str, *, param: str | None = None):
         self.message = message
         self.param = param
-        super().__init__(f"{param} {message}" if param else message)
+        super().__init__(self._join(param) if param else message)
+
+    def _join(self, name: str) -> str:
+        return f"{name}{'' if self.message.startswith(':') else ' '}{self.message}"
 
     def cli_message(self) -> str:
         """The message with the setting spelled as a command-line flag (``--max-batch``)."""
-        if self.param:
-            return f"--{self.param.replace('_', '-')} {self.message}"
-        return self.message
+        return self._join(f"--{self.param.replace('_', '-')}") if self.param else self.message
 
 
 class ConfigError(PathpruneError, ValueError):

@@ -156,17 +156,17 @@ def parse_classes(spec: str, class_names: list[str]) -> list[int]:
         if re.fullmatch(r"\d+-\d+", token):
             lo, hi = (int(x) for x in token.split("-"))
             if lo > hi:
-                raise InputError(f"--classes: empty range '{token}'")
+                raise ConfigError(f": empty range '{token}'", param="classes")
             out.extend(range(lo, hi + 1))
         elif token.isdigit() and token not in by_name:
             out.append(int(token))
         elif token in by_name:
             out.append(by_name[token])
         else:
-            raise InputError(f"--classes: unknown class '{token}'")
+            raise ConfigError(f": unknown class '{token}'", param="classes")
     for idx in out:
         if not 0 <= idx < len(class_names):
-            raise InputError(f"--classes: class index {idx} out of range (0-{len(class_names) - 1})")
+            raise ConfigError(f": class index {idx} out of range (0-{len(class_names) - 1})", param="classes")
     if not out:
         raise ConfigError("selects no class", param="classes")
     return sorted(set(out))
