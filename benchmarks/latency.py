@@ -2,8 +2,8 @@
 
 vit_base_patch16_224 (random weights, nothing downloaded) dense versus uniformly pruned at 0.25, 0.5
 and 0.75 of the MLP neurons (weight-magnitude importance, removed for real with torch-pruning through
-pathprune.prune), each exported with `pathprune.export` (parity-checked), timed with onnxruntime with the
-models interleaved round-robin (`pathprune.bench.interleaved_latency`).
+pathprune.pruning), each exported with `pathprune.deploy.export_onnx` (parity-checked), timed with onnxruntime with the
+models interleaved round-robin (`pathprune.evaluate.bench.interleaved_latency`).
 
     python benchmarks/latency.py                        # CPU, batch 1 and 8 (about 5 minutes on 2 cores)
     python benchmarks/latency.py --provider cuda --fp16 # GPU: float16 ONNX on the CUDA provider

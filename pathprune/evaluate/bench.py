@@ -7,7 +7,7 @@ For the dense model and every pruned directory, on one image set:
   then repeated runs with the models interleaved (round-robin, rotating start) so every model sees the
   same machine state; median and p90;
 - parameters, MACs (torch-pruning's counter) and the ONNX file size (each model is exported with the
-  parity check of `pathprune.export`).
+  parity check of `pathprune.deploy.export_onnx`).
 `run_bench` writes report.json, report.md, accuracy.png and latency.png into one directory, atomically.
 """
 
