@@ -181,10 +181,8 @@ def test_metapruner_with_path_importance_equals_prune_mlp():
 
 
 def test_a_registered_importance_is_a_command_line_choice(run_cli, tmp_path):
-    from pathprune.pruning.importance import _SimpleImportance
-
     @pp.register_importance("last-neurons", help="prefers high neuron indices (a test method)")
-    class LastNeurons(_SimpleImportance):
+    class LastNeurons(pp.NeuronImportance):
         def _scores(self, model, calibration, **kwargs):
             return [torch.arange(layout.width, dtype=torch.float64) for layout in mlp_layouts(model)]
 

@@ -160,15 +160,30 @@ def path_frequency(analysis: Analysis, kind: str = "path", classes: str | None =
 class NeuronImportance(tp.importance.Importance):
     """Scores of MLP neurons, usable by pathprune's ``prune_mlp`` and by torch-pruning's pruners.
 
-    Subclasses implement ``_scores(model, calibration)`` (per-block tensors [F_l], higher = more
-    important); ``needs`` says what `fit` requires: ``"analysis"``, ``"calibration"`` or None.
+    Subclasses implement ``_scores(model, calibration, **kwargs)`` (per-block tensors [F_l], higher =
+    more important); ``needs`` says what `fit` requires: ``"analysis"``, ``"calibration"`` or None.
+    Register a subclass with :func:`register_importance` to make it a ``--importance`` choice.
+
+    Example::
+
+        >>> class FC2Norm(NeuronImportance):
+        ...     def _scores(self, model, calibration, **kwargs):
+        ...         return [layout.output.weight.norm(dim=0) for layout in mlp_layouts(model)]
     """
 
     needs: ClassVar[str | None] = None
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
         self.scores: list[torch.Tensor] | None = None
         self._layer_of: dict[int, int] = {}
+
+    @classmethod
+    def from_settings(cls, *, classes: str | None = None, seed: int = 0, **_: Any) -> "NeuronImportance":
+        """An instance from the ``pathprune prune`` settings (``classes`` is for path methods only)."""
+        if classes:
+            raise ConfigError("applies to the path methods only", param="classes")
+        return cls(seed=seed)
 
     def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
             device: str = "cpu", statistics: CalibrationStats | None = None) -> "NeuronImportance":
@@ -274,22 +289,8 @@ class ActivationPathImportance(PathImportance):
     kind = "activation-path"
 
 
-class _SimpleImportance(NeuronImportance):
-    """An importance built from the prune settings without an analysis."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        self.seed = seed
-
-    @classmethod
-    def from_settings(cls, *, classes: str | None = None, seed: int = 0, **_: Any):
-        if classes:
-            raise ConfigError("applies to the path methods only", param="classes")
-        return cls(seed=seed)
-
-
 @register_importance("activation", help="mean |activation| over calibration data, all tokens")
-class ActivationImportance(_SimpleImportance):
+class ActivationImportance(NeuronImportance):
     """Mean |activation| of each neuron over all tokens of calibration images."""
 
     needs = "calibration"
@@ -312,7 +313,7 @@ def group_scores(model: nn.Module, importance) -> list[torch.Tensor]:
 
 
 @register_importance("magnitude", help="torch-pruning group L2 norm (fc1 rows and fc2 columns)")
-class MagnitudeImportance(_SimpleImportance):
+class MagnitudeImportance(NeuronImportance):
     """torch-pruning's group L2 magnitude of each neuron's fc1 rows and fc2 column."""
 
     def _scores(self, model, calibration, **kwargs):
@@ -320,7 +321,7 @@ class MagnitudeImportance(_SimpleImportance):
 
 
 @register_importance("taylor", help="torch-pruning group Taylor with cross-entropy on calibration data")
-class TaylorImportance(_SimpleImportance):
+class TaylorImportance(NeuronImportance):
     """torch-pruning's group Taylor importance with the cross-entropy gradient of calibration images."""
 
     needs = "calibration"
@@ -348,7 +349,7 @@ class TaylorImportance(_SimpleImportance):
 
 
 @register_importance("random", help="seeded uniform random scores")
-class RandomImportance(_SimpleImportance):
+class RandomImportance(NeuronImportance):
     """Seeded uniform random scores (a baseline)."""
 
     def _scores(self, model, calibration, **kwargs):
