@@ -9,7 +9,7 @@ import click
 from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, TARGETS
 from ..errors import ConfigError
 from ..models import TOKEN_SCOPES
-from .options import CONTEXT, load_model_from_options, model_options, recipe_option
+from .options import CONTEXT, input_paths, load_model_from_options, model_options, recipe_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -51,10 +51,12 @@ def analyze(model_name, weights, img_size, num_classes, model_args, data, out, t
     from ..attribution import PathConfig
     from ..data import open_images, parse_shard
     from ..device import resolve_device
+    from ..io import check_output_target
 
     if batch_size < 1:
         raise ConfigError("must be at least 1", param="batch_size")
     shard_tuple = parse_shard(shard)
+    check_output_target(out, "analyze", inputs=input_paths(data, model_name, weights), resumable=True)
     model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     config = PathConfig(topk=topk, steps=steps, quadrature=quadrature, jas=jas, token=token or spec.token_scope,
                         target=target, objective=objective, max_batch=max_batch, dtype=dtype).validate()

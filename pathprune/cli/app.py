@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except InterruptedRun as exc:
+    except InterruptedRun as exc:  # Ctrl-C: 130 (128 + SIGINT) like every other interrupted command
         if debug:
             raise
         click.echo(f"error: {exc.cli_message()}", err=True)
-        sys.exit(2)
+        sys.exit(130)
     except PathpruneError as exc:
         if debug:
             raise

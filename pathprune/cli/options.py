@@ -77,3 +77,16 @@ def device_option(fn: Callable) -> Callable:
     """--device auto|cpu|cuda|cuda:N (resolved by pathprune.device.resolve_device)."""
     return click.option("--device", default="auto", show_default=True,
                         help="auto (cuda when available), cpu, cuda or cuda:N.")(fn)
+
+
+def overwrite_option(fn: Callable) -> Callable:
+    """--overwrite: replace a previous output of the same command (never anything else)."""
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace --out when it holds a previous output of this command (only then).")(fn)
+
+
+def input_paths(*items: str | None) -> list[str]:
+    """The command's inputs that are paths on disk (never an output target); names like digits skipped."""
+    from pathlib import Path
+
+    return [str(i) for i in items if i and ":" not in str(i).split("/")[0] and Path(i).exists()]

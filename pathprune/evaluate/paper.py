@@ -438,7 +438,7 @@ def write_comparison(out: str, result: dict[str, Any], name: str) -> None:
     from .report import save_bar_plot, write_report
 
     summary = result["summary"]
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, command=name) as tmp:
         markdown = f"# pathprune {name}\n\nModel {summary['model']}, paths {summary['paths']}, data {summary['data']}.\n\n"
         if "manipulation" in summary:
             markdown += manipulation_markdown(summary) + "\n"
@@ -483,7 +483,7 @@ def write_structure(out: str, result: dict[str, Any]) -> None:
 
     summary = result["summary"]
     names = summary["class_names"]
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, command="structure") as tmp:
         rows = [{"path": key, **{k: summary[key][k] for k in ("within_class", "between_class",
                                                                 "within_minus_between", "within_over_between")},
                  "top": float(sum(summary[key]["top_neuron_frequency_per_layer"])

@@ -31,7 +31,7 @@ def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], 
     from ..io import atomic_directory
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, command="prune") as tmp:
         save_file(state, str(tmp / MODEL_WEIGHTS))
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
