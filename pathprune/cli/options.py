@@ -90,3 +90,24 @@ def input_paths(*items: str | None) -> list[str]:
     from pathlib import Path
 
     return [str(i) for i in items if i and ":" not in str(i).split("/")[0] and Path(i).exists()]
+
+
+def label_options(fn: Callable) -> Callable:
+    """--class-map FILE and --labels FILE: how image folders/files map to the model's classes."""
+    options = [
+        click.option("--class-map", type=click.Path(dir_okay=False), default=None,
+                     help="Folder name -> class index (JSON object or 'FOLDER INDEX' lines), for folders that "
+                          "are not the model's class names, ImageNet wnids or indices."),
+        click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+                     help="Ground truth for a flat image directory (ImageNet val): 'FILE LABEL' lines "
+                          "(index or class name) or LOC_val_solution.csv."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def label_arguments(model: Any, spec: Any, class_map: str | None = None, labels: str | None = None) -> dict[str, Any]:
+    """open_images keyword arguments that make labels follow the model."""
+    return {"num_classes": getattr(model, "num_classes", None) or None, "class_names": spec.class_names,
+            "class_map": class_map, "labels": labels}

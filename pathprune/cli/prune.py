@@ -6,8 +6,8 @@ import click
 
 from ..pruning import IMPORTANCES
 
-from .options import (CONTEXT, device_option, input_paths, load_model_from_options, model_options,
-                      overwrite_option, recipe_option)
+from .options import (CONTEXT, device_option, input_paths, label_arguments, label_options, load_model_from_options,
+                      model_options, overwrite_option, recipe_option)
 from ..errors import UserError
 
 
@@ -35,6 +35,7 @@ from ..errors import UserError
 @click.option("--calib-images", type=int, default=256, show_default=True,
               help="Calibration images used, spread evenly over --calib-data.")
 @click.option("--eval-data", default=None, help="Measure dense and pruned top-1 on these images.")
+@label_options
 @click.option("--classes", default=None,
               help="Path methods: weigh only these classes (indices, ranges a-b or names): a specialised model.")
 @click.option("--path-score", type=click.Choice(["count", "dense"]), default="count", show_default=True,
@@ -47,7 +48,7 @@ from ..errors import UserError
 @overwrite_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, ratio, out, method, scope,
-          min_per_layer, compensate, calib_data, calib_images, eval_data, classes, path_score, seed,
+          min_per_layer, compensate, calib_data, calib_images, eval_data, class_map, labels_file, classes, path_score, seed,
           batch_size, device, allow_partial, overwrite, quiet) -> None:
     """Prune MLP neurons by importance and save a smaller model that 'create_model' rebuilds.
 
@@ -70,7 +71,7 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     needs = IMPORTANCES.entry(method).meta.get("needs")
     if needs == "analysis" and paths_dir is None:
         raise UserError(f"--importance {method} needs --paths DIR (an 'analyze --out' directory)")
-    inputs = input_paths(paths_dir, model_name, weights, calib_data, eval_data)
+    inputs = input_paths(paths_dir, model_name, weights, calib_data, eval_data, class_map, labels_file)
     with claim_output(out, "prune", inputs=inputs, overwrite=overwrite):
         analysis = load_analysis(paths_dir, allow_partial=allow_partial) if paths_dir is not None else None
         model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
@@ -81,13 +82,18 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
         needs_calib = compensate or needs == "calibration"
         if needs_calib:
             source, preprocess = calib_data, "model"
+            label_args = label_arguments(model, spec, class_map, labels_file)
             if source is None and analysis is not None:
-                source = analysis.run.get("data", {}).get("root")
+                recorded = analysis.run.get("data", {})
+                source = recorded.get("root")
                 preprocess = analysis.run.get("settings", {}).get("preprocess", "model")
+                label_args = label_arguments(model, spec, recorded.get("class_map"), recorded.get("labels"))
             if source is None:
                 raise UserError(f"{'--compensate' if compensate else '--importance ' + method} needs --calib-data")
-            calib = spread_subset(open_images(source, spec.preprocessing, preprocess=preprocess), calib_images)
-        eval_images = open_images(eval_data, spec.preprocessing) if eval_data else None
+            calib = spread_subset(open_images(source, spec.preprocessing, preprocess=preprocess, **label_args),
+                                  calib_images)
+        eval_images = (open_images(eval_data, spec.preprocessing, **label_arguments(model, spec, class_map, labels_file))
+                       if eval_data else None)
 
         report = run_prune(model, spec, config, out, analysis=analysis, calib=calib, eval_images=eval_images,
                            previous=read_description(model_name), batch_size=batch_size, progress=not quiet,

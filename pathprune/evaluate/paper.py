@@ -315,7 +315,9 @@ def compare_methods(model: nn.Module, spec: Any, paths_dir: str | Path, data: st
     data = data or run.get("data", {}).get("root")
     if not data:
         raise ConfigError("is required (run.json names no data root)", param="data")
-    image_set = open_images(data, spec.preprocessing, preprocess=run["settings"].get("preprocess", "model"))
+    recorded = run.get("data", {})
+    image_set = open_images(data, spec.preprocessing, preprocess=run["settings"].get("preprocess", "model"),
+                            class_map=recorded.get("class_map"), labels=recorded.get("labels"))
     positions = locate_images(image_set, records, data)
     record_at = dict(zip(positions, records))
     search = NeuronPathSearch(model, config, resolve_device(settings.device))

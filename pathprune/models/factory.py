@@ -217,5 +217,16 @@ def timm_preprocessing(model: nn.Module) -> dict[str, Any]:
 
     cfg = resolve_data_config({}, model=model)
     cfg["input_size"] = model_input_shape(model)
+    channels = int(cfg["input_size"][0])
+    for key in ("mean", "std"):  # timm's config is for its pretrained (RGB) weights; follow in_chans
+        values = tuple(float(v) for v in cfg[key])
+        if len(values) != channels:
+            if channels == 1:  # a grey model (in_chans=1): the mean over the RGB channels
+                values = (sum(values) / len(values),)
+            elif len(values) == 1:
+                values = values * channels
+            else:
+                raise ModelError(f"cannot adapt the {len(values)}-channel {key} to a {channels}-channel model")
+        cfg[key] = values
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     return {"kind": "timm", **cfg}
