@@ -31,13 +31,23 @@ def recipe_option(fn: Callable) -> Callable:
 
 
 
+def _remember_ema(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta["pathprune.ema"] = bool(value)
+    return value
+
+
 def model_options(fn: Callable) -> Callable:
     """--model/--weights/--img-size/--num-classes/--model-arg."""
     options = [
         click.option("--model", "model_name", required=True,
-                     help="timm ViT name, ViT-B_16|ViT-B_32|ViT-L_32|MAE-B_16, digits, or a pruned directory."),
+                     help="timm ViT name, ViT-B_16|ViT-B_32|ViT-L_32|MAE-B_16, digits, a pruned directory, "
+                          "hf-hub:ORG/NAME (local Hugging Face cache) or local-dir:DIR."),
         click.option("--weights", default=None,
-                     help="Local weights: .npz, .pth/.pt, .safetensors, or 'random' (seeded)."),
+                     help="Local weights: .npz, .pth/.pt/.pth.tar, .safetensors, or 'random' (seeded)."),
+        click.option("--pretrained", "weights", flag_value="pretrained",
+                     help="The model's default pretrained weights from the local Hugging Face cache (offline)."),
+        click.option("--ema", is_flag=True, expose_value=False, callback=_remember_ema,
+                     help="Use the EMA weights of a timm training checkpoint (state_dict_ema)."),
         click.option("--img-size", type=int, default=None, help="Input resolution override."),
         click.option("--num-classes", type=int, default=None, help="Classifier size override."),
         click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
@@ -65,11 +75,13 @@ def parse_model_args(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def load_model_from_options(model_name: str, weights: str | None, img_size: int | None,
                             num_classes: int | None, model_args: tuple[str, ...]):
-    """Build (model, spec) from the shared model options."""
+    """Build (model, spec) from the shared model options (and --ema, kept in the click context)."""
     from ..models import create_model
 
+    ctx = click.get_current_context(silent=True)
+    ema = bool(ctx.meta.get("pathprune.ema")) if ctx is not None else False
     return create_model(model_name, weights, model_args=parse_model_args(model_args), img_size=img_size,
-                        num_classes=num_classes)
+                        num_classes=num_classes, ema=ema)
 
 
 
