@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # bad or missing option: one line, as for every other bad input
+        command = f"pathprune {exc.ctx.info_name}: " if exc.ctx is not None and exc.ctx.parent is not None else ""
+        click.echo(f"error: {command}{exc.format_message()}".replace("\n", " "), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}".replace("\n", " "), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -17,8 +17,13 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is None:
         return value
     from ..recipes import option_spellings, recipe_defaults
+    from .app import command_table
 
-    defaults = recipe_defaults(value, ctx.command.name, option_spellings(ctx.command.params))
+    known = {name: set(option_spellings(command.params)) for name, command in command_table().items()}
+    types = {p.name: ("int" if isinstance(p.type, click.types.IntParamType) else
+                      "float" if isinstance(p.type, click.types.FloatParamType) else None)
+             for p in ctx.command.params if p.name}
+    defaults = recipe_defaults(value, ctx.command.name, option_spellings(ctx.command.params), known, types)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 

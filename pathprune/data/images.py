@@ -161,7 +161,7 @@ def probe_images(image_set: ImageSet, count: int = 8) -> None:
     broken files) is then an error before any work, not a run of skipped images.
     """
     n = len(image_set.items)
-    positions = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+    positions = list(range(n)) if n <= count else sorted({round(i * (n - 1) / (count - 1)) for i in range(count)})
     errors = []
     for pos in positions:
         try:
