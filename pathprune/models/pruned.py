@@ -95,7 +95,8 @@ def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_directory(out, command="prune") as tmp:
         save_file(state, str(tmp / MODEL_WEIGHTS))
-        os.chmod(tmp / MODEL_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600        (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
+        os.chmod(tmp / MODEL_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600
+        (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
         (tmp / TIMM_CONFIG).write_text(json.dumps(timm_config(description, model), indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return Path(out)
