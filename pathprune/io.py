@@ -89,7 +89,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True, command: s
     it is empty or an output of the same `command` (recorded in OUTPUT_MARKER, written here): what
     pathprune did not write is never deleted.
     """
-    target = Path(path)
+    target = Path(os.path.abspath(path))
     if target.exists():
         if not target.is_dir():
             raise OutputError(f"{target}: exists and is not a directory", param="out")
@@ -254,6 +254,9 @@ def check_output_target(out: str | os.PathLike, command: str, *, inputs: Sequenc
     `command` unless the command resumes into it (`resumable`) or `overwrite` is given.
     """
     out = Path(out)
+    if not resumable and out.is_dir() and out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise OutputError(f"{out} is (or holds) the current directory, which '{command}' would replace; "
+                          "choose a new directory", param="out")
     clash = _overlaps(out, inputs)
     if clash is not None:
         raise OutputError(f"{out} overlaps the input {clash}; an input is never an output: choose another directory",
@@ -287,7 +290,8 @@ class OutputLock:
 
     def __init__(self, out: str | os.PathLike):
         self.out = Path(out)
-        self.path = self.out.parent / f".{self.out.name}.lock"
+        absolute = Path(os.path.abspath(out))  # "." and "a/.." name a directory too
+        self.path = absolute.parent / f".{absolute.name}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> "OutputLock":
@@ -345,7 +349,7 @@ def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
     Call only while holding `out`'s OutputLock. Removes ``.<name>.XXXXXXXX.tmp`` and ``.<name>.old``
     beside `out` and ``.<file>.XXXXXXXX.tmp`` inside it (when it is a directory).
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     removed: list[Path] = []
     candidates: list[Path] = []
     if out.parent.is_dir():

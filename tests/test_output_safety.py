@@ -252,3 +252,11 @@ def test_prune_refuses_an_unfinished_analysis_unless_allow_partial(run_cli, anal
     (partial / "run.json").write_text(json.dumps(run))
     (partial / "summary.json").write_text("{}")
     _one_line_error(run_cli([*args, "--out", tmp_path / "q"]), "shard 0/2")
+
+
+def test_the_current_directory_is_never_replaced(run_cli, analysis, tmp_path, monkeypatch):
+    empty = tmp_path / "here"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    _one_line_error(run_cli(_commands(analysis, ".")["structure"]), "current directory")
+    assert empty.is_dir() and list(empty.iterdir()) == []

@@ -106,7 +106,8 @@ def input_paths(*items: str | None) -> list[str]:
     """The command's inputs that are paths on disk (never an output target); names like digits skipped."""
     from pathlib import Path
 
-    return [str(i) for i in items if i and ":" not in str(i).split("/")[0] and Path(i).exists()]
+    paths = [str(i)[len("local-dir:"):] if str(i).startswith("local-dir:") else str(i) for i in items if i]
+    return [p for p in paths if ":" not in p.split("/")[0] and Path(p).exists()]
 
 
 def label_options(fn: Callable) -> Callable:

@@ -63,11 +63,28 @@ def _load_npz(model: nn.Module, path: Path) -> None:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable .npz file ({exc})") from None
     _check_npz_shapes(model, npz, keys, path)
+    _warn_if_resampled(model, npz, keys, path)
     try:
         _load_weights(model, str(path))
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ModelError(f"{path}: does not fit the architecture: {str(exc).splitlines()[0]}") from None
 
+
+
+def _warn_if_resampled(model: nn.Module, npz: Any, keys: set[str], path: Path) -> None:
+    """timm's converter resamples position embeddings made at another image size: say so."""
+    import warnings
+
+    prefix = "opt/target/" if "opt/target/embedding/kernel" in keys else ""
+    key = prefix + "Transformer/posembed_input/pos_embedding"
+    pos = getattr(model, "pos_embed", None)
+    if key in keys and pos is not None:
+        tokens = model.patch_embed.num_patches + (0 if getattr(model, "no_embed_class", False)
+                                                  else getattr(model, "num_prefix_tokens", 0))
+        if int(npz[key].shape[1]) != tokens:
+            warnings.warn(f"{path}: the checkpoint was made at another image size: its position embeddings "
+                          f"({int(npz[key].shape[1])} tokens) were resampled to {tokens}; accuracy may differ from "
+                          "the original resolution", stacklevel=3)
 
 
 def _check_npz_shapes(model: nn.Module, npz: Any, keys: set[str], path: Path) -> None:
