@@ -254,13 +254,13 @@ def check_output_target(out: str | os.PathLike, command: str, *, inputs: Sequenc
     `command` unless the command resumes into it (`resumable`) or `overwrite` is given.
     """
     out = Path(out)
-    if not resumable and out.is_dir() and out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
-        raise OutputError(f"{out} is (or holds) the current directory, which '{command}' would replace; "
-                          "choose a new directory", param="out")
     clash = _overlaps(out, inputs)
     if clash is not None:
         raise OutputError(f"{out} overlaps the input {clash}; an input is never an output: choose another directory",
                           param="out")
+    if not resumable and out.is_dir() and out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise OutputError(f"{out} is (or holds) the current directory, which '{command}' would replace; "
+                          "choose a new directory", param="out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory", param="out")
     if out.is_dir() and _own_entries(out):
