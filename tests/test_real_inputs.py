@@ -389,3 +389,30 @@ def test_ctrl_c_in_analyze_exits_130_and_resumes(run_cli, tiny_weights, tmp_path
     monkeypatch.setattr(NeuronPathSearch, "attribute", original)
     res = run_cli(args)
     assert res.code == 0 and res.out.startswith("12 images analysed"), res.output
+
+
+def test_a_few_imagenet_classes_keep_compact_statistics_with_their_imagenet_labels(run_cli, tmp_path):
+    from pathprune.analysis.statistics import PathStatistics
+
+    model, _ = make_tiny(seed=0, num_classes=1000)
+    weights = tmp_path / "in1k.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    for wnid in ("n01530575", "n01440764"):
+        for i in range(2):
+            _png(tmp_path / "val" / wnid / f"{i}.png", i)
+    model_args = cli_model_args(weights, num_classes=1000)
+    res = run_cli(["analyze", *model_args, "--data", tmp_path / "val", "--out", tmp_path / "a", "--steps", "1",
+                   "--quiet", "--workers", "0"])
+    assert res.code == 0, res.output
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["class_labels"] == [0, 10] and run["class_names"] == ["n01440764", "n01530575"]
+    records = [json.loads(line) for line in (tmp_path / "a" / "paths.jsonl").read_text().splitlines()]
+    assert sorted(r["label"] for r in records) == [0, 0, 10, 10] and all(r["target"] == r["label"] for r in records)
+    stats, _ = PathStatistics.load(tmp_path / "a" / "stats.safetensors")
+    assert stats.class_count.tolist() == [2, 2]
+    res = run_cli(["prune", *model_args, "--paths", tmp_path / "a", "--ratio", "0.5", "--classes", "10",
+                   "--out", tmp_path / "p", "--quiet"])
+    assert res.code == 0, res.output
+    _one_line_error(run_cli(["prune", *model_args, "--paths", tmp_path / "a", "--ratio", "0.5", "--classes", "5",
+                             "--out", tmp_path / "q", "--quiet"]), "class 5 was not analysed")
+    assert run_cli(["structure", "--paths", tmp_path / "a", "--out", tmp_path / "s"]).code == 0

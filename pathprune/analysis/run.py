@@ -42,6 +42,23 @@ from .statistics import (FORMAT, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE,
                          read_records)
 
 
+#: a class list longer than this (ImageNet heads) keeps statistics rows only for the classes present
+COMPACT_CLASSES_ABOVE = 256
+
+
+def class_rows(image_set: ImageSet) -> list[int] | None:
+    """The model classes (labels) that get a statistics row, when not all of them do.
+
+    A 1000- or 21k-class model analysed on a few of its classes keeps rows for those classes only
+    (run.json ``class_labels`` lists their labels, ``class_names`` their names), so that statistics stay
+    as small as the data. None: one row per class of the list.
+    """
+    present = sorted({it.label for it in image_set.items})
+    if len(image_set.class_names) <= COMPACT_CLASSES_ABOVE or len(present) == len(image_set.class_names):
+        return None
+    return present
+
+
 #: run.json keys that must agree for a run to be resumed or merged
 IDENTITY_KEYS = ("format", "settings", "model_identity", "data")
 
@@ -69,11 +86,16 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
 def run_manifest(spec: ModelSpec, image_set: ImageSet, settings: RunSettings,
                  shard: tuple[int, int] | None) -> dict[str, Any]:
     """The content of run.json."""
-    return {"format": FORMAT, "settings": settings.to_dict(), "model_identity": model_identity(spec),
-            "data": image_set.describe(), "shard": list(shard) if shard else None,
-            "model": spec.to_dict(), "class_names": image_set.class_names,
-            "num_layers": len(spec.mlp_hidden), "mlp_hidden": spec.mlp_hidden,
-            "versions": package_versions()}
+    rows = class_rows(image_set)
+    manifest = {"format": FORMAT, "settings": settings.to_dict(), "model_identity": model_identity(spec),
+                "data": image_set.describe(), "shard": list(shard) if shard else None,
+                "model": spec.to_dict(), "class_names": image_set.class_names,
+                "num_layers": len(spec.mlp_hidden), "mlp_hidden": spec.mlp_hidden,
+                "versions": package_versions()}
+    if rows is not None:
+        manifest["class_names"] = [image_set.class_names[r] for r in rows]
+        manifest["class_labels"] = rows
+    return manifest
 
 
 def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=IDENTITY_KEYS + ("shard",)) -> None:
@@ -169,7 +191,12 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
     write_json_atomic(run_file, manifest)  # (a run.json of a run that analysed nothing is replaced)
 
     positions = shard_positions(len(image_set.items), shard)
-    stats = PathStatistics(len(image_set.class_names), search.widths)
+    rows = manifest.get("class_labels")
+    stats = PathStatistics(len(rows) if rows else len(image_set.class_names), search.widths)
+    row_of = None
+    if rows:
+        row_of = torch.full((max(rows) + 1,), -1, dtype=torch.long)
+        row_of[torch.tensor(rows)] = torch.arange(len(rows))
     state = {"position": 0, "records": 0, "skipped": [], "seconds": 0.0}
     if stats_file.exists():
         stats, state = PathStatistics.load(stats_file)
@@ -199,7 +226,7 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
                 with deferred_interrupt():
                     committing = True
                     if result is not None:
-                        stats.add(labels, result)
+                        stats.add(labels if row_of is None else row_of[labels], result)
                         for record in make_records(image_set, batch_pos, result):
                             fh.write(json.dumps(record) + "\n")
                         fh.flush()

@@ -472,6 +472,9 @@ def structure_analysis(paths_dir: str, max_images: int | None) -> dict[str, Any]
     class_names = list(run.get("class_names") or [])
     if not widths or not class_names:
         raise InputError(f"{paths_dir}: run.json lacks mlp_hidden or class_names")
+    if run.get("class_labels"):  # compact rows: record labels are the model's, rows are the analysed classes
+        row_of = {label: row for row, label in enumerate(run["class_labels"])}
+        records = [{**r, "label": row_of[int(r["label"])]} for r in records]
     summary = structure_summary(records, widths, len(class_names))
     maps = {key: frequency_maps(records, key, widths, len(class_names)) for key in ("path", "act_path")}
     return {"summary": {"paths": str(paths_dir), "class_names": class_names, "mlp_hidden": widths, **summary},

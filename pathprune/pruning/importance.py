@@ -114,8 +114,23 @@ def load_analysis(directory: str | Path, allow_partial: bool = False) -> Analysi
 def class_selection(analysis: Analysis, classes: str | None) -> torch.Tensor:
     """Indices of the classes to weigh (all classes with images when `classes` is None)."""
     counts = analysis.tensors["class_count"]
-    selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
-                else torch.arange(analysis.num_classes))
+    labels = analysis.run.get("class_labels")
+    if classes and labels:  # compact rows (a few classes of a large head): indices are the model's labels
+        from ..data.images import parse_classes as parse
+
+        size = max(labels) + 1
+        names = [str(i) for i in range(size)]
+        for label, name in zip(labels, analysis.class_names):
+            names[label] = name
+        row_of = {label: row for row, label in enumerate(labels)}
+        chosen = parse(classes, names)
+        missing = [c for c in chosen if c not in row_of]
+        if missing:
+            raise InputError(f"--classes: class {missing[0]} was not analysed in {analysis.directory}")
+        selected = torch.tensor([row_of[c] for c in chosen])
+    else:
+        selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
+                    else torch.arange(analysis.num_classes))
     present = selected[counts[selected] > 0]
     if len(present) == 0:
         raise InputError(f"the analysis in {analysis.directory} has no images of the selected classes")
