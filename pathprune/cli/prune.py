@@ -19,7 +19,7 @@ from ..errors import UserError
               help="'analyze --out' directory (needed by --importance path and activation-path).")
 @click.option("--ratio", type=float, required=True, help="Fraction of MLP neurons to remove, 0 < R < 1.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output directory: model.safetensors, model.json, report.json (written atomically).")
+              help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
 @click.option("--importance", "method", default="path", show_default=True, metavar="|".join(IMPORTANCES),
               help=IMPORTANCES.help_text() + ". For pruning, analyse with --topk 5 --token all: on the digits model it keeps "
                    "+0.02-0.03 top-1 at ratio 0.95 over a top-1 cls analysis (benchmarks/RESULTS.md).")
