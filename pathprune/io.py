@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -72,6 +73,7 @@ def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors may recreate the file with mode 0600
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -80,23 +82,35 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, overwrite: bool = True, command: str | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name; it appears at `path` only when complete.
 
-    On failure nothing is left behind. An existing `path` is replaced only on success.
+    On failure nothing is left behind. An existing `path` is replaced only on success, and only when
+    it is empty or an output of the same `command` (recorded in OUTPUT_MARKER, written here): what
+    pathprune did not write is never deleted.
     """
-    target = Path(path)
+    target = Path(os.path.abspath(path))
+    if target.exists():
+        if not target.is_dir():
+            raise OutputError(f"{target}: exists and is not a directory", param="out")
+        if _own_entries(target):
+            if not overwrite:
+                raise OutputError(f"{target} already exists", param="out")
+            owner = output_owner(target)
+            if command is None or owner != command:
+                what = f"the output of 'pathprune {owner}'" if owner else "files pathprune did not write"
+                raise OutputError(f"{target} holds {what}; it is not replaced: choose another directory",
+                                  param="out")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         os.chmod(tmp, 0o777 & ~_umask())
     except OSError as exc:
         raise OutputError(f"cannot write output directory {target}: {exc.strerror}") from None
-    if target.exists() and not overwrite:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{target} already exists")
     try:
         yield tmp
+        if command is not None:
+            write_output_marker(tmp, command)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -155,3 +169,225 @@ def check_output_dir(out: str | os.PathLike) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write output directory {out}: {parent} is not writable")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# output directories: who wrote them, who holds them
+#
+# Every command that writes a directory records itself in a small marker file (OUTPUT_MARKER) and
+# holds an exclusive advisory lock (fcntl.flock) on a lock file beside the directory for the whole
+# run. An existing non-empty directory is only ever written into (resume) or replaced (--overwrite)
+# when its marker names the same command; anything else there is refused before any work.
+
+#: marker file written into every output directory: {"format", "command"}
+OUTPUT_MARKER = ".pathprune.json"
+OUTPUT_FORMAT = "pathprune.output/1"
+_TMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+#: outputs written before the marker existed, recognised by their files: command -> predicate(dir)
+_LEGACY_OUTPUTS: dict[str, Callable[[Path], bool]] = {
+    "analyze": lambda d: (d / "parts").is_dir() or (
+        str(_json_field(d / "run.json", "format") or "").startswith("pathprune.analyze")
+        and _json_field(d / "run.json", "merged_with") is None),
+    "merge": lambda d: _json_field(d / "run.json", "merged_with") is not None,
+    "prune": lambda d: (d / "model.json").is_file() and (d / "report.json").is_file(),
+    "bench": lambda d: _json_field(d / "report.json", "latency") is not None,
+    "manipulate": lambda d: (d / "manipulate.json").is_file(),
+    "scores": lambda d: (d / "scores.json").is_file(),
+    "structure": lambda d: (d / "structure.json").is_file(),
+    "demo": lambda d: (d / "demo.json").is_file(),
+}
+
+
+def _json_field(path: Path, key: str) -> Any:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def output_marker(command: str) -> dict[str, Any]:
+    """The content of OUTPUT_MARKER for `command`."""
+    return {"format": OUTPUT_FORMAT, "command": command}
+
+
+def write_output_marker(directory: str | os.PathLike, command: str) -> None:
+    """Record in `directory` that `command` writes it."""
+    write_json_atomic(Path(directory) / OUTPUT_MARKER, output_marker(command))
+
+
+def output_owner(directory: str | os.PathLike) -> str | None:
+    """The pathprune command that wrote `directory` (its marker, or recognised files), else None."""
+    directory = Path(directory)
+    command = _json_field(directory / OUTPUT_MARKER, "command")
+    if isinstance(command, str):
+        return command
+    for name, recognise in _LEGACY_OUTPUTS.items():
+        if recognise(directory):
+            return name
+    return None
+
+
+def _own_entries(directory: Path) -> list[Path]:
+    """Entries of `directory` other than our marker and our stale temporaries."""
+    return [p for p in directory.iterdir() if p.name != OUTPUT_MARKER and not _TMP_NAME.match(p.name)]
+
+
+def _overlaps(out: Path, inputs: Sequence[str | os.PathLike | None]) -> str | None:
+    target = out.resolve()
+    for item in inputs:
+        if item is None or not str(item) or not Path(item).exists():
+            continue
+        source = Path(item).resolve()
+        if source == target or target in source.parents or source in target.parents:
+            return str(item)
+    return None
+
+
+def check_output_target(out: str | os.PathLike, command: str, *, inputs: Sequence[str | os.PathLike | None] = (),
+                        overwrite: bool = False, resumable: bool = False) -> Path:
+    """Refuse, before any work, an `--out` that this run must not write.
+
+    Refused: an input (or a directory holding or inside one); an existing file; a non-empty directory
+    that is not an output of `command` (whatever else is there is never deleted); an output of
+    `command` unless the command resumes into it (`resumable`) or `overwrite` is given.
+    """
+    out = Path(out)
+    clash = _overlaps(out, inputs)
+    if clash is not None:
+        raise OutputError(f"{out} overlaps the input {clash}; an input is never an output: choose another directory",
+                          param="out")
+    if not resumable and out.is_dir() and out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise OutputError(f"{out} is (or holds) the current directory, which '{command}' would replace; "
+                          "choose a new directory", param="out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory", param="out")
+    if out.is_dir() and _own_entries(out):
+        owner = output_owner(out)
+        if owner is None:
+            raise OutputError(f"{out} is not empty and was not written by pathprune {command}; "
+                              "choose a new or empty directory (nothing there is replaced)", param="out")
+        if owner != command:
+            raise OutputError(f"{out} holds the output of 'pathprune {owner}', not of '{command}'; "
+                              "choose another directory", param="out")
+        if not resumable and not overwrite:
+            raise OutputError(f"{out} holds a previous '{command}' output; pass --overwrite to replace it "
+                              "or choose another directory", param="out")
+    return check_output_dir(out)
+
+
+class OutputLock:
+    """Exclusive advisory lock (fcntl.flock) of an output path, held by one process for its run.
+
+    The lock file ``.<name>.lock`` lies beside the output (so the output may be replaced whole) and
+    holds the holder's pid. A lock whose holder died is free (the kernel drops flock locks with the
+    process), so stale lock files are simply taken over; the holder removes the file on release.
+
+        >>> with OutputLock("runs/a"):  # doctest: +SKIP
+        ...     ...  # a second process gets OutputError naming this process's pid
+    """
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+        absolute = Path(os.path.abspath(out))  # "." and "a/.." name a directory too
+        self.path = absolute.parent / f".{absolute.name}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> "OutputLock":
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write output {self.out}: {exc.strerror}") from None
+        for _ in range(20):  # retry when the file was replaced between open and lock
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise OutputError(f"cannot lock output {self.out}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(f"{self.out} is in use by another pathprune process (pid {holder}); wait for it "
+                                  "to finish or choose another directory", param="out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file after we opened it
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.fsync(fd)
+            self._fd = fd
+            return self
+        raise OutputError(f"cannot lock output {self.out}: its lock file keeps changing")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Delete leftovers of interrupted atomic writes of `out` (only names of pathprune's own making).
+
+    Call only while holding `out`'s OutputLock. Removes ``.<name>.XXXXXXXX.tmp`` and ``.<name>.old``
+    beside `out` and ``.<file>.XXXXXXXX.tmp`` inside it (when it is a directory).
+    """
+    out = Path(os.path.abspath(out))
+    removed: list[Path] = []
+    candidates: list[Path] = []
+    if out.parent.is_dir():
+        candidates += [p for p in out.parent.iterdir()
+                       if (p.name.startswith(f".{out.name}.") and _TMP_NAME.match(p.name))
+                       or p.name == f".{out.name}.old"]
+    if out.is_dir():
+        candidates += [p for p in out.iterdir() if _TMP_NAME.match(p.name)]
+    for path in candidates:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+@contextlib.contextmanager
+def claim_output(out: str | os.PathLike, command: str, *, inputs: Sequence[str | os.PathLike | None] = (),
+                 overwrite: bool = False, resumable: bool = False, in_place: bool = False) -> Iterator[Path]:
+    """Check `out` (:func:`check_output_target`), lock it for this run and clean stale temporaries.
+
+    `in_place` commands (analyze, demo) write into the directory itself: it is created and marked now.
+    Commands that replace the directory whole mark it through ``atomic_directory(command=...)``.
+    """
+    out = check_output_target(out, command, inputs=inputs, overwrite=overwrite, resumable=resumable)
+    with OutputLock(out):
+        check_output_target(out, command, inputs=inputs, overwrite=overwrite, resumable=resumable)  # now locked
+        remove_stale_temporaries(out)
+        if in_place:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create output directory {out}: {exc.strerror}") from None
+            if not os.access(out, os.W_OK):
+                raise OutputError(f"output directory {out} is not writable")
+            write_output_marker(out, command)
+        yield out

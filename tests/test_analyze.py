@@ -46,7 +46,8 @@ def analysed(tmp_path, tiny_weights, image_folder, run_cli):
 
 def test_analyze_writes_the_documented_outputs(analysed, tiny_weights):
     out, folder, result = analysed
-    assert sorted(p.name for p in out.iterdir()) == ["paths.jsonl", "run.json", "stats.safetensors", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".pathprune.json", "paths.jsonl", "run.json", "stats.safetensors",
+                                                    "summary.json"]
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["path"]["topk"] == 2 and run["settings"]["path"]["token"] == "all"
     assert run["settings"]["batch_size"] == 2

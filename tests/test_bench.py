@@ -127,7 +127,9 @@ def test_size_numbers_match_an_independent_count(setup):
 
 
 def test_incomparable_model_is_refused(tmp_path, run_cli, setup):
+    class_map = tmp_path / "map.json"  # the 3 folders as classes 0-2 of the 5-class model
+    class_map.write_text('{"zebra": 0, "cat": 1, "dog": 2}')
     res = run_cli(["bench", *cli_model_args("random", num_classes=5), "--pruned", setup["pruned"]["half"],
-                   "--data", setup["folder"].root, "--out", tmp_path / "r"])
+                   "--data", setup["folder"].root, "--class-map", class_map, "--out", tmp_path / "r"])
     assert res.code == 2 and "differ from the dense model" in res.err
     assert not (tmp_path / "r").exists()

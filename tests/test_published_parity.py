@@ -42,17 +42,18 @@ def save_google_npz(model, path: Path) -> None:
 
 
 def write_folder(root: Path, classes: int, per_class: int) -> list[tuple[str, int]]:
-    """ImageFolder of random PNGs of odd sizes (so the resize matters); (relative file, label) sorted."""
+    """ImageFolder (folders named by class index) of random PNGs of odd sizes (so the resize matters);
+    (relative file, label) sorted."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     items = []
     for c in range(classes):
-        (root / f"class{c}").mkdir(parents=True)
+        (root / f"{c}").mkdir(parents=True)
         for i in range(per_class):
             w, h = int(rng.integers(40, 130)), int(rng.integers(40, 130))
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(root / f"class{c}" / f"img{i:02d}.png")
-            items.append((f"class{c}/img{i:02d}.png", c))
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(root / f"{c}" / f"img{i:02d}.png")
+            items.append((f"{c}/img{i:02d}.png", c))
     return sorted(items)
 
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from .run import (IDENTITY_KEYS, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics,
                       first_difference, read_records, summarize)
-from ..errors import ConfigError, InputError
-from ..io import atomic_directory, atomic_path, package_versions, read_json, write_json_atomic
+from ..errors import InputError
+from ..io import (atomic_directory, atomic_path, claim_output, package_versions, read_json,
+                  write_json_atomic, write_output_marker)
 
 #: refuse shard moduli whose least common multiple would make the coverage check unreasonably large
 MAX_MODULUS = 1 << 22
@@ -231,16 +232,10 @@ def merge_outputs(part_dirs: list[str | Path], out: str | Path, *, allow_partial
     Returns the merged summary.
     """
     out = Path(out)
-    target = out.resolve()
-    for part in part_dirs:
-        p = Path(part).resolve()
-        if p == target or target in p.parents:
-            raise ConfigError(f"{out} contains the part {part}; choose a directory outside the parts", param="out")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists; choose a new directory or pass --overwrite", param="out")
-    merged = combine(part_dirs, allow_partial=allow_partial)
-    with atomic_directory(out, overwrite=True) as tmp:
-        summary = write_merged(merged, tmp)
+    with claim_output(out, "merge", inputs=list(part_dirs), overwrite=overwrite):
+        merged = combine(part_dirs, allow_partial=allow_partial)
+        with atomic_directory(out, overwrite=True, command="merge") as tmp:
+            summary = write_merged(merged, tmp)
     return summary
 
 
@@ -254,4 +249,5 @@ def merge_in_place(part_dirs: list[str | Path], out: str | Path, shard: tuple[in
     out = Path(out)
     if not os.access(out, os.W_OK):
         raise InputError(f"output directory {out} is not writable")
+    write_output_marker(out, "analyze")
     return write_merged(merged, out)

@@ -8,30 +8,55 @@ Output directory (DESIGN.md section 5):
 - ``summary.json``   written when the run completes.
 
 Resume: the stats checkpoint is written after the records it covers. On restart, records beyond the
-checkpoint are dropped and redone, so no record is lost or duplicated.
+checkpoint are dropped and redone, so no record is lost or duplicated. A batch is added to the
+statistics, the records and the progress counters in one step that Ctrl-C cannot split (SIGINT is held
+back for it); an interruption that still lands inside it (another exception) writes no checkpoint, so
+the one on disk, consistent with its records, is what a rerun resumes from.
+
+The directory is locked for the run (``io.claim_output``): a second process gets a one-line error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from ..attribution import NeuronPathSearch, PathConfig
 from ..data.images import ImageSet, iterate_batches, shard_positions
-from ..errors import IncompatibleError, InterruptedRun, OutputError
-from ..io import package_versions, read_json, write_json_atomic
+from ..errors import IncompatibleError, InputError, InterruptedRun, OutputError
+from ..io import claim_output, package_versions, read_json, write_json_atomic
 from ..models import ModelSpec
 from ..progress import progress_bar
 from .statistics import (FORMAT, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics, make_records,
                          read_records)
+
+
+#: a class list longer than this (ImageNet heads) keeps statistics rows only for the classes present
+COMPACT_CLASSES_ABOVE = 256
+
+
+def class_rows(image_set: ImageSet) -> list[int] | None:
+    """The model classes (labels) that get a statistics row, when not all of them do.
+
+    A 1000- or 21k-class model analysed on a few of its classes keeps rows for those classes only
+    (run.json ``class_labels`` lists their labels, ``class_names`` their names), so that statistics stay
+    as small as the data. None: one row per class of the list.
+    """
+    present = sorted({it.label for it in image_set.items})
+    if len(image_set.class_names) <= COMPACT_CLASSES_ABOVE or len(present) == len(image_set.class_names):
+        return None
+    return present
 
 
 #: run.json keys that must agree for a run to be resumed or merged
@@ -61,11 +86,16 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
 def run_manifest(spec: ModelSpec, image_set: ImageSet, settings: RunSettings,
                  shard: tuple[int, int] | None) -> dict[str, Any]:
     """The content of run.json."""
-    return {"format": FORMAT, "settings": settings.to_dict(), "model_identity": model_identity(spec),
-            "data": image_set.describe(), "shard": list(shard) if shard else None,
-            "model": spec.to_dict(), "class_names": image_set.class_names,
-            "num_layers": len(spec.mlp_hidden), "mlp_hidden": spec.mlp_hidden,
-            "versions": package_versions()}
+    rows = class_rows(image_set)
+    manifest = {"format": FORMAT, "settings": settings.to_dict(), "model_identity": model_identity(spec),
+                "data": image_set.describe(), "shard": list(shard) if shard else None,
+                "model": spec.to_dict(), "class_names": image_set.class_names,
+                "num_layers": len(spec.mlp_hidden), "mlp_hidden": spec.mlp_hidden,
+                "versions": package_versions()}
+    if rows is not None:
+        manifest["class_names"] = [image_set.class_names[r] for r in rows]
+        manifest["class_labels"] = rows
+    return manifest
 
 
 def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=IDENTITY_KEYS + ("shard",)) -> None:
@@ -122,23 +152,51 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     with the number of batches done (a hook for tests and progress reporting).
     """
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {out}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise OutputError(f"output directory {out} is not writable")
-    manifest = run_manifest(spec, image_set, settings, shard)
-    run_file, paths_file, stats_file = out / RUN_FILE, out / PATHS_FILE, out / STATS_FILE
-    if run_file.exists():
-        check_compatible(read_json(run_file), manifest, str(out))
-    elif paths_file.exists() or stats_file.exists():
-        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty --out")
-    write_json_atomic(run_file, manifest)
-
+    # everything that can be refused is checked before anything is written (a bad --topk must not
+    # leave a run.json behind that blocks the corrected rerun)
     search = NeuronPathSearch(model, settings.path, device)
+    manifest = run_manifest(spec, image_set, settings, shard)
+    with claim_output(out, "analyze", resumable=True, in_place=True):
+        return _analyze_locked(search, image_set, settings, manifest, out, shard=shard, workers=workers,
+                               checkpoint_seconds=checkpoint_seconds, progress=progress, on_batch=on_batch)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) for the block; raise KeyboardInterrupt after it if one arrived.
+
+    Only in the main thread (where Python delivers signals); elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: RunSettings, manifest: dict[str, Any],
+                    out: Path, *, shard, workers, checkpoint_seconds, progress, on_batch) -> dict[str, Any]:
+    run_file, paths_file, stats_file = out / RUN_FILE, out / PATHS_FILE, out / STATS_FILE
+    started_before = stats_file.exists() or (paths_file.exists() and paths_file.stat().st_size > 0)
+    if run_file.exists() and started_before:
+        check_compatible(read_json(run_file), manifest, str(out))
+    elif started_before:
+        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty --out")
+    write_json_atomic(run_file, manifest)  # (a run.json of a run that analysed nothing is replaced)
+
     positions = shard_positions(len(image_set.items), shard)
-    stats = PathStatistics(len(image_set.class_names), search.widths)
+    rows = manifest.get("class_labels")
+    stats = PathStatistics(len(rows) if rows else len(image_set.class_names), search.widths)
+    row_of = None
+    if rows:
+        row_of = torch.full((max(rows) + 1,), -1, dtype=torch.long)
+        row_of[torch.tensor(rows)] = torch.arange(len(rows))
     state = {"position": 0, "records": 0, "skipped": [], "seconds": 0.0}
     if stats_file.exists():
         stats, state = PathStatistics.load(stats_file)
@@ -149,6 +207,9 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     bar = progress_bar(len(positions), "analyze", progress, initial=state["position"])
     started, last_checkpoint = time.perf_counter(), time.perf_counter()
     base_seconds = state["seconds"]
+    # True while a batch is being added to `stats`, `state` and paths.jsonl: an interruption there
+    # leaves them out of step, so no checkpoint is written then (the last one on disk stays valid)
+    committing = False
 
     def checkpoint() -> None:
         state["seconds"] = base_seconds + time.perf_counter() - started
@@ -158,34 +219,48 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     try:
         with open(paths_file, "a") as fh, search.placed():
             for images, batch_pos, skipped in iterate_batches(image_set, todo, settings.batch_size, workers):
-                for pos, err in skipped:
-                    state["skipped"].append({"index": pos, "file": image_set.items[pos].file, "error": err})
+                result = None
                 if images is not None:
                     labels = torch.tensor([image_set.items[p].label for p in batch_pos])
                     result = search.attribute(images, target=labels)
-                    stats.add(labels, result)
-                    for record in make_records(image_set, batch_pos, result):
-                        fh.write(json.dumps(record) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                    state["records"] += len(batch_pos)
-                state["position"] += len(batch_pos) + len(skipped)
+                with deferred_interrupt():
+                    committing = True
+                    if result is not None:
+                        stats.add(labels if row_of is None else row_of[labels], result)
+                        for record in make_records(image_set, batch_pos, result):
+                            fh.write(json.dumps(record) + "\n")
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    for pos, err in skipped:
+                        state["skipped"].append({"index": pos, "file": image_set.items[pos].file, "error": err})
+                    state["records"] += len(batch_pos) if result is not None else 0
+                    state["position"] += len(batch_pos) + len(skipped)
+                    committing = False
                 bar.update(len(batch_pos) + len(skipped))
                 done_batches += 1
                 if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
-                    checkpoint()
+                    with deferred_interrupt():
+                        checkpoint()
                     last_checkpoint = time.perf_counter()
                 if on_batch is not None:
                     on_batch(done_batches)
     except KeyboardInterrupt:
-        checkpoint()
         bar.close()
-        raise InterruptedRun(f"interrupted after {state['records']} records; run the same command to resume") from None
+        if not committing:
+            checkpoint()
+            done = state["records"]
+        else:
+            done = PathStatistics.load(stats_file)[1]["records"] if stats_file.exists() else 0
+        raise InterruptedRun(f"interrupted after {done} records; run the same command to resume") from None
     except BaseException:
         bar.close()
         raise
     checkpoint()
     bar.close()
+    if state["records"] == 0:
+        first = state["skipped"][0] if state["skipped"] else None
+        why = f" (first: {first['file']}: {first['error']})" if first else ""
+        raise InputError(f"no image could be analysed: all {len(positions)} failed to load{why}")
     summary = summarize(out)
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary

@@ -16,7 +16,8 @@ from ..attribution import PATH_METHODS
 from ..errors import UserError
 from ..evaluate.paper import (OPS, CompareSettings, compare_methods, structure_analysis, write_comparison,
                               write_structure)
-from .options import CONTEXT, load_model_from_options, model_options
+from ..io import claim_output
+from .options import CONTEXT, input_paths, load_model_from_options, model_options
 
 
 def _parse_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -48,7 +49,9 @@ _compare_options = [
                  help="Output directory of 'pathprune analyze' (run.json + paths.jsonl)."),
     click.option("--data", default=None,
                  help="The data the analysis ran on [default: the data root in run.json]."),
-    click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced)."),
+    click.option("--out", required=True, type=click.Path(file_okay=False),
+                 help="Output directory (new, empty, or a previous output of this command with --overwrite)."),
+    click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous output of this command."),
     click.option("--methods", default="jas,activation,knowledge,random", show_default=True,
                  help="Path methods to compare: " + PATH_METHODS.help_text() + "."),
     click.option("--batch-size", type=int, default=16, show_default=True),
@@ -73,7 +76,7 @@ def _with_compare_options(fn):
               help="Manipulations: remove (x0) and/or enhance (x2) of each image's path neurons.")
 @click.option("--scores/--no-scores", default=True, show_default=True,
               help="Also compare the final JAS of each method's path (as 'pathprune scores').")
-def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, methods,
+def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, overwrite, methods,
                batch_size, max_batch, max_images, seed, device, quiet, ops, scores) -> None:
     """Zero or double each image's path neurons and measure probability and accuracy deviation.
 
@@ -82,12 +85,13 @@ def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir
     seeded random paths of the same sizes, on the analysed images. Writes manipulate.json (summary and
     per-image results), manipulate.md and PNG plots to --out.
     """
-    model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"),
                                _parse_list(ops, tuple(OPS), "--ops"), scores, batch_size, max_batch, max_images,
                                seed, device, not quiet)
-    result = compare_methods(model, spec, paths_dir, data, settings)
-    write_comparison(out, result, "manipulate")
+    with claim_output(out, "manipulate", inputs=input_paths(paths_dir, data, model_name, weights), overwrite=overwrite):
+        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
+        result = compare_methods(model, spec, paths_dir, data, settings)
+        write_comparison(out, result, "manipulate")
     _echo_manipulation(result["summary"])
     click.echo(f"-> {out}")
 
@@ -95,17 +99,18 @@ def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir
 @click.command(context_settings=CONTEXT)
 @model_options
 @_with_compare_options
-def scores(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, methods,
+def scores(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, overwrite, methods,
            batch_size, max_batch, max_images, seed, device, quiet) -> None:
     """Compare the final JAS (only the path's neurons scaled) of each method's path.
 
     Writes scores.json (per-image scores, means, ranking), scores.md and scores.png to --out.
     """
-    model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"), [], True, batch_size,
                                max_batch, max_images, seed, device, not quiet)
-    result = compare_methods(model, spec, paths_dir, data, settings)
-    write_comparison(out, result, "scores")
+    with claim_output(out, "scores", inputs=input_paths(paths_dir, data, model_name, weights), overwrite=overwrite):
+        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
+        result = compare_methods(model, spec, paths_dir, data, settings)
+        write_comparison(out, result, "scores")
     sc = result["summary"]["scores"]
     click.echo("ranking: " + " > ".join(f"{m} ({sc['mean_path_jas'][m]:.4g})" for m in sc["ranking"]))
     click.echo(f"-> {out}")
@@ -121,17 +126,20 @@ def _echo_manipulation(summary: dict[str, Any]) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--paths", "paths_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory of 'pathprune analyze'.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory (new, empty, or a previous output of this command with --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous output of this command.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N records.")
-def structure(paths_dir, out, max_images) -> None:
+def structure(paths_dir, out, overwrite, max_images) -> None:
     """Class structure of the paths: per-class neuron frequency maps and path similarity.
 
     Similarity of two images' paths is the Jaccard index of their (layer, neuron) sets; the class x
     class matrix averages it over image pairs (self-pairs excluded). Done for the JAS path and the
     activation path. Writes structure.json, structure.md and PNG heatmaps to --out.
     """
-    result = structure_analysis(paths_dir, max_images)
-    write_structure(out, result)
+    with claim_output(out, "structure", inputs=input_paths(paths_dir), overwrite=overwrite):
+        result = structure_analysis(paths_dir, max_images)
+        write_structure(out, result)
     for key in ("path", "act_path"):
         s = result["summary"][key]
         click.echo(f"{key:>9}: within-class similarity {s['within_class']:.3f}, between-class {s['between_class']:.3f}")

@@ -9,13 +9,15 @@ import click
 from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, TARGETS
 from ..errors import ConfigError
 from ..models import TOKEN_SCOPES
-from .options import CONTEXT, RegistryOption, load_model_from_options, model_options, recipe_option
+from .options import (CONTEXT, RegistryOption, input_paths, label_arguments, label_options, load_model_from_options,
+                      model_options, recipe_option)
 
 
 @click.command(context_settings=CONTEXT)
 @recipe_option
 @model_options
 @click.option("--data", required=True, help="ImageFolder/ImageNet-val directory, or digits[:train|:test].")
+@label_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumable).")
 @click.option("--topk", type=int, default=1, show_default=True, help="Neurons per layer on the path.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Quadrature nodes m.")
@@ -40,7 +42,7 @@ from .options import CONTEXT, RegistryOption, load_model_from_options, model_opt
 @click.option("--checkpoint-seconds", type=float, default=60.0, show_default=True,
               help="Save resumable statistics at least this often.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def analyze(model_name, weights, img_size, num_classes, model_args, data, out, topk, steps, quadrature, jas,
+def analyze(model_name, weights, img_size, num_classes, model_args, data, class_map, labels_file, out, topk, steps, quadrature, jas,
             token, target, objective, preprocess, batch_size, max_batch, images_per_class, classes,
             max_images, shard, device, dtype, workers, checkpoint_seconds, quiet) -> None:
     """Find each image's influential neuron path (layer-progressive JAS search)."""
@@ -49,15 +51,19 @@ def analyze(model_name, weights, img_size, num_classes, model_args, data, out, t
     from ..attribution import PathConfig
     from ..data import open_images, parse_shard
     from ..device import resolve_device
+    from ..io import check_output_target
 
     if batch_size < 1:
         raise ConfigError("must be at least 1", param="batch_size")
     shard_tuple = parse_shard(shard)
+    check_output_target(out, "analyze", inputs=input_paths(data, model_name, weights, class_map, labels_file),
+                        resumable=True)
     model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     config = PathConfig(topk=topk, steps=steps, quadrature=quadrature, jas=jas, token=token or spec.token_scope,
                         target=target, objective=objective, max_batch=max_batch, dtype=dtype).validate()
     image_set = open_images(data, spec.preprocessing, preprocess=preprocess, classes=classes,
-                            images_per_class=images_per_class, max_images=max_images)
+                            images_per_class=images_per_class, max_images=max_images,
+                            **label_arguments(model, spec, class_map, labels_file))
     if workers is None:
         workers = 0 if data.startswith("digits") else min(4, os.cpu_count() or 1)
     settings = RunSettings(path=config, batch_size=batch_size, preprocess=preprocess)

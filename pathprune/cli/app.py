@@ -10,7 +10,7 @@ import warnings
 import click
 
 from ..errors import InterruptedRun, PathpruneError
-from . import analyses, analyze, bench, demo, export, merge, prune
+from . import analyses, analyze, bench, demo, export, merge, options, prune
 from .options import CONTEXT
 
 #: the command modules, each defining COMMANDS (the order is the help listing's)
@@ -37,6 +37,9 @@ def command_table() -> dict[str, click.Command]:
     return dict(cli.commands)
 
 
+options.COMMAND_TABLE = command_table
+
+
 def _debug_env() -> bool:
     return os.environ.get("PATHPRUNE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
@@ -51,16 +54,20 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # bad or missing option: one line, as for every other bad input
+        command = f"pathprune {exc.ctx.info_name}: " if exc.ctx is not None and exc.ctx.parent is not None else ""
+        click.echo(f"error: {command}{exc.format_message()}".replace("\n", " "), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}".replace("\n", " "), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except InterruptedRun as exc:
+    except InterruptedRun as exc:  # Ctrl-C: 130 (128 + SIGINT) like every other interrupted command
         if debug:
             raise
         click.echo(f"error: {exc.cli_message()}", err=True)
-        sys.exit(2)
+        sys.exit(130)
     except PathpruneError as exc:
         if debug:
             raise

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import CONTEXT, device_option, model_options, recipe_option
+from .options import (CONTEXT, device_option, input_paths, label_arguments, label_options, model_options,
+                      overwrite_option, recipe_option)
 from ..errors import UserError
 
 
@@ -24,6 +25,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--pruned", "pruned_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Directory written by 'pathprune prune' (repeatable).")
 @click.option("--data", required=True, help="ImageFolder/ImageNet-val directory, or digits[:train|:test].")
+@label_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Report directory: report.json, report.md, accuracy.png, latency.png (written atomically).")
 @click.option("--preprocess", type=click.Choice(["model", "reference"]), default="model", show_default=True,
@@ -43,10 +45,11 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--keep-onnx", is_flag=True, help="Keep the exported ONNX files in OUT/onnx/.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Image decoding processes.")
 @device_option
+@overwrite_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench(model_name, weights, img_size, num_classes, model_args, pruned_dirs, data, out, preprocess,
-          images_per_class, classes, max_images, eval_batch_size, batch_sizes, warmup, repeats, backends,
-          threads, exporter, keep_onnx, workers, device, quiet) -> None:
+def bench(model_name, weights, img_size, num_classes, model_args, pruned_dirs, data, class_map, labels_file, out,
+          preprocess, images_per_class, classes, max_images, eval_batch_size, batch_sizes, warmup, repeats,
+          backends, threads, exporter, keep_onnx, workers, device, overwrite, quiet) -> None:
     """Compare a dense model with pruned versions on one data set.
 
     Accuracy: top-1 and the label's probability, and their deviation from the dense model. Speed:
@@ -71,21 +74,26 @@ def bench(model_name, weights, img_size, num_classes, model_args, pruned_dirs, d
         raise UserError("--threads must be at least 1")
     if not pruned_dirs:
         raise UserError("give at least one --pruned DIR to compare with the dense model")
-    model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-    models = [BenchModel(name=spec.name, model=model, spec=spec, kind="dense", ratio=0.0)]
-    models += [load_pruned_dir(d) for d in pruned_dirs]
-    images = open_images(data, spec.preprocessing, preprocess=preprocess, classes=classes,
-                         images_per_class=images_per_class, max_images=max_images)
-    report = run_bench(models, images, settings, out, data_name=data, progress=not quiet)
-    dense = report["models"][0]
-    for row in report["models"][1:]:
-        click.echo(f"{row['name']}: ratio {row['ratio']:.2f}, top-1 {row['top1']:.4f} "
-                   f"({row['top1_deviation']:+.4f} vs dense {dense['top1']:.4f}), MACs x{row['macs_ratio']:.3f}")
-    for row in report["latency"]:
-        if row["model"] != dense["name"]:
-            click.echo(f"  {row['backend']} batch {row['batch_size']}: {row['model']} {row['median_ms']:.2f} ms "
-                       f"({row['speedup']:.2f}x)")
-    click.echo(f"report: {out}/report.md")
+    from ..io import claim_output
+
+    inputs = input_paths(model_name, weights, data, class_map, labels_file, *pruned_dirs)
+    with claim_output(out, "bench", inputs=inputs, overwrite=overwrite):
+        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
+        models = [BenchModel(name=spec.name, model=model, spec=spec, kind="dense", ratio=0.0)]
+        models += [load_pruned_dir(d) for d in pruned_dirs]
+        images = open_images(data, spec.preprocessing, preprocess=preprocess, classes=classes,
+                             images_per_class=images_per_class, max_images=max_images,
+                             **label_arguments(model, spec, class_map, labels_file))
+        report = run_bench(models, images, settings, out, data_name=data, progress=not quiet)
+        dense = report["models"][0]
+        for row in report["models"][1:]:
+            click.echo(f"{row['name']}: ratio {row['ratio']:.2f}, top-1 {row['top1']:.4f} "
+                       f"({row['top1_deviation']:+.4f} vs dense {dense['top1']:.4f}), MACs x{row['macs_ratio']:.3f}")
+        for row in report["latency"]:
+            if row["model"] != dense["name"]:
+                click.echo(f"  {row['backend']} batch {row['batch_size']}: {row['model']} {row['median_ms']:.2f} ms "
+                           f"({row['speedup']:.2f}x)")
+        click.echo(f"report: {out}/report.md")
 
 
 COMMANDS = [bench]

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError
 from .options import CONTEXT, recipe_option
 
 MARKER = "demo.json"
@@ -46,11 +46,11 @@ def stage_arguments(out: Path, s: DemoSettings) -> dict[str, list[str]]:
                     "--out", str(analysis), *quiet],
         "prune": ["--model", "digits", "--paths", str(analysis), "--ratio", str(s.ratio),
                   *(["--compensate"] if s.compensate else []), "--eval-data", "digits:test",
-                  "--out", str(pruned), *quiet],
+                  "--out", str(pruned), "--overwrite", *quiet],
         "export": [str(pruned), "--out", str(onnx)],
         "bench": ["--model", "digits", "--pruned", str(pruned), "--data", "digits:test",
                   "--batch-sizes", s.batch_sizes, "--warmup", str(s.warmup), "--repeats", str(s.repeats),
-                  "--backends", s.backends, "--out", str(report), *quiet],
+                  "--backends", s.backends, "--out", str(report), "--overwrite", *quiet],
     }
 
 
@@ -63,11 +63,9 @@ def _commands(table: dict[str, click.Command]) -> dict[str, click.Command]:
 
 def check_out(out: Path) -> None:
     """The demo writes into an empty or new directory, or over a previous demo's."""
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / MARKER).exists():
-            raise OutputError(f"{out}: directory is not empty and not a previous demo output")
+    from ..io import check_output_target
+
+    check_output_target(out, "demo", resumable=True)
 
 
 def run_demo(out: str | Path, settings: DemoSettings | None = None,
@@ -76,7 +74,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None,
 
     `commands`: the command objects by name (default: those of the running ``pathprune`` group).
     """
-    from ..io import write_json_atomic
+    from ..io import claim_output
 
     settings = settings or DemoSettings()
     out = Path(out)
@@ -84,8 +82,14 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None,
     if commands is None:
         commands = click.get_current_context().find_root().command.commands
     commands = _commands(dict(commands))
+    with claim_output(out, "demo", resumable=True, in_place=True):
+        return _run_stages(out, settings, commands)
+
+
+def _run_stages(out: Path, settings: DemoSettings, commands: dict[str, click.Command]) -> dict[str, Any]:
+    from ..io import write_json_atomic
+
     arguments = stage_arguments(out, settings)
-    out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished demo

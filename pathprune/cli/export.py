@@ -38,12 +38,13 @@ def export(model_name, weights, img_size, num_classes, model_args, out, opset, e
       pathprune export pruned/ --out pruned.onnx
       pathprune export ViT-B_16 --weights ViT-B_16.npz --out vit_b16.onnx
     """
-    from ..deploy.onnx import export_onnx
+    from ..deploy.onnx import export_onnx, model_metadata
 
     if opset < 14:
         raise UserError("--opset must be at least 14 (scaled-dot-product attention needs it)")
-    model, _spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-    result = export_onnx(model, out, opset=opset, exporter=exporter, tolerance=tolerance)
+    model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
+    result = export_onnx(model, out, opset=opset, exporter=exporter, tolerance=tolerance,
+                         metadata=model_metadata(spec, model))
     click.echo(f"parity: max |onnxruntime - torch| logit difference {result.max_abs_diff:.3g} "
                f"(batch sizes {', '.join(map(str, result.parity_batch_sizes))}; tolerance {tolerance:g})")
     click.echo(f"wrote {result.path} ({result.file_bytes / 1e6:.1f} MB, opset {opset}, input "

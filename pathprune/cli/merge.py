@@ -12,7 +12,8 @@ from .options import CONTEXT
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New merged output directory.")
 @click.option("--allow-partial", is_flag=True,
               help="Merge even when shards are missing (run.json then records partial coverage).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the merge succeeded).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out when it holds a previous merge output (only that; only once the merge succeeded).")
 def merge(part_dirs, out, allow_partial, overwrite) -> None:
     """Merge complete analyze outputs PART_DIR... (shards of one run) into one output --out.
 

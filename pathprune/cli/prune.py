@@ -6,7 +6,8 @@ import click
 
 from ..pruning import IMPORTANCES
 
-from .options import CONTEXT, RegistryOption, device_option, load_model_from_options, model_options, recipe_option
+from .options import (CONTEXT, RegistryOption, device_option, input_paths, label_arguments, label_options,
+                      load_model_from_options, model_options, overwrite_option, recipe_option)
 from ..errors import UserError
 
 
@@ -18,7 +19,7 @@ from ..errors import UserError
               help="'analyze --out' directory (needed by --importance path and activation-path).")
 @click.option("--ratio", type=float, required=True, help="Fraction of MLP neurons to remove, 0 < R < 1.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output directory: model.safetensors, model.json, report.json (written atomically).")
+              help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
 @click.option("--importance", "method", default="path", show_default=True, cls=RegistryOption,
               registry=IMPORTANCES, help_suffix=" For pruning, analyse with --topk 5 --token all: on the digits model it keeps "
                    "+0.02-0.03 top-1 at ratio 0.95 over a top-1 cls analysis (benchmarks/RESULTS.md).")
@@ -34,6 +35,7 @@ from ..errors import UserError
 @click.option("--calib-images", type=int, default=256, show_default=True,
               help="Calibration images used, spread evenly over --calib-data.")
 @click.option("--eval-data", default=None, help="Measure dense and pruned top-1 on these images.")
+@label_options
 @click.option("--classes", default=None,
               help="Path methods: weigh only these classes (indices, ranges a-b or names): a specialised model.")
 @click.option("--path-score", type=click.Choice(["count", "dense"]), default="count", show_default=True,
@@ -41,10 +43,13 @@ from ..errors import UserError
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --importance random.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @device_option
+@click.option("--allow-partial", is_flag=True,
+              help="Accept an unfinished analysis, a single shard or a partial merge as --paths.")
+@overwrite_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, ratio, out, method, scope,
-          min_per_layer, compensate, calib_data, calib_images, eval_data, classes, path_score, seed,
-          batch_size, device, quiet) -> None:
+          min_per_layer, compensate, calib_data, calib_images, eval_data, class_map, labels_file, classes, path_score, seed,
+          batch_size, device, allow_partial, overwrite, quiet) -> None:
     """Prune MLP neurons by importance and save a smaller model that 'create_model' rebuilds.
 
     \b
@@ -55,7 +60,7 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     """
     from ..data import open_images
     from ..device import resolve_device
-    from ..io import check_output_dir
+    from ..io import claim_output
     from ..models import read_description
     from ..pruning import PruneConfig, load_analysis, prune as run_prune, spread_subset
 
@@ -66,35 +71,41 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     needs = IMPORTANCES.entry(method).meta.get("needs")
     if needs == "analysis" and paths_dir is None:
         raise UserError(f"--importance {method} needs --paths DIR (an 'analyze --out' directory)")
-    check_output_dir(out)
-    analysis = load_analysis(paths_dir) if paths_dir is not None else None
-    model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-    if classes and needs != "analysis":
-        raise UserError("--classes applies to the path methods only")
+    inputs = input_paths(paths_dir, model_name, weights, calib_data, eval_data, class_map, labels_file)
+    with claim_output(out, "prune", inputs=inputs, overwrite=overwrite):
+        analysis = load_analysis(paths_dir, allow_partial=allow_partial) if paths_dir is not None else None
+        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
+        if classes and needs != "analysis":
+            raise UserError("--classes applies to the path methods only")
 
-    calib = None
-    needs_calib = compensate or needs == "calibration"
-    if needs_calib:
-        source, preprocess = calib_data, "model"
-        if source is None and analysis is not None:
-            source = analysis.run.get("data", {}).get("root")
-            preprocess = analysis.run.get("settings", {}).get("preprocess", "model")
-        if source is None:
-            raise UserError(f"{'--compensate' if compensate else '--importance ' + method} needs --calib-data")
-        calib = spread_subset(open_images(source, spec.preprocessing, preprocess=preprocess), calib_images)
-    eval_images = open_images(eval_data, spec.preprocessing) if eval_data else None
+        calib = None
+        needs_calib = compensate or needs == "calibration"
+        if needs_calib:
+            source, preprocess = calib_data, "model"
+            label_args = label_arguments(model, spec, class_map, labels_file)
+            if source is None and analysis is not None:
+                recorded = analysis.run.get("data", {})
+                source = recorded.get("root")
+                preprocess = analysis.run.get("settings", {}).get("preprocess", "model")
+                label_args = label_arguments(model, spec, recorded.get("class_map"), recorded.get("labels"))
+            if source is None:
+                raise UserError(f"{'--compensate' if compensate else '--importance ' + method} needs --calib-data")
+            calib = spread_subset(open_images(source, spec.preprocessing, preprocess=preprocess, **label_args),
+                                  calib_images)
+        eval_images = (open_images(eval_data, spec.preprocessing, **label_arguments(model, spec, class_map, labels_file))
+                       if eval_data else None)
 
-    report = run_prune(model, spec, config, out, analysis=analysis, calib=calib, eval_images=eval_images,
-                       previous=read_description(model_name), batch_size=batch_size, progress=not quiet,
-                       device=resolve_device(device))
-    click.echo(f"{method}: removed {report['neurons_removed']} of {sum(report['mlp_hidden_before'])} MLP "
-               f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
-               f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
-               f"({report['macs_ratio']:.1%})")
-    if report["top1_before"] is not None:
-        click.echo(f"top-1 on {eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
-                   f"deviation {report['top1_deviation']:+.4f}")
-    click.echo(f"-> {out}")
+        report = run_prune(model, spec, config, out, analysis=analysis, calib=calib, eval_images=eval_images,
+                           previous=read_description(model_name), batch_size=batch_size, progress=not quiet,
+                           device=resolve_device(device))
+        click.echo(f"{method}: removed {report['neurons_removed']} of {sum(report['mlp_hidden_before'])} MLP "
+                   f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
+                   f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
+                   f"({report['macs_ratio']:.1%})")
+        if report["top1_before"] is not None:
+            click.echo(f"top-1 on {eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
+                       f"deviation {report['top1_deviation']:+.4f}")
+        click.echo(f"-> {out}")
 
 
 COMMANDS = [prune]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -35,12 +35,14 @@ class ImageSet:
     items: list[ImageItem]
     class_names: list[str]
     loader: Callable[[int], torch.Tensor]
+    #: how labels were given, when not by folder names alone ({"class_map": FILE, "labels": FILE})
+    label_source: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """What identifies this selection (for run.json and resume checks)."""
         digest = hashlib.sha256("\n".join(f"{i.file}\t{i.label}" for i in self.items).encode()).hexdigest()
         return {"root": self.root, "num_images": len(self.items), "num_classes": len(self.class_names),
-                "items_sha256": digest}
+                "items_sha256": digest, **self.label_source}
 
 
 class _ItemDataset(Dataset):
@@ -108,12 +110,27 @@ def labelled_batches(images: ImageSet | tuple[torch.Tensor, torch.Tensor], batch
 
 def open_images(data: str, preprocessing: dict[str, Any], *, preprocess: str = "model",
                 classes: str | None = None, images_per_class: int | None = None,
-                max_images: int | None = None) -> ImageSet:
-    """Open `--data` (a directory in ImageFolder layout, or ``digits[:train|:test]``)."""
+                max_images: int | None = None, num_classes: int | None = None,
+                class_names: Sequence[str] | None = None, class_map: str | None = None,
+                labels: str | None = None, probe: bool = True) -> ImageSet:
+    """Open `--data`: a directory of class folders, a flat directory with a `labels` file, or
+    ``digits[:train|:test]``.
+
+    Labels follow the model (`num_classes`, its `class_names`): see :func:`folder_labels`. Without
+    `num_classes` the sorted class folders are labelled 0, 1, ... (the ImageFolder convention).
+    `probe`: load a few images first and fail before any work when none of them can be read.
+    """
     if data == "digits" or data.startswith("digits:"):
+        if class_map or labels:
+            raise ConfigError("does not apply to the built-in digits data", param="class_map" if class_map else "labels")
         image_set = _open_digits(data, preprocessing, preprocess)
     else:
-        image_set = _open_folder(data, preprocessing, preprocess)
+        image_set = _open_folder(data, preprocessing, preprocess, num_classes=num_classes,
+                                 class_names=class_names, class_map=class_map, labels=labels)
+        image_set.label_source = {k: str(Path(v).resolve()) for k, v in
+                                  (("class_map", class_map), ("labels", labels)) if v}
+        if probe:
+            probe_images(image_set)
     items = image_set.items
     if classes:
         wanted = set(parse_classes(classes, image_set.class_names))
@@ -137,13 +154,33 @@ def open_images(data: str, preprocessing: dict[str, Any], *, preprocess: str = "
     return _reindexed(image_set, items)
 
 
+def probe_images(image_set: ImageSet, count: int = 8) -> None:
+    """Load up to `count` images spread over the set; raise InputError when every one fails.
+
+    A failure that hits every image (a model whose preprocessing does not fit the files, a folder of
+    broken files) is then an error before any work, not a run of skipped images.
+    """
+    n = len(image_set.items)
+    positions = list(range(n)) if n <= count else sorted({round(i * (n - 1) / (count - 1)) for i in range(count)})
+    errors = []
+    for pos in positions:
+        try:
+            image_set.loader(pos)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported below
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            errors.append(f"{image_set.items[pos].file}: {type(exc).__name__}: {text}")
+    raise InputError(f"{image_set.root}: none of {len(positions)} sampled images could be loaded for this model "
+                     f"(first: {errors[0]})", param="data")
+
+
 def _reindexed(image_set: ImageSet, items: list[ImageItem]) -> ImageSet:
     """An ImageSet over a sub-list, loading by position in the new list."""
     base_loader = image_set.loader
     index_of = {id(it): i for i, it in enumerate(image_set.items)}
     base_pos = [index_of[id(it)] for it in items]
     return ImageSet(root=image_set.root, items=items, class_names=image_set.class_names,
-                    loader=lambda pos: base_loader(base_pos[pos]))
+                    loader=lambda pos: base_loader(base_pos[pos]), label_source=dict(image_set.label_source))
 
 
 def parse_classes(spec: str, class_names: list[str]) -> list[int]:
@@ -172,20 +209,177 @@ def parse_classes(spec: str, class_names: list[str]) -> list[int]:
     return sorted(set(out))
 
 
-def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str) -> ImageSet:
+def read_class_map(path: str) -> dict[str, int]:
+    """`--class-map FILE`: folder name -> class index, as a JSON object or two-column text lines."""
+    import json
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})", param="class_map") from None
+    mapping: dict[str, Any]
+    if text.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})", param="class_map") from None
+    else:
+        mapping = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            fields = line.replace(",", " ").replace("\t", " ").split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) != 2:
+                raise InputError(f"{path}:{number}: expected 'FOLDER INDEX'", param="class_map")
+            mapping[fields[0]] = fields[1]
+    out = {}
+    for name, index in mapping.items():
+        try:
+            out[str(name)] = int(str(index))
+        except ValueError:
+            raise InputError(f"{path}: class index of '{name}' is not an integer: {index!r}", param="class_map") from None
+    return out
+
+
+def imagenet_classes(num_classes: int | None) -> list[str] | None:
+    """The ImageNet synsets (wnids) in the index order of a model with `num_classes` outputs (timm's info)."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset({"num_classes": num_classes}) if num_classes else None
+    if subset is None:
+        return None
+    try:
+        return list(ImageNetInfo(subset).label_names())
+    except (AssertionError, OSError, FileNotFoundError):
+        return None
+
+
+def folder_labels(folders: Sequence[str], num_classes: int | None, class_names: Sequence[str] | None = None,
+                  class_map: dict[str, int] | None = None, where: str = "data") -> tuple[dict[str, int], list[str]]:
+    """Class index of each folder name, and the class list the indices refer to.
+
+    In this order: a `class_map`; ImageNet wnids (n01440764) for ImageNet-sized models (timm's
+    ImageNetInfo); the model's own `class_names`; integer folder names as the indices themselves;
+    as many folders as the model has classes, sorted (the ImageFolder convention). Any other folder
+    set is an error naming the fix.
+    """
+    folders = list(folders)
+    if class_map is not None:
+        missing = [f for f in folders if f not in class_map]
+        if missing:
+            raise InputError(f"--class-map has no entry for the folder '{missing[0]}' (and {len(missing) - 1} more) of "
+                             f"{where}")
+        size = num_classes or (max(class_map.values()) + 1)
+        bad = [f for f in folders if not 0 <= class_map[f] < size]
+        if bad:
+            raise InputError(f"--class-map maps '{bad[0]}' to {class_map[bad[0]]}, outside the model's "
+                             f"{size} classes (0-{size - 1})")
+        names = [str(i) for i in range(size)]
+        for name, index in class_map.items():
+            if 0 <= index < size:
+                names[index] = name
+        return {f: class_map[f] for f in folders}, names
+    if num_classes is None:
+        return {f: i for i, f in enumerate(folders)}, folders
+    wnids = imagenet_classes(num_classes)
+    if wnids is not None and all(re.fullmatch(r"n\d{8}", f) for f in folders):
+        index = {w: i for i, w in enumerate(wnids)}
+        unknown = [f for f in folders if f not in index]
+        if unknown:
+            raise InputError(f"{where}: folder '{unknown[0]}' is not one of the {num_classes} ImageNet classes of the "
+                             "model; pass --class-map FILE (folder name -> class index)")
+        return {f: index[f] for f in folders}, wnids
+    if class_names:
+        known = {str(n): i for i, n in enumerate(class_names)}
+        if all(f in known for f in folders):
+            return {f: known[f] for f in folders}, [str(n) for n in class_names]
+    if all(f.isdigit() for f in folders) and all(int(f) < num_classes for f in folders):
+        return {f: int(f) for f in folders}, [str(i) for i in range(num_classes)]
+    if len(folders) == num_classes:
+        return {f: i for i, f in enumerate(folders)}, folders
+    shown = ", ".join(folders[:4]) + (", ..." if len(folders) > 4 else "")
+    raise InputError(f"{where}: {len(folders)} class folders ({shown}) do not match the model's {num_classes} "
+                     "classes; pass --class-map FILE (folder name -> class index), or name the folders by the "
+                     "model's class names, ImageNet wnids or class indices")
+
+
+def _read_labels_file(path: str, files: list[str], label_of: Callable[[str], int], where: str) -> dict[str, int]:
+    """`--labels FILE` for a flat directory: `FILE LABEL` lines (LABEL an index or a class name) or the
+    Kaggle `LOC_val_solution.csv` (ImageId,PredictionString with the wnid first)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})", param="labels") from None
+    stems = {Path(f).stem: f for f in files}
+    names = {Path(f).name: f for f in files}
+    out: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.replace(",", " ").replace("\t", " ").split()
+        if not fields or fields[0].startswith("#") or fields[0] == "ImageId":
+            continue
+        if len(fields) < 2:
+            raise InputError(f"{path}:{number}: expected 'FILE LABEL' (one label per line is ambiguous: the "
+                             "devkit's 1-based ILSVRC ids are not the model's indices)", param="labels")
+        key = fields[0]
+        file = names.get(key) or names.get(Path(key).name) or stems.get(key) or stems.get(Path(key).stem)
+        if file is None:
+            continue  # a label for a file that is not in the directory
+        try:
+            out[file] = label_of(fields[1])
+        except InputError as exc:
+            raise InputError(f"{path}:{number}: {exc.message}", param="labels") from None
+    missing = [f for f in files if f not in out]
+    if missing:
+        raise InputError(f"{path} has no label for {missing[0]} (and {len(missing) - 1} more) of {where}",
+                         param="labels")
+    return out
+
+
+def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, num_classes: int | None = None,
+                 class_names: Sequence[str] | None = None, class_map: str | None = None,
+                 labels: str | None = None) -> ImageSet:
     root = Path(data)
     if not root.is_dir():
         raise InputError(f"{data}: not a directory (expected class folders, or digits[:train|:test])", param="data")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise InputError(f"{data}: no class folders (ImageFolder layout: DIR/<class>/<image>)", param="data")
-    items = []
-    for label, cdir in enumerate(class_dirs):
-        for f in sorted(cdir.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append(ImageItem(str(f.relative_to(root)), label))
-    if not items:
-        raise InputError(f"{data}: no image files in its class folders", param="data")
+    mapping = read_class_map(class_map) if class_map else None
+    if labels is not None:  # flat layout (ImageNet val): every image in one folder, labels in a file
+        files = sorted(str(f.relative_to(root)) for f in root.rglob("*")
+                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise InputError(f"{data}: no image files", param="data")
+        names = list(class_names) if class_names else (imagenet_classes(num_classes) or [])
+        if mapping is not None:
+            names = folder_labels(sorted(mapping), num_classes, class_map=mapping)[1]
+        by_name = mapping if mapping is not None else {str(n): i for i, n in enumerate(names)}
+        size = num_classes or (len(names) or None)
+
+        def label_of(text: str) -> int:
+            if text in by_name:
+                return by_name[text]
+            if text.lstrip("-").isdigit():
+                index = int(text)
+                if size is not None and not 0 <= index < size:
+                    raise InputError(f"class index {index} outside the model's {size} classes")
+                return index
+            raise InputError(f"unknown class '{text}' (not an index, a class name or a --class-map entry)")
+
+        file_labels = _read_labels_file(labels, files, label_of, data)
+        items = [ImageItem(f, file_labels[f]) for f in files]
+        size = size or (max(file_labels.values()) + 1)
+        class_list = list(names) if len(names) == size else [str(i) for i in range(size)]
+    else:
+        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not class_dirs:
+            raise InputError(f"{data}: no class folders (ImageFolder layout: DIR/<class>/<image>; for all images "
+                             "in one folder give --labels FILE)", param="data")
+        index, class_list = folder_labels([d.name for d in class_dirs], num_classes, class_names, mapping, data)
+        items = []
+        for cdir in class_dirs:
+            for f in sorted(cdir.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    items.append(ImageItem(str(f.relative_to(root)), index[cdir.name]))
+        if not items:
+            raise InputError(f"{data}: no image files in its class folders", param="data")
     transform = build_transform(preprocessing, preprocess)
     mode = "L" if int(preprocessing.get("input_size", (3,))[0]) == 1 or preprocessing.get("kind") == "digits" else "RGB"
 
@@ -193,9 +387,30 @@ def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str) -> I
         from PIL import Image
 
         with Image.open(root / items[pos].file) as img:
-            return transform(img.convert(mode))
+            return transform(to_mode(img, mode))
 
-    return ImageSet(root=str(root), items=items, class_names=[d.name for d in class_dirs], loader=load)
+    return ImageSet(root=str(root), items=items, class_names=list(class_list), loader=load)
+
+
+def to_mode(img: Any, mode: str) -> Any:
+    """A PIL image as 8-bit `mode` ("RGB" or "L"): 16/32-bit and float images scaled, not clipped;
+    palette and alpha images through RGBA."""
+    import numpy as np
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode == "F":
+            top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        elif img.mode.startswith("I;16") or (arr.size and arr.max() > 255):
+            top = 65535.0
+        else:
+            top = 255.0
+        arr = np.clip(np.round(np.nan_to_num(arr) * (255.0 / top)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "L")
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA")  # the palette's colours (and transparency) first, then drop alpha
+    return img.convert(mode)
 
 
 def _open_digits(data: str, preprocessing: dict[str, Any], preprocess: str) -> ImageSet:

@@ -129,16 +129,58 @@ def check_output_path(out: str | os.PathLike) -> Path:
     return path
 
 
+def model_metadata(spec: Any, model: nn.Module | None = None) -> dict[str, str]:
+    """ONNX metadata_props for a model: its preprocessing and class names (JSON), name and weights.
+
+    Class names are the model's own, else ImageNet wnids for ImageNet-sized heads, else the indices.
+    """
+    import json
+
+    from ..data.images import imagenet_classes
+
+    num_classes = int(getattr(model, "num_classes", 0) or 0) if model is not None else 0
+    names = list(spec.class_names or []) or imagenet_classes(num_classes) or [str(i) for i in range(num_classes)]
+    return {"pathprune.preprocessing": json.dumps(spec.preprocessing), "pathprune.class_names": json.dumps(names),
+            "pathprune.model": str(spec.name), "pathprune.weights_sha256": str(spec.weights_sha256)}
+
+
+def with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
+    """Serialised ONNX model with `metadata` added to (replacing equal keys of) its metadata_props."""
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    kept = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()
+
+
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequence[int] | None = None,
                 opset: int = DEFAULT_OPSET, exporter: str = "dynamo", tolerance: float = DEFAULT_TOLERANCE,
-                batch_sizes: Sequence[int] = PARITY_BATCH_SIZES, seed: int = 0) -> ExportResult:
+                batch_sizes: Sequence[int] = PARITY_BATCH_SIZES, seed: int = 0,
+                metadata: dict[str, str] | None = None) -> ExportResult:
     """Export `model` to `out` if onnxruntime reproduces its logits within `tolerance`.
 
-    On a parity failure or any error no file is left at `out` (an existing file is kept unchanged).
+    `metadata` (e.g. :func:`model_metadata`) is stored in the file's metadata_props. On a parity
+    failure or any error no file is left at `out` (an existing file is kept unchanged), and stale
+    temporaries of an interrupted export of `out` are removed (under `out`'s lock).
     """
+    from ..io import OutputLock, remove_stale_temporaries
+
     path = check_output_path(out)
+    with OutputLock(path):
+        remove_stale_temporaries(path)
+        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, metadata)
+
+
+def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, metadata) -> ExportResult:
     shape = tuple(input_shape or model_input_shape(model))
     data = onnx_bytes(model, shape, opset=opset, exporter=exporter)
+    if metadata:
+        data = with_metadata(data, metadata)
     session = ort_session(data, "cpu")
     with borrowed(model, device="cpu", dtype=torch.float32) as placed:
         diff = parity_max_diff(placed, session, shape, batch_sizes, seed)

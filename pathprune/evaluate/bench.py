@@ -255,7 +255,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
     from ..io import atomic_directory, package_versions
     from ..models import count_ops_and_params
 
-    with atomic_directory(out) as tmp_out, tempfile.TemporaryDirectory(prefix="pathprune-onnx-") as scratch:
+    with atomic_directory(out, command="bench") as tmp_out, tempfile.TemporaryDirectory(prefix="pathprune-onnx-") as scratch:
         onnx_dir = tmp_out / "onnx" if settings.keep_onnx else Path(scratch)
         structure, onnx_files = {}, {}
         for m in _progress_list(models, "export", progress):

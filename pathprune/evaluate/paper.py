@@ -315,7 +315,9 @@ def compare_methods(model: nn.Module, spec: Any, paths_dir: str | Path, data: st
     data = data or run.get("data", {}).get("root")
     if not data:
         raise ConfigError("is required (run.json names no data root)", param="data")
-    image_set = open_images(data, spec.preprocessing, preprocess=run["settings"].get("preprocess", "model"))
+    recorded = run.get("data", {})
+    image_set = open_images(data, spec.preprocessing, preprocess=run["settings"].get("preprocess", "model"),
+                            class_map=recorded.get("class_map"), labels=recorded.get("labels"))
     positions = locate_images(image_set, records, data)
     record_at = dict(zip(positions, records))
     search = NeuronPathSearch(model, config, resolve_device(settings.device))
@@ -438,7 +440,7 @@ def write_comparison(out: str, result: dict[str, Any], name: str) -> None:
     from .report import save_bar_plot, write_report
 
     summary = result["summary"]
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, command=name) as tmp:
         markdown = f"# pathprune {name}\n\nModel {summary['model']}, paths {summary['paths']}, data {summary['data']}.\n\n"
         if "manipulation" in summary:
             markdown += manipulation_markdown(summary) + "\n"
@@ -470,6 +472,9 @@ def structure_analysis(paths_dir: str, max_images: int | None) -> dict[str, Any]
     class_names = list(run.get("class_names") or [])
     if not widths or not class_names:
         raise InputError(f"{paths_dir}: run.json lacks mlp_hidden or class_names")
+    if run.get("class_labels"):  # compact rows: record labels are the model's, rows are the analysed classes
+        row_of = {label: row for row, label in enumerate(run["class_labels"])}
+        records = [{**r, "label": row_of[int(r["label"])]} for r in records]
     summary = structure_summary(records, widths, len(class_names))
     maps = {key: frequency_maps(records, key, widths, len(class_names)) for key in ("path", "act_path")}
     return {"summary": {"paths": str(paths_dir), "class_names": class_names, "mlp_hidden": widths, **summary},
@@ -483,7 +488,7 @@ def write_structure(out: str, result: dict[str, Any]) -> None:
 
     summary = result["summary"]
     names = summary["class_names"]
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, command="structure") as tmp:
         rows = [{"path": key, **{k: summary[key][k] for k in ("within_class", "between_class",
                                                                 "within_minus_between", "within_over_between")},
                  "top": float(sum(summary[key]["top_neuron_frequency_per_layer"])

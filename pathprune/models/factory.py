@@ -87,11 +87,15 @@ class ModelSpec:
 
 
 def create_model(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0,
-                 model_args: dict[str, Any] | None = None, **overrides: Any) -> tuple[nn.Module, ModelSpec]:
-    """Build a model in eval mode from a timm name, an alias, ``digits`` or a pruned directory.
+                 model_args: dict[str, Any] | None = None, ema: bool = False,
+                 **overrides: Any) -> tuple[nn.Module, ModelSpec]:
+    """Build a model in eval mode from a timm name, an alias, ``digits``, a pruned directory, or
+    ``hf-hub:ORG/NAME`` / ``local-dir:DIR`` (the local Hugging Face cache / timm's directory format).
 
-    `weights` is a local file (.npz, .pth/.pt/.bin, .safetensors), ``"random"`` for seeded random
-    initialisation, or None for models that carry their own weights (``digits``, pruned directories).
+    `weights` is a local file (.npz, .pth/.pt/.bin/.pth.tar, .safetensors), ``"random"`` for seeded
+    random initialisation, ``"pretrained"`` for the name's default pretrained weights in the local
+    Hugging Face cache, or None for models that carry their own weights (``digits``, pruned and
+    hub/local directories). `ema`: a timm training checkpoint's EMA weights.
     Keyword overrides (``img_size=``, ``num_classes=``, any timm constructor argument; also as a
     `model_args` dict) change a timm architecture; None values are ignored. Nothing is downloaded.
 
@@ -109,6 +113,14 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, seed: i
     if weights is not None:
         weights = str(weights)
 
+    from .hub import pretrained_weights, resolve_model_name
+
+    located = resolve_model_name(name)
+    if located is not None:
+        directory, repo = located
+        if (directory / MODEL_DESCRIPTION).exists():  # a pathprune pruned directory (it has config.json too)
+            return _from_directory(directory, weights, overrides, seed)
+        return _from_timm_directory(name, directory, repo, weights, overrides, seed, ema)
     path = Path(name)
     if path.is_dir() or (path / MODEL_DESCRIPTION).exists():
         return _from_directory(path, weights, overrides, seed)
@@ -131,13 +143,16 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, seed: i
                         "'digits', or a directory written by 'pathprune prune'")
     if weights is None:
         raise ModelError(f"no weights for '{name}': pathprune never downloads; pass --weights FILE "
-                        "(.npz, .pth/.pt, .safetensors) or --weights random")
+                        "(.npz, .pth/.pt/.pth.tar, .safetensors), --pretrained (the local Hugging Face cache) "
+                        "or --weights random")
+    if weights == "pretrained":
+        weights = str(pretrained_weights(base))
     model = _build(base, overrides, seed)
     if scope is None:
         scope = default_token_scope(model)
     elif scope == "cls" and not family_of(model).has_class_token(model):
         scope = "patches"
-    sha = load_weights(model, weights)
+    sha = load_weights(model, weights, ema=ema)
     spec = ModelSpec(name=name, base=base, overrides=overrides, weights=str(weights), weights_sha256=sha,
                      token_scope=scope, preprocessing=timm_preprocessing(model),
                      mlp_hidden=mlp_widths(model))
@@ -195,9 +210,41 @@ def _check_fixed_overrides(model: nn.Module, description: dict[str, Any], overri
                               else f"{key}={value!r}: '{name}' has {what}", param=key if key in own else "model_arg")
 
 
+#: pretrained_cfg keys of a timm config.json that describe preprocessing
+_PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
+
+
+def _from_timm_directory(name: str, directory: Path, repo: str | None, weights: str | None,
+                         overrides: dict[str, Any], seed: int, ema: bool) -> tuple[nn.Module, ModelSpec]:
+    """A model in timm's local-dir format (config.json + weights), e.g. a cached hub snapshot."""
+    from .hub import read_model_dir, weights_in
+
+    info = read_model_dir(directory)
+    cfg = info["pretrained_cfg"]
+    base_overrides = dict(info["model_args"])
+    if cfg.get("num_classes") is not None:
+        base_overrides.setdefault("num_classes", int(cfg["num_classes"]))
+    base_overrides = {**base_overrides, **overrides}
+    model = _build(info["architecture"], base_overrides, seed)
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}),
+                            **{k: cfg[k] for k in _PREPROCESSING_KEYS if k in cfg}}
+    if weights in (None, "pretrained"):
+        weights = str(weights_in(directory, repo))
+    sha = load_weights(model, weights, ema=ema)
+    labels = cfg.get("label_names")
+    spec = ModelSpec(name=name, base=info["architecture"], overrides=base_overrides, weights=str(weights),
+                     weights_sha256=sha, token_scope=default_token_scope(model),
+                     preprocessing=timm_preprocessing(model), mlp_hidden=mlp_widths(model),
+                     class_names=list(labels) if isinstance(labels, list) and len(labels) == model.num_classes else None,
+                     source={"hub": repo} if repo else {"local_dir": str(directory)})
+    return model.eval(), spec
+
+
 def _from_directory(path: Path, weights: str | None, overrides: dict[str, Any],
                     seed: int) -> tuple[nn.Module, ModelSpec]:
     desc_file = path / MODEL_DESCRIPTION
+    if not desc_file.exists() and (path / "config.json").exists():  # timm's local-dir format
+        return _from_timm_directory(str(path), path, None, weights, overrides, seed, False)
     if not desc_file.exists():
         raise ModelError(f"{path} is a directory but not a pathprune model (no {MODEL_DESCRIPTION})")
     try:
@@ -231,6 +278,17 @@ def timm_preprocessing(model: nn.Module) -> dict[str, Any]:
 
     cfg = resolve_data_config({}, model=model)
     cfg["input_size"] = model_input_shape(model)
+    channels = int(cfg["input_size"][0])
+    for key in ("mean", "std"):  # timm's config is for its pretrained (RGB) weights; follow in_chans
+        values = tuple(float(v) for v in cfg[key])
+        if len(values) != channels:
+            if channels == 1:  # a grey model (in_chans=1): the mean over the RGB channels
+                values = (sum(values) / len(values),)
+            elif len(values) == 1:
+                values = values * channels
+            else:
+                raise ModelError(f"cannot adapt the {len(values)}-channel {key} to a {channels}-channel model")
+        cfg[key] = values
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     return {"kind": "timm", **cfg}
 

@@ -4,6 +4,7 @@ widths, kept neuron indices, how it was made), rebuilt by ``create_model(DIR)`` 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +15,67 @@ from .factory import MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelSpec, create_model
 
 #: file name of the pruning report inside a pruned-model directory
 REPORT_FILE = "report.json"
+#: timm's local-dir config: ``timm.create_model("local-dir:DIR", pretrained=True)`` after ``import pathprune``
+TIMM_CONFIG = "config.json"
+#: the timm model name (registered on ``import pathprune``) that rebuilds a pruned directory
+TIMM_ARCHITECTURE = "pathprune_vit"
+
+
+def timm_config(description: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """timm's config.json for a pruned directory: the registered ``pathprune_vit`` entrypoint with the
+    base architecture, its overrides and the per-block MLP widths as model_args, and the preprocessing."""
+    pre = description.get("preprocessing") or {}
+    num_classes = int(getattr(model, "num_classes", 0) or description.get("overrides", {}).get("num_classes", 0))
+    pretrained_cfg = {k: pre[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+                      if k in pre}
+    from .adapters import model_input_shape
+
+    pretrained_cfg.update({"num_classes": num_classes, "fixed_input_size": True,
+                           "input_size": list(model_input_shape(model))})
+    config = {"architecture": TIMM_ARCHITECTURE, "num_classes": num_classes,
+              "num_features": int(getattr(model, "num_features", 0)),
+              "model_args": {"base": description["base"], "overrides": description.get("overrides", {}),
+                             "mlp_hidden": list(description["mlp_hidden"])},
+              "pretrained_cfg": pretrained_cfg}
+    if description.get("class_names"):
+        config["label_names"] = list(description["class_names"])
+    return config
+
+
+def _register_timm_entrypoint() -> None:
+    """Register ``pathprune_vit`` with timm (once): a base ViT rebuilt with per-block MLP widths."""
+    import timm
+    from timm.models import register_model
+
+    if timm.is_model(TIMM_ARCHITECTURE):
+        return
+
+    def pathprune_vit(pretrained: bool = False, *, base: str, overrides: dict[str, Any] | None = None,
+                      mlp_hidden: Sequence[int] | None = None, pretrained_cfg: Any = None,
+                      pretrained_cfg_overlay: Any = None, cache_dir: Any = None,
+                      pretrained_model_args: Any = None, **kwargs: Any) -> nn.Module:
+        """A pathprune pruned ViT: timm's `base` with `overrides`, MLP widths `mlp_hidden`."""
+        from timm.models import load_pretrained
+
+        from .adapters import set_mlp_widths
+
+        args = {**(overrides or {}), **kwargs}
+        model = timm.create_model(base, pretrained=False, **args)
+        if mlp_hidden is not None:
+            set_mlp_widths(model, list(mlp_hidden))
+        cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else dict(pretrained_cfg or {})
+        if cfg:
+            model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **cfg}
+        if pretrained:
+            load_pretrained(model, pretrained_cfg=cfg, num_classes=model.num_classes,
+                            in_chans=int(args.get("in_chans", 3)), strict=True, cache_dir=cache_dir)
+        return model
+
+    pathprune_vit.__module__ = __name__
+    register_model(pathprune_vit)
+
+
+_register_timm_entrypoint()
 
 
 def compose_kept(previous: Sequence[Sequence[int]] | None, kept: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -28,12 +90,14 @@ def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], 
     """Write model.safetensors, model.json and report.json atomically into directory `out`."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_directory
+    from ..io import _umask, atomic_directory
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, command="prune") as tmp:
         save_file(state, str(tmp / MODEL_WEIGHTS))
+        os.chmod(tmp / MODEL_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
+        (tmp / TIMM_CONFIG).write_text(json.dumps(timm_config(description, model), indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return Path(out)
 

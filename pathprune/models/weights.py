@@ -1,8 +1,9 @@
 """Weights loaders: local files only, never a download, never an arbitrary unpickle.
 
 Formats (by file suffix, a registry: ``WEIGHT_FORMATS``): Google big_vision/ViT ``.npz`` through
-timm's own converter, PyTorch ``.pth/.pt/.bin`` (a state dict, or one under ``model``, ``state_dict``
-or ``model_ema``) loaded with ``torch.load(weights_only=True)``, and ``.safetensors``. Foreign
+timm's own converter, PyTorch ``.pth/.pt/.bin/.pth.tar`` (a state dict, or one under ``state_dict`` or ``model``; with
+``ema`` ``state_dict_ema``/``model_ema``: timm's choice and prefix cleaning) loaded with
+``torch.load(weights_only=True)`` allowing only timm train.py's ``argparse.Namespace``, and ``.safetensors``. Foreign
 layouts are converted with timm's checkpoint filter before a strict load that names the first
 mismatching tensor.
 """
@@ -21,19 +22,34 @@ from ..io import sha256_file
 from ..registry import Registry
 from .adapters import mlp_layouts
 
-def load_weights(model: nn.Module, weights: str) -> str | None:
-    """Load a local checkpoint into `model`; return its sha256 (None for random weights)."""
+def weights_suffix(path: Path) -> str:
+    """The format suffix of a weights file (``.pth.tar`` counts as one suffix)."""
+    name = path.name.lower()
+    return ".pth.tar" if name.endswith(".pth.tar") else path.suffix.lower()
+
+
+def load_weights(model: nn.Module, weights: str, ema: bool = False) -> str | None:
+    """Load a local checkpoint into `model`; return its sha256 (None for random weights).
+
+    `ema`: take a timm training checkpoint's EMA weights (``state_dict_ema``/``model_ema``); the
+    returned identity then ends in ``+ema``, since the same file holds two models.
+    """
     if weights == "random":
         return None
     path = Path(weights)
     if not path.is_file():
         raise ModelError(f"weights file not found: {weights}")
-    suffix = path.suffix.lower()
+    suffix = weights_suffix(path)
     if suffix not in WEIGHT_FORMATS:
         raise ModelError(f"{weights}: unknown weights format '{suffix}' (use {', '.join(WEIGHT_FORMATS)})")
     loader = WEIGHT_FORMATS.get(suffix)
-    loader(model, path)
-    return sha256_file(path)
+    if ema and suffix not in TORCH_SUFFIXES:
+        raise ModelError(f"{weights}: --ema applies to PyTorch training checkpoints (.pth.tar/.pth), not '{suffix}'")
+    if suffix in TORCH_SUFFIXES:
+        _load_torch(model, path, ema=ema)
+    else:
+        loader(model, path)
+    return sha256_file(path) + ("+ema" if ema else "")
 
 
 
@@ -47,11 +63,28 @@ def _load_npz(model: nn.Module, path: Path) -> None:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable .npz file ({exc})") from None
     _check_npz_shapes(model, npz, keys, path)
+    _warn_if_resampled(model, npz, keys, path)
     try:
         _load_weights(model, str(path))
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ModelError(f"{path}: does not fit the architecture: {str(exc).splitlines()[0]}") from None
 
+
+
+def _warn_if_resampled(model: nn.Module, npz: Any, keys: set[str], path: Path) -> None:
+    """timm's converter resamples position embeddings made at another image size: say so."""
+    import warnings
+
+    prefix = "opt/target/" if "opt/target/embedding/kernel" in keys else ""
+    key = prefix + "Transformer/posembed_input/pos_embedding"
+    pos = getattr(model, "pos_embed", None)
+    if key in keys and pos is not None:
+        tokens = model.patch_embed.num_patches + (0 if getattr(model, "no_embed_class", False)
+                                                  else getattr(model, "num_prefix_tokens", 0))
+        if int(npz[key].shape[1]) != tokens:
+            warnings.warn(f"{path}: the checkpoint was made at another image size: its position embeddings "
+                          f"({int(npz[key].shape[1])} tokens) were resampled to {tokens}; accuracy may differ from "
+                          "the original resolution", stacklevel=3)
 
 
 def _check_npz_shapes(model: nn.Module, npz: Any, keys: set[str], path: Path) -> None:
@@ -85,25 +118,48 @@ def _check_npz_shapes(model: nn.Module, npz: Any, keys: set[str], path: Path) ->
 
 
 
-def _load_torch(model: nn.Module, path: Path) -> None:
-    """PyTorch checkpoint (state dict, or {'model'|'state_dict'|'model_ema': state dict}), no pickle."""
-    import pickle
+def _load_torch(model: nn.Module, path: Path, ema: bool = False) -> None:
+    """PyTorch checkpoint as timm's load_state_dict reads it: a state dict, or one under ``state_dict``/
+    ``model`` (``state_dict_ema``/``model_ema`` with `ema`), ``module.``/``_orig_mod.`` prefixes removed
+    (timm's clean_state_dict).
+
+    Loaded with ``torch.load(weights_only=True)``; the only global allowed besides tensors is the
+    ``argparse.Namespace`` that timm's train.py stores under ``args`` (as timm's own loader allows).
+    """
     import warnings
 
+    from timm.models import clean_state_dict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = _torch_load_checked(path)
+    keys = (("state_dict_ema", "model_ema") if ema else ()) + ("state_dict", "model")  # timm's load_state_dict order
+    if ema and not any(isinstance(raw, dict) and raw.get(k) is not None for k in keys[:2]):
+        raise ModelError(f"{path}: --ema: the checkpoint holds no EMA weights (state_dict_ema or model_ema)")
+    if isinstance(raw, dict):
+        key = next((k for k in keys if isinstance(raw.get(k), dict)), None)
+        raw = raw[key] if key else raw
+    if isinstance(raw, dict):
+        raw = clean_state_dict(raw)  # module. / _orig_mod. prefixes
+    _load_state_dict(model, _unwrap_state_dict(raw, path), path)
+
+
+def _torch_load_checked(path: Path) -> Any:
+    """torch.load(weights_only=True) allowing only argparse.Namespace; pickles are refused unexecuted."""
+    import argparse
+    import pickle
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad or unsafe files
         text = str(exc).strip()
         if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
             raise ModelError(f"{path}: refused: it contains pickled Python objects, not only tensors "
-                            "(pathprune loads with torch.load(weights_only=True)); save a plain state "
-                            "dict or .safetensors") from None
+                             "(pathprune loads with torch.load(weights_only=True)); save a plain state "
+                             "dict or .safetensors") from None
         first = text.splitlines()[0] if text else type(exc).__name__
         raise ModelError(f"{path}: cannot be loaded as a tensor checkpoint ({first})") from None
-    _load_state_dict(model, _unwrap_state_dict(obj, path), path)
-
 
 
 def _load_safetensors(model: nn.Module, path: Path) -> None:
@@ -123,10 +179,10 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path}: expected a state dict of tensors (optionally under 'model')")
-    prefix = "module."
-    if obj and all(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix):]: v for k, v in obj.items()}
+        raise ModelError(f"{path}: expected a state dict of tensors (optionally under 'model' or 'state_dict')")
+    for prefix in ("_orig_mod.", "module.", "_orig_mod."):  # torch.compile / DDP wrappers (timm's order)
+        if obj and all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
     return obj
 
 
@@ -136,10 +192,18 @@ def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
     if isinstance(model, VisionTransformer) and _needs_timm_filter(model, state):
+        before = tuple(state["pos_embed"].shape) if "pos_embed" in state else None
         try:
             state = checkpoint_filter_fn(state, model)
         except Exception:  # noqa: BLE001 - fall through to the precise shape report below
             pass
+        after = tuple(state["pos_embed"].shape) if "pos_embed" in state else None
+        if before is not None and after != before and after == tuple(model.pos_embed.shape):
+            import warnings
+
+            warnings.warn(f"{path}: the checkpoint was made at another image size: its position embeddings "
+                          f"{before} were resampled to {after}; accuracy may differ from the original resolution",
+                          stacklevel=2)
     expected = model.state_dict()
     for key, ref in expected.items():  # in the model's order, so the first mismatch is the earliest
         if key in state and tuple(state[key].shape) != tuple(ref.shape):
@@ -171,4 +235,8 @@ WEIGHT_FORMATS.register(".npz", _load_npz, help="Google big_vision / ViT checkpo
 WEIGHT_FORMATS.register(".pth", _load_torch, help="PyTorch state dict, loaded with weights_only=True")
 WEIGHT_FORMATS.register(".pt", _load_torch, help="PyTorch state dict, loaded with weights_only=True")
 WEIGHT_FORMATS.register(".bin", _load_torch, help="PyTorch state dict, loaded with weights_only=True")
+WEIGHT_FORMATS.register(".pth.tar", _load_torch,
+                        help="timm train.py checkpoint (state_dict; --ema: state_dict_ema), weights_only=True")
 WEIGHT_FORMATS.register(".safetensors", _load_safetensors, help="safetensors state dict")
+#: the suffixes loaded through torch.load(weights_only=True)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar")

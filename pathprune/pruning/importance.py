@@ -29,7 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..analysis.statistics import RUN_FILE, STATS_FILE, PathStatistics
+from ..analysis.statistics import RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics
 from ..data.images import parse_classes
 from ..errors import ConfigError, InputError
 from ..io import read_json
@@ -83,8 +83,12 @@ class Analysis:
         return cls(directory=Path("<memory>"), run=run, tensors=stats.tensors())
 
 
-def load_analysis(directory: str | Path) -> Analysis:
-    """Read run.json and stats.safetensors of an analyze output directory (clear errors if absent)."""
+def load_analysis(directory: str | Path, allow_partial: bool = False) -> Analysis:
+    """Read run.json and stats.safetensors of an analyze output directory (clear errors if absent).
+
+    An unfinished analysis (no summary.json), a single shard or a partial merge covers only some of
+    the images: refused unless `allow_partial` (as `merge` refuses missing shards).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory (expected an 'analyze --out' directory)")
@@ -92,6 +96,14 @@ def load_analysis(directory: str | Path) -> Analysis:
     if not run_file.exists() or not stats_file.exists():
         raise InputError(f"{directory}: no {RUN_FILE} and {STATS_FILE}; is it an analyze output?")
     run = read_json(run_file)
+    if not allow_partial:
+        if not (directory / SUMMARY_FILE).exists():
+            raise InputError(f"{directory} is an unfinished analysis; finish it by re-running its analyze command, "
+                             "or pass --allow-partial to prune with the images analysed so far")
+        if run.get("shard") or run.get("partial"):
+            what = f"shard {run['shard'][0]}/{run['shard'][1]}" if run.get("shard") else "a partial merge"
+            raise InputError(f"{directory} covers only {what} of the images; merge all shards "
+                             "('pathprune merge') or pass --allow-partial")
     try:
         stats, _ = PathStatistics.load(stats_file)
     except Exception as exc:  # noqa: BLE001 - safetensors/KeyError: a damaged file is a user problem
@@ -102,8 +114,23 @@ def load_analysis(directory: str | Path) -> Analysis:
 def class_selection(analysis: Analysis, classes: str | None) -> torch.Tensor:
     """Indices of the classes to weigh (all classes with images when `classes` is None)."""
     counts = analysis.tensors["class_count"]
-    selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
-                else torch.arange(analysis.num_classes))
+    labels = analysis.run.get("class_labels")
+    if classes and labels:  # compact rows (a few classes of a large head): indices are the model's labels
+        from ..data.images import parse_classes as parse
+
+        size = max(labels) + 1
+        names = [str(i) for i in range(size)]
+        for label, name in zip(labels, analysis.class_names):
+            names[label] = name
+        row_of = {label: row for row, label in enumerate(labels)}
+        chosen = parse(classes, names)
+        missing = [c for c in chosen if c not in row_of]
+        if missing:
+            raise InputError(f"--classes: class {missing[0]} was not analysed in {analysis.directory}")
+        selected = torch.tensor([row_of[c] for c in chosen])
+    else:
+        selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
+                    else torch.arange(analysis.num_classes))
     present = selected[counts[selected] > 0]
     if len(present) == 0:
         raise InputError(f"the analysis in {analysis.directory} has no images of the selected classes")
