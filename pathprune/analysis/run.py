@@ -115,8 +115,10 @@ def _truncate_records(path: Path, keep: int) -> None:
 def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: RunSettings, out: str | Path,
             *, device: str = "cpu", shard: tuple[int, int] | None = None, workers: int = 0,
             checkpoint_seconds: float = 60.0, progress: bool = True,
-            on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+            on_batch: Callable[[int], None] | None = None, compile: bool = False) -> dict[str, Any]:
     """Analyse every image of `image_set` (or its shard) into `out`, resuming a previous run there.
+
+    `compile`: torch.compile the model's attention for the repeated batch (same records).
 
     Returns the summary (also written to summary.json). `on_batch(n)` is called after each batch
     with the number of batches done (a hook for tests and progress reporting).
@@ -136,7 +138,7 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
         raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty --out")
     write_json_atomic(run_file, manifest)
 
-    search = NeuronPathSearch(model, settings.path, device)
+    search = NeuronPathSearch(model, settings.path, device, compile=compile)
     positions = shard_positions(len(image_set.items), shard)
     stats = PathStatistics(len(image_set.class_names), search.widths)
     state = {"position": 0, "records": 0, "skipped": [], "seconds": 0.0}
