@@ -63,26 +63,32 @@ def test_full_backward_choice_is_argmax_of_jas_of_path_plus_candidate(model):
 
 def test_backward_stops_at_the_chosen_layer(model):
     """Paper form: at layer l nothing below block l carries gradients (sum over layers of L - l blocks),
+    and blocks below l - 1 are not run again,
     against L blocks per layer for the full-backward variant; the two final scoring passes are full."""
     images, labels = batch()
     counts = {}
 
     def count(module, args, output):
+        counts["run"] = counts.get("run", 0) + 1
         if output.requires_grad:
             counts["n"] = counts.get("n", 0) + 1
 
     handles = [block.register_forward_hook(count) for block in model.blocks]
     try:
         for full_backward in (False, True):
-            counts["n"] = 0
+            counts["n"] = counts["run"] = 0
             NeuronPathSearch(model, PathConfig(steps=2), full_backward=full_backward).attribute(images, labels)
-            counts[full_backward] = counts["n"]
+            counts[full_backward], counts["run", full_backward] = counts["n"], counts["run"]
     finally:
         for handle in handles:
             handle.remove()
     final_passes = 2 * DEPTH  # the path's and the activation path's JAS
     assert counts[False] == DEPTH * (DEPTH + 1) // 2 + final_passes
     assert counts[True] == DEPTH * DEPTH + final_passes
+    # forwards: the layer-l pass resumes at block l - 1 from the block input the previous pass stored
+    clean_pass = DEPTH
+    assert counts["run", False] == clean_pass + DEPTH + sum(DEPTH - l + 1 for l in range(1, DEPTH)) + final_passes
+    assert counts["run", True] == clean_pass + DEPTH * DEPTH + final_passes
 
 
 def test_reference_form_ignores_the_layer_only_search(model):

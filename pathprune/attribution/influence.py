@@ -89,11 +89,12 @@ def objective_gradients(search: NeuronPathSearch, inputs: torch.Tensor, target: 
 
 @torch.no_grad()
 def chain_tangent(search: NeuronPathSearch, inputs: torch.Tensor, layer: int,
-                  source: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """Forward-mode derivative of layer `layer`'s activations at the scope's tokens [R, T, F].
+                  source: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Forward-mode derivative of layer `layer`'s activations at the scope's tokens [R, T, F] at the
+    rows `inputs` [R, C, H, W].
 
-    `source` None: along the input (tangent = the rows' own images, d x(alpha)/d alpha); else
-    (ids [R, K], tangents [R, T, K]) placed at those neurons of layer - 1 (every other entry 0)."""
+    `source` a tensor: a tangent of the input (d x(alpha)/d alpha = the rows' own images); a tuple
+    (ids [R, K], tangents [R, T, K]): tangents at those neurons of layer - 1 (every other entry 0)."""
     t0, t1 = search.t0, search.t1
     captured: dict[str, torch.Tensor | None] = {}
 
@@ -107,11 +108,12 @@ def chain_tangent(search: NeuronPathSearch, inputs: torch.Tensor, layer: int,
         tangent[:, t0:t1].scatter_(2, ids[:, None, :].expand(-1, t1 - t0, -1), values.to(hidden.dtype))
         return fwAD.make_dual(hidden, tangent)
 
+    from_input = isinstance(source, torch.Tensor)
     hooks = {layer: read}
-    if source is not None:
+    if not from_input:
         hooks[layer - 1] = seed
     with fwAD.dual_level(), mlp_input_hooks(search.model, hooks), search._autocast:
-        start = fwAD.make_dual(inputs, inputs) if source is None else inputs
+        start = fwAD.make_dual(inputs, source.to(inputs.dtype)) if from_input else inputs
         try:
             search.model(start)
         except _StopForward:
@@ -144,9 +146,10 @@ def influence_pattern(search: NeuronPathSearch, cp: CleanPass, k: int | None = N
             count = min(per_group, batch - start)
             local = torch.arange(count, device=search.device).repeat(m)  # alpha-major rows
             step = torch.arange(m, device=search.device).repeat_interleave(count)
-            inputs = images[start + local] * alphas[step][:, None, None, None]
+            originals = images[start + local]
+            inputs = originals * alphas[step][:, None, None, None]
             grads = objective_gradients(search, inputs, target[start + local])
-            source = None
+            source = originals  # layer 0: along the input, d x(alpha) / d alpha = x
             for layer in range(search.num_layers):
                 tangent = chain_tangent(search, inputs, layer, source)
                 rows = (grads[layer] * tangent).sum(1) * weights[step][:, None]  # [R, F]

@@ -14,7 +14,9 @@ parameters are frozen; the m x B repeated batch is split into chunks of at most 
 Additive forms (``paper``): JAS(P + j) = JAS(P) + a_j * IG_j with JAS(P) common to every candidate of
 layer l, so the search requests only layer l's gradients; with frozen parameters and path values that
 do not require gradients, autograd's backward stops at block l (about (L + 1) / 2 backward passes over
-the search instead of L). The final path's JAS is computed once, by one full pass. The previous
+the search instead of L). The forward of layer l's pass also resumes at block l - 1 from the block
+input stored by layer l - 1's pass (timm ViTs; identical, since both passes scale only P_{<l-1} before
+it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once, by one full pass. The previous
 full-backward search (gradients of the path and of layer l, choice by JAS(P + j)) stays available as
 ``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a test oracle; both choose the same
 paths and record the same candidate scores.
@@ -30,7 +32,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import TOKEN_SCOPES, mlp_widths, token_range
+from ..models.adapters import (TOKEN_SCOPES, block_input_hook, can_resume_at_block, forward_from_block, mlp_widths,
+                               token_range)
 from ..models.borrow import borrowed
 from .forms import JAS_FORMS, PathTerms
 from .interventions import _Intervention, capture_activations, intervene
@@ -145,6 +148,7 @@ class NeuronPathSearch:
         self._autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                           else contextlib.nullcontext())
         self._placed_depth = 0
+        self._resumable = can_resume_at_block(model)
 
     @contextlib.contextmanager
     def placed(self) -> Iterator[nn.Module]:
@@ -209,11 +213,12 @@ class NeuronPathSearch:
         path: list[torch.Tensor] = []
         candidates: list[torch.Tensor] = []
         marginal = self.form.marginal
+        prefix: dict = {}  # block inputs reused by the next layer's pass (paper form)
         for layer in range(self.num_layers):
             if marginal is not None and not self.full_backward:
                 # JAS(P + j) = JAS(P) + a_j IG_j: only layer l's gradients (the backward stops at block l)
                 grads = self.integrated_gradients(images, target, clean, path, full_layer=layer,
-                                                  path_gradients=False)
+                                                  path_gradients=False, prefix=prefix)
                 score = recorded = marginal(clean[layer], grads[layer])
             else:
                 grads = self.integrated_gradients(images, target, clean, path, full_layer=layer)
@@ -285,14 +290,18 @@ class NeuronPathSearch:
 
     def integrated_gradients(self, images: torch.Tensor, target: torch.Tensor, clean: list[torch.Tensor],
                              path: list[torch.Tensor], full_layer: int | None,
-                             path_gradients: bool = True) -> dict[int, torch.Tensor]:
+                             path_gradients: bool = True, prefix: dict | None = None) -> dict[int, torch.Tensor]:
         """sum_i w_i dF/d(activation) at alpha_i, scaling the path's neurons and optionally a whole layer.
 
         `path` lists [B, K] neuron ids for layers 0..len(path)-1; `full_layer` scales every neuron
         of that layer too. Returns layer -> [B, T, K] (path layers) or [B, T, F] (the full layer).
         With ``path_gradients=False`` (needs `full_layer`) the path is still scaled but only the full
         layer's gradients are taken: nothing before that block requires gradients, so the backward
-        stops there.
+        stops there. `prefix` (a dict the caller keeps across the layers of one search, with
+        ``path_gradients=False``): the input of block `full_layer` is stored in it, and a pass for
+        layer l resumes at block l - 1 from the input stored by the pass for layer l - 1 (identical:
+        both scale only P_{<l-1} before it), so blocks 0..l-2 are not recomputed. Memory: one block's
+        input for the m x B rows.
         Multiply by the clean activations for integrated gradients (the `paper` form's terms).
         """
         batch = images.shape[0]
@@ -313,6 +322,16 @@ class NeuronPathSearch:
         if full_layer is not None:
             acc[full_layer] = torch.zeros_like(clean[full_layer])
 
+        resume_at = None
+        if prefix is not None and not path_gradients and self._resumable:
+            if full_layer > 0 and prefix.get("block") == full_layer - 1:
+                resume_at = full_layer - 1
+            stored_inputs: dict[int, torch.Tensor] = {}
+            recorder = lambda start: block_input_hook(  # noqa: E731
+                self.model, full_layer, lambda hidden: stored_inputs.__setitem__(start, hidden.detach()))
+        else:
+            prefix, recorder = None, lambda start: contextlib.nullcontext()  # noqa: E731
+
         for start in range(0, rows_total, chunk):
             rows = torch.arange(start, min(start + chunk, rows_total), device=self.device)
             img, step = rows % batch, rows // batch  # alpha-major order, as published
@@ -331,13 +350,19 @@ class NeuronPathSearch:
                     leaves.append(values)
                 frozen = clean[layer][img] if (self.freeze and index is not None) else None
                 plan[layer] = _Intervention(values, index, frozen)
-            with self.placed(), torch.enable_grad(), intervene(self.model, plan, self.t0, self.t1), self._autocast:
-                logits = self.model(images[img])
+            with self.placed(), torch.enable_grad(), intervene(self.model, plan, self.t0, self.t1), \
+                    recorder(start), self._autocast:
+                if resume_at is None:
+                    logits = self.model(images[img])
+                else:
+                    logits = forward_from_block(self.model, prefix["inputs"][start], resume_at)
                 objective = self._objective(logits.float(), target[img])
                 total = (objective * weights[step]).sum()
                 grads = torch.autograd.grad(total, leaves)
             for layer, g in zip(wanted, grads):
                 acc[layer].index_add_(0, img, g.float())
+        if prefix is not None:
+            prefix["block"], prefix["inputs"] = full_layer, stored_inputs
         return acc
 
     def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
