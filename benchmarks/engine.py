@@ -42,10 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-STRUCTURAL = ("engine", "hook_and_clone", "floor", "engine_reference", "published")
+STRUCTURAL = ("engine", "engine_full_backward", "engine_compile", "hook_and_clone", "floor", "engine_reference",
+              "published")
 PRODUCT = ("published_m20", "engine_reference_m20", "engine_gauss4")
-RATIOS = (("hook_and_clone", "engine"), ("published", "engine_reference"), ("engine", "floor"),
-          ("engine_reference", "floor"))
+RATIOS = (("engine_full_backward", "engine"), ("engine_compile", "engine"), ("hook_and_clone", "engine"),
+          ("published", "engine_reference"), ("engine", "floor"), ("engine_reference", "floor"))
 PRODUCT_RATIOS = (("published_m20", "engine"), ("published_m20", "engine_gauss4"),
                   ("published_m20", "engine_reference_m20"))
 FIDELITY_RULES = (("gauss", 4), ("gauss", 6), ("gauss", 8), ("midpoint", 8), ("riemann", 20))
@@ -70,6 +71,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+#: the last result of the engine variants (to check that they find the same paths)
+last_results: dict[str, object] = {}
+
+
 def make_methods(model, images, labels, steps: int, device: str, dtype: str, product: bool,
                  max_batch: int | None) -> dict[str, Callable[[], object]]:
     """The timed callables of one model (each runs one batch's full search)."""
@@ -82,10 +87,16 @@ def make_methods(model, images, labels, steps: int, device: str, dtype: str, pro
     autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch_dtype,  # noqa: E731
                                       enabled=torch_dtype != torch.float32)
 
-    def engine(m: int, jas: str, quad: str) -> Callable[[], object]:
+    def engine(m: int, jas: str, quad: str, key: str | None = None, **variant) -> Callable[[], object]:
         search = NeuronPathSearch(model, PathConfig(steps=m, jas=jas, quadrature=quad, max_batch=max_batch,
-                                                    dtype=dtype), device)
-        return lambda: search.attribute(images, labels)
+                                                    dtype=dtype), device, **variant)
+
+        def run():
+            result = search.attribute(images, labels)
+            if key:
+                last_results[key] = result
+            return result
+        return run
 
     def with_autocast(fn: Callable[[], object]) -> Callable[[], object]:
         def run():
@@ -101,7 +112,9 @@ def make_methods(model, images, labels, steps: int, device: str, dtype: str, pro
 
     config = PathConfig(steps=steps)
     methods = {
-        "engine": engine(steps, "paper", "gauss"),
+        "engine": engine(steps, "paper", "gauss", "engine"),
+        "engine_full_backward": engine(steps, "paper", "gauss", "engine_full_backward", full_backward=True),
+        "engine_compile": engine(steps, "paper", "gauss", "engine_compile", compile=True),
         "hook_and_clone": with_autocast(lambda: ref.hook_and_clone_paths(model, images, labels, config)),
         "floor": with_autocast(floor),
         "engine_reference": engine(steps, "reference", "riemann"),
@@ -155,7 +168,25 @@ def run_speed(args, name: str, img_size: int, product: bool) -> dict:
     methods = make_methods(model, images, labels, args.steps, args.device, args.dtype, product, args.max_batch)
     wanted = set(args.methods.split(","))
     methods = {k: v for k, v in methods.items() if k in wanted or k in PRODUCT}
-    return interleaved(methods, args.repeats, args.device, f"speed {name} {img_size}px")
+    last_results.clear()
+    times = interleaved(methods, args.repeats, args.device, f"speed {name} {img_size}px")
+    return {"times": times, "same_paths": same_paths()}
+
+
+def same_paths() -> dict[str, str]:
+    """Per engine variant: whether its last paths equal the engine's, and the largest path-JAS difference."""
+    import torch
+
+    base = last_results.get("engine")
+    out = {}
+    for key in ("engine_full_backward", "engine_compile"):
+        other = last_results.get(key)
+        if base is None or other is None:
+            continue
+        equal = torch.equal(base.path, other.path) and torch.equal(base.act_path, other.act_path)
+        diff = float((base.path_jas - other.path_jas).abs().max())
+        out[key] = f"{'same' if equal else 'DIFFERENT'} paths, max |path JAS difference| {diff:.1e}"
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,11 +424,13 @@ def render(args, machine, models, sizes, batches, mem_steps, results) -> str:
               "| model | input | B | method | form, nodes | s/batch (median) | images/s |",
               "|---|---:|---:|---|---|---:|---:|"]
     settings = {"engine": f"paper, gauss {args.steps}", "hook_and_clone": f"paper, gauss {args.steps}",
+                "engine_full_backward": f"paper, gauss {args.steps}, full backward (previous engine)",
+                "engine_compile": f"paper, gauss {args.steps}, --compile",
                 "floor": f"L x fwd+bwd of {args.steps} x B", "engine_reference": f"reference, riemann {args.steps}",
                 "published": f"reference, riemann {args.steps}", "published_m20": "reference, riemann 20 (published)",
                 "engine_reference_m20": "reference, riemann 20", "engine_gauss4": "paper, gauss 4"}
     for model in models:
-        for method, t in results["speed"][model].items():
+        for method, t in results["speed"][model]["times"].items():
             sec = statistics.median(t)
             lines.append(f"| {model} | {sizes[model]} | {batches[model]} | {method} | {settings[method]} | "
                          f"{sec:.2f} | {batches[model] / sec:.3f} |")
@@ -405,16 +438,22 @@ def render(args, machine, models, sizes, batches, mem_steps, results) -> str:
               "| model | " + " | ".join(f"{a} / {b}" for a, b in RATIOS) + " |",
               "|---|" + "---:|" * len(RATIOS)]
     for model in models:
-        t = results["speed"][model]
+        t = results["speed"][model]["times"]
         lines.append(f"| {model} | " + " | ".join(_ratio_cell(t, a, b) for a, b in RATIOS) + " |")
-    first = results["speed"][models[0]]
+    lines += [""] + [f"- {model}, {key} vs engine: {text}" for model in models
+                     for key, text in results["speed"][model]["same_paths"].items()]
+    first = results["speed"][models[0]]["times"]
     if "published_m20" in first:
         lines += ["", f"Product-level comparison ({models[0]}, input {sizes[models[0]]}, B = {batches[models[0]]}): "
                   "speedup in images/s over the published loop at its published settings:", "",
                   "| pathprune setting | images/s | published (riemann 20) images/s | speedup |", "|---|---:|---:|---:|"]
         pub = batches[models[0]] / statistics.median(first["published_m20"])
-        for label, method in (("defaults: paper form, gauss 8", "engine"), ("paper form, gauss 4", "engine_gauss4"),
+        for label, method in (("defaults: paper form, gauss 8", "engine"),
+                              ("defaults, previous engine (full backward)", "engine_full_backward"),
+                              ("defaults, --compile", "engine_compile"), ("paper form, gauss 4", "engine_gauss4"),
                               ("reference form, riemann 20 (same work as published)", "engine_reference_m20")):
+            if method not in first:
+                continue
             ips = batches[models[0]] / statistics.median(first[method])
             lines.append(f"| {label} | {ips:.3f} | {pub:.3f} | {_ratio_cell(first, 'published_m20', method)} |")
     lines += ["", f"### Engine peak memory vs m ({models[0]}, input {sizes[models[0]]}, B = {batches[models[0]]}; "
