@@ -49,7 +49,7 @@ _compare_options = [
     click.option("--data", default=None,
                  help="The data the analysis ran on [default: the data root in run.json]."),
     click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced)."),
-    click.option("--methods", default="jas,activation,knowledge,random", show_default=True,
+    click.option("--methods", default=",".join(PATH_METHODS.names()), show_default=True,
                  help="Path methods to compare: " + PATH_METHODS.help_text() + "."),
     click.option("--batch-size", type=int, default=16, show_default=True),
     click.option("--max-batch", type=int, default=None, help="Most rows (images x steps) per forward/backward."),
