@@ -42,8 +42,8 @@ from .options import CONTEXT, load_model_from_options, model_options, recipe_opt
 @click.option("--checkpoint-seconds", type=float, default=60.0, show_default=True,
               help="Save resumable statistics at least this often.")
 @click.option("--compile", "compile_model", is_flag=True,
-              help="torch.compile the attention modules for the repeated batch (same results; pays on GPU "
-                   "for long runs, not on CPU: see benchmarks/results_engine.md).")
+              help="torch.compile the attention modules for the repeated batch (same paths; a one-off "
+                   "compile of about a minute; slower on CPU, unmeasured on GPU: benchmarks/results_engine.md).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(model_name, weights, img_size, num_classes, model_args, data, out, topk, steps, quadrature, jas,
             token, target, objective, preprocess, batch_size, max_batch, images_per_class, classes,
