@@ -506,11 +506,20 @@ NOTES = (
     "`--compile` (engine_compile) compiles each attention module with torch.compile (dynamic shapes); the "
     "MLP activations carry the search's hooks, which change at every pass, so compiling whole blocks would "
     "recompile at every pass. Compilation (about a minute on this CPU) falls in the warm-up round and is "
-    "not in the medians. On this CPU it is slower than eager: use it on GPU for long runs only after "
-    "measuring it there (no GPU was available to this benchmark), and not on CPU.",
-    "Structural ratio published / engine_reference (same form, same m): the published loop does, per "
-    "layer l, one forward and l + 1 separate `autograd.grad` calls; about 2.5-3.1x for any implementation "
-    "of one backward per layer (see the analysis in earlier versions of this file).",
+    "not in the medians. On this CPU it gave no consistent gain (medians 0.79x and 1.01x of the eager "
+    "time with round-to-round ranges of 0.6-1.9x, and 1.38x slower in a one-round smoke run): leave it off "
+    "on CPU; on GPU, where the fused kernels matter more, measure it on a few batches before a long run "
+    "(no GPU was available to this benchmark).",
+    "Structural ratio published / engine_reference (same form, same m): the published loop does, per layer l, "
+    "one forward and l + 1 separate `autograd.grad` calls, the one for layer k's tensor running from the output "
+    "down to layer k: sum_k (L - k)^2 / L = (L + 1)(2L + 1) / 6 = 54 backward-equivalents for L = 12 (plus "
+    "2 x 6.5 for the two final scores) and L + 2 = 14 forwards, against 14 forwards + 14 backwards for the "
+    "reference-form engine: 14 + 67b vs 14 + 14b forward-equivalents, b = cost of an activation-only backward / "
+    "forward (roughly 0.6-1.3 with frozen weights), i.e. about 2.5-3.1x for any implementation of one backward "
+    "per layer. The product-level targets are met together with the quadrature: pathprune's defaults use 8 "
+    "Gauss-Legendre nodes against the published 20 left-Riemann nodes, and the fidelity table shows Gauss 4-8 "
+    "closer to the 128-node reference than the published 20-node left sum, so the speed is not bought with "
+    "worse paths.",
     "Fidelity is measured in the paper form (the rule's own error) against a 128-node midpoint reference; "
     "the new search finds the same paths as the previous one (tests/test_engine_marginal.py), so its "
     "fidelity is the rule's. The published settings' reference form changes the score itself, not only "

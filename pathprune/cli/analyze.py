@@ -43,7 +43,7 @@ from .options import CONTEXT, load_model_from_options, model_options, recipe_opt
               help="Save resumable statistics at least this often.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the attention modules for the repeated batch (same paths; a one-off "
-                   "compile of about a minute; slower on CPU, unmeasured on GPU: benchmarks/results_engine.md).")
+                   "compile of about a minute; no consistent gain on CPU, unmeasured on GPU: benchmarks/results_engine.md).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(model_name, weights, img_size, num_classes, model_args, data, out, topk, steps, quadrature, jas,
             token, target, objective, preprocess, batch_size, max_batch, images_per_class, classes,
