@@ -16,10 +16,10 @@ layer l, so the search requests only layer l's gradients; with frozen parameters
 do not require gradients, autograd's backward stops at block l (about (L + 1) / 2 backward passes over
 the search instead of L). The forward of layer l's pass also resumes at block l - 1 from the block
 input stored by layer l - 1's pass (timm ViTs; identical, since both passes scale only P_{<l-1} before
-it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once, by one full pass. The previous
-full-backward search (gradients of the path and of layer l, choice by JAS(P + j)) stays available as
-``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a test oracle; both choose the same
-paths and record the same candidate scores.
+it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once, by one
+full pass. The previous full-backward search (gradients of the path and of layer l, choice by
+JAS(P + j)) stays available as ``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a
+test oracle; both choose the same paths and record the same candidate scores.
 """
 
 from __future__ import annotations
