@@ -87,7 +87,8 @@ def oracle_influence(model, image, target, path, config, t0, t1):
         chain = None
         for layer in range(layers):
             if layer == 0:
-                jac = torch.autograd.functional.jacobian(oracle_layer_of_input(model, 0, t0, t1), x)  # [T, F, 1, C, H, W]
+                # [T, F, 1, C, H, W]
+                jac = torch.autograd.functional.jacobian(oracle_layer_of_input(model, 0, t0, t1), x)
                 chain = (jac * image).flatten(2).sum(-1)  # directional derivative along d x / d alpha = image
             else:
                 ids = path[layer - 1]

@@ -15,6 +15,7 @@ from .search import DTYPES, OBJECTIVES, TARGETS, CleanPass, NeuronPathSearch, Pa
 
 __all__ = ["CleanPass", "DTYPES", "JAS_FORMS", "JasForm", "NeuronPathSearch", "OBJECTIVES", "PATH_METHODS",
            "PathConfig", "PathResult", "PathTerms", "QUADRATURE_RULES", "ReplaceActivations", "TARGETS",
-           "capture_activations", "influence_pattern", "knowledge_path", "list_jas_forms", "list_quadratures", "manipulated_logits",
+           "capture_activations", "influence_pattern", "knowledge_path", "list_jas_forms", "list_quadratures",
+           "manipulated_logits",
            "quadrature_nodes", "random_path", "register_jas_form", "register_path_method",
            "register_quadrature", "scale_path_neurons"]
