@@ -3,7 +3,7 @@
 Protocol (the paper manipulates the images it computed paths for):
 1. ``pathprune analyze`` on digits:test (``--test-per-class`` images per class): each image's JAS path
    and activation path; ``pathprune manipulate`` on exactly those images compares them with
-   knowledge-neuron and random paths (remove = x0, enhance = x2 at the class token) and the final JAS
+   knowledge-neuron, influence-pattern and random paths (remove = x0, enhance = x2 at the class token) and the final JAS
    of every method's path.
 2. ``pathprune analyze`` on digits:train (``--train-per-class`` per class): ``pathprune structure``
    gives the per-class neuron frequency maps and within- versus between-class path similarity.
@@ -169,7 +169,9 @@ mean target probability {test_summary['mean_prob']:.3f}), and `pathprune manipul
 (enhance) each image's own path neurons at the class token and measures the target (= label) probability
 and top-1 accuracy. Methods: the JAS path, the activation path (largest clean activation per layer),
 the knowledge-neuron path (Dai et al. 2022: per layer the largest integrated gradient when only that
-whole layer is scaled) and a seeded random path, all with one neuron per layer (K = 1). The class
+whole layer is scaled), the influence pattern (Lu et al. 2021, adapted to MLP neurons: layer by layer
+the neuron through which the chosen chain carries the most path-integrated gradient of the input's
+effect, `pathprune.attribution.influence`) and a seeded random path, all with one neuron per layer (K = 1). The class
 structure (frequency maps, within/between-class similarity) uses paths of **digits:train**
 ({train_summary['num_records']} images, the first {opts.train_per_class} per class), i.e. the images the paths would be aggregated from for
 pruning. Path settings: JAS form `{opts.jas}`, {opts.steps} Gauss-Legendre nodes, class-token scope.

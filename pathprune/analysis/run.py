@@ -145,8 +145,10 @@ def _truncate_records(path: Path, keep: int) -> None:
 def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: RunSettings, out: str | Path,
             *, device: str = "cpu", shard: tuple[int, int] | None = None, workers: int = 0,
             checkpoint_seconds: float = 60.0, progress: bool = True,
-            on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+            on_batch: Callable[[int], None] | None = None, compile: bool = False) -> dict[str, Any]:
     """Analyse every image of `image_set` (or its shard) into `out`, resuming a previous run there.
+
+    `compile`: torch.compile the model's attention for the repeated batch (same records).
 
     Returns the summary (also written to summary.json). `on_batch(n)` is called after each batch
     with the number of batches done (a hook for tests and progress reporting).
@@ -154,7 +156,7 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     out = Path(out)
     # everything that can be refused is checked before anything is written (a bad --topk must not
     # leave a run.json behind that blocks the corrected rerun)
-    search = NeuronPathSearch(model, settings.path, device)
+    search = NeuronPathSearch(model, settings.path, device, compile=compile)
     manifest = run_manifest(spec, image_set, settings, shard)
     with claim_output(out, "analyze", resumable=True, in_place=True):
         return _analyze_locked(search, image_set, settings, manifest, out, shard=shard, workers=workers,

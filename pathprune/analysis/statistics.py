@@ -34,14 +34,22 @@ SUMMARY_FILE = "summary.json"
 
 
 
-FORMAT = "pathprune.analyze/1"
+#: analyze output format. 2: for additive JAS forms (paper) `jas_sum` sums each candidate's marginal
+#: term a_j * IG_j = JAS(P + j) - JAS(P) instead of JAS(P + j) (the search no longer computes the path
+#: terms at every layer). Per layer the two differ by a sum of per-image offsets that every candidate
+#: of the layer shares, so per-layer rankings (path importance, uniform pruning) are the same.
+FORMAT = "pathprune.analyze/2"
+#: statistics files written before the format was recorded in them
+LEGACY_FORMAT = "pathprune.analyze/1"
+KNOWN_FORMATS = (LEGACY_FORMAT, FORMAT)
 
 
 
 class PathStatistics:
     """Per-class, per-neuron accumulators over analysed images (float64 sums, int64 counts)."""
 
-    def __init__(self, num_classes: int, widths: list[int]):
+    def __init__(self, num_classes: int, widths: list[int], format: str = FORMAT):
+        self.format = format
         self.num_classes = num_classes
         self.widths = list(widths)
         self.class_count = torch.zeros(num_classes, dtype=torch.int64)
@@ -67,6 +75,9 @@ class PathStatistics:
         """Add another run's statistics (same classes and widths)."""
         if other.widths != self.widths or other.num_classes != self.num_classes:
             raise IncompatibleError("statistics of different models or class lists cannot be merged")
+        if other.format != self.format:
+            raise IncompatibleError(f"statistics of formats {self.format} and {other.format} cannot be merged "
+                                    "(re-run the older analysis with this version)")
         self.class_count += other.class_count
         for mine, theirs in ((self.path_count, other.path_count), (self.act_path_count, other.act_path_count),
                              (self.jas_sum, other.jas_sum), (self.act_sum, other.act_sum)):
@@ -83,7 +94,7 @@ class PathStatistics:
         return out
 
     def save(self, path: Path, metadata: dict[str, Any]) -> None:
-        save_tensors_atomic(path, self.tensors(), {"checkpoint": json.dumps(metadata)})
+        save_tensors_atomic(path, self.tensors(), {"checkpoint": json.dumps(metadata), "format": self.format})
 
     @classmethod
     def load(cls, path: Path) -> tuple["PathStatistics", dict[str, Any]]:
@@ -92,10 +103,15 @@ class PathStatistics:
 
         tensors = load_tensors(path)
         with safe_open(str(path), "pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("checkpoint", "{}"))
+            header = fh.metadata() or {}
+        meta = json.loads(header.get("checkpoint", "{}"))
+        format = header.get("format", LEGACY_FORMAT)
+        if format not in KNOWN_FORMATS:
+            raise IncompatibleError(f"{path}: statistics format {format} is newer than this pathprune "
+                                    f"(reads {', '.join(KNOWN_FORMATS)}); upgrade pathprune")
         layers = sum(1 for k in tensors if k.startswith("path_count."))
         widths = [tensors[f"path_count.{i}"].shape[1] for i in range(layers)]
-        stats = cls(int(tensors["class_count"].shape[0]), widths)
+        stats = cls(int(tensors["class_count"].shape[0]), widths, format=format)
         stats.class_count = tensors["class_count"]
         for i in range(layers):
             stats.path_count[i] = tensors[f"path_count.{i}"]

@@ -3,11 +3,13 @@
 A path method maps (search, clean pass, the batch's analysis records, K, generator) to a path: a list
 of L tensors [B, K] of neuron ids. ``jas`` and ``activation`` read the paths an analysis recorded;
 ``knowledge`` computes Dai et al.'s knowledge neurons (per layer, the largest integrated gradient when
-only that whole layer is scaled); ``random`` draws K distinct neurons per layer.
+only that whole layer is scaled); ``influence`` computes Lu et al.'s influence patterns (greedy
+path-integrated gradients along the chosen chain, :mod:`.influence`); ``random`` draws K distinct
+neurons per layer.
 
     >>> from pathprune.attribution import PATH_METHODS
     >>> PATH_METHODS.names()
-    ['jas', 'activation', 'knowledge', 'random']
+    ['jas', 'activation', 'knowledge', 'influence', 'random']
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..registry import Registry
+from .influence import influence_pattern
 from .search import CleanPass, NeuronPathSearch
 
 #: (search, clean pass, records, k, generator) -> L tensors [B, K]
@@ -66,5 +69,8 @@ register_path_method("activation", lambda search, cp, records, k, gen: record_pa
                      help="largest clean activation per layer (from the analysis records)")
 register_path_method("knowledge", lambda search, cp, records, k, gen: knowledge_path(search, cp, k),
                      help="knowledge neurons (Dai et al. 2022): per-layer integrated gradients")
+register_path_method("influence", lambda search, cp, records, k, gen: influence_pattern(search, cp, k),
+                     help="influence patterns (Lu et al. 2021): greedy path-integrated gradients through the "
+                          "chosen neurons")
 register_path_method("random", lambda search, cp, records, k, gen: random_path(search.widths, len(records), k, gen),
                      help="K seeded random neurons per layer")

@@ -3,7 +3,9 @@
 A form is data (a :class:`JasForm`) in the registry ``JAS_FORMS``:
 
 - ``paper`` (default): JAS(P + j) = sum over n in P + {j} of a_n * IG_n, the integrated gradients of
-  the joint scaling; it satisfies completeness.
+  the joint scaling; it satisfies completeness. It is additive: JAS(P + j) = JAS(P) + a_j * IG_j, and
+  JAS(P) is the same for every candidate j of a layer, so the greedy choice needs only the candidate's
+  *marginal* term a_j * IG_j (``JasForm.marginal``), i.e. gradients at layer l only.
 - ``reference``: the published code, (sum of gradients) * (sum of activations), with the other
   neurons of intervened layers frozen at their clean values.
 
@@ -35,12 +37,15 @@ class PathTerms:
 class JasForm:
     """One way of scoring a path: `score(terms)` for a path, `candidates(path_terms, a_l, g_l)` for
     every candidate j of layer l ([B, F]; a_l and g_l are [B, T, F]); `freeze`: the other neurons
-    of intervened layers keep their clean values (the published code's intervention)."""
+    of intervened layers keep their clean values (the published code's intervention); `marginal`
+    (additive forms only): ``marginal(a_l, g_l)`` [B, F] with candidates = score(P) + marginal, so the
+    choice at layer l needs no gradients of the path (the search's backward stops at block l)."""
 
     name: str
     score: Callable[[PathTerms], torch.Tensor]
     candidates: Callable[[PathTerms, torch.Tensor, torch.Tensor], torch.Tensor]
     freeze: bool = False
+    marginal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 #: JAS forms by name
@@ -59,6 +64,7 @@ register_jas_form(JasForm(
     "paper",
     score=lambda t: t.ag,
     candidates=lambda p, a_l, g_l: p.ag[:, None] + (a_l * g_l).sum(1),
+    marginal=lambda a_l, g_l: (a_l * g_l).sum(1),
 ), help="sum of a*IG over the path (integrated gradients of the joint scaling)")
 register_jas_form(JasForm(
     "reference",

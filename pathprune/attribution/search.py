@@ -10,6 +10,16 @@ Performance design (DESIGN.md section 3): one clean forward gives every layer's 
 interventions are a custom autograd Function that overwrites only the selected entries in place and
 returns gradients only for them; one backward per layer gives the gradients of all scaled tensors;
 parameters are frozen; the m x B repeated batch is split into chunks of at most ``max_batch`` rows.
+
+Additive forms (``paper``): JAS(P + j) = JAS(P) + a_j * IG_j with JAS(P) common to every candidate of
+layer l, so the search requests only layer l's gradients; with frozen parameters and path values that
+do not require gradients, autograd's backward stops at block l (about (L + 1) / 2 backward passes over
+the search instead of L). The forward of layer l's pass also resumes at block l - 1 from the block
+input stored by layer l - 1's pass (timm ViTs; identical, since both passes scale only P_{<l-1} before
+it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once, by one
+full pass. The previous full-backward search (gradients of the path and of layer l, choice by
+JAS(P + j)) stays available as ``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a
+test oracle; both choose the same paths and record the same candidate scores.
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import TOKEN_SCOPES, mlp_widths, token_range
+from ..models.adapters import (TOKEN_SCOPES, block_input_hook, can_resume_at_block, forward_from_block, mlp_widths,
+                               token_range)
 from ..models.borrow import borrowed
 from .forms import JAS_FORMS, PathTerms
 from .interventions import _Intervention, capture_activations, intervene
@@ -78,7 +89,9 @@ class PathResult:
     path_jas: torch.Tensor  # [B] JAS of the final path alone
     act_path: torch.Tensor  # [B, L, K] activation path (top clean activations)
     act_path_jas: torch.Tensor  # [B]
-    candidate_jas: list[torch.Tensor] = field(default_factory=list)  # L x [B, F_l]: JAS(P + j)
+    # L x [B, F_l]: each candidate's score at its layer. Additive forms (paper): the marginal term
+    # a_j * IG_j = JAS(P + j) - JAS(P) (statistics format 2); reference form: JAS(P + j).
+    candidate_jas: list[torch.Tensor] = field(default_factory=list)
     clean_act: list[torch.Tensor] = field(default_factory=list)  # L x [B, F_l]: scope-summed activation
 
 
@@ -112,8 +125,15 @@ class NeuronPathSearch:
         torch.Size([2, 6, 1])
     """
 
-    def __init__(self, model: nn.Module, config: PathConfig | None = None, device: torch.device | str = "cpu"):
+    def __init__(self, model: nn.Module, config: PathConfig | None = None, device: torch.device | str = "cpu",
+                 *, compile: bool = False, full_backward: bool = False):
+        """`compile`: torch.compile the attention modules while the model is placed (same results;
+        see benchmarks/results_engine.md for when it pays). `full_backward`: the previous search that
+        takes the path's gradients at every layer too (a benchmark variant and test oracle; additive
+        forms only differ in cost)."""
         self.config = (config or PathConfig()).validate()
+        self.compile = bool(compile)
+        self.full_backward = bool(full_backward)
         self.device = torch.device(device)
         self.model = model
         self.form = JAS_FORMS.get(self.config.jas)
@@ -128,6 +148,7 @@ class NeuronPathSearch:
         self._autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                           else contextlib.nullcontext())
         self._placed_depth = 0
+        self._resumable = can_resume_at_block(model)
 
     @contextlib.contextmanager
     def placed(self) -> Iterator[nn.Module]:
@@ -139,7 +160,8 @@ class NeuronPathSearch:
             finally:
                 self._placed_depth -= 1
             return
-        with borrowed(self.model, device=self.device, requires_grad=False) as model:
+        with borrowed(self.model, device=self.device, requires_grad=False) as model, \
+                (compiled_attention(model) if self.compile else contextlib.nullcontext()):
             self._placed_depth = 1
             try:
                 yield model
@@ -190,10 +212,19 @@ class NeuronPathSearch:
         k = self.config.topk
         path: list[torch.Tensor] = []
         candidates: list[torch.Tensor] = []
+        marginal = self.form.marginal
+        prefix: dict = {}  # block inputs reused by the next layer's pass (paper form)
         for layer in range(self.num_layers):
-            grads = self.integrated_gradients(images, target, clean, path, full_layer=layer)
-            score = self._candidate_scores(clean, path, grads, layer)
-            candidates.append(score.cpu())
+            if marginal is not None and not self.full_backward:
+                # JAS(P + j) = JAS(P) + a_j IG_j: only layer l's gradients (the backward stops at block l)
+                grads = self.integrated_gradients(images, target, clean, path, full_layer=layer,
+                                                  path_gradients=False, prefix=prefix)
+                score = recorded = marginal(clean[layer], grads[layer])
+            else:
+                grads = self.integrated_gradients(images, target, clean, path, full_layer=layer)
+                score = self._candidate_scores(clean, path, grads, layer)
+                recorded = marginal(clean[layer], grads[layer]) if marginal is not None else score
+            candidates.append(recorded.cpu())
             path.append(torch.topk(score, k, dim=1).indices)
 
         clean_sum = [a.sum(1) for a in clean]  # [B, F_l] scope-summed activations
@@ -258,11 +289,19 @@ class NeuronPathSearch:
         return self.form.candidates(self._terms(clean, path, grads, layer), clean[layer], grads[layer])
 
     def integrated_gradients(self, images: torch.Tensor, target: torch.Tensor, clean: list[torch.Tensor],
-                             path: list[torch.Tensor], full_layer: int | None) -> dict[int, torch.Tensor]:
+                             path: list[torch.Tensor], full_layer: int | None,
+                             path_gradients: bool = True, prefix: dict | None = None) -> dict[int, torch.Tensor]:
         """sum_i w_i dF/d(activation) at alpha_i, scaling the path's neurons and optionally a whole layer.
 
         `path` lists [B, K] neuron ids for layers 0..len(path)-1; `full_layer` scales every neuron
         of that layer too. Returns layer -> [B, T, K] (path layers) or [B, T, F] (the full layer).
+        With ``path_gradients=False`` (needs `full_layer`) the path is still scaled but only the full
+        layer's gradients are taken: nothing before that block requires gradients, so the backward
+        stops there. `prefix` (a dict the caller keeps across the layers of one search, with
+        ``path_gradients=False``): the input of block `full_layer` is stored in it, and a pass for
+        layer l resumes at block l - 1 from the input stored by the pass for layer l - 1 (identical:
+        both scale only P_{<l-1} before it), so blocks 0..l-2 are not recomputed. Memory: one block's
+        input for the m x B rows.
         Multiply by the clean activations for integrated gradients (the `paper` form's terms).
         """
         batch = images.shape[0]
@@ -274,10 +313,24 @@ class NeuronPathSearch:
         tokens = self.t1 - self.t0
         selected = {layer: clean[layer].gather(2, p[:, None, :].expand(-1, tokens, -1))
                     for layer, p in enumerate(path)}
-        layers = list(range(len(path))) + ([full_layer] if full_layer is not None else [])
-        acc = {layer: torch.zeros_like(selected[layer]) for layer in range(len(path))}
+        if not path_gradients and full_layer is None:
+            raise ValueError("path_gradients=False needs a full_layer")
+        path_layers = list(range(len(path)))
+        layers = path_layers + ([full_layer] if full_layer is not None else [])
+        wanted = layers if path_gradients else [full_layer]
+        acc = {layer: torch.zeros_like(selected[layer]) for layer in path_layers if path_gradients}
         if full_layer is not None:
             acc[full_layer] = torch.zeros_like(clean[full_layer])
+
+        resume_at = None
+        if prefix is not None and not path_gradients and self._resumable:
+            if full_layer > 0 and prefix.get("block") == full_layer - 1:
+                resume_at = full_layer - 1
+            stored_inputs: dict[int, torch.Tensor] = {}
+            recorder = lambda start: block_input_hook(  # noqa: E731
+                self.model, full_layer, lambda hidden: stored_inputs.__setitem__(start, hidden.detach()))
+        else:
+            prefix, recorder = None, lambda start: contextlib.nullcontext()  # noqa: E731
 
         for start in range(0, rows_total, chunk):
             rows = torch.arange(start, min(start + chunk, rows_total), device=self.device)
@@ -292,17 +345,24 @@ class NeuronPathSearch:
                 else:
                     values = selected[layer][img] * alpha
                     index = path[layer][img]
-                values.requires_grad_(True)
-                leaves.append(values)
+                if layer in wanted:
+                    values.requires_grad_(True)
+                    leaves.append(values)
                 frozen = clean[layer][img] if (self.freeze and index is not None) else None
                 plan[layer] = _Intervention(values, index, frozen)
-            with self.placed(), torch.enable_grad(), intervene(self.model, plan, self.t0, self.t1), self._autocast:
-                logits = self.model(images[img])
+            with self.placed(), torch.enable_grad(), intervene(self.model, plan, self.t0, self.t1), \
+                    recorder(start), self._autocast:
+                if resume_at is None:
+                    logits = self.model(images[img])
+                else:
+                    logits = forward_from_block(self.model, prefix["inputs"][start], resume_at)
                 objective = self._objective(logits.float(), target[img])
                 total = (objective * weights[step]).sum()
                 grads = torch.autograd.grad(total, leaves)
-            for layer, g in zip(layers, grads):
+            for layer, g in zip(wanted, grads):
                 acc[layer].index_add_(0, img, g.float())
+        if prefix is not None:
+            prefix["block"], prefix["inputs"] = full_layer, stored_inputs
         return acc
 
     def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -312,6 +372,26 @@ class NeuronPathSearch:
 
     def with_config(self, **changes) -> "NeuronPathSearch":
         """A search over the same model with some settings changed."""
-        return NeuronPathSearch(self.model, replace(self.config, **changes), self.device)
+        return NeuronPathSearch(self.model, replace(self.config, **changes), self.device, compile=self.compile,
+                                full_backward=self.full_backward)
+
+
+@contextlib.contextmanager
+def compiled_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Context: ``torch.compile`` every attention module of `model` in place (``Module.compile``), and
+    give them back uncompiled afterwards.
+
+    Only the attention modules are compiled: the MLP activations carry the search's hooks, which
+    change at every pass and would make a compiled block recompile each time. Results are those of
+    the uncompiled model (within float tolerance of the fused kernels)."""
+    attention = [module for name, module in model.named_modules()
+                 if name.rsplit(".", 1)[-1] == "attn" and hasattr(module, "qkv")]
+    for module in attention:
+        module.compile(dynamic=True)
+    try:
+        yield model
+    finally:
+        for module in attention:
+            module._compiled_call_impl = None
 
 

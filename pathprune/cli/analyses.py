@@ -52,7 +52,7 @@ _compare_options = [
     click.option("--out", required=True, type=click.Path(file_okay=False),
                  help="Output directory (new, empty, or a previous output of this command with --overwrite)."),
     click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous output of this command."),
-    click.option("--methods", default="jas,activation,knowledge,random", show_default=True,
+    click.option("--methods", default=",".join(PATH_METHODS.names()), show_default=True,
                  help="Path methods to compare: " + PATH_METHODS.help_text() + "."),
     click.option("--batch-size", type=int, default=16, show_default=True),
     click.option("--max-batch", type=int, default=None, help="Most rows (images x steps) per forward/backward."),

@@ -41,10 +41,13 @@ from .options import (CONTEXT, RegistryOption, input_paths, label_arguments, lab
 @click.option("--workers", type=int, default=None, help="Image decoding processes [default: min(4, cores)].")
 @click.option("--checkpoint-seconds", type=float, default=60.0, show_default=True,
               help="Save resumable statistics at least this often.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the attention modules for the repeated batch (same paths; a one-off "
+                   "compile of about a minute; no consistent gain on CPU, unmeasured on GPU: benchmarks/results_engine.md).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(model_name, weights, img_size, num_classes, model_args, data, class_map, labels_file, out, topk, steps, quadrature, jas,
             token, target, objective, preprocess, batch_size, max_batch, images_per_class, classes,
-            max_images, shard, device, dtype, workers, checkpoint_seconds, quiet) -> None:
+            max_images, shard, device, dtype, workers, checkpoint_seconds, compile_model, quiet) -> None:
     """Find each image's influential neuron path (layer-progressive JAS search)."""
     from ..analysis.distributed import distributed_context
     from ..analysis.run import RunSettings, analyze as run_analyze
@@ -70,7 +73,7 @@ def analyze(model_name, weights, img_size, num_classes, model_args, data, class_
     with distributed_context(device, shard_tuple, out) as dist:
         summary = run_analyze(model, spec, image_set, settings, dist.out, device=resolve_device(dist.device),
                               shard=dist.shard, workers=workers, checkpoint_seconds=checkpoint_seconds,
-                              progress=not quiet and dist.is_main)
+                              progress=not quiet and dist.is_main, compile=compile_model)
         dist.finish(summary)
     if dist.is_main:
         final = dist.final_summary or summary

@@ -6,9 +6,11 @@
 - *Score comparison*: the final JAS of each method's path alone (``NeuronPathSearch.path_jas``).
 - *Class structure*: per-class neuron frequency maps and within- versus between-class path similarity.
 
-Path methods compared: ``jas`` (the searched path), ``activation`` (largest clean activation per
-layer), ``knowledge`` (Dai et al. 2022 knowledge neurons: per layer, the largest integrated gradient
-when only that whole layer is scaled) and ``random`` (seeded, same sizes).
+Path methods compared (the registry ``PATH_METHODS``): ``jas`` (the searched path), ``activation``
+(largest clean activation per layer), ``knowledge`` (Dai et al. 2022 knowledge neurons: per layer, the
+largest integrated gradient when only that whole layer is scaled), ``influence`` (Lu et al. 2021
+influence patterns: greedy path-integrated gradients of the input's effect through the chosen chain of
+neurons, :mod:`pathprune.attribution.influence`) and ``random`` (seeded, same sizes).
 """
 
 from __future__ import annotations
@@ -277,7 +279,7 @@ def config_from_run(run: dict[str, Any]) -> PathConfig:
 class CompareSettings:
     """What `compare_methods` runs: path methods, manipulations, scoring, batching and placement."""
 
-    methods: Sequence[str] = ("jas", "activation", "knowledge", "random")
+    methods: Sequence[str] = tuple(PATH_METHODS.names())
     ops: Sequence[str] = ("remove", "enhance")
     scores: bool = True
     batch_size: int = 16

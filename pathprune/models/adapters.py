@@ -345,3 +345,34 @@ def count_ops_and_params(model: nn.Module) -> tuple[int, int]:
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, example_input(model))
     return int(macs), int(params)
+
+
+# --------------------------------------------------------------------------------------------
+# resuming a forward pass at a block (the engine's prefix reuse)
+
+
+def can_resume_at_block(model: nn.Module) -> bool:
+    """Whether :func:`forward_from_block` reproduces the model's forward: timm ``VisionTransformer``
+    (and subclasses that keep its forward) whose blocks take the residual stream alone."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return (isinstance(model, VisionTransformer) and type(model).forward is VisionTransformer.forward
+            and type(model).forward_features is VisionTransformer.forward_features
+            and not getattr(model, "grad_checkpointing", False))
+
+
+def forward_from_block(model: nn.Module, hidden: torch.Tensor, start: int) -> torch.Tensor:
+    """Logits of a forward pass resumed at block `start` from its input `hidden` (the residual stream)."""
+    for block in family_of(model).blocks(model)[start:]:
+        hidden = block(hidden)
+    return model.forward_head(model.norm(hidden))
+
+
+@contextlib.contextmanager
+def block_input_hook(model: nn.Module, layer: int, fn: Callable[[torch.Tensor], None]) -> Iterator[None]:
+    """Context: call ``fn(residual stream)`` with the input of block `layer` during forward passes."""
+    handle = family_of(model).blocks(model)[layer].register_forward_pre_hook(lambda module, args: fn(args[0]))
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -12,9 +12,11 @@ Path importance (DESIGN.md section 4), from an `analyze` output directory or in 
 
 The primary score of neuron (l, j) is its *class-balanced path frequency*: for every class c, the
 fraction of that class's images whose path passes through (l, j), averaged over classes (each class
-weighs the same whatever its number of images). The class-balanced mean of the dense candidate JAS
-(`jas_sum`) breaks ties, so every neuron gets a distinct score and neurons that no path visits are
-still ordered. The `activation-path` importance does the same with the activation path's counts and
+weighs the same whatever its number of images). The class-balanced mean of the dense candidate score
+(`jas_sum`; statistics format 2: the marginal a_j * IG_j of the paper form, format 1: JAS(P + j)) breaks
+ties, so every neuron gets a distinct score and neurons that no path visits are still ordered. The two
+formats differ per layer by the class-balanced mean of the images' path terms JAS_b(P_{<l}), one
+constant shared by every neuron of the layer, so per-layer rankings are the same with either. The `activation-path` importance does the same with the activation path's counts and
 the summed clean activations. Everything here is a pure function of the loaded statistics.
 """
 
