@@ -108,7 +108,7 @@ def test_parity_failure_leaves_no_file(tmp_path, monkeypatch):
     model, _ = make_tiny(seed=0)
     other, _ = make_tiny(seed=5)
     wrong = export_mod.onnx_bytes(other, (3, 32, 32), exporter="torchscript")
-    monkeypatch.setattr(export_mod, "onnx_bytes", lambda *a, **k: wrong)
+    monkeypatch.setattr(export_mod, "onnx_proto", lambda *a, **k: wrong)
     out = tmp_path / "m.onnx"
     with pytest.raises(UserError, match="parity check failed"):
         export_mod.export_onnx(model, out)
