@@ -9,8 +9,11 @@ reported) and ``needs_calibration``.
   ``Attention`` becomes ``QAttention``.
 - ``int8-static``: QDQ format, per-channel int8 weights, uint8 activations whose ranges come from
   calibration images passed through the model's own preprocessing (``quantize_static``, MinMax).
-  It runs on the TorchScript export: on the dynamo export onnxruntime's quantisation shape inference
-  fails ("Inferred shape and existing shape differ in dimension 0"), see notes/issue-13.md.
+  Biases stay float (``QuantizeBias: False``: the classifier's input comes from a ``Gather`` of the
+  class token, which has no activation scale to quantise its bias with). The graph is quantised
+  without the exporter's ``value_info``: the dynamo exporter's recorded shapes disagree with onnx
+  shape inference ("Inferred shape and existing shape differ in dimension 0"), which is what made
+  quantisation of dynamo exports fail; without them both exporters quantise.
 - ``fp16``: ``onnxruntime.transformers.float16`` with float32 inputs and outputs kept (a GPU format;
   onnxruntime's CPU provider runs it slowly or inserts casts).
 
@@ -83,9 +86,10 @@ def _int8_dynamic(proto, calibration: Sequence[np.ndarray] | None = None):
     with tempfile.TemporaryDirectory(prefix="pathprune-q-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         _save(proto, src)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False,
-                         use_external_data_format=proto.ByteSize() > 1_500_000_000,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        with _QuietRootLogger():
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False,
+                             use_external_data_format=proto.ByteSize() > 1_500_000_000,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return _load(dst)
 
 
@@ -117,12 +121,27 @@ def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None):
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         _save(proto, src)
         reader = _Batches(proto.graph.input[0].name, calibration)
-        quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        use_external_data_format=proto.ByteSize() > 1_500_000_000,
-                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "QuantizeBias": False})
+        with _QuietRootLogger():
+            quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            use_external_data_format=proto.ByteSize() > 1_500_000_000,
+                            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "QuantizeBias": False})
         return _load(dst)
+
+
+class _QuietRootLogger:
+    """onnxruntime.quantization logs advice ("consider pre-processing") on the root logger."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger()
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
 
 
 def convert_precision(proto, precision: str, calibration: Sequence[np.ndarray] | None = None):
