@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--ratios", default="0.5")
     parser.add_argument("--variants", default="fp32,opt-fp32,int8-dynamic,opt-int8-dynamic,opt-int8-static")
+    parser.add_argument("--dense-variants", default=None,
+                        help="variants of the dense model (default: --variants); fp32 is the reference")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
@@ -105,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write the Markdown section to this file")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in variants:
+    dense_variants = ([v.strip() for v in args.dense_variants.split(",") if v.strip()] if args.dense_variants
+                      else variants)
+    for v in variants + dense_variants:
         if v not in VARIANTS:
             parser.error(f"unknown variant {v} ({', '.join(VARIANTS)})")
 
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, runners, info_of = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for r, m in models.items():
-            for v in variants:
+            for v in (dense_variants if r == 0 else variants):
                 optimize, precision = VARIANTS[v]
                 name = f"{r:.2f} {v}"
                 t0 = time.perf_counter()
