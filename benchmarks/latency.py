@@ -1,20 +1,25 @@
-"""Latency of MLP-pruned ViTs in onnxruntime: measured speedup next to the theoretical MAC ratio.
+"""Latency of pruned, optimised and quantised ViTs in onnxruntime, ratios measured in one run.
 
-vit_base_patch16_224 (random weights, nothing downloaded) dense versus uniformly pruned at 0.25, 0.5
-and 0.75 of the MLP neurons (weight-magnitude importance, removed for real with torch-pruning through
-pathprune.pruning), each exported with `pathprune.deploy.export_onnx` (parity-checked), timed with onnxruntime with the
-models interleaved round-robin (`pathprune.evaluate.bench.interleaved_latency`).
+Part 1: vit_base_patch16_224 (random weights, nothing downloaded), dense and with `--ratios` of every
+block's MLP neurons removed (weight-magnitude importance, removed for real), each exported with
+`pathprune.deploy.export_onnx` in every `--variants` entry (plain fp32; `--optimize` fp32; optimised
+int8-dynamic; optimised int8-static with random calibration inputs; ...), all timed with onnxruntime
+with every variant interleaved round-robin (`pathprune.evaluate.bench.interleaved_latency`); median and
+p90. The fused-operator counts of every optimised graph are reported.
 
-    python benchmarks/latency.py                        # CPU, batch 1 and 8 (about 5 minutes on 2 cores)
-    python benchmarks/latency.py --provider cuda --fp16 # GPU: float16 ONNX on the CUDA provider
+Part 2 (`--digits`): the embedded digits model, fp32 against int8-static (calibrated on 256 digits:train
+images) and int8-dynamic, top-1 on digits:test measured *through onnxruntime*.
 
-Writes a Markdown section to stdout (and --out FILE) with the machine noted.
+    python benchmarks/latency.py --out benchmarks/results_latency.md     # CPU, batch 1 and 8
+    python benchmarks/latency.py --provider cuda --variants fp32,opt-fp16 --batch-sizes 1,8,64
+
+Writes a Markdown section to stdout (and --out FILE) with the machine and its load noted.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+#: variant name -> (optimize, precision)
+VARIANTS = {"fp32": (False, "fp32"), "opt-fp32": (True, "fp32"), "int8-dynamic": (False, "int8-dynamic"),
+            "opt-int8-dynamic": (True, "int8-dynamic"), "int8-static": (False, "int8-static"),
+            "opt-int8-static": (True, "int8-static"), "fp16": (False, "fp16"), "opt-fp16": (True, "fp16")}
 
 
 def pruned_copy(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
@@ -37,102 +47,133 @@ def pruned_copy(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
     return pruned.eval()
 
 
-def fp16_onnx(model: torch.nn.Module, shape: tuple[int, ...], device: str) -> bytes:
-    """float16 ONNX (dynamic batch) of `model`, traced on `device` (cuda for a GPU run)."""
-    import contextlib
-    import warnings
+def load_average() -> str:
+    try:
+        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
-    half = model.to(device).half().eval()
-    example = torch.randn(2, *shape, device=device, dtype=torch.float16)
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(half, (example,), None, input_names=["input"], output_names=["logits"],
-                                    dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                    opset_version=18, verbose=False)
-    model.float().cpu()
-    return program.model_proto.SerializeToString()
+
+def digits_section(threads: int | None, calib_images: int = 256) -> list[str]:
+    """top-1 of the digits model through onnxruntime: fp32 vs int8 (static and dynamic), with and without --optimize."""
+    from pathprune import create_model
+    from pathprune.data import open_images
+    from pathprune.deploy import export_onnx, make_runner
+    from pathprune.data.images import labelled_batches
+    from pathprune.evaluate.accuracy import top1
+
+    model, spec = create_model("digits")
+    calib = open_images("digits:train", spec.preprocessing, max_images=calib_images)
+    test = open_images("digits:test", spec.preprocessing)
+    x = torch.cat([b for b, _ in labelled_batches(test, 512)]).numpy()
+    y = torch.cat([lab for _, lab in labelled_batches(test, 512)]).numpy()
+    rows = [f"| torch (reference) | - | {100 * top1(model, test):.2f} | - | - |"]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("fp32", "int8-static", "int8-dynamic", "opt-fp32", "opt-int8-static", "opt-int8-dynamic"):
+            optimize, precision = VARIANTS[name]
+            res = export_onnx(model, Path(tmp) / f"{name}.onnx", optimize=optimize, precision=precision,
+                              calibration=calib, spec=spec, min_agreement=0.0)
+            runner = make_runner("ort-cpu", None, res.path, threads)
+            pred = np.concatenate([runner(x[i:i + 256]).argmax(-1) for i in range(0, len(x), 256)])
+            results[name] = 100 * float((pred == y).mean())
+            rows.append(f"| onnxruntime {name} | {res.file_bytes / 1e3:.0f} kB | {results[name]:.2f} | "
+                        f"{results[name] - results.get('opt-fp32' if optimize else 'fp32', results[name]):+.2f} | "
+                        f"{res.top1_agreement if res.top1_agreement is not None else 1.0:.4f} |")
+    return ["", f"### Digits: int8 accuracy through onnxruntime ({len(y)} digits:test images, calibration "
+            f"{calib_images} digits:train images)", "",
+            "| variant | file | top-1 (%) | vs fp32 of the same graph (points) | top-1 agreement with torch (check) |",
+            "|---|---|---|---|---|", *rows]
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pathprune.deploy import export_onnx, make_runner
     from pathprune.evaluate.bench import interleaved_latency, machine_info
-    from pathprune.deploy.onnx import export_onnx, ort_session, parity_max_diff
-    from pathprune.models import model_input_shape
-    from pathprune.models import count_ops_and_params
+    from pathprune.models import count_ops_and_params, model_input_shape
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")
-    parser.add_argument("--ratios", default="0.25,0.5,0.75")
+    parser.add_argument("--ratios", default="0.5")
+    parser.add_argument("--variants", default="fp32,opt-fp32,int8-dynamic,opt-int8-dynamic,opt-int8-static")
+    parser.add_argument("--dense-variants", default=None,
+                        help="variants of the dense model (default: --variants); fp32 is the reference")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--calib-inputs", type=int, default=16, help="random calibration inputs (int8-static)")
     parser.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--fp16", action="store_true", help="float16 ONNX (with --provider cuda)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--digits", action="store_true", help="also the digits int8 accuracy section")
     parser.add_argument("--out", default=None, help="also write the Markdown section to this file")
     args = parser.parse_args(argv)
-    if args.fp16 and args.provider != "cuda":
-        parser.error("--fp16 needs --provider cuda (float16 matmuls are slow on CPU)")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    dense_variants = ([v.strip() for v in args.dense_variants.split(",") if v.strip()] if args.dense_variants
+                      else variants)
+    for v in variants + dense_variants:
+        if v not in VARIANTS:
+            parser.error(f"unknown variant {v} ({', '.join(VARIANTS)})")
 
     import timm
 
     started = time.perf_counter()
+    loads = [load_average()]
     torch.manual_seed(0)
     dense = timm.create_model(args.model, pretrained=False).eval()
     shape = model_input_shape(dense)
     ratios = [0.0] + [float(r) for r in args.ratios.split(",")]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    models = {f"ratio {r:.2f}": pruned_copy(dense, r) for r in ratios}
-    macs = {name: count_ops_and_params(m)[0] for name, m in models.items()}
-    params = {name: count_ops_and_params(m)[1] for name, m in models.items()}
-
-    runners, diffs = {}, {}
+    models = {r: pruned_copy(dense, r) for r in ratios}
+    macs = {r: count_ops_and_params(m)[0] for r, m in models.items()}
+    calib = [np.random.default_rng(1).standard_normal((args.calib_inputs, *shape)).astype(np.float32)]
+    rows, runners, info_of = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, m in models.items():
-            t0 = time.perf_counter()
-            if args.fp16:
-                data = fp16_onnx(m, shape, "cuda")
-                session = ort_session(data, "cuda", args.threads)
-                diffs[name] = float("nan")
-            else:
-                path = Path(tmp) / f"{name.replace(' ', '_')}.onnx"
-                diffs[name] = export_onnx(m, path).max_abs_diff
-                session = ort_session(path, args.provider, args.threads)
-            input_name = session.get_inputs()[0].name
-            dtype = np.float16 if args.fp16 else np.float32
-            runners[name] = (lambda s, n, d: (lambda x: s.run(None, {n: x.astype(d, copy=False)})))(
-                session, input_name, dtype)
-            print(f"exported {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        for r, m in models.items():
+            for v in (dense_variants if r == 0 else variants):
+                optimize, precision = VARIANTS[v]
+                name = f"{r:.2f} {v}"
+                t0 = time.perf_counter()
+                res = export_onnx(m, Path(tmp) / f"{r:.2f}_{v}.onnx", optimize=optimize, precision=precision,
+                                  calibration=calib, min_agreement=0.0)
+                info_of[name] = (r, v, res)
+                runners[name] = make_runner(f"ort-{args.provider}", None, res.path, args.threads)
+                print(f"exported {name} in {time.perf_counter() - t0:.0f} s: {res.fused or ''} "
+                      f"agreement {res.top1_agreement}", file=sys.stderr)
+        loads.append(load_average())
         results = {}
         for batch in batch_sizes:
-            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float16 if args.fp16 else np.float32)
+            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
             t0 = time.perf_counter()
             results[batch] = interleaved_latency(runners, x, args.warmup, args.repeats)
-            print(f"batch {batch}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-
+            loads.append(load_average())
+            print(f"batch {batch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     info = machine_info()
     import onnxruntime
 
-    dense_name = "ratio 0.00"
-    lines = [f"## MLP pruning latency: {args.model}, onnxruntime {args.provider}{' fp16' if args.fp16 else ''}", "",
-             f"Machine: {info['cpu_affinity'] if 'cpu_affinity' in info else info['cpu_count']} CPU cores "
-             f"({info['processor']}), GPU: {info['gpu'] or 'none'}; onnxruntime {onnxruntime.__version__}, "
-             f"torch {torch.__version__}, threads {args.threads or 'default'}. Random weights; uniform "
-             f"magnitude pruning of the MLP neurons; models interleaved round-robin, {args.warmup} warm-up + "
-             f"{args.repeats} timed runs each; median latency. Command: "
+    base = "0.00 fp32"
+    lines = [f"## Optimised and quantised ONNX latency: {args.model}, onnxruntime {args.provider}", "",
+             f"Machine: {info.get('cpu_affinity', info['cpu_count'])} CPU cores ({info['processor']}), GPU: "
+             f"{info['gpu'] or 'none'} (no GPU is lent to this task, CUDA not measured); onnxruntime "
+             f"{onnxruntime.__version__}, torch {torch.__version__}, threads {args.threads or 'default'}. "
+             f"Shared machine, load average (1/5/15 min) at start, after export and after each batch size: "
+             f"{' | '.join(loads)}. Random weights; uniform magnitude pruning of the MLP neurons; every variant "
+             f"exported with `pathprune.deploy.export_onnx` (parity-checked), all variants interleaved "
+             f"round-robin, {args.warmup} warm-up + {args.repeats} timed runs each; median latency. int8-static "
+             f"calibrated on {args.calib_inputs} random inputs (random weights: latency only). Command: "
              f"`{' '.join(['python benchmarks/latency.py', *(argv if argv is not None else sys.argv[1:])])}`.", "",
-             "| pruned | params (M) | GMACs/img | MAC speedup | batch | median ms | p90 ms | speedup | "
-             "% of MAC speedup |", "|---|---|---|---|---|---|---|---|---|"]
+             "| pruned | variant | MAC speedup | fused Attention / LayerNorm / Gelu | MB | batch | median ms | "
+             "p90 ms | images/s | speedup vs dense fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for batch in batch_sizes:
-        for name in models:
-            theory = macs[dense_name] / macs[name]
+        for name, (r, v, res) in info_of.items():
             s = results[batch][name]
-            measured = results[batch][dense_name]["median_ms"] / s["median_ms"]
-            lines.append(f"| {name.split()[1]} | {params[name] / 1e6:.1f} | {macs[name] / 1e9:.2f} | {theory:.2f}x | "
-                         f"{batch} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | {measured:.2f}x | "
-                         f"{100 * measured / theory:.0f}% |")
-    worst = max(d for d in diffs.values() if d == d) if any(d == d for d in diffs.values()) else float("nan")
-    lines += ["", f"ONNX parity (float32): max |onnxruntime - torch| logit difference {worst:.2g}. "
-              f"Total time {time.perf_counter() - started:.0f} s.", ""]
+            fused = (f"{res.fused['Attention']} / {res.fused['LayerNorm']} / {res.fused['Gelu']}"
+                     if res.fused else "-")
+            speedup = results[batch][base]["median_ms"] / s["median_ms"] if base in results[batch] else float("nan")
+            lines.append(f"| {r:.2f} | {v} | {macs[0.0] / macs[r]:.2f}x | {fused} | {res.file_bytes / 1e6:.0f} | "
+                         f"{batch} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | {batch / s['median_ms'] * 1e3:.1f} | "
+                         f"**{speedup:.2f}x** |")
+    if args.digits:
+        lines += digits_section(args.threads)
+    lines += ["", f"Total time {time.perf_counter() - started:.0f} s.", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -27,7 +27,7 @@ Example::
     [128, 128, 128, 128, 128, 128]
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .analysis import PathStatistics, RunSettings, analyze, merge_outputs  # noqa: E402
 from .attribution import (JAS_FORMS, PATH_METHODS, QUADRATURE_RULES, NeuronPathSearch, PathConfig,  # noqa: E402

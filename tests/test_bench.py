@@ -133,3 +133,78 @@ def test_incomparable_model_is_refused(tmp_path, run_cli, setup):
                    "--data", setup["folder"].root, "--class-map", class_map, "--out", tmp_path / "r"])
     assert res.code == 2 and "differ from the dense model" in res.err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def variants_setup(tmp_path_factory):
+    """bench with exported precisions (fp32, int8-dynamic, optimised) and an existing --onnx file."""
+    from pathprune.cli import main
+    from pathprune.deploy import export_onnx
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("bench-variants")
+    dense, spec = make_tiny(seed=0)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(weights))
+    model, pspec = make_tiny(seed=0)
+    pruned = slice_pruned_dir(model, pspec, [24, 24], root / "half")
+    from pathprune.models import create_model
+
+    pruned_model, pruned_spec = create_model(str(pruned))
+    onnx_file = root / "given.onnx"
+    export_onnx(pruned_model, onnx_file, exporter="torchscript", precision="int8-dynamic", min_agreement=0.0,
+                spec=pruned_spec)
+    folder = make_folder(root / "images", broken=False)
+    out = root / "report"
+    args = ["bench", *cli_model_args(weights), "--pruned", pruned, "--onnx", onnx_file, "--data", folder.root,
+            "--out", out, "--batch-sizes", "2", "--warmup", "0", "--repeats", "2", "--backends", "ort-cpu,torch-cpu",
+            "--exporter", "torchscript", "--precisions", "fp32,int8-dynamic", "--optimize", "--bootstrap", "500",
+            "--quiet"]
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return {"out": out, "onnx": onnx_file, "folder": folder, "dense": dense, "pruned_model": pruned_model}
+
+
+def test_every_variant_is_measured_through_its_own_runtime(variants_setup):
+    import onnxruntime as ort
+
+    out = variants_setup["out"]
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "report.json").read_text())
+    dense = report["dense"]
+    names = {(v["variant"], v["backend"]) for v in report["variants"]}
+    assert names == {(dense, "torch (cpu)"), ("half", "torch (cpu)"), (f"{dense} opt-fp32", "ort-cpu"),
+                     (f"{dense} opt-int8-dynamic", "ort-cpu"), ("half opt-fp32", "ort-cpu"),
+                     ("half opt-int8-dynamic", "ort-cpu"), ("given", "ort-cpu")}
+    rows = {v["variant"]: v for v in report["variants"] if v["backend"] == "ort-cpu"}
+    torch_rows = {v["variant"]: v for v in report["variants"] if v["runtime"] == "torch"}
+    # fp32 through onnxruntime: the same accuracy as torch
+    assert rows[f"{dense} opt-fp32"]["top1"] == torch_rows[dense]["top1"]
+    assert rows["half opt-fp32"]["top1"] == torch_rows["half"]["top1"]
+    # the given file, evaluated independently with its own onnxruntime session
+    p_dense, y = independent_outputs(variants_setup["dense"], variants_setup["folder"].root)
+    session = ort.InferenceSession(str(variants_setup["onnx"]), providers=["CPUExecutionProvider"])
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.datasets import ImageFolder
+
+    config = resolve_data_config({"input_size": (3, 32, 32)}, model=variants_setup["dense"])
+    data = ImageFolder(str(variants_setup["folder"].root), transform=create_transform(**config, is_training=False))
+    x = torch.stack([img for img, _ in data]).numpy()
+    pred = session.run(None, {session.get_inputs()[0].name: x})[0].argmax(-1)
+    top1 = float((torch.from_numpy(pred) == y).double().mean())
+    given = rows["given"]
+    assert given["top1"] == pytest.approx(top1)
+    assert given["top1_deviation"] == pytest.approx(top1 - float((p_dense.argmax(-1) == y).double().mean()))
+    lo, hi = given["top1_deviation_ci95"]
+    assert lo <= given["top1_deviation"] <= hi
+    assert given["precision"] == "int8-dynamic" and given["ratio"] == 0.5
+    # latency rows for every variant on its kind of runtime, with memory and the speedup reference
+    keys = {(r["variant"], r["backend"]) for r in report["latency"]}
+    assert keys == {(v, b) for v, b in names if b == "ort-cpu"} | {(dense, "torch-cpu"), ("half", "torch-cpu")}
+    for r in report["latency"]:
+        assert r["memory"]["peak_rss_bytes"] > 0
+    assert all(r["size_bytes"] > 0 for r in report["variants"])
+    assert rows[f"{dense} opt-int8-dynamic"]["size_bytes"] < rows[f"{dense} opt-fp32"]["size_bytes"]
+    assert rows[f"{dense} opt-fp32"]["export"]["fused"]["Attention"] == 2

@@ -108,7 +108,7 @@ def test_parity_failure_leaves_no_file(tmp_path, monkeypatch):
     model, _ = make_tiny(seed=0)
     other, _ = make_tiny(seed=5)
     wrong = export_mod.onnx_bytes(other, (3, 32, 32), exporter="torchscript")
-    monkeypatch.setattr(export_mod, "onnx_bytes", lambda *a, **k: wrong)
+    monkeypatch.setattr(export_mod, "onnx_proto", lambda *a, **k: wrong)
     out = tmp_path / "m.onnx"
     with pytest.raises(UserError, match="parity check failed"):
         export_mod.export_onnx(model, out)
@@ -140,3 +140,36 @@ def test_img_size_conflicting_with_a_pruned_directory_is_refused(tmp_path, run_c
     res = run_cli(["export", pruned_dir, "--img-size", "64", "--out", tmp_path / "x.onnx"])
     assert res.code == 2 and "fixed input size of 32" in res.err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_optimize_and_int8_static_with_calibration_images(tmp_path, run_cli, pruned_dir):
+    """--optimize reports the fused operators; int8-static calibrates on images through the model's
+    preprocessing; the metadata says what was done."""
+    from conftest import make_folder
+    from pathprune.deploy import read_metadata
+
+    folder = make_folder(tmp_path / "calib", broken=False)
+    out = tmp_path / "q.onnx"
+    res = run_cli(["export", pruned_dir, "--exporter", "torchscript", "--optimize", "--precision", "int8-static",
+                   "--calib-data", folder.root, "--min-agreement", "0", "--out", out])
+    assert res.code == 0, res.output
+    assert "fused Attention 2, LayerNorm 5, Gelu 2" in res.out
+    assert "top-1 agrees with torch on" in res.out and "of 12 images" in res.out
+    meta = read_metadata(out)
+    assert meta["precision"] == "int8-static" and meta["optimize"] is True and meta["fused"]["Attention"] == 2
+
+
+def test_cli_precision_choices_come_from_the_registry(run_cli):
+    from pathprune.deploy import PRECISIONS
+
+    res = run_cli(["export", "--help"])
+    for name in PRECISIONS:
+        assert name in res.out
+    res = run_cli(["export", "digits", "--precision", "int4", "--out", "x.onnx"])
+    assert res.code == 2 and "int4" in res.err
+
+
+def test_cli_int8_static_without_calibration_is_a_one_line_error(tmp_path, run_cli, pruned_dir):
+    res = run_cli(["export", pruned_dir, "--precision", "int8-static", "--out", tmp_path / "q.onnx"])
+    assert res.code == 2 and "--calib-data" in res.err and len(res.err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

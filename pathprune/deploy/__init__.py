@@ -1,10 +1,17 @@
-"""Deployment: ONNX export (a registry of torch.onnx exporters) with a parity check, and the runtimes
+"""Deployment: ONNX export (a registry of torch.onnx exporters) with a parity check, the transformer
+optimiser and precisions (fp16, int8) of the exported graph, its metadata, and the runtimes
 (onnxruntime and torch, CPU and CUDA) that benchmarks run models on."""
 
-from .onnx import (DEFAULT_OPSET, DEFAULT_TOLERANCE, EXPORTERS, ExportResult, check_output_path, export_onnx,
-                   onnx_bytes, parity_max_diff)
-from .runtimes import RUNTIMES, available_runtimes, cuda_provider_available, make_runner, ort_session
+from .onnx import (DEFAULT_MIN_AGREEMENT, DEFAULT_OPSET, DEFAULT_TOLERANCE, EXPORTERS, ExportResult,
+                   check_output_path, export_onnx, onnx_bytes, onnx_proto, parity_max_diff, read_metadata,
+                   write_metadata)
+from .optimize import OPTIMIZERS, fused_operator_counts, fusion_friendly
+from .quantize import PRECISIONS, convert_precision
+from .runtimes import (RUNTIMES, ProviderError, available_runtimes, cuda_provider_available, make_runner,
+                       ort_session)
 
-__all__ = ["DEFAULT_OPSET", "DEFAULT_TOLERANCE", "EXPORTERS", "ExportResult", "RUNTIMES", "available_runtimes",
-           "check_output_path", "cuda_provider_available", "export_onnx", "make_runner", "onnx_bytes",
-           "ort_session", "parity_max_diff"]
+__all__ = ["DEFAULT_MIN_AGREEMENT", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "EXPORTERS", "ExportResult", "OPTIMIZERS",
+           "PRECISIONS", "ProviderError", "RUNTIMES", "available_runtimes", "check_output_path",
+           "convert_precision", "cuda_provider_available", "export_onnx", "fused_operator_counts",
+           "fusion_friendly", "make_runner", "onnx_bytes", "onnx_proto", "ort_session", "parity_max_diff",
+           "read_metadata", "write_metadata"]

@@ -1,16 +1,22 @@
-"""ONNX export of dense and pruned ViTs, with an onnxruntime parity check before anything is written.
+"""ONNX export of dense and pruned ViTs, optionally optimised and quantised, with an onnxruntime parity
+check before anything is written.
 
 The graph is produced by ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter, the
 default since torch 2.9; the TorchScript exporter is available as ``exporter="torchscript"``). The
-batch axis is dynamic. The ONNX model is checked against the torch model on random inputs at several
-batch sizes with onnxruntime's CPU provider *in memory*; only a model that passes is written, atomically,
-as one self-contained file.
+batch axis is dynamic. ``optimize=True`` runs onnxruntime's transformer optimiser (fused Attention,
+SkipLayerNorm, BiasGelu; see `pathprune.deploy.optimize`) and ``precision`` converts the graph (see
+`pathprune.deploy.quantize`). The result is checked against the torch model with onnxruntime's CPU
+provider *in memory*: float32 graphs within a logit tolerance on random inputs, fp16/int8 graphs by
+their top-1 agreement with torch on real images (the logit error is reported). Only a model that passes
+is written, atomically, with its metadata (`read_metadata`); a graph over 2 GB is written with its
+weights in an external data file next to it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,6 +33,11 @@ from ..models import borrowed, model_input_shape
 from ..registry import Registry
 from .runtimes import ort_session
 
+#: keys of the ``metadata_props`` pathprune writes (values are JSON)
+METADATA_PREFIX = "pathprune."
+#: default smallest top-1 agreement with torch for fp16/int8 graphs (see export_onnx)
+DEFAULT_MIN_AGREEMENT = 0.95
+
 #: default ONNX opset (the dynamo exporter's native opset)
 DEFAULT_OPSET = 18
 #: largest tolerated |onnxruntime - torch| logit difference in float32
@@ -38,23 +49,7 @@ OUTPUT_NAME = "logits"
 _PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1
 
 
-@dataclass
-class ExportResult:
-    """What `export_onnx` wrote and how well it matched torch."""
-
-    path: str
-    input_shape: list[int]
-    opset: int
-    exporter: str
-    max_abs_diff: float
-    parity_batch_sizes: list[int] = field(default_factory=list)
-    file_bytes: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-#: torch.onnx exporters by name: (model, example input, opset) -> serialised ONNX bytes
+#: torch.onnx exporters by name: (model, example input, opset) -> serialised ONNX bytes or a ModelProto
 EXPORTERS: Registry[Callable[[nn.Module, torch.Tensor, int], bytes]] = Registry("exporter")
 
 
@@ -63,10 +58,7 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> bytes
     program = torch.onnx.export(model, (example,), None, input_names=[INPUT_NAME],
                                 output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
                                 dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-    proto = program.model_proto
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
-        raise ConfigError("the model is larger than ONNX's 2 GB single-file limit")
-    return proto.SerializeToString()
+    return program.model_proto
 
 
 @EXPORTERS.register("torchscript", help="the legacy TorchScript exporter")
@@ -81,6 +73,17 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, opset: int) -> 
 def onnx_bytes(model: nn.Module, input_shape: Sequence[int], *, opset: int = DEFAULT_OPSET,
                exporter: str = "dynamo") -> bytes:
     """Serialised ONNX model of `model` (used in eval mode, on the CPU in float32) with a dynamic batch axis."""
+    out = onnx_proto(model, input_shape, opset=opset, exporter=exporter)
+    if isinstance(out, bytes):
+        return out
+    if out.ByteSize() > _PROTOBUF_LIMIT:
+        raise ConfigError("the model is larger than ONNX's 2 GB single-file limit")
+    return out.SerializeToString()
+
+
+def onnx_proto(model: nn.Module, input_shape: Sequence[int], *, opset: int = DEFAULT_OPSET,
+               exporter: str = "dynamo"):
+    """The exported graph, as bytes (TorchScript exporter) or a ModelProto (dynamo, any size)."""
     export = EXPORTERS.get(exporter)
     # batch 2: the dynamo exporter specialises a dimension whose example size is 1
     example = torch.randn(2, *input_shape)
@@ -129,68 +132,287 @@ def check_output_path(out: str | os.PathLike) -> Path:
     return path
 
 
-def model_metadata(spec: Any, model: nn.Module | None = None) -> dict[str, str]:
-    """ONNX metadata_props for a model: its preprocessing and class names (JSON), name and weights.
+@dataclass
+class ExportResult:
+    """What `export_onnx` wrote and how well it matched torch."""
 
-    Class names are the model's own, else ImageNet wnids for ImageNet-sized heads, else the indices.
+    path: str
+    input_shape: list[int]
+    opset: int
+    exporter: str
+    max_abs_diff: float
+    parity_batch_sizes: list[int] = field(default_factory=list)
+    file_bytes: int = 0
+    optimize: bool = False
+    precision: str = "fp32"
+    fused: dict[str, Any] = field(default_factory=dict)  # fused-operator counts (optimize=True)
+    blocks_rewritten: int = 0  # blocks given the fusion-friendly attention shape
+    parity: str = "logits"  # "logits" (tolerance on random inputs) or "top1" (agreement on images)
+    top1_agreement: float | None = None
+    check_images: int = 0
+    check_inputs: str = "random"  # "images" or "random"
+    mean_abs_diff: float = 0.0
+    external_data: str | None = None  # the weights file beside a >2 GB graph
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_batches(images: Any, batch_size: int = 16, limit: int | None = None) -> list[np.ndarray]:
+    """float32 numpy batches from an ImageSet, an (images, labels) pair, a tensor or a list of arrays."""
+    if images is None:
+        return []
+    if isinstance(images, np.ndarray):
+        images = [images]
+    if isinstance(images, torch.Tensor):
+        images = [images.numpy()]
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], np.ndarray):
+        batches = [np.ascontiguousarray(b, dtype=np.float32) for b in images]
+    else:
+        from ..data.images import labelled_batches
+
+        batches = []
+        for x, _ in labelled_batches(images, batch_size):
+            batches.append(x.numpy().astype(np.float32))
+            if limit is not None and sum(len(b) for b in batches) >= limit:
+                break
+    if limit is not None:
+        out, n = [], 0
+        for b in batches:
+            if n >= limit:
+                break
+            out.append(b[:limit - n])
+            n += len(out[-1])
+        batches = out
+    if not batches or not sum(len(b) for b in batches):
+        raise ConfigError("no image could be read", param="calib_data")
+    return batches
+
+
+def agreement_check(model: nn.Module, session, batches: Sequence[np.ndarray]) -> tuple[float, float, float, int]:
+    """(top-1 agreement, max and mean |onnxruntime - torch| logit difference, images) on `batches`."""
+    name = session.get_inputs()[0].name
+    same, count, worst, total = 0, 0, 0.0, 0.0
+    for x in batches:
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).float().numpy()
+        got = np.asarray(session.run(None, {name: x})[0], dtype=np.float32)
+        if got.shape != expected.shape:
+            raise ConfigError(f"ONNX output shape {got.shape} differs from torch {expected.shape}")
+        same += int((got.argmax(-1) == expected.argmax(-1)).sum())
+        count += len(x)
+        diff = np.abs(got - expected)
+        worst, total = max(worst, float(diff.max())), total + float(diff.mean()) * len(x)
+    return same / count, worst, total / count, count
+
+
+def export_metadata(model: nn.Module, spec: Any = None, *, optimize: bool = False, precision: str = "fp32",
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the file records about itself: preprocessing, classes, source model and its sha256, pruning."""
+    from ..version import __version__
+    from ..models import mlp_widths
+
+    meta: dict[str, Any] = {"version": __version__, "optimize": optimize, "precision": precision,
+                            "mlp_hidden": mlp_widths(model), "num_classes": int(getattr(model, "num_classes", 0))}
+    if spec is not None:
+        from ..data.images import imagenet_classes
+
+        num_classes = meta["num_classes"]
+        names = list(spec.class_names or []) or imagenet_classes(num_classes) or [str(i) for i in range(num_classes)]
+        meta.update({"preprocessing": spec.preprocessing, "class_names": names,
+                     "source_model": spec.name, "base": spec.base, "weights": spec.weights,
+                     "weights_sha256": spec.weights_sha256})
+        source = spec.source or {}
+        directory = source.get("directory") if isinstance(source, dict) else None
+        pruned_dir = Path(spec.name) if Path(spec.name).is_dir() else (Path(directory) if directory else None)
+        if pruned_dir is not None and (pruned_dir / "model.json").is_file():
+            import json
+
+            from ..io import sha256_file
+
+            desc = json.loads((pruned_dir / "model.json").read_text())
+            weights = pruned_dir / desc.get("weights", "model.safetensors")
+            meta["source_sha256"] = sha256_file(weights) if weights.is_file() else None
+            meta["pruning"] = {k: desc.get(k) for k in ("method", "ratio", "mlp_hidden", "token_scope", "source")
+                               if k in desc}
+        else:
+            meta["source_sha256"] = spec.weights_sha256
+    meta.update(extra or {})
+    return meta
+
+
+def write_metadata(proto, metadata: dict[str, Any]) -> None:
+    """Store `metadata` in the graph's ``metadata_props`` (``pathprune.KEY`` -> JSON value)."""
+    import json
+
+    keep = [p for p in proto.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, json.dumps(value, default=str)
+
+
+def read_metadata(path_or_proto: str | os.PathLike | Any) -> dict[str, Any]:
+    """The pathprune metadata of an ONNX file (without loading its external weights) or ModelProto.
+
+    >>> read_metadata("pruned.onnx")["preprocessing"]["mean"]  # doctest: +SKIP
     """
     import json
 
-    from ..data.images import imagenet_classes
-
-    num_classes = int(getattr(model, "num_classes", 0) or 0) if model is not None else 0
-    names = list(spec.class_names or []) or imagenet_classes(num_classes) or [str(i) for i in range(num_classes)]
-    return {"pathprune.preprocessing": json.dumps(spec.preprocessing), "pathprune.class_names": json.dumps(names),
-            "pathprune.model": str(spec.name), "pathprune.weights_sha256": str(spec.weights_sha256)}
-
-
-def with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
-    """Serialised ONNX model with `metadata` added to (replacing equal keys of) its metadata_props."""
     import onnx
 
-    proto = onnx.load_from_string(data)
-    kept = [p for p in proto.metadata_props if p.key not in metadata]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    return proto.SerializeToString()
+    if isinstance(path_or_proto, (str, os.PathLike)):
+        try:
+            proto = onnx.load_model(str(path_or_proto), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+            from ..errors import InputError
+
+            raise InputError(f"{path_or_proto}: not a readable ONNX file ({type(exc).__name__})") from None
+    else:
+        proto = path_or_proto
+    out = {}
+    for entry in proto.metadata_props:
+        if entry.key.startswith(METADATA_PREFIX):
+            try:
+                out[entry.key[len(METADATA_PREFIX):]] = json.loads(entry.value)
+            except ValueError:
+                out[entry.key[len(METADATA_PREFIX):]] = entry.value
+    return out
+
+
+def save_onnx(proto, path: Path, *, external_data_threshold: int = _PROTOBUF_LIMIT) -> str | None:
+    """Write `proto` atomically; with its weights in ``NAME.data`` beside it when larger than the threshold.
+
+    Returns the external data file name, or None.
+    """
+    import onnx
+
+    external = proto.ByteSize() > external_data_threshold
+    try:
+        if not external:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(proto.SerializeToString())
+            return None
+        data_name = path.name + ".data"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp_dir:
+            tmp_file = Path(tmp_dir) / path.name
+            onnx.save_model(proto, str(tmp_file), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(Path(tmp_dir) / data_name, path.parent / data_name)
+            os.replace(tmp_file, path)
+        return data_name
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequence[int] | None = None,
-                opset: int = DEFAULT_OPSET, exporter: str = "dynamo", tolerance: float = DEFAULT_TOLERANCE,
-                batch_sizes: Sequence[int] = PARITY_BATCH_SIZES, seed: int = 0,
-                metadata: dict[str, str] | None = None) -> ExportResult:
-    """Export `model` to `out` if onnxruntime reproduces its logits within `tolerance`.
+                opset: int = DEFAULT_OPSET, exporter: str | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                batch_sizes: Sequence[int] = PARITY_BATCH_SIZES, seed: int = 0, optimize: bool = False,
+                optimizer: str = "ort-vit", precision: str = "fp32", calibration: Any = None,
+                check_images: Any = None, max_check_images: int = 256, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                spec: Any = None, metadata: dict[str, Any] | None = None,
+                external_data_threshold: int = _PROTOBUF_LIMIT) -> ExportResult:
+    """Export `model` to `out` if onnxruntime reproduces it closely enough.
 
-    `metadata` (e.g. :func:`model_metadata`) is stored in the file's metadata_props. On a parity
-    failure or any error no file is left at `out` (an existing file is kept unchanged), and stale
-    temporaries of an interrupted export of `out` are removed (under `out`'s lock).
+    - fp32 (optimised or not): max |onnxruntime - torch| logit difference on random inputs of
+      `batch_sizes` <= `tolerance`;
+    - fp16 / int8: top-1 agreement with torch >= `min_agreement` on `check_images` (else on the
+      `calibration` images, else on random inputs), max and mean logit error reported.
+    `calibration` (ImageSet, (images, labels) pair or list of float32 arrays, already preprocessed)
+    is required by int8-static. `exporter` None picks the precision's preferred exporter (TorchScript
+    for int8-static, dynamo otherwise). On a failed check or any error no file is left at `out` (an
+    existing file is kept unchanged), and stale temporaries of an interrupted export of `out` are
+    removed (under `out`'s lock).
+
+        >>> export_onnx(model, "m.onnx", optimize=True, precision="int8-static", calibration=images, spec=spec)  # doctest: +SKIP
     """
     from ..io import OutputLock, remove_stale_temporaries
 
     path = check_output_path(out)
     with OutputLock(path):
         remove_stale_temporaries(path)
-        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, metadata)
+        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize,
+                              optimizer, precision, calibration, check_images, max_check_images, min_agreement,
+                              spec, metadata, external_data_threshold)
 
 
-def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, metadata) -> ExportResult:
+def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize, optimizer,
+                   precision, calibration, check_images, max_check_images, min_agreement, spec, metadata,
+                   external_data_threshold) -> ExportResult:
+    import onnx
+
+    from .optimize import fusion_friendly, optimize_proto
+    from .quantize import PRECISIONS
+
+    entry = PRECISIONS.entry(precision)
+    exporter = exporter or entry.meta.get("exporter") or "dynamo"
+    EXPORTERS.entry(exporter)
+    if optimize:
+        from .optimize import OPTIMIZERS
+
+        OPTIMIZERS.entry(optimizer)
+    if not 0 <= min_agreement <= 1:
+        raise ConfigError("must be between 0 and 1", param="min_agreement")
     shape = tuple(input_shape or model_input_shape(model))
-    data = onnx_bytes(model, shape, opset=opset, exporter=exporter)
-    if metadata:
-        data = with_metadata(data, metadata)
-    session = ort_session(data, "cpu")
+    calib_batches = _as_batches(calibration, limit=max_check_images) if calibration is not None else []
+    if entry.meta.get("needs_calibration") and not calib_batches:
+        raise ConfigError(f"is needed by --precision {precision}", param="calib_data")
+    check_batches = (_as_batches(check_images, limit=max_check_images) if check_images is not None
+                     else calib_batches)
+
     with borrowed(model, device="cpu", dtype=torch.float32) as placed:
-        diff = parity_max_diff(placed, session, shape, batch_sizes, seed)
-    if not diff <= tolerance:  # also catches NaN
-        raise OutputError(f"ONNX parity check failed: max |onnxruntime - torch| logit difference {diff:.3g} "
-                        f"> {tolerance:g}; nothing written")
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        fused, rewritten = {}, 0
+        source = placed
+        if optimize:
+            source, rewritten = fusion_friendly(placed)
+        raw = onnx_proto(source, shape, opset=opset, exporter=exporter)
+        proto = onnx.load_model_from_string(raw) if isinstance(raw, bytes) else raw
+        if optimize:
+            proto, fused = optimize_proto(proto, placed, optimizer)
+        proto = PRECISIONS.get(precision)(proto, calib_batches)
+        session = _session_of(proto)
+        parity = entry.meta.get("parity", "logits")
+        agreement, mean_diff, checked = None, 0.0, 0
+        if parity == "logits":
+            diff = parity_max_diff(placed, session, shape, batch_sizes, seed)
+            if not diff <= tolerance:  # also catches NaN
+                raise OutputError(f"ONNX parity check failed: max |onnxruntime - torch| logit difference {diff:.3g} "
+                                  f"> {tolerance:g}; nothing written")
+            inputs = "random"
+        else:
+            batches = check_batches
+            inputs = "images" if batches else "random"
+            if not batches:
+                gen = torch.Generator().manual_seed(seed)
+                batches = [torch.randn(16, *shape, generator=gen).numpy() for _ in range(2)]
+            agreement, diff, mean_diff, checked = agreement_check(placed, session, batches)
+            if not agreement >= min_agreement:
+                raise OutputError(f"{precision} check failed: top-1 agrees with torch on {agreement:.1%} of "
+                                  f"{checked} {inputs} inputs < {min_agreement:.0%} (max logit difference "
+                                  f"{diff:.3g}); nothing written")
+    meta = export_metadata(model, spec, optimize=optimize, precision=precision,
+                           extra={"exporter": exporter, "opset": opset, "input_shape": list(shape),
+                                  "fused": fused, **(metadata or {})})
+    write_metadata(proto, meta)
+    external = save_onnx(proto, path, external_data_threshold=external_data_threshold)
+    size = path.stat().st_size + ((path.parent / external).stat().st_size if external else 0)
     return ExportResult(path=str(path), input_shape=list(shape), opset=opset, exporter=exporter,
-                        max_abs_diff=diff, parity_batch_sizes=list(batch_sizes), file_bytes=len(data))
+                        max_abs_diff=diff, parity_batch_sizes=list(batch_sizes) if parity == "logits" else [],
+                        file_bytes=size, optimize=optimize, precision=precision, fused=fused,
+                        blocks_rewritten=rewritten, parity=parity, top1_agreement=agreement, check_images=checked,
+                        check_inputs=inputs, mean_abs_diff=mean_diff, external_data=external, metadata=meta)
+
+
+def _session_of(proto):
+    """A CPU session of an in-memory graph (through a temporary file when it is over protobuf's limit)."""
+    if proto.ByteSize() <= _PROTOBUF_LIMIT:
+        return ort_session(proto.SerializeToString(), "cpu")
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="pathprune-big-") as tmp:
+        file = Path(tmp) / "model.onnx"
+        onnx.save_model(proto, str(file), save_as_external_data=True, location="model.onnx.data")
+        return ort_session(file, "cpu")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,6 +38,9 @@ class Evaluation:
     def top1(self, name: str) -> float:
         return float((self.preds[name] == self.labels).double().mean())
 
+    def top5_accuracy(self, name: str) -> float:
+        return float(self.top5[name].double().mean())
+
 
 @torch.no_grad()
 def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size: int = 64,
@@ -58,11 +62,7 @@ def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size:
             labels.append(y)
             x = x.to(device=device, dtype=torch.float32)
             for name, m in placed.items():
-                p = torch.softmax(m(x).double(), dim=-1).cpu()
-                preds[name].append(p.argmax(-1))
-                probs[name].append(p.gather(1, y.view(-1, 1)).squeeze(1))
-                k = min(5, p.shape[1])
-                top5[name].append((p.topk(k, dim=-1).indices == y.view(-1, 1)).any(-1))
+                _accumulate(m(x), y, preds[name], probs[name], top5[name])
             bar.update(len(y))
     bar.close()
     if not labels:
@@ -82,3 +82,65 @@ def tensor_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int =
     """Top-1 accuracy on preprocessed tensors (the digits trainer's per-epoch check)."""
     return top1(model, (x, y), batch_size=batch)
 
+
+
+def _accumulate(logits: torch.Tensor, y: torch.Tensor, preds: list, probs: list, top5: list) -> None:
+    p = torch.softmax(logits.double(), dim=-1).cpu()
+    preds.append(p.argmax(-1))
+    probs.append(p.gather(1, y.view(-1, 1)).squeeze(1))
+    k = min(5, p.shape[1])
+    top5.append((p.topk(k, dim=-1).indices == y.view(-1, 1)).any(-1))
+
+
+def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images: Any, *, batch_size: int = 64,
+                     progress: bool = False, workers: int = 0) -> Evaluation:
+    """Like `evaluate_models`, through runtimes: each runner maps a float32 numpy batch to logits.
+
+    This is how `bench` measures the accuracy of an exported (optimised, quantised) graph *through the
+    runtime that is timed*, e.g. an onnxruntime session (`pathprune.deploy.make_runner`).
+
+        >>> ev = evaluate_runners({"int8": make_runner("ort-cpu", None, "m.onnx", None)}, images)
+    """
+    labels: list[torch.Tensor] = []
+    preds: dict[str, list] = {name: [] for name in runners}
+    probs: dict[str, list] = {name: [] for name in runners}
+    top5: dict[str, list] = {name: [] for name in runners}
+    bar = progress_bar(count_images(images), "evaluate (runtimes)", progress, leave=False)
+    for x, y in labelled_batches(images, batch_size, workers):
+        labels.append(y)
+        batch = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        for name, run in runners.items():
+            out = run(batch)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            logits = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out, dtype=np.float32))
+            _accumulate(logits, y, preds[name], probs[name], top5[name])
+        bar.update(len(y))
+    bar.close()
+    if not labels:
+        raise InputError("no image could be read")
+    cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
+    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
+
+
+def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, resamples: int = 10000,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """(deviation, low, high): mean(correct - reference) over the same images and its paired bootstrap
+    percentile interval (images resampled with replacement, seeded).
+
+    The per-image difference takes the values -1, 0, +1 only, so a resample is a multinomial draw of
+    those three counts: exact bootstrap at any data-set size without an N x resamples matrix.
+
+        >>> paired_interval([1, 1, 0, 1], [1, 0, 0, 1])
+    """
+    a = np.asarray(correct, dtype=np.int64).ravel()
+    b = np.asarray(reference, dtype=np.int64).ravel()
+    if a.shape != b.shape or not a.size:
+        raise InputError("paired accuracy needs the same, non-empty set of images")
+    d = a - b
+    n = d.size
+    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()], dtype=np.float64)
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=resamples)
+    means = (draws[:, 2] - draws[:, 0]) / n
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(d.mean()), float(low), float(high)

@@ -1,14 +1,20 @@
-"""Benchmark a dense model against its pruned versions: what was lost (accuracy) and gained (speed, size).
+"""Benchmark a dense model against its pruned, optimised and quantised versions: what was lost
+(accuracy) and gained (speed, memory, size).
 
-For the dense model and every pruned directory, on one image set:
-- top-1, its deviation from the dense model, the target-class (label) probability and its deviation
-  from the dense model's, and the agreement of the predictions with the dense model's;
-- latency with onnxruntime (CPU; CUDA when a GPU is present) and torch, per batch size: warm-up runs,
-  then repeated runs with the models interleaved (round-robin, rotating start) so every model sees the
-  same machine state; median and p90;
-- parameters, MACs (torch-pruning's counter) and the ONNX file size (each model is exported with the
-  parity check of `pathprune.deploy.export_onnx`).
-`run_bench` writes report.json, report.md, accuracy.png and latency.png into one directory, atomically.
+Every *variant* is one model on one runtime: the dense model and every pruned directory in torch, their
+ONNX exports in each requested precision (``precisions``, ``optimize``), and existing ``.onnx`` files.
+On one image set:
+- accuracy measured *through the runtime that is timed* (torch on ``device``, each ONNX graph through
+  its onnxruntime session): top-1 and top-5, their deviation from the dense torch model with a 95%
+  paired bootstrap interval (seeded), the target-class probability and the agreement with the dense
+  model's predictions;
+- latency per backend and batch size: warm-up, then repeated runs with the variants interleaved
+  (round-robin, rotating start) so every variant sees the same machine state; median and p90, images/s;
+  on CUDA inputs are device-resident (IOBinding) and timed with CUDA events;
+- peak memory (CPU: process RSS peak and what one run added; CUDA: torch.cuda.max_memory_allocated,
+  onnxruntime's device memory), parameters, MACs and file sizes.
+`run_bench` writes report.json, report.md, accuracy.png, latency.png and pareto.png into one directory,
+atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -43,12 +49,13 @@ class BenchModel:
     """One model of the comparison."""
 
     name: str
-    model: nn.Module
-    spec: ModelSpec
-    kind: str  # "dense" or "pruned"
-    ratio: float  # requested pruning ratio (model.json), 0 for the dense model
+    model: nn.Module | None  # None for an existing ONNX file
+    spec: ModelSpec | None
+    kind: str  # "dense", "pruned" or "onnx"
+    ratio: float  # requested pruning ratio (model.json / ONNX metadata), 0 for the dense model
     directory: str | None = None
     description: dict[str, Any] = field(default_factory=dict)
+    onnx_file: str | None = None  # kind "onnx": the file benchmarked as it is
 
 
 @dataclass
@@ -65,6 +72,10 @@ class BenchSettings:
     keep_onnx: bool = False
     workers: int = 0  # image decoding processes of the accuracy pass
     exporter: str = "dynamo"  # torch.onnx exporter of the benchmarked ONNX files
+    precisions: tuple[str, ...] = ("fp32",)  # ONNX precisions exported for every torch model
+    optimize: bool = False  # run the transformer optimiser on the exported graphs
+    bootstrap: int = 10000  # resamples of the paired bootstrap interval
+    seed: int = 0  # of the bootstrap
 
     def validate(self) -> "BenchSettings":
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -76,6 +87,14 @@ class BenchSettings:
         for b in self.backends or ():
             if b not in BACKENDS:
                 raise InputError(f"unknown backend '{b}' ({', '.join(BACKENDS)})")
+        from ..deploy.quantize import PRECISIONS
+
+        if not self.precisions:
+            raise ConfigError("give at least one precision", param="precisions")
+        for precision in self.precisions:
+            PRECISIONS.entry(precision)
+        if self.bootstrap < 100:
+            raise ConfigError("must be at least 100", param="bootstrap")
         return self
 
 
@@ -100,6 +119,28 @@ def load_pruned_dir(directory: str | os.PathLike) -> BenchModel:
                       directory=str(path), description=description)
 
 
+def load_onnx_file(path: str | os.PathLike) -> BenchModel:
+    """An existing ONNX file, benchmarked as it is (its pathprune metadata gives the ratio and precision)."""
+    from ..deploy.onnx import read_metadata
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{path}: no such file", param="onnx")
+    meta = read_metadata(file)
+    ratio = (meta.get("pruning") or {}).get("ratio") or 0.0
+    return BenchModel(name=file.stem, model=None, spec=None, kind="onnx", ratio=float(ratio),
+                      directory=str(file), description=meta, onnx_file=str(file))
+
+
+def _onnx_io_shape(file: str) -> tuple[tuple[int, ...], int | None]:
+    import onnx
+
+    graph = onnx.load_model(file, load_external_data=False).graph
+    dims = lambda v: [d.dim_value if d.dim_value else None for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    inp, out = dims(graph.input[0]), dims(graph.output[0])
+    return tuple(inp[1:]), out[-1] if out else None
+
+
 def neurons_removed_fraction(model: nn.Module, description: dict[str, Any]) -> float:
     """1 - kept/original MLP neurons, from the widths of the dense architecture the model came from."""
     from ..models.pruned import dense_widths
@@ -115,6 +156,12 @@ def check_comparable(models: Sequence[BenchModel]) -> None:
     shape, classes = model_input_shape(dense.model), dense.model.num_classes
     base = dense.spec.base.split(".")[0]
     for m in models[1:]:
+        if m.kind == "onnx":
+            got_shape, got_classes = _onnx_io_shape(m.onnx_file)
+            if tuple(got_shape) != tuple(shape) or (got_classes is not None and got_classes != classes):
+                raise InputError(f"{m.onnx_file}: input {list(got_shape)} / {got_classes} classes differ from the "
+                                 f"dense model's {list(shape)} / {classes}", param="onnx")
+            continue
         if m.spec.base.split(".")[0] != base:
             raise InputError(f"{m.directory}: base '{m.spec.base}' differs from the dense '{dense.spec.base}'", param="pruned")
         if model_input_shape(m.model) != shape or m.model.num_classes != classes:
@@ -132,31 +179,43 @@ def check_comparable(models: Sequence[BenchModel]) -> None:
 
 def evaluate(models: Sequence[BenchModel], images: Any, batch_size: int = 64,
              progress: bool = False, workers: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """Labels, and per model the predictions and target-class probabilities of every image.
+    """Labels, and per torch model the predictions, target-class probabilities and top-5 hits of every image.
 
     `images` is an ImageSet or an (images, labels) pair of tensors.
     """
     from .accuracy import evaluate_models
 
-    result = evaluate_models({m.name: m.model for m in models}, images, batch_size=batch_size, device=device,
-                             progress=progress, workers=workers)
+    result = evaluate_models({m.name: m.model for m in models if m.model is not None}, images,
+                             batch_size=batch_size, device=device, progress=progress, workers=workers)
     return {"labels": result.labels, "preds": result.preds, "probs": result.probs, "top5": result.top5}
 
 
-def accuracy_metrics(evaluation: dict[str, Any], dense: str) -> dict[str, dict[str, float]]:
-    """top-1, target probability, and their deviations from the `dense` model (pruned - dense)."""
+def accuracy_metrics(evaluation: dict[str, Any], dense: str, *, resamples: int = 10000,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """top-1, top-5, target probability, and their deviations from the `dense` entry (model - dense), the
+    top-1/top-5 deviations with a 95% paired bootstrap interval."""
+    from .accuracy import paired_interval
+
     y = evaluation["labels"]
     ref_pred, ref_prob = evaluation["preds"][dense], evaluation["probs"][dense]
-    ref_top1 = float((ref_pred == y).double().mean())
+    ref_correct, ref_top5 = (ref_pred == y), evaluation["top5"][dense]
+    ref_top1 = float(ref_correct.double().mean())
     out = {}
     for name, pred in evaluation["preds"].items():
         prob = evaluation["probs"][name]
-        top1 = float((pred == y).double().mean())
+        correct, top5 = pred == y, evaluation["top5"][name]
+        top1 = float(correct.double().mean())
         diff = prob - ref_prob
+        _, lo1, hi1 = paired_interval(correct.numpy(), ref_correct.numpy(), resamples=resamples, seed=seed)
+        _, lo5, hi5 = paired_interval(top5.numpy(), ref_top5.numpy(), resamples=resamples, seed=seed)
         out[name] = {
             "images": int(len(y)),
             "top1": top1,
             "top1_deviation": top1 - ref_top1,
+            "top1_deviation_ci95": [lo1, hi1],
+            "top5": float(top5.double().mean()),
+            "top5_deviation": float(top5.double().mean()) - float(ref_top5.double().mean()),
+            "top5_deviation_ci95": [lo5, hi5],
             "target_prob": float(prob.mean()),
             "prob_deviation": float(diff.mean()),
             "prob_deviation_abs": float(diff.abs().mean()),
@@ -166,27 +225,62 @@ def accuracy_metrics(evaluation: dict[str, Any], dense: str) -> dict[str, dict[s
 
 
 # --------------------------------------------------------------------------------------------
-# latency
+# variants: one model on one kind of runtime
 
 
+@dataclass
+class Variant:
+    """One benchmarked thing: a torch model, or one ONNX graph of it (or an existing file)."""
+
+    name: str
+    model: BenchModel
+    runtime: str  # "torch" or "onnx"
+    precision: str = "fp32"
+    optimize: bool = False
+    onnx_file: str | None = None
+    size_bytes: int = 0
+    export: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {"variant": self.name, "model": self.model.name, "kind": self.model.kind, "runtime": self.runtime,
+                "ratio": self.model.ratio, "precision": self.precision, "optimize": self.optimize,
+                "size_bytes": self.size_bytes}
 
 
+def _variant_name(model: BenchModel, precision: str, optimize: bool, settings: BenchSettings) -> str:
+    if model.kind == "onnx":
+        return model.name
+    if len(settings.precisions) == 1 and settings.precisions[0] == "fp32" and not settings.optimize:
+        return model.name  # the plain export keeps the model's name (one ONNX per model)
+    return f"{model.name} {'opt-' if optimize else ''}{precision}"
 
 
-def interleaved_latency(runners: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, warmup: int,
-                        repeats: int, bar=None) -> dict[str, dict[str, float]]:
-    """Median/p90/mean milliseconds per runner; each repeat runs every model once, start rotating."""
+def interleaved_latency(runners: dict[str, Any], x: np.ndarray, warmup: int, repeats: int,
+                        bar=None) -> dict[str, dict[str, float]]:
+    """Median/p90/mean milliseconds per runner; each repeat runs every model once, start rotating.
+
+    A runner is a `pathprune.deploy.runtimes.Runner` (its input is prepared where it computes, e.g. on
+    the GPU, and it times itself, with CUDA events there) or a plain callable timed with perf_counter.
+    """
     names = list(runners)
+    prepared = {n: (runners[n].prepare(x) if hasattr(runners[n], "timed") else x) for n in names}
+
+    def once(name: str) -> float:
+        runner = runners[name]
+        if hasattr(runner, "timed"):
+            return runner.timed(prepared[name])
+        start = time.perf_counter()
+        runner(prepared[name])
+        return (time.perf_counter() - start) * 1e3
+
     for _ in range(warmup):
         for name in names:
-            runners[name](x)
+            once(name)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            start = time.perf_counter()
-            runners[name](x)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append(once(name))
             if bar is not None:
                 bar.update(1)
     out = {}
@@ -196,35 +290,62 @@ def interleaved_latency(runners: dict[str, Callable[[np.ndarray], Any]], x: np.n
     return out
 
 
-def measure_latency(models: Sequence[BenchModel], onnx_files: dict[str, str], settings: BenchSettings,
-                    backends: Sequence[str], progress: bool = False) -> list[dict[str, Any]]:
-    """Latency rows (model, backend, batch_size, median_ms, p90_ms, ..., speedup vs the dense model)."""
-    from ..models import model_input_shape
+def measure_memory(runner: Any, x: np.ndarray) -> dict[str, Any]:
+    """Peak memory of one forward pass of `runner` on `x`, after the runner's reset (see Runner.memory)."""
+    from ..deploy.runtimes import rss_bytes
 
-    shape = model_input_shape(models[0].model)
-    rows = []
-    total = len(backends) * len(settings.batch_sizes) * settings.repeats * len(models)
+    before = rss_bytes()
+    runner.reset_memory()
+    runner.timed(runner.prepare(x))
+    mem = dict(runner.memory())
+    if mem.get("peak_rss_bytes") is not None and before is not None:
+        mem["run_added_rss_bytes"] = max(0, mem["peak_rss_bytes"] - before)
+    return mem
+
+
+def measure_variants(variants: Sequence[Variant], backends: Sequence[str], images: Any, settings: BenchSettings,
+                     shape: Sequence[int], progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(accuracy evaluations of the ONNX variants through each onnxruntime backend, latency rows)."""
+    from ..deploy.runtimes import RUNTIMES
+    from .accuracy import evaluate_runners
+
+    evaluations, rows = {}, []
+    total = sum(len(settings.batch_sizes) * settings.repeats *
+                sum(1 for v in variants if v.runtime == RUNTIMES.entry(b).meta["kind"]) for b in backends)
     bar = progress_bar(total, "latency", progress, unit="run", leave=False)
     try:
         for backend in backends:
-            runners = {m.name: make_runner(backend, m.model, onnx_files.get(m.name), settings.threads)
-                       for m in models}
-            for batch in settings.batch_sizes:
-                bar.set_postfix_str(f"{backend} batch {batch}")
-                x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-                stats = interleaved_latency(runners, x, settings.warmup, settings.repeats, bar)
-                dense = stats[models[0].name]["median_ms"]
-                for m in models:
-                    s = stats[m.name]
-                    rows.append({"model": m.name, "backend": backend, "batch_size": batch, **s,
-                                 "images_per_s": batch / (s["median_ms"] / 1e3),
-                                 "speedup": dense / s["median_ms"]})
-            del runners
+            kind = RUNTIMES.entry(backend).meta["kind"]
+            chosen = [v for v in variants if v.runtime == kind]
+            if not chosen:
+                continue
+            runners = {v.name: make_runner(backend, v.model.model, v.onnx_file, settings.threads) for v in chosen}
+            try:
+                if kind == "onnx":  # accuracy through this very runtime
+                    ev = evaluate_runners(runners, images, batch_size=settings.eval_batch_size, progress=progress,
+                                          workers=settings.workers)
+                    evaluations[backend] = ev
+                largest = np.random.default_rng(0).standard_normal(
+                    (max(settings.batch_sizes), *shape)).astype(np.float32)
+                memory = {name: measure_memory(r, largest) for name, r in runners.items()}
+                for batch in settings.batch_sizes:
+                    bar.set_postfix_str(f"{backend} batch {batch}")
+                    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+                    stats = interleaved_latency(runners, x, settings.warmup, settings.repeats, bar)
+                    dense = stats[chosen[0].name]["median_ms"]
+                    for v in chosen:
+                        st = stats[v.name]
+                        rows.append({**v.row(), "backend": backend, "batch_size": batch, **st,
+                                     "images_per_s": batch / (st["median_ms"] / 1e3),
+                                     "speedup": dense / st["median_ms"], "speedup_reference": chosen[0].name,
+                                     "memory": memory[v.name]})
+            finally:
+                for r in runners.values():
+                    r.close()
+                del runners
     finally:
         bar.close()
-        for m in models:
-            m.model.cpu()
-    return rows
+    return evaluations, rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,8 +353,14 @@ def measure_latency(models: Sequence[BenchModel], onnx_files: dict[str, str], se
 
 
 def run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSettings, out: str | os.PathLike,
-              *, data_name: str = "", progress: bool = False) -> dict[str, Any]:
-    """Measure every model (the first is the dense reference) and write the report directory `out`."""
+              *, data_name: str = "", progress: bool = False, calibration: Any = None) -> dict[str, Any]:
+    """Measure every model (the first is the dense reference) and write the report directory `out`.
+
+    `calibration` (an ImageSet or (images, labels) pair, preprocessed like `images`) is needed when
+    ``settings.precisions`` has int8-static.
+    """
+    from ..deploy.quantize import PRECISIONS
+
     settings.validate()
     if not models or models[0].kind != "dense":
         raise InputError("the first benchmarked model must be the dense reference")
@@ -241,53 +368,95 @@ def run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSettings
     backends = list(settings.backends or available_backends())
     unavailable = [b for b in backends if b not in available_backends()]
     if unavailable:
-        raise InputError(f"backend {unavailable[0]} is not available here (available: {', '.join(available_backends())})")
+        raise InputError(f"backend {unavailable[0]} is not available here (available: "
+                         f"{', '.join(available_backends())})", param="backends")
+    if any(PRECISIONS.entry(p).meta.get("needs_calibration") for p in settings.precisions) and calibration is None:
+        raise ConfigError("int8-static needs calibration images", param="calib_data")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         for m in models:  # the caller's models are given back as they were
-            stack.enter_context(borrowed(m.model, device="cpu", dtype=torch.float32))
-        return _run_bench(models, images, settings, out, backends, started, data_name, progress)
+            if m.model is not None:
+                stack.enter_context(borrowed(m.model, device="cpu", dtype=torch.float32))
+        return _run_bench(models, images, settings, out, backends, started, data_name, progress, calibration)
 
 
 def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSettings, out: str | os.PathLike,
-               backends: list[str], started: float, data_name: str, progress: bool) -> dict[str, Any]:
+               backends: list[str], started: float, data_name: str, progress: bool,
+               calibration: Any) -> dict[str, Any]:
     from ..deploy.onnx import export_onnx
     from ..io import atomic_directory, package_versions
-    from ..models import count_ops_and_params
+    from ..models import count_ops_and_params, model_input_shape
 
+    torch_models = [m for m in models if m.model is not None]
+    shape = model_input_shape(models[0].model)
     with atomic_directory(out, command="bench") as tmp_out, tempfile.TemporaryDirectory(prefix="pathprune-onnx-") as scratch:
         onnx_dir = tmp_out / "onnx" if settings.keep_onnx else Path(scratch)
-        structure, onnx_files = {}, {}
+        structure: dict[str, dict[str, Any]] = {}
+        variants: list[Variant] = []
+        for m in torch_models:
+            variants.append(Variant(m.name, m, "torch", size_bytes=sum(p.numel() * p.element_size()
+                                                                       for p in m.model.parameters())))
         for m in _progress_list(models, "export", progress):
-            result = export_onnx(m.model, onnx_dir / f"{_safe(m.name)}.onnx", exporter=settings.exporter)
-            onnx_files[m.name] = result.path
+            if m.kind == "onnx":
+                meta = m.description
+                size = Path(m.onnx_file).stat().st_size + sum(
+                    f.stat().st_size for f in Path(m.onnx_file).parent.glob(Path(m.onnx_file).name + ".data"))
+                variants.append(Variant(m.name, m, "onnx", precision=meta.get("precision", "unknown"),
+                                        optimize=bool(meta.get("optimize")), onnx_file=m.onnx_file, size_bytes=size,
+                                        export={"metadata": meta}))
+                continue
+            first = None
+            for precision in settings.precisions:
+                name = _variant_name(m, precision, settings.optimize, settings)
+                result = export_onnx(m.model, onnx_dir / f"{_safe(name)}.onnx", exporter=settings.exporter,
+                                     optimize=settings.optimize, precision=precision, calibration=calibration,
+                                     min_agreement=0.0, spec=m.spec)
+                first = first or result
+                info = {k: v for k, v in result.to_dict().items() if k != "metadata"}
+                variants.append(Variant(name, m, "onnx", precision=precision, optimize=settings.optimize,
+                                        onnx_file=result.path, size_bytes=result.file_bytes, export=info))
             macs, params = count_ops_and_params(m.model)
             widths = mlp_widths(m.model)
-            structure[m.name] = {"params": params, "macs": macs, "onnx_bytes": result.file_bytes,
-                                 "onnx_max_abs_diff": result.max_abs_diff, "mlp_hidden": widths,
+            structure[m.name] = {"params": params, "macs": macs, "onnx_bytes": first.file_bytes,
+                                 "onnx_max_abs_diff": first.max_abs_diff, "mlp_hidden": widths,
                                  "mlp_neurons": sum(widths)}
-        evaluation = evaluate(models, images, settings.eval_batch_size, progress, settings.workers, settings.device)
-        accuracy = accuracy_metrics(evaluation, models[0].name)
-        latency = measure_latency(models, onnx_files, settings, backends, progress)
+        evaluation = evaluate(torch_models, images, settings.eval_batch_size, progress, settings.workers,
+                              settings.device)
+        dense_name = models[0].name
+        accuracy = accuracy_metrics(evaluation, dense_name, resamples=settings.bootstrap, seed=settings.seed)
+        evaluations, latency = measure_variants(variants, backends, images, settings, shape, progress)
 
-        dense = structure[models[0].name]
+        dense = structure[dense_name]
         rows = []
-        for m in models:
+        for m in torch_models:
             s = structure[m.name]
             rows.append({"name": m.name, "kind": m.kind, "directory": m.directory, "ratio": m.ratio,
                          "method": m.description.get("method"), **s,
                          "neurons_removed_fraction": 1 - s["mlp_neurons"] / dense["mlp_neurons"],
                          "params_ratio": s["params"] / dense["params"], "macs_ratio": s["macs"] / dense["macs"],
                          **accuracy[m.name]})
+        variant_rows = []
+        for v in variants:
+            if v.runtime == "torch":
+                variant_rows.append({**v.row(), "backend": f"torch ({settings.device})", **accuracy[v.model.name]})
+                continue
+            for backend, ev in evaluations.items():
+                joint = {"labels": ev.labels, "preds": {**evaluation["preds"], **ev.preds},
+                         "probs": {**evaluation["probs"], **ev.probs}, "top5": {**evaluation["top5"], **ev.top5}}
+                metrics = accuracy_metrics({k: ({v.name: joint[k][v.name], dense_name: joint[k][dense_name]}
+                                                if k != "labels" else joint[k]) for k in joint},
+                                           dense_name, resamples=settings.bootstrap, seed=settings.seed)
+                variant_rows.append({**v.row(), "backend": backend, **metrics[v.name], "export": v.export})
         report = {
-            "dense": models[0].name,
+            "dense": dense_name,
             "data": data_name or getattr(images, "root", ""),
-            "images": accuracy[models[0].name]["images"],
+            "images": accuracy[dense_name]["images"],
             "settings": {**asdict(settings), "backends": backends},
             "machine": machine_info(),
             "versions": package_versions(),
             "definitions": DEFINITIONS,
             "models": rows,
+            "variants": variant_rows,
             "latency": latency,
             "seconds": time.perf_counter() - started,
         }
@@ -295,18 +464,31 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
         (tmp_out / "report.md").write_text(render_markdown(report))
         plot_accuracy(report, tmp_out / "accuracy.png")
         plot_latency(report, tmp_out / "latency.png")
+        plot_pareto(report, tmp_out / "pareto.png")
     return report
 
 
 DEFINITIONS = {
-    "top1_deviation": "top1(model) - top1(dense), fraction of images",
+    "variant": "one model on one runtime: the torch model, or one ONNX graph of it (precision, optimised) "
+               "or an existing ONNX file",
+    "top1_deviation": "top1(variant) - top1(dense torch model) on the same images, fraction of images",
+    "top1_deviation_ci95": "95% paired bootstrap percentile interval of top1_deviation (images resampled, seeded)",
+    "top5_deviation": "top5(variant) - top5(dense torch model), with top5_deviation_ci95 likewise",
+    "accuracy through the runtime": "ONNX variants are evaluated with the onnxruntime session that is timed; "
+                                    "torch variants with torch on --device",
     "target_prob": "mean softmax probability of each image's label",
     "prob_deviation": "mean over images of p_model(label) - p_dense(label)",
     "prob_deviation_abs": "mean over images of |p_model(label) - p_dense(label)|",
     "agreement": "fraction of images where the model predicts the dense model's class",
     "macs": "multiply-accumulates for one image (torch_pruning.utils.count_ops_and_params)",
-    "speedup": "dense median latency / model median latency, same backend and batch size",
-    "latency": "models interleaved round-robin in one run after warm-up; median and p90 of --repeats",
+    "speedup": "median latency of the backend's reference variant (the dense model's first variant) / the "
+               "variant's median latency, same backend and batch size",
+    "latency": "variants interleaved round-robin in one run after warm-up; median and p90 of --repeats; on "
+               "CUDA device-resident inputs (IOBinding) and CUDA-event timing",
+    "memory": "CPU: peak_rss_bytes = process peak RSS during one run at the largest batch size (every loaded "
+              "model included), run_added_rss_bytes = what that run added; CUDA: torch max_memory_allocated, "
+              "onnxruntime device memory taken since its session was created",
+    "size_bytes": "ONNX file (with external data) or torch parameter bytes",
 }
 
 
@@ -327,28 +509,70 @@ def machine_info() -> dict[str, Any]:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """report.md: the model table, the latency table and the definitions."""
+    """report.md: the model table, the variant (runtime) accuracy table, the latency table, the definitions."""
     lines = [f"# Benchmark: {report['dense']} and {len(report['models']) - 1} pruned model(s)", "",
              f"Data: `{report['data']}` ({report['images']} images). Machine: {report['machine']['cpu_count']} "
-             f"CPU(s), GPU: {report['machine']['gpu'] or 'none'}.", "", "## Accuracy and size", "",
+             f"CPU(s), GPU: {report['machine']['gpu'] or 'none'}.", "", "## Accuracy and size (torch)", "",
              "| model | ratio | top-1 | top-1 dev. | target prob | prob dev. | agreement | params | MACs | "
              "MACs ratio | ONNX MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["models"]:
         lines.append(f"| {r['name']} | {r['ratio']:.2f} | {r['top1']:.4f} | {r['top1_deviation']:+.4f} | "
                      f"{r['target_prob']:.4f} | {r['prob_deviation']:+.4f} | {r['agreement']:.4f} | "
                      f"{r['params']:,} | {r['macs']:,} | {r['macs_ratio']:.3f} | {r['onnx_bytes'] / 1e6:.2f} |")
-    lines += ["", "## Latency", "", "| backend | batch | model | median ms | p90 ms | images/s | speedup | "
-              "MAC speedup |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Accuracy through each runtime", "",
+              "| variant | runtime | ratio | precision | optimised | top-1 | top-1 dev. [95% CI] | top-5 | "
+              "top-5 dev. [95% CI] | agreement | size MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report.get("variants", []):
+        lo1, hi1 = r["top1_deviation_ci95"]
+        lo5, hi5 = r["top5_deviation_ci95"]
+        lines.append(f"| {r['variant']} | {r['backend']} | {r['ratio']:.2f} | {r['precision']} | "
+                     f"{'yes' if r['optimize'] else 'no'} | {r['top1']:.4f} | {r['top1_deviation']:+.4f} "
+                     f"[{lo1:+.4f}, {hi1:+.4f}] | {r['top5']:.4f} | {r['top5_deviation']:+.4f} [{lo5:+.4f}, "
+                     f"{hi5:+.4f}] | {r['agreement']:.4f} | {r['size_bytes'] / 1e6:.2f} |")
+    lines += ["", "## Latency and memory", "", "| backend | batch | variant | median ms | p90 ms | images/s | "
+              "speedup | MAC speedup | peak memory MB |", "|---|---|---|---|---|---|---|---|---|"]
     macs_ratio = {r["name"]: r["macs_ratio"] for r in report["models"]}
     for r in report["latency"]:
-        lines.append(f"| {r['backend']} | {r['batch_size']} | {r['model']} | {r['median_ms']:.3f} | "
-                     f"{r['p90_ms']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | "
-                     f"{1 / macs_ratio[r['model']]:.2f}x |")
+        mac = f"{1 / macs_ratio[r['model']]:.2f}x" if r["model"] in macs_ratio else "-"
+        mem = r.get("memory") or {}
+        peak = next((mem[k] for k in ("cuda_max_allocated_bytes", "ort_cuda_device_bytes", "peak_rss_bytes")
+                     if mem.get(k) is not None), None)
+        lines.append(f"| {r['backend']} | {r['batch_size']} | {r.get('variant', r['model'])} | {r['median_ms']:.3f} | "
+                     f"{r['p90_ms']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | {mac} | "
+                     f"{'-' if peak is None else f'{peak / 1e6:.0f}'} |")
     s = report["settings"]
-    lines += ["", f"Latency: {s['warmup']} warm-up and {s['repeats']} timed runs per model, models interleaved.",
+    lines += ["", f"Latency: {s['warmup']} warm-up and {s['repeats']} timed runs per variant, variants interleaved. "
+              f"Intervals: paired bootstrap, {s.get('bootstrap', '-')} resamples, seed {s.get('seed', '-')}.",
               "", "## Definitions", ""]
     lines += [f"- `{k}`: {v}" for k, v in report["definitions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def plot_pareto(report: dict[str, Any], path: Path) -> None:
+    """top-1 against median latency for every variant (ratio x precision) on each backend, at the largest
+    batch size, with the Pareto front."""
+    from .report import save_pareto_plot
+
+    latency = report["latency"]
+    if not latency:
+        return
+    batch = max(r["batch_size"] for r in latency)
+    acc = {(v["variant"], v["backend"]): v for v in report.get("variants", [])}
+    torch_acc = {v["variant"]: v for v in report.get("variants", []) if v["runtime"] == "torch"}
+    points = []
+    for r in latency:
+        if r["batch_size"] != batch:
+            continue
+        a = acc.get((r.get("variant", r["model"]), r["backend"])) or torch_acc.get(r.get("variant", r["model"]))
+        if a is None:
+            continue
+        lo, hi = a["top1_deviation_ci95"]
+        base = a["top1"] - a["top1_deviation"]
+        points.append({"label": f"{r['ratio']:.2f} {r.get('precision', 'fp32')}{' opt' if r.get('optimize') else ''}",
+                       "latency": r["median_ms"], "accuracy": a["top1"], "low": base + lo, "high": base + hi,
+                       "group": r["backend"]})
+    save_pareto_plot(path, points, title=f"{report['dense']}: top-1 vs latency (batch {batch})",
+                     xlabel=f"median latency, batch {batch} (ms)", ylabel="top-1 (95% CI of the paired deviation)")
 
 
 def plot_accuracy(report: dict[str, Any], path: Path) -> None:
@@ -378,15 +602,19 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     rows = sorted(report["models"], key=lambda r: r["ratio"])
     ratio_of = {r["name"]: r["ratio"] for r in rows}
+    ratio_of.update({r["model"]: r["ratio"] for r in report["latency"]})
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot([r["ratio"] for r in rows], [1 / r["macs_ratio"] for r in rows], "k:", marker="x",
             label="MAC ratio (theory)")
-    keys = sorted({(r["backend"], r["batch_size"]) for r in report["latency"]})
-    for backend, batch in keys:
-        sel = sorted((r for r in report["latency"] if r["backend"] == backend and r["batch_size"] == batch),
-                     key=lambda r: ratio_of[r["model"]])
-        ax.plot([ratio_of[r["model"]] for r in sel], [r["speedup"] for r in sel], "o-",
-                label=f"{backend}, batch {batch}")
+    keys = sorted({(r["backend"], r["batch_size"], r.get("precision", "fp32"), bool(r.get("optimize")))
+                   for r in report["latency"] if r.get("kind") != "onnx"})
+    for backend, batch, precision, optimized in keys:
+        sel = sorted((r for r in report["latency"] if r["backend"] == backend and r["batch_size"] == batch
+                      and r.get("precision", "fp32") == precision and bool(r.get("optimize")) == optimized
+                      and r.get("kind") != "onnx"), key=lambda r: ratio_of[r["model"]])
+        label = f"{backend}, batch {batch}" + ("" if backend.startswith("torch") else
+                                               f", {'opt-' if optimized else ''}{precision}")
+        ax.plot([ratio_of[r["model"]] for r in sel], [r["speedup"] for r in sel], "o-", label=label)
     ax.set_xlabel("pruning ratio (fraction of MLP neurons removed)")
     ax.set_ylabel("speedup vs dense (median latency)")
     ax.set_title("latency")

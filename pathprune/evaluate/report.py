@@ -170,3 +170,47 @@ def save_heatmap_grid(path: str | os.PathLike, matrices: Sequence[Any], titles: 
     if suptitle:
         fig.suptitle(suptitle)
     return save_figure(fig, path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, accuracy) no other point beats on both (lower latency, higher
+    accuracy), sorted by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def save_pareto_plot(path: str | os.PathLike, points: Sequence[Mapping[str, Any]], *, title: str = "",
+                     xlabel: str = "median latency (ms)", ylabel: str = "top-1") -> Path:
+    """Accuracy against latency, one marker per point (``label``, ``latency``, ``accuracy``, ``group``,
+    optional ``low``/``high`` accuracy interval), the Pareto front drawn as a step line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    groups = list(dict.fromkeys(p.get("group", "") for p in points))
+    markers = "osD^v<>pPX*"
+    for g, group in enumerate(groups):
+        sel = [p for p in points if p.get("group", "") == group]
+        x = [p["latency"] for p in sel]
+        y = [p["accuracy"] for p in sel]
+        err = None
+        if all("low" in p and "high" in p for p in sel):
+            err = [[max(0.0, p["accuracy"] - p["low"]) for p in sel], [max(0.0, p["high"] - p["accuracy"]) for p in sel]]
+        ax.errorbar(x, y, yerr=err, fmt=markers[g % len(markers)], capsize=2, label=group or None, alpha=0.85)
+        for p in sel:
+            ax.annotate(p["label"], (p["latency"], p["accuracy"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    front = pareto_front([(p["latency"], p["accuracy"]) for p in points])
+    if len(front) > 1:
+        ax.step([points[i]["latency"] for i in front], [points[i]["accuracy"] for i in front], "k--",
+                where="post", linewidth=0.8, label="Pareto front")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if groups != [""] or len(front) > 1:
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)

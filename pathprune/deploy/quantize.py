@@ -1,0 +1,149 @@
+"""Numeric precisions of an exported graph: fp32, fp16 and int8 (dynamic and static) with
+``onnxruntime.quantization``, as the registry ``PRECISIONS`` (``pathprune export --precision`` choices).
+
+An entry is ``convert(proto, calibration) -> proto`` with metadata ``parity`` (``logits``: compared with
+torch within a logit tolerance; ``top1``: top-1 agreement with torch on real images, logit error
+reported) and ``needs_calibration``.
+
+- ``int8-dynamic``: int8 weights, activations quantised at run time (``quantize_dynamic``); fused
+  ``Attention`` becomes ``QAttention``.
+- ``int8-static``: QDQ format, per-channel int8 weights, uint8 activations whose ranges come from
+  calibration images passed through the model's own preprocessing (``quantize_static``, MinMax).
+  Biases stay float (``QuantizeBias: False``: the classifier's input comes from a ``Gather`` of the
+  class token, which has no activation scale to quantise its bias with). The graph is quantised
+  without the exporter's ``value_info``: the dynamo exporter's recorded shapes disagree with onnx
+  shape inference ("Inferred shape and existing shape differ in dimension 0"), which is what made
+  quantisation of dynamo exports fail; without them both exporters quantise.
+- ``fp16``: ``onnxruntime.transformers.float16`` with float32 inputs and outputs kept (a GPU format;
+  onnxruntime's CPU provider runs it slowly or inserts casts).
+
+    >>> PRECISIONS.names()
+    ['fp32', 'fp16', 'int8-dynamic', 'int8-static']
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+#: precisions by name; metadata: parity ("logits" | "top1"), needs_calibration, exporter (preferred)
+PRECISIONS: Registry[Callable[..., Any]] = Registry("precision", param="precision")
+
+
+def _save(proto, path: Path) -> None:
+    """Write `proto` for onnxruntime.quantization, without the exporter's value_info: the dynamo
+    exporter's recorded intermediate shapes disagree with onnx shape inference after constant folding
+    ("Inferred shape and existing shape differ"), which made quantisation of dynamo exports fail."""
+    import onnx
+
+    proto = _without_value_info(proto)
+
+    onnx.save_model(proto, str(path), save_as_external_data=proto.ByteSize() > 1_500_000_000,
+                    location=path.name + ".data")
+
+
+def _without_value_info(proto):
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    del copy.graph.value_info[:]
+    return copy
+
+
+def _load(path: Path):
+    import onnx
+
+    return onnx.load_model(str(path))
+
+
+@PRECISIONS.register("fp32", help="float32 (as exported)", parity="logits", needs_calibration=False,
+                     exporter=None)
+def _fp32(proto, calibration: Sequence[np.ndarray] | None = None):
+    return proto
+
+
+@PRECISIONS.register("fp16", help="float16 weights and compute, float32 inputs/outputs (GPU)", parity="top1",
+                     needs_calibration=False, exporter=None)
+def _fp16(proto, calibration: Sequence[np.ndarray] | None = None):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(_without_value_info(proto), keep_io_types=True, disable_shape_infer=proto.ByteSize() > 1_500_000_000)
+
+
+@PRECISIONS.register("int8-dynamic", help="int8 weights, activations quantised at run time (quantize_dynamic)",
+                     parity="top1", needs_calibration=False, exporter=None)
+def _int8_dynamic(proto, calibration: Sequence[np.ndarray] | None = None):
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="pathprune-q-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        _save(proto, src)
+        with _QuietRootLogger():
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False,
+                             use_external_data_format=proto.ByteSize() > 1_500_000_000,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        return _load(dst)
+
+
+class _Batches:
+    """onnxruntime CalibrationDataReader over a list of float32 batches."""
+
+    def __init__(self, name: str, batches: Sequence[np.ndarray]):
+        self.name, self.batches, self.i = name, list(batches), 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {self.name: self.batches[self.i - 1]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+@PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from --calib-data",
+                     parity="top1", needs_calibration=True, exporter=None)
+def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None):
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        raise ConfigError("int8-static needs calibration images", param="calib_data")
+    with tempfile.TemporaryDirectory(prefix="pathprune-q-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        _save(proto, src)
+        reader = _Batches(proto.graph.input[0].name, calibration)
+        with _QuietRootLogger():
+            quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            use_external_data_format=proto.ByteSize() > 1_500_000_000,
+                            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "QuantizeBias": False})
+        return _load(dst)
+
+
+class _QuietRootLogger:
+    """onnxruntime.quantization logs advice ("consider pre-processing") on the root logger."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger()
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
+def convert_precision(proto, precision: str, calibration: Sequence[np.ndarray] | None = None):
+    """`proto` converted to `precision` (see PRECISIONS)."""
+    return PRECISIONS.get(precision)(proto, calibration)
