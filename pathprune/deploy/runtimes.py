@@ -11,8 +11,8 @@ onnxruntime silently falls back to the CPU when its CUDA provider cannot load; `
 ``session.get_providers()`` and raises :class:`ProviderError` instead, so a CPU timing is never
 reported as CUDA.
 
-    >>> runner = make_runner("ort-cpu", None, "model.onnx", threads=2)
-    >>> runner.timed(runner.prepare(x))  # milliseconds
+    >>> runner = make_runner("ort-cpu", None, "model.onnx", threads=2)  # doctest: +SKIP
+    >>> runner.timed(runner.prepare(x))  # milliseconds  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images:
     This is how `bench` measures the accuracy of an exported (optimised, quantised) graph *through the
     runtime that is timed*, e.g. an onnxruntime session (`pathprune.deploy.make_runner`).
 
-        >>> ev = evaluate_runners({"int8": make_runner("ort-cpu", None, "m.onnx", None)}, images)
+        >>> ev = evaluate_runners({"int8": make_runner("ort-cpu", None, "m.onnx", None)}, images)  # doctest: +SKIP
     """
     labels: list[torch.Tensor] = []
     preds: dict[str, list] = {name: [] for name in runners}
