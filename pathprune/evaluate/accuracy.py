@@ -131,6 +131,7 @@ def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, r
     those three counts: exact bootstrap at any data-set size without an N x resamples matrix.
 
         >>> paired_interval([1, 1, 0, 1], [1, 0, 0, 1])
+        (0.25, 0.0, 0.75)
     """
     a = np.asarray(correct, dtype=np.int64).ravel()
     b = np.asarray(reference, dtype=np.int64).ravel()
