@@ -77,7 +77,7 @@ def test_sequential_matches_numpy_least_squares_block_by_block(target):
         with torch.no_grad():
             fc2.weight.copy_(torch.from_numpy(w[:-1].T))
             fc2.bias.copy_(torch.from_numpy(w[-1]))
-    result = reconstruct_mlp(pruned, dense, (x, y), ReconstructConfig(target=target), batch_size=7)
+    result = reconstruct_mlp(pruned, dense, (x, y), ReconstructConfig(target=target), batch_size=7, cache_bytes=0)
     assert result.images == 24 and result.tokens == 24 * 17 and result.solvers == ["cholesky"] * 3
     for got, want in zip(pruned.blocks, expected.blocks):
         torch.testing.assert_close(got.mlp.fc2.weight, want.mlp.fc2.weight, rtol=1e-4, atol=1e-5)
@@ -182,3 +182,19 @@ def test_cli_reconstruct_needs_calibration_data(run_cli, setup, tmp_path):
                    "--reconstruct", "--out", out, "--quiet"])
     assert res.code == 2 and "--reconstruct needs --calib-data" in res.err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["dense", "local", "residual"])
+def test_cached_block_inputs_give_the_same_fit_as_streaming(target):
+    import copy
+
+    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+
+    dense, pruned, _ = _pruned()
+    streamed = copy.deepcopy(pruned)
+    x, y = _images()
+    reconstruct_mlp(pruned, dense, (x, y), ReconstructConfig(target=target), batch_size=5)
+    reconstruct_mlp(streamed, dense, (x, y), ReconstructConfig(target=target), batch_size=5, cache_bytes=0)
+    for a, b in zip(pruned.blocks, streamed.blocks):
+        torch.testing.assert_close(a.mlp.fc2.weight, b.mlp.fc2.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.mlp.fc2.bias, b.mlp.fc2.bias, rtol=1e-5, atol=1e-6)

@@ -163,56 +163,118 @@ def _check_pair(model: nn.Module, reference: nn.Module) -> None:
                                     f"{b.output.out_features}); not the model that was pruned")
 
 
+def _block_hooks(layout, ref_layout, block, ref_block, target: str, seen: dict[str, torch.Tensor],
+                 stop: bool) -> list:
+    """Hooks that record what block `layout` needs (its fc2 input and the target's parts) into `seen`;
+    with `stop`, a forward pass ends as soon as both models have given what they must."""
+    def keep(name: str, end: bool = False, output: bool = False):
+        def hook(module, args, out=None):
+            seen[name] = (out if output else args[0]).detach()
+            if end and stop:
+                raise _Stop
+        return hook
+
+    fc2 = layout.output
+    if target == "dense":
+        return [ref_layout.output.register_forward_hook(keep("y", end=True, output=True)),
+                fc2.register_forward_pre_hook(keep("x", end=True))]
+    if target == "local":
+        return [layout.module.register_forward_pre_hook(keep("mlp_in")),
+                fc2.register_forward_pre_hook(keep("x", end=True))]
+    return [ref_block.register_forward_hook(keep("ref_out", end=True, output=True)),
+            fc2.register_forward_pre_hook(keep("x")),
+            fc2.register_forward_hook(keep("mlp_out", output=True)),
+            block.register_forward_hook(keep("out", end=True, output=True))]
+
+
+def _target(seen: dict[str, torch.Tensor], target: str, ref_layout, scale: torch.Tensor | None) -> torch.Tensor:
+    if target == "dense":
+        return seen["y"]
+    if target == "local":
+        return ref_layout.module(seen["mlp_in"])
+    drift = seen["ref_out"] - seen["out"]
+    return seen["mlp_out"] + (drift / scale.to(drift) if scale is not None else drift)
+
+
 def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, target: str, batch_size: int,
-               device: str) -> _Accumulator:
-    """Accumulate the least-squares sums of block `layer` (sequential mode) over all images."""
+               device: str, cache: "_BlockInputs | None" = None) -> _Accumulator:
+    """Accumulate the least-squares sums of block `layer` (sequential mode) over all images: from the
+    cached block inputs when there are some, else by forward passes that stop after the block."""
     layout, ref_layout = mlp_layouts(model)[layer], mlp_layouts(reference)[layer]
     block, ref_block = family_of(model).blocks(model)[layer], family_of(reference).blocks(reference)[layer]
     scale = mlp_output_scales(model)[layer]
     fc2 = layout.output
     acc = _Accumulator(fc2.in_features, fc2.out_features, fc2.bias is not None)
     seen: dict[str, torch.Tensor] = {}
-
-    def keep(name: str, stop: bool = False, output: bool = False):
-        def hook(module, args, out=None):
-            seen[name] = (out if output else args[0]).detach()
-            if stop:
-                raise _Stop
-        return hook
-
-    handles = []
+    handles = _block_hooks(layout, ref_layout, block, ref_block, target, seen, stop=cache is None)
     try:
-        if target == "dense":
-            handles.append(ref_layout.output.register_forward_hook(keep("y", stop=True, output=True)))
-            handles.append(fc2.register_forward_pre_hook(keep("x", stop=True)))
-        elif target == "local":
-            handles.append(layout.module.register_forward_pre_hook(keep("mlp_in")))
-            handles.append(fc2.register_forward_pre_hook(keep("x", stop=True)))
-        else:  # residual: pruned block output must equal the reference block output
-            handles.append(ref_block.register_forward_hook(keep("ref_out", stop=True, output=True)))
-            handles.append(fc2.register_forward_pre_hook(keep("x")))
-            handles.append(fc2.register_forward_hook(keep("mlp_out", output=True)))
-            handles.append(block.register_forward_hook(keep("out", stop=True, output=True)))
-        for x, _ in labelled_batches(images, batch_size):
-            x = x.to(device)
-            seen.clear()
-            for net in ((model, reference) if target != "local" else (model,)):
-                try:
-                    net(x)
-                except _Stop:
-                    pass
-            if target == "dense":
-                y = seen["y"]
-            elif target == "local":
-                y = ref_layout.module(seen["mlp_in"])
-            else:
-                drift = seen["ref_out"] - seen["out"]
-                y = seen["mlp_out"] + (drift / scale.to(drift) if scale is not None else drift)
-            acc.add(seen["x"], y)
+        if cache is not None:
+            for b, (hp, hr) in enumerate(zip(cache.pruned, cache.reference)):
+                seen.clear()
+                block(hp.to(device))
+                cache.reference[b] = ref_block(hr.to(device)).to(hr.device)
+                acc.add(seen["x"], _target(seen, target, ref_layout, scale))
+        else:
+            for x, _ in labelled_batches(images, batch_size):
+                x = x.to(device)
+                seen.clear()
+                for net in ((model, reference) if target != "local" else (model,)):
+                    try:
+                        net(x)
+                    except _Stop:
+                        pass
+                acc.add(seen["x"], _target(seen, target, ref_layout, scale))
     finally:
         for handle in handles:
             handle.remove()
     return acc
+
+
+@dataclass
+class _BlockInputs:
+    """Per batch, the current block's input tokens of the pruned and of the reference model."""
+
+    pruned: list[torch.Tensor]
+    reference: list[torch.Tensor]
+
+    def advance(self, block: nn.Module, device: str) -> None:
+        """Pass the pruned inputs through the (re-fitted) block: the next block's inputs."""
+        self.pruned = [block(h.to(device)).to(h.device) for h in self.pruned]
+
+
+def _cache_block_inputs(model: nn.Module, reference: nn.Module, images: Any, batch_size: int, device: str,
+                        budget_bytes: int) -> _BlockInputs | None:
+    """The first block's input tokens of both models for every batch, when blocks are called with the
+    tokens alone (plain ViT blocks) and both copies fit in `budget_bytes`; else None (the blocks are
+    then fitted by forward passes of the whole models, with constant memory)."""
+    total = count_images(images)
+    caches: list[list[torch.Tensor]] = [[], []]
+    for which, net in enumerate((model, reference)):
+        first = family_of(net).blocks(net)[0]
+        plain = [True]
+
+        def grab(module, args, kwargs, store=caches[which]):
+            if kwargs or len(args) != 1:
+                plain[0] = False
+            else:
+                store.append(args[0].detach())
+            raise _Stop
+
+        handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            for x, _ in labelled_batches(images, batch_size):
+                try:
+                    net(x.to(device))
+                except _Stop:
+                    pass
+                if not plain[0]:
+                    return None
+                stored = caches[which][0]
+                if 2 * stored.element_size() * stored.numel() * total / len(stored) > budget_bytes:
+                    return None
+        finally:
+            handle.remove()
+    return _BlockInputs(pruned=caches[0], reference=caches[1])
 
 
 def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: Sequence[Sequence[int]],
@@ -244,12 +306,14 @@ def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: 
 @torch.no_grad()
 def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config: ReconstructConfig | None = None, *,
                     kept: Sequence[Sequence[int]] | None = None, batch_size: int = 32, device: str = "cpu",
-                    progress: bool = False) -> Reconstruction:
+                    progress: bool = False, cache_bytes: int = 1 << 30) -> Reconstruction:
     """Re-fit every block's fc2 of the pruned `model` (in place) to reproduce `reference`, the model
     it was pruned from, on the calibration `images` (ImageSet or (images, labels)); all tokens.
 
     `kept` (per block, the reference neuron indices the pruned model kept) is needed by the
-    independent mode only. Neither model's device, dtype or mode changes.
+    independent mode only. Neither model's device, dtype or mode changes. The sequential mode keeps
+    every block's input tokens of both models in memory when they fit in `cache_bytes` (one block
+    forward per block and image); otherwise it re-runs the models up to each block (constant memory).
 
     Example::
 
@@ -289,10 +353,15 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 _solve_into(layout.output, acc, config.ridge, result)
         else:
             bar = progress_bar(len(layouts) * num_images, "reconstruct", progress, leave=False)
+            cache = (_cache_block_inputs(student, teacher, images, batch_size, device, cache_bytes)
+                     if cache_bytes > 0 else None)
+            blocks = family_of(student).blocks(student)
             try:
                 for layer in range(len(layouts)):
-                    acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device)
+                    acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache)
                     _solve_into(mlp_layouts(student)[layer].output, acc, config.ridge, result)
+                    if cache is not None and layer + 1 < len(layouts):
+                        cache.advance(blocks[layer], device)
                     bar.update(num_images)
             finally:
                 bar.close()

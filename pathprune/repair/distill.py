@@ -437,7 +437,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     new_description = json.loads(json.dumps(description))
     new_description["recovery"] = list(description.get("recovery") or []) + [{
         "stage": "finetune", "teacher": result.teacher, "data": images.root, "images": num_images,
-        "steps": total, **{k: v for k, v in settings.to_dict().items() if k not in ("checkpoint_every",)},
+        **{k: v for k, v in settings.to_dict().items() if k not in ("checkpoint_every",)}, "steps": total,
         "augment": augment, "top1_before": top1_before, "top1_after": result.top1_after}]
     new_description["finetuned_from"] = str(spec.name)
     new_description["mlp_hidden"] = mlp_widths(model)
