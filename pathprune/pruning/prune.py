@@ -133,6 +133,10 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     }
     description = model_description(spec, kept, config, source, widths_after)
     description["reconstruct"] = reconstruct.to_dict() if reconstruct is not None else None
+    if previous is not None:  # the fraction of the dense model's neurons removed by all rounds together
+        from ..models.pruned import dense_widths
+
+        description["ratio_total"] = 1.0 - sum(widths_after) / sum(dense_widths(description))
     description["recovery"] = list((previous or {}).get("recovery") or [])
     if reconstruct is not None:
         description["recovery"].append({"stage": "reconstruct", **reconstruct.to_dict(),
