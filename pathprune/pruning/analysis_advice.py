@@ -26,8 +26,14 @@ def analysis_advice(run: dict[str, Any], where: str = "DIR") -> str | None:
         return None
     model = run.get("model") or {}
     command = ["pathprune", "analyze", "--model", str(model.get("name") or "MODEL")]
-    if model.get("weights") and model.get("name") not in ("digits",) and not str(model.get("name", "")).endswith("/"):
+    from pathlib import Path
+
+    plain = model.get("name") != "digits" and not Path(str(model.get("name", ""))).is_dir()
+    if plain and model.get("weights"):
         command += ["--weights", str(model["weights"])]
+    if plain:
+        for key, value in (model.get("overrides") or {}).items():
+            command += ["--model-arg", f"{key}={value}"]
     command += ["--data", str((run.get("data") or {}).get("root") or "DATA"),
                 "--topk", str(PRUNING_ANALYSIS["topk"]), "--token", PRUNING_ANALYSIS["token"], "--out", f"{where}-prune"]
     return (f"--paths {where} was analysed with --topk {topk} --token {token} (the paper's setting); neurons "
