@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def run_repair(dense, spec, scores, calib, train, test, calibration, distill_ste
     from pathprune.models import create_model
 
     x_train, y_train = train
-    train_set = ImageSet(root="digits:train", items=[ImageItem(str(i), int(y)) for i, y in enumerate(y_train)],
+    train_set = ImageSet(root="train-tensors", items=[ImageItem(str(i), int(y)) for i, y in enumerate(y_train)],
                          class_names=spec.class_names or [str(i) for i in range(int(y_train.max()) + 1)],
                          loader=lambda pos: x_train[pos])
     rows: dict = {}
@@ -216,7 +217,10 @@ def repair_tables(rows, ratios=REPAIR_RATIOS) -> list[str]:
 
 
 def repair_main(args) -> None:
-    """The repair benchmark on the digits model -> benchmarks/results_repair.md."""
+    """The repair benchmark on the digits model (-> results_repair.md) or, with --synthetic WORK, on the
+    ViT trained by benchmarks/train_synthetic.py (-> results_repair_synthetic.md)."""
+    import json
+
     from pathprune.io import write_text_atomic
     from pathprune.models import create_model
     from pathprune.pruning import calibration_statistics
@@ -224,45 +228,72 @@ def repair_main(args) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    analysis_dir = args.work / "analysis_all_top5"
-    analysis_seconds = run_analyze(analysis_dir, args.images_per_class, "all", 5)
-    if analysis_seconds == 0.0:
-        import json
+    if args.synthetic is None:
+        name, data_train = "digits", "digits:train"
+        analysis_dir = args.work / "analysis_all_top5"
+        run_analyze(analysis_dir, args.images_per_class, "all", 5)
+        dense, spec = create_model("digits")
+        test = tensors_of("digits:test", spec.preprocessing)
+        train = tensors_of("digits:train", spec.preprocessing)
+        results = args.repair_results
+        analysis_images = 10 * args.images_per_class
+    else:
+        sys.path.insert(0, str(HERE))
+        from train_synthetic import ARGS, BASE, cli_options, load_split
 
-        stamp = json.loads((analysis_dir / "summary.json").read_text())
-        analysis_seconds = float(stamp.get("seconds") or stamp.get("elapsed_seconds") or 0.0)
-    dense, spec = create_model("digits")
-    test = tensors_of("digits:test", spec.preprocessing)
-    train = tensors_of("digits:train", spec.preprocessing)
-    calib = train if args.repair_calib is None else tensors_of("digits:train", spec.preprocessing, args.repair_calib)
+        name, data_train = "synthetic shapes ViT", str(args.synthetic / "data" / "train")
+        weights = args.synthetic / "vit_shapes.safetensors"
+        dense, spec = create_model(BASE, str(weights), img_size=32, num_classes=10, model_args=dict(ARGS))
+        train = load_split(args.synthetic / "data" / "train", spec.preprocessing)
+        test = load_split(args.synthetic / "data" / "test", spec.preprocessing)
+        analysis_dir = args.synthetic / "analysis_all_top5"
+        analysis_images = 10 * args.synthetic_images_per_class
+        if not (analysis_dir / "summary.json").exists():
+            from pathprune.cli import main as cli_main
+
+            try:
+                cli_main(["analyze", *cli_options(weights), "--data", data_train, "--out", str(analysis_dir),
+                          "--images-per-class", str(args.synthetic_images_per_class), "--token", "all",
+                          "--topk", "5", "--steps", "4", "--quadrature", "gauss", "--jas", "paper",
+                          "--batch-size", "25", "--workers", "0", "--quiet"])
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise RuntimeError("analyze failed") from None
+        results = args.repair_results.with_name("results_repair_synthetic.md")
+    analysis_seconds = float(json.loads((analysis_dir / "summary.json").read_text()).get("seconds") or 0.0)
+    calib = train if args.repair_calib is None else (train[0][:args.repair_calib], train[1][:args.repair_calib])
     calibration = calibration_statistics(dense, calib)
     dense_acc, dense_nll = evaluate(dense, test)
+    print(f"dense {dense_acc:.4f}/{dense_nll:.3f}", flush=True)
     scores = repair_scores(load_analysis(analysis_dir), dense, calib, calibration)
-    rows = run_repair(dense, spec, scores, calib, train, test, calibration, args.distill_steps,
+    ratios = tuple(float(r) for r in args.repair_ratios.split(","))
+    rows = run_repair(dense, spec, scores, calib, train, test, calibration, args.distill_steps, ratios=ratios,
                       log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - started
     lines = [
-        "## Repair after pruning on the digits model (`benchmarks/prune_quality.py --repair`)",
+        f"## Repair after pruning: {name} (`benchmarks/prune_quality.py --repair"
+        f"{'' if args.synthetic is None else ' --synthetic WORK'}`)",
         "",
         f"Machine: {platform.machine()} CPU, {args.threads} torch thread(s), a 2-core CPU shared with 4 other "
-        f"jobs (load average 6-9 during the run: every time here is inflated several-fold; compare them with "
+        f"jobs (load average 6-9 during the run: every time here is inflated several-fold; compare times with "
         f"each other only). torch {torch.__version__}. Total {seconds:.0f} s.",
         "",
-        f"Dense on digits:test ({len(test[1])} images): top-1 **{dense_acc:.4f}**, cross-entropy {dense_nll:.3f}. "
-        f"Path importance: `analyze --topk 5 --token all` on {10 * args.images_per_class} digits:train images "
-        f"(Gauss 8 steps; {analysis_seconds:.0f} s when it was made). Calibration (Taylor, activation, bias "
-        f"compensation, reconstruction): {len(calib[1])} digits:train images, all tokens. Reconstruction: "
-        "ridge 1e-3 x mean Gram diagonal; `seq.` = sequential (inputs from the already repaired pruned model, "
-        "target: the dense block output), `ind.` = independent (dense inputs, dense MLP output). Distillation: "
-        f"{args.distill_steps} AdamW steps of batch 64 from the reconstructed model (lr 5e-4, warm-up 5 %, cosine, "
-        "KL at T=2, no augmentation), the same budget for every method. Repair time excludes importance.",
+        f"Model: MLP widths {spec.mlp_hidden}. Dense on the test split ({len(test[1])} images): top-1 "
+        f"**{dense_acc:.4f}**, cross-entropy {dense_nll:.3f}. Path importance: `analyze --topk 5 --token all` on "
+        f"{analysis_images} training images ({analysis_seconds:.0f} s). Calibration (Taylor, activation, bias "
+        f"compensation, reconstruction): {len(calib[1])} training images, all tokens. Reconstruction: ridge "
+        "1e-3 x mean Gram diagonal; `seq.` = sequential (inputs from the already repaired pruned model, target: "
+        "the dense block's output, `--reconstruct-target residual`), `ind.` = independent (dense inputs, dense "
+        f"MLP output). Distillation: {args.distill_steps} AdamW steps of batch 64 from the sequentially "
+        "reconstructed model (lr 5e-4, warm-up 5 %, cosine, KL at T=2, no augmentation), the same budget for "
+        "every method. Repair time excludes the importance computation.",
         "",
-        *repair_tables(rows),
+        *repair_tables(rows, ratios),
         "Bold: best method of the column for that repair.",
         "",
     ]
-    write_text_atomic(args.repair_results, "\n".join(lines) + "\n")
-    print(f"done in {seconds:.0f} s -> {args.repair_results}")
+    write_text_atomic(results, "\n".join(lines) + "\n")
+    print(f"done in {seconds:.0f} s -> {results}")
 
 
 def main() -> None:
@@ -280,6 +311,10 @@ def main() -> None:
     parser.add_argument("--repair-calib", type=int, default=None, help="calibration images (default: all train)")
     parser.add_argument("--distill-steps", type=int, default=84, help="distillation steps (4 epochs of batch 64)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--synthetic", type=Path, default=None,
+                        help="--repair on the ViT of benchmarks/train_synthetic.py --work WORK instead of digits")
+    parser.add_argument("--synthetic-images-per-class", type=int, default=10)
+    parser.add_argument("--repair-ratios", default="0.5,0.7,0.9,0.95")
     args = parser.parse_args()
     if args.repair:
         repair_main(args)
