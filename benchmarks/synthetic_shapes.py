@@ -24,10 +24,10 @@ SIZE = 32
 def render(label: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
     """One image (uint8 [size, size, 3]) of class `label`."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    bg = rng.uniform(0, 1, 3)
-    fg = rng.uniform(0, 1, 3)
-    while np.abs(fg - bg).sum() < 0.8:  # enough contrast to be visible
-        fg = rng.uniform(0, 1, 3)
+    bg = rng.uniform(0, 0.4, 3)
+    fg = rng.uniform(0.6, 1, 3)  # contrasted colours, both random
+    if rng.random() < 0.5:
+        bg, fg = fg, bg
     img = np.ones((size, size, 3), np.float32) * bg
     r = rng.uniform(5, 10)
     cx, cy = rng.uniform(r + 1, size - r - 1, 2)
@@ -62,9 +62,9 @@ def render(label: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray
     img[mask] = fg
     # a distractor blob of a third colour somewhere else, and noise
     bx, by = rng.uniform(0, size, 2)
-    blob = (xx - bx) ** 2 + (yy - by) ** 2 <= rng.uniform(1.5, 3.5) ** 2
+    blob = (xx - bx) ** 2 + (yy - by) ** 2 <= rng.uniform(1.0, 2.0) ** 2
     img[blob & ~mask] = rng.uniform(0, 1, 3)
-    img += rng.normal(0, 0.06, img.shape)
+    img += rng.normal(0, 0.04, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
