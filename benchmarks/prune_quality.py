@@ -130,12 +130,15 @@ REPAIR_RATIOS = (0.5, 0.7, 0.9, 0.95)
 REPAIRS = ("none", "bias comp.", "recon. seq.", "recon. ind.", "recon. + distill")
 
 
-def repair_scores(analysis, dense, calib, calibration) -> dict[str, list[torch.Tensor]]:
-    """Per-neuron scores of every method of the repair table (path: the recommended analysis)."""
+def repair_scores(analysis, dense, calib, calibration, paper_analysis=None) -> dict[str, list[torch.Tensor]]:
+    """Per-neuron scores of every method of the repair table (path: the recommended analysis, and the
+    paper-style top-1 analysis when given)."""
     from pathprune.pruning import create_importance
     from pathprune.pruning.importance import path_importance
 
     scores = {"path (all-top5)": path_importance(analysis, "path")}
+    if paper_analysis is not None:
+        scores["path (paper: top-1)"] = path_importance(paper_analysis, "path")
     for method in ("magnitude", "taylor", "activation"):
         scores[method] = create_importance(method).fit(dense, calib, statistics=calibration).neuron_scores()
     scores["random (seed 0)"] = create_importance("random", seed=0).fit(dense).neuron_scores()
@@ -247,14 +250,17 @@ def repair_main(args) -> None:
         train = load_split(args.synthetic / "data" / "train", spec.preprocessing)
         test = load_split(args.synthetic / "data" / "test", spec.preprocessing)
         analysis_dir = args.synthetic / "analysis_all_top5"
+        paper_dir = args.synthetic / "analysis_paper_top1"
         analysis_images = 10 * args.synthetic_images_per_class
-        if not (analysis_dir / "summary.json").exists():
+        for directory, token, topk in ((analysis_dir, "all", 5), (paper_dir, spec.token_scope, 1)):
+            if (directory / "summary.json").exists():
+                continue
             from pathprune.cli import main as cli_main
 
             try:
-                cli_main(["analyze", *cli_options(weights), "--data", data_train, "--out", str(analysis_dir),
-                          "--images-per-class", str(args.synthetic_images_per_class), "--token", "all",
-                          "--topk", "5", "--steps", "4", "--quadrature", "gauss", "--jas", "paper",
+                cli_main(["analyze", *cli_options(weights), "--data", data_train, "--out", str(directory),
+                          "--images-per-class", str(args.synthetic_images_per_class), "--token", token,
+                          "--topk", str(topk), "--steps", "4", "--quadrature", "gauss", "--jas", "paper",
                           "--batch-size", "25", "--workers", "0", "--quiet"])
             except SystemExit as exc:
                 if exc.code not in (0, None):
@@ -265,7 +271,9 @@ def repair_main(args) -> None:
     calibration = calibration_statistics(dense, calib)
     dense_acc, dense_nll = evaluate(dense, test)
     print(f"dense {dense_acc:.4f}/{dense_nll:.3f}", flush=True)
-    scores = repair_scores(load_analysis(analysis_dir), dense, calib, calibration)
+    paper = args.synthetic / "analysis_paper_top1" if args.synthetic is not None else None
+    scores = repair_scores(load_analysis(analysis_dir), dense, calib, calibration,
+                           load_analysis(paper) if paper is not None else None)
     ratios = tuple(float(r) for r in args.repair_ratios.split(","))
     rows = run_repair(dense, spec, scores, calib, train, test, calibration, args.distill_steps, ratios=ratios,
                       log=lambda m: print(m, flush=True))
@@ -280,7 +288,8 @@ def repair_main(args) -> None:
         "",
         f"Model: MLP widths {spec.mlp_hidden}. Dense on the test split ({len(test[1])} images): top-1 "
         f"**{dense_acc:.4f}**, cross-entropy {dense_nll:.3f}. Path importance: `analyze --topk 5 --token all` on "
-        f"{analysis_images} training images ({analysis_seconds:.0f} s). Calibration (Taylor, activation, bias "
+        f"{analysis_images} training images ({analysis_seconds:.0f} s; `path (paper: top-1)`: the same with "
+        "`--topk 1` at the model's default token scope). Calibration (Taylor, activation, bias "
         f"compensation, reconstruction): {len(calib[1])} training images, all tokens. Reconstruction: ridge "
         "1e-3 x mean Gram diagonal; `seq.` = sequential (inputs from the already repaired pruned model, target: "
         "the dense block's output, `--reconstruct-target residual`), `ind.` = independent (dense inputs, dense "
