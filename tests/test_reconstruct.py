@@ -224,3 +224,18 @@ def test_prune_warns_with_the_command_to_run_when_paths_come_from_a_paper_style_
                        "--out", tmp_path / "p2", "--quiet"])
     assert res.code == 0, res.output
     assert not [w for w in caught if "paper" in str(w.message)]
+
+
+def test_no_analysis_advice_when_reconstructing(run_cli, setup, tmp_path):
+    import warnings
+
+    analysis = tmp_path / "a"
+    res = run_cli(["analyze", *cli_model_args(setup["weights"]), "--data", setup["data"], "--out", analysis,
+                   "--steps", "2", "--topk", "1", "--token", "cls", "--workers", "0", "--quiet"])
+    assert res.code == 0, res.output
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_cli(["prune", *cli_model_args(setup["weights"]), "--paths", analysis, "--ratio", "0.5",
+                       "--reconstruct", "--out", tmp_path / "p", "--quiet"])
+    assert res.code == 0, res.output
+    assert not [w for w in caught if "paper" in str(w.message)]

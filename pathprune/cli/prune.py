@@ -90,7 +90,7 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     if classes and needs != "analysis":
         raise UserError("--classes applies to the path methods only")
-    if analysis is not None and needs == "analysis":
+    if analysis is not None and needs == "analysis" and not reconstruct:  # measured without repair
         advice = analysis_advice(analysis.run, paths_dir)
         if advice:
             warnings.warn(advice, stacklevel=1)

@@ -1,7 +1,10 @@
 """Which analysis settings prune well, and advice when an analysis was made for the paper's studies.
 
-The paper's analyses follow one path per image (``--topk 1``) at the class token; for pruning, paths
-of every token and several neurons per layer rank neurons far better (benchmarks/results_prune.md).
+The paper's analyses follow one path per image (``--topk 1``) at the class token; for pruning without
+repair, paths of every token and several neurons per layer rank neurons far better
+(benchmarks/results_prune.md). With least-squares reconstruction the difference shrinks and on the
+digits model reverses at ratios 0.9-0.95 (benchmarks/results_repair.md), so ``prune`` gives this
+advice only when it does not reconstruct.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-#: the analysis settings that prune best (measured on the digits model with and without repair)
+#: the analysis settings that prune best without repair (digits model and the issue's 8-block ViT)
 PRUNING_ANALYSIS = {"topk": 5, "token": "all"}
 
 
@@ -36,6 +39,6 @@ def analysis_advice(run: dict[str, Any], where: str = "DIR") -> str | None:
             command += ["--model-arg", f"{key}={value}"]
     command += ["--data", str((run.get("data") or {}).get("root") or "DATA"),
                 "--topk", str(PRUNING_ANALYSIS["topk"]), "--token", PRUNING_ANALYSIS["token"], "--out", f"{where}-prune"]
-    return (f"--paths {where} was analysed with --topk {topk} --token {token} (the paper's setting); neurons "
-            f"ranked by it prune worse than with --topk {PRUNING_ANALYSIS['topk']} --token "
+    return (f"--paths {where} was analysed with --topk {topk} --token {token} (the paper's setting); without "
+            f"--reconstruct, neurons ranked by it prune worse than with --topk {PRUNING_ANALYSIS['topk']} --token "
             f"{PRUNING_ANALYSIS['token']}. For pruning, run: {shlex.join(command)}")
