@@ -8,6 +8,11 @@ default path settings (cls top-1, all top-5) again on three other subsets (`--sh
 
     python benchmarks/prune_quality.py [--images-per-class 30] [--work /tmp/prune_quality]
 
+`--repair`: the repair table instead (no repair / bias compensation / reconstruction sequential and
+independent / reconstruction + distillation) for path (recommended analysis), magnitude, Taylor,
+activation and random at ratios 0.5/0.7/0.9/0.95 -> benchmarks/results_repair.md; with `--synthetic WORK`
+on the ViT of `benchmarks/train_synthetic.py --work WORK` -> benchmarks/results_repair_synthetic.md.
+
 Writes benchmarks/results_prune.md (the part above its `<!-- analysis -->` marker) and
 benchmarks/figures/prune_quality.png. About 1.5 minutes on 2 idle CPU cores (12 analyze runs of
 ~300 images; existing complete ones in --work are reused after a settings/weights check).

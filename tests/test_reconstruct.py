@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ARGS, cli_model_args, make_folder, make_tiny
+from conftest import cli_model_args, make_folder, make_tiny
 
 
 def _images(n: int = 24, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,9 +66,6 @@ def test_sequential_matches_numpy_least_squares_block_by_block(target):
 
     dense, pruned, _ = _pruned()
     x, y = _images()
-    expected = pruned.__class__.__new__(pruned.__class__)
-    import copy
-
     expected = copy.deepcopy(pruned)
     for layer in range(len(expected.blocks)):  # the independent computation, sequential by construction
         a, t = _gather(expected, dense, x, layer, target)
@@ -186,8 +183,6 @@ def test_cli_reconstruct_needs_calibration_data(run_cli, setup, tmp_path):
 
 @pytest.mark.parametrize("target", ["dense", "local", "residual"])
 def test_cached_block_inputs_give_the_same_fit_as_streaming(target):
-    import copy
-
     from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
 
     dense, pruned, _ = _pruned()
