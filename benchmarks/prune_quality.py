@@ -8,6 +8,11 @@ default path settings (cls top-1, all top-5) again on three other subsets (`--sh
 
     python benchmarks/prune_quality.py [--images-per-class 30] [--work /tmp/prune_quality]
 
+`--repair`: the repair table instead (no repair / bias compensation / reconstruction sequential and
+independent / reconstruction + distillation) for path (recommended analysis), magnitude, Taylor,
+activation and random at ratios 0.5/0.7/0.9/0.95 -> benchmarks/results_repair.md; with `--synthetic WORK`
+on the ViT of `benchmarks/train_synthetic.py --work WORK` -> benchmarks/results_repair_synthetic.md.
+
 Writes benchmarks/results_prune.md (the part above its `<!-- analysis -->` marker) and
 benchmarks/figures/prune_quality.png. About 1.5 minutes on 2 idle CPU cores (12 analyze runs of
 ~300 images; existing complete ones in --work are reused after a settings/weights check).
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -125,6 +131,185 @@ def build_variants(loaded, dense, calib, calibration):
     return v
 
 
+REPAIR_RATIOS = (0.5, 0.7, 0.9, 0.95)
+REPAIRS = ("none", "bias comp.", "recon. seq.", "recon. ind.", "recon. + distill")
+
+
+def repair_scores(analysis, dense, calib, calibration, paper_analysis=None) -> dict[str, list[torch.Tensor]]:
+    """Per-neuron scores of every method of the repair table (path: the recommended analysis, and the
+    paper-style top-1 analysis when given)."""
+    from pathprune.pruning import create_importance
+    from pathprune.pruning.importance import path_importance
+
+    scores = {"path (all-top5)": path_importance(analysis, "path")}
+    if paper_analysis is not None:
+        scores["path (paper: top-1)"] = path_importance(paper_analysis, "path")
+    for method in ("magnitude", "taylor", "activation"):
+        scores[method] = create_importance(method).fit(dense, calib, statistics=calibration).neuron_scores()
+    scores["random (seed 0)"] = create_importance("random", seed=0).fit(dense).neuron_scores()
+    return scores
+
+
+def run_repair(dense, spec, scores, calib, train, test, calibration, distill_steps: int, batch_size: int = 64,
+               seed: int = 0, ratios=REPAIR_RATIOS, log=print) -> dict:
+    """rows[(method, repair)] = [(top-1, cross-entropy, repair seconds) per ratio]."""
+    import tempfile
+
+    from pathprune.data.images import ImageSet, ImageItem
+    from pathprune.pruning import prune_mlp
+    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+    from pathprune.repair.distill import FinetuneSettings, finetune
+    from pathprune.models import create_model
+
+    x_train, y_train = train
+    train_set = ImageSet(root="train-tensors", items=[ImageItem(str(i), int(y)) for i, y in enumerate(y_train)],
+                         class_names=spec.class_names or [str(i) for i in range(int(y_train.max()) + 1)],
+                         loader=lambda pos: x_train[pos])
+    rows: dict = {}
+    for method, s in scores.items():
+        for repair in REPAIRS:
+            rows[(method, repair)] = []
+        for ratio in ratios:
+            for repair in REPAIRS:
+                t0 = time.perf_counter()
+                result = prune_mlp(dense, s, ratio, calibration=calibration, compensate=repair == "bias comp.")
+                model = result.model
+                t0 = time.perf_counter() if repair != "bias comp." else t0
+                if repair.startswith("recon."):
+                    mode = "independent" if repair == "recon. ind." else "sequential"
+                    reconstruct_mlp(model, dense, calib, ReconstructConfig(mode=mode), kept=result.kept,
+                                    batch_size=256)
+                if repair == "recon. + distill":
+                    with tempfile.TemporaryDirectory() as tmp:
+                        from pathprune.models import save_pruned
+
+                        desc = {"base": spec.base, "overrides": spec.overrides,
+                                "mlp_hidden": [len(k) for k in result.kept], "class_names": spec.class_names,
+                                "preprocessing": spec.preprocessing, "weights": "model.safetensors"}
+                        save_pruned(f"{tmp}/p", model, desc, {})
+                        student, sspec = create_model(f"{tmp}/p")
+                        finetune(student, sspec, desc, dense, spec,
+                                 train_set, f"{tmp}/ft", FinetuneSettings(steps=distill_steps, batch_size=batch_size,
+                                                                          lr=5e-4, seed=seed, augment=False))
+                        model, _ = create_model(f"{tmp}/ft")
+                seconds = time.perf_counter() - t0
+                acc, nll = evaluate(model, test)
+                rows[(method, repair)].append((acc, nll, seconds))
+            log(f"{method:18s} r={ratio}: " + " | ".join(f"{rep} {rows[(method, rep)][-1][0]:.3f}/"
+                                                         f"{rows[(method, rep)][-1][1]:.3f} "
+                                                         f"{rows[(method, rep)][-1][2]:.1f}s" for rep in REPAIRS))
+    return rows
+
+
+def repair_tables(rows, ratios=REPAIR_RATIOS) -> list[str]:
+    """Markdown: top-1, cross-entropy and repair time per (method, repair) and ratio."""
+    lines = []
+    for metric, title, fmt, better in ((0, "Top-1", ".3f", max), (1, "Cross-entropy (lower is better)", ".3f", min),
+                                       (2, "Repair time, seconds", ".1f", None)):
+        lines += [f"#### {title}", "", "| importance | repair | " + " | ".join(f"r={r}" for r in ratios) + " |",
+                  "|---|---|" + "---|" * len(ratios)]
+        best = {}
+        if better is not None:
+            for repair in REPAIRS:
+                for i in range(len(ratios)):
+                    best[(repair, i)] = better(v[i][metric] for (m, rep), v in rows.items() if rep == repair)
+        for repair in REPAIRS:
+            for (method, rep), values in rows.items():
+                if rep != repair:
+                    continue
+                cells = [(f"**{v[metric]:{fmt}}**" if better is not None and v[metric] == best[(repair, i)]
+                          else f"{v[metric]:{fmt}}") for i, v in enumerate(values)]
+                lines.append(f"| {method} | {repair} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def repair_main(args) -> None:
+    """The repair benchmark on the digits model (-> results_repair.md) or, with --synthetic WORK, on the
+    ViT trained by benchmarks/train_synthetic.py (-> results_repair_synthetic.md)."""
+    import json
+
+    from pathprune.io import write_text_atomic
+    from pathprune.models import create_model
+    from pathprune.pruning import calibration_statistics
+    from pathprune.pruning.importance import load_analysis
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    if args.synthetic is None:
+        name, data_train = "digits", "digits:train"
+        analysis_dir = args.work / "analysis_all_top5"
+        run_analyze(analysis_dir, args.images_per_class, "all", 5)
+        dense, spec = create_model("digits")
+        test = tensors_of("digits:test", spec.preprocessing)
+        train = tensors_of("digits:train", spec.preprocessing)
+        results = args.repair_results
+        analysis_images = 10 * args.images_per_class
+    else:
+        sys.path.insert(0, str(HERE))
+        from train_synthetic import ARGS, BASE, cli_options, load_split
+
+        name, data_train = "synthetic shapes ViT", str(args.synthetic / "data" / "train")
+        weights = args.synthetic / "vit_shapes.safetensors"
+        dense, spec = create_model(BASE, str(weights), img_size=32, num_classes=10, model_args=dict(ARGS))
+        train = load_split(args.synthetic / "data" / "train", spec.preprocessing)
+        test = load_split(args.synthetic / "data" / "test", spec.preprocessing)
+        analysis_dir = args.synthetic / "analysis_all_top5"
+        paper_dir = args.synthetic / "analysis_paper_top1"
+        analysis_images = 10 * args.synthetic_images_per_class
+        for directory, token, topk in ((analysis_dir, "all", 5), (paper_dir, spec.token_scope, 1)):
+            if (directory / "summary.json").exists():
+                continue
+            from pathprune.cli import main as cli_main
+
+            try:
+                cli_main(["analyze", *cli_options(weights), "--data", data_train, "--out", str(directory),
+                          "--images-per-class", str(args.synthetic_images_per_class), "--token", token,
+                          "--topk", str(topk), "--steps", "4", "--quadrature", "gauss", "--jas", "paper",
+                          "--batch-size", "25", "--workers", "0", "--quiet"])
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise RuntimeError("analyze failed") from None
+        results = args.repair_results.with_name("results_repair_synthetic.md")
+    analysis_seconds = float(json.loads((analysis_dir / "summary.json").read_text()).get("seconds") or 0.0)
+    calib = train if args.repair_calib is None else (train[0][:args.repair_calib], train[1][:args.repair_calib])
+    calibration = calibration_statistics(dense, calib)
+    dense_acc, dense_nll = evaluate(dense, test)
+    print(f"dense {dense_acc:.4f}/{dense_nll:.3f}", flush=True)
+    paper = args.synthetic / "analysis_paper_top1" if args.synthetic is not None else None
+    scores = repair_scores(load_analysis(analysis_dir), dense, calib, calibration,
+                           load_analysis(paper) if paper is not None else None)
+    ratios = tuple(float(r) for r in args.repair_ratios.split(","))
+    rows = run_repair(dense, spec, scores, calib, train, test, calibration, args.distill_steps, ratios=ratios,
+                      log=lambda m: print(m, flush=True))
+    seconds = time.perf_counter() - started
+    lines = [
+        f"## Repair after pruning: {name} (`benchmarks/prune_quality.py --repair"
+        f"{'' if args.synthetic is None else ' --synthetic WORK'}`)",
+        "",
+        f"Machine: {platform.machine()} CPU, {args.threads} torch thread(s), a 2-core CPU shared with 4 other "
+        f"jobs (load average 6-9 during the run: every time here is inflated several-fold; compare times with "
+        f"each other only). torch {torch.__version__}. Total {seconds:.0f} s.",
+        "",
+        f"Model: MLP widths {spec.mlp_hidden}. Dense on the test split ({len(test[1])} images): top-1 "
+        f"**{dense_acc:.4f}**, cross-entropy {dense_nll:.3f}. Path importance: `analyze --topk 5 --token all` on "
+        f"{analysis_images} training images ({analysis_seconds:.0f} s; `path (paper: top-1)`: the same with "
+        "`--topk 1` at the model's default token scope). Calibration (Taylor, activation, bias "
+        f"compensation, reconstruction): {len(calib[1])} training images, all tokens. Reconstruction: ridge "
+        "1e-3 x mean Gram diagonal; `seq.` = sequential (inputs from the already repaired pruned model, target: "
+        "the dense block's output, `--reconstruct-target residual`), `ind.` = independent (dense inputs, dense "
+        f"MLP output). Distillation: {args.distill_steps} AdamW steps of batch 64 from the sequentially "
+        "reconstructed model (lr 5e-4, warm-up 5 %, cosine, KL at T=2, no augmentation), the same budget for "
+        "every method. Repair time excludes the importance computation.",
+        "",
+        *repair_tables(rows, ratios),
+        "Bold: best method of the column for that repair.",
+        "",
+    ]
+    write_text_atomic(results, "\n".join(lines) + "\n")
+    print(f"done in {seconds:.0f} s -> {results}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images-per-class", type=int, default=30, help="analyze subset of digits:train")
@@ -134,7 +319,20 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=HERE / "figures" / "prune_quality.png")
     parser.add_argument("--digits-dir", type=Path, default=None,
                         help="use a digits model retrained into this directory instead of the embedded one")
+    parser.add_argument("--repair", action="store_true",
+                        help="run the repair table (no repair / bias comp. / reconstruction / + distillation) only")
+    parser.add_argument("--repair-results", type=Path, default=HERE / "results_repair.md")
+    parser.add_argument("--repair-calib", type=int, default=None, help="calibration images (default: all train)")
+    parser.add_argument("--distill-steps", type=int, default=84, help="distillation steps (4 epochs of batch 64)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--synthetic", type=Path, default=None,
+                        help="--repair on the ViT of benchmarks/train_synthetic.py --work WORK instead of digits")
+    parser.add_argument("--synthetic-images-per-class", type=int, default=10)
+    parser.add_argument("--repair-ratios", default="0.5,0.7,0.9,0.95")
     args = parser.parse_args()
+    if args.repair:
+        repair_main(args)
+        return
     if args.digits_dir is not None:
         import pathprune.models.digits
 

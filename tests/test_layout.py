@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pathprune"
 
 #: the stages in the order data flows; a module may import its own stage and earlier ones only
-STAGES = ["core", "models", "data", "attribution", "analysis", "deploy", "evaluate", "pruning", "recipes", "cli"]
+STAGES = ["core", "models", "data", "attribution", "analysis", "deploy", "evaluate", "pruning", "repair", "recipes",
+          "compress", "cli"]
 CORE = {"errors", "registry", "device", "io", "progress", "assets", "version"}
 
 

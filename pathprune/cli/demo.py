@@ -1,21 +1,22 @@
-"""`pathprune demo`, the one-command demo: the whole chain on the embedded digits model, on CPU, in a few minutes.
+"""`pathprune demo`, the one-command demo: a small recipe of `pathprune compress` on the embedded
+digits model, on CPU, in a few minutes.
 
-analyze (digits:train, a class-balanced subset) -> prune (path importance, ratio 0.5) -> export
-(ONNX with parity check) -> bench (digits:test: accuracy deviation, latency, report). Each stage is
-run through its click command object in-process, exactly as on the command line.
+analyze (digits:train, a class-balanced subset, top-5 paths at all tokens) -> prune (path importance,
+ratio 0.5, least-squares reconstruction) -> export (ONNX with parity check) -> bench (digits:test:
+accuracy deviation, latency, report). Each stage runs through its click command object in-process,
+exactly as on the command line.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from .options import CONTEXT, recipe_option
 
 MARKER = "demo.json"
@@ -28,82 +29,45 @@ class DemoSettings:
     images_per_class: int = 20  # analyze on 200 of the 1347 training images
     steps: int = 4  # Gauss-Legendre nodes
     ratio: float = 0.5
-    compensate: bool = True
+    reconstruct: bool = True
+    calib_images: int = 256
     batch_sizes: str = "1,32"
     warmup: int = 3
     repeats: int = 10
     backends: str = "ort-cpu,torch-cpu"
     quiet: bool = False
 
+    def compress_settings(self):
+        """The compress settings of the demo (the digits recipe)."""
+        from ..compress import CompressSettings
 
-def stage_arguments(out: Path, s: DemoSettings) -> dict[str, list[str]]:
-    """The command-line arguments of every stage (the same commands a user would type)."""
-    analysis, pruned, onnx, report = out / "analysis", out / "pruned", out / "pruned.onnx", out / "bench"
-    quiet = ["--quiet"] if s.quiet else []
-    return {
-        "analyze": ["--model", "digits", "--data", "digits:train", "--images-per-class", str(s.images_per_class),
-                    "--steps", str(s.steps), "--quadrature", "gauss", "--batch-size", "50",
-                    "--out", str(analysis), *quiet],
-        "prune": ["--model", "digits", "--paths", str(analysis), "--ratio", str(s.ratio),
-                  *(["--compensate"] if s.compensate else []), "--eval-data", "digits:test",
-                  "--out", str(pruned), "--overwrite", *quiet],
-        "export": [str(pruned), "--out", str(onnx)],
-        "bench": ["--model", "digits", "--pruned", str(pruned), "--data", "digits:test",
-                  "--batch-sizes", s.batch_sizes, "--warmup", str(s.warmup), "--repeats", str(s.repeats),
-                  "--backends", s.backends, "--out", str(report), "--overwrite", *quiet],
-    }
-
-
-def _commands(table: dict[str, click.Command]) -> dict[str, click.Command]:
-    missing = [name for name in ("analyze", "prune", "export", "bench") if name not in table]
-    if missing:
-        raise ConfigError(f"the demo needs the '{missing[0]}' command, which this installation lacks")
-    return {name: table[name] for name in ("analyze", "prune", "export", "bench")}
-
-
-def check_out(out: Path) -> None:
-    """The demo writes into an empty or new directory, or over a previous demo's."""
-    from ..io import check_output_target
-
-    check_output_target(out, "demo", resumable=True)
+        return CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=self.ratio,
+                                images_per_class=self.images_per_class, steps=self.steps, analyze_batch_size=50,
+                                reconstruct=self.reconstruct, calib_images=self.calib_images,
+                                batch_sizes=self.batch_sizes, warmup=self.warmup, repeats=self.repeats,
+                                backends=self.backends, device="cpu", quiet=self.quiet)
 
 
 def run_demo(out: str | Path, settings: DemoSettings | None = None,
              commands: dict[str, click.Command] | None = None) -> dict[str, Any]:
-    """Run analyze -> prune -> export -> bench into `out`; return the summary (also in out/demo.json).
-
-    `commands`: the command objects by name (default: those of the running ``pathprune`` group).
-    """
-    from ..io import claim_output
+    """Run compress's analyze -> prune -> export -> bench into `out`; return the summary (also in
+    out/demo.json). `commands`: the command objects by name (default: the running group's)."""
+    from ..compress import run_compress
+    from ..io import write_json_atomic
+    from .compress import stage_runner
 
     settings = settings or DemoSettings()
     out = Path(out)
-    check_out(out)
     if commands is None:
         commands = click.get_current_context().find_root().command.commands
-    commands = _commands(dict(commands))
-    with claim_output(out, "demo", resumable=True, in_place=True):
-        return _run_stages(out, settings, commands)
-
-
-def _run_stages(out: Path, settings: DemoSettings, commands: dict[str, click.Command]) -> dict[str, Any]:
-    from ..io import write_json_atomic
-
-    arguments = stage_arguments(out, settings)
+    missing = [name for name in ("analyze", "prune", "export", "bench") if name not in commands]
+    if missing:
+        raise ConfigError(f"the demo needs the '{missing[0]}' command, which this installation lacks")
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished demo
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    for name in ("analyze", "prune", "export", "bench"):
-        click.echo(f"== {name}: pathprune {name} {' '.join(arguments[name])}")
-        t0 = time.perf_counter()
-        commands[name].main(args=arguments[name], prog_name=f"pathprune {name}", standalone_mode=False)
-        seconds[name] = time.perf_counter() - t0
-    report = json.loads((out / "bench" / "report.json").read_text())
-    summary = {"settings": asdict(settings), "commands": {k: ["pathprune", k, *v] for k, v in arguments.items()},
-               "seconds": {**seconds, "total": time.perf_counter() - started},
-               "report": str(out / "bench" / "report.md"), "models": report["models"]}
+    summary = run_compress(settings.compress_settings(), out, stage_runner(dict(commands)), echo=click.echo,
+                           command="demo")
     write_json_atomic(marker, summary)
     return summary
 
@@ -118,11 +82,13 @@ def _run_stages(out: Path, settings: DemoSettings, commands: dict[str, click.Com
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed latency runs per model.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out, images_per_class, ratio, repeats, quiet) -> None:
-    """Run the whole chain on the embedded digits model (CPU, a few minutes).
+    """Run the whole chain on the embedded digits model (CPU, a few minutes): a small recipe of
+    'pathprune compress'.
 
     \b
-    1. analyze: influential neuron paths of digits:train images (class-balanced subset);
-    2. prune:   remove the ratio of MLP neurons least used by the paths (bias-compensated);
+    1. analyze: influential neuron paths of digits:train images (top-5 paths at all tokens);
+    2. prune:   remove the ratio of MLP neurons least used by the paths, then re-fit fc2 by least
+                squares on calibration images (reconstruction, no training);
     3. export:  the pruned model to ONNX, checked against torch with onnxruntime;
     4. bench:   dense vs pruned on digits:test: accuracy deviation, latency, MACs, plots.
     Prints the commands it runs (the same you would type) and where the report is.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from ..pruning import IMPORTANCES
+from ..pruning.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 
 from .options import (CONTEXT, RegistryOption, device_option, input_paths, label_arguments, label_options,
                       load_model_from_options, model_options, overwrite_option, recipe_option)
@@ -29,9 +32,21 @@ from ..errors import UserError
               help="global scope: neurons every block keeps at least (a fraction of its width if < 1).")
 @click.option("--compensate", is_flag=True,
               help="Fold the removed neurons' mean activation (calibration data, all tokens) into fc2's bias.")
+@click.option("--reconstruct", is_flag=True,
+              help="After removal, re-fit every block's fc2 (weights, bias) by ridge least squares on the "
+                   "calibration tokens so the pruned MLPs reproduce the model before pruning (no training).")
+@click.option("--reconstruct-mode", type=click.Choice(RECONSTRUCT_MODES), default="sequential", show_default=True,
+              help="sequential: block after block on the pruned model's own inputs; independent: on the "
+                   "unpruned model's activations.")
+@click.option("--reconstruct-target", type=click.Choice(RECONSTRUCT_TARGETS), default="residual",
+              show_default=True,
+              help="residual: the pruned block's output matches the unpruned block's (absorbs earlier drift); "
+                   "dense: the unpruned MLP's output; local: the unpruned MLP on the pruned model's inputs.")
+@click.option("--ridge", type=float, default=1e-3, show_default=True,
+              help="Reconstruction ridge, relative to the mean Gram diagonal.")
 @click.option("--calib-data", default=None,
-              help="Calibration images (folder or digits[:train|:test]) for activation, taylor and "
-                   "--compensate [default for path methods: the analysis data in run.json].")
+              help="Calibration images (folder or digits[:train|:test]) for activation, taylor, --compensate "
+                   "and --reconstruct [default for path methods: the analysis data in run.json].")
 @click.option("--calib-images", type=int, default=256, show_default=True,
               help="Calibration images used, spread evenly over --calib-data.")
 @click.option("--eval-data", default=None, help="Measure dense and pruned top-1 on these images.")
@@ -48,8 +63,9 @@ from ..errors import UserError
 @overwrite_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, ratio, out, method, scope,
-          min_per_layer, compensate, calib_data, calib_images, eval_data, class_map, labels_file, classes, path_score, seed,
-          batch_size, device, allow_partial, overwrite, quiet) -> None:
+          min_per_layer, compensate, reconstruct, reconstruct_mode, reconstruct_target, ridge, calib_data,
+          calib_images, eval_data, class_map, labels_file, classes, path_score, seed, batch_size, device,
+          allow_partial, overwrite, quiet) -> None:
     """Prune MLP neurons by importance and save a smaller model that 'create_model' rebuilds.
 
     \b
@@ -63,9 +79,13 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     from ..io import claim_output
     from ..models import read_description
     from ..pruning import PruneConfig, load_analysis, prune as run_prune, spread_subset
+    from ..pruning.analysis_advice import analysis_advice
+    from ..pruning.reconstruct import ReconstructConfig
 
     config = PruneConfig(method=method, ratio=ratio, scope=scope, min_per_layer=min_per_layer,
                          compensate=compensate, classes=classes, path_score=path_score, seed=seed).validate()
+    repair = (ReconstructConfig(mode=reconstruct_mode, target=reconstruct_target, ridge=ridge).validate()
+              if reconstruct else None)
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     needs = IMPORTANCES.entry(method).meta.get("needs")
@@ -77,9 +97,13 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
         model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
         if classes and needs != "analysis":
             raise UserError("--classes applies to the path methods only")
+        if analysis is not None and needs == "analysis" and not reconstruct:  # measured without repair
+            advice = analysis_advice(analysis.run, paths_dir)
+            if advice:
+                warnings.warn(advice, stacklevel=1)
 
         calib = None
-        needs_calib = compensate or needs == "calibration"
+        needs_calib = compensate or needs == "calibration" or reconstruct
         if needs_calib:
             source, preprocess = calib_data, "model"
             label_args = label_arguments(model, spec, class_map, labels_file)
@@ -89,7 +113,8 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
                 preprocess = analysis.run.get("settings", {}).get("preprocess", "model")
                 label_args = label_arguments(model, spec, recorded.get("class_map"), recorded.get("labels"))
             if source is None:
-                raise UserError(f"{'--compensate' if compensate else '--importance ' + method} needs --calib-data")
+                user = "--compensate" if compensate else "--reconstruct" if reconstruct else "--importance " + method
+                raise UserError(f"{user} needs --calib-data")
             calib = spread_subset(open_images(source, spec.preprocessing, preprocess=preprocess, **label_args),
                                   calib_images)
         eval_images = (open_images(eval_data, spec.preprocessing, **label_arguments(model, spec, class_map, labels_file))
@@ -97,7 +122,7 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
 
         report = run_prune(model, spec, config, out, analysis=analysis, calib=calib, eval_images=eval_images,
                            previous=read_description(model_name), batch_size=batch_size, progress=not quiet,
-                           device=resolve_device(device))
+                           device=resolve_device(device), reconstruct=repair)
         click.echo(f"{method}: removed {report['neurons_removed']} of {sum(report['mlp_hidden_before'])} MLP "
                    f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
                    f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
@@ -105,6 +130,11 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
         if report["top1_before"] is not None:
             click.echo(f"top-1 on {eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
                        f"deviation {report['top1_deviation']:+.4f}")
+        if report.get("reconstruction"):
+            r = report["reconstruction"]
+            click.echo(f"reconstructed fc2 on {r['images']} calibration images ({r['tokens']:,} tokens) in "
+                       f"{r['seconds']:.1f} s: MLP output error {sum(r['error_before']) / len(r['error_before']):.4f} "
+                       f"-> {sum(r['error_after']) / len(r['error_after']):.4f} (mean over blocks)")
         click.echo(f"-> {out}")
 
 

@@ -112,7 +112,7 @@ def load_pruned_dir(directory: str | os.PathLike) -> BenchModel:
         raise InputError(f"{directory}: not a directory written by 'pathprune prune' (no {MODEL_DESCRIPTION})", param="pruned")
     model, spec = create_model(str(path))
     description = json.loads(desc_file.read_text())
-    ratio = description.get("ratio")
+    ratio = description.get("ratio_total", description.get("ratio"))  # ratio_total: re-pruned models
     if ratio is None:
         ratio = neurons_removed_fraction(model, description)
     return BenchModel(name=path.name or str(path), model=model, spec=spec, kind="pruned", ratio=float(ratio),

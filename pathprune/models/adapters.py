@@ -267,6 +267,18 @@ def mlp_widths(model: nn.Module) -> list[int]:
     return [layout.width for layout in mlp_layouts(model)]
 
 
+def mlp_output_scales(model: nn.Module) -> list[torch.Tensor | None]:
+    """Per block, the layer-scale vector that multiplies the MLP output before the residual addition
+    (timm ``ls2.gamma`` or BEiT/EVA ``gamma_2``), or None where there is none (scale 1)."""
+    scales: list[torch.Tensor | None] = []
+    for block in family_of(model).blocks(model):
+        gamma = getattr(getattr(block, "ls2", None), "gamma", None)
+        if gamma is None:
+            gamma = getattr(block, "gamma_2", None)
+        scales.append(gamma.detach() if isinstance(gamma, torch.Tensor) else None)
+    return scales
+
+
 def set_mlp_widths(model: nn.Module, widths: Sequence[int]) -> None:
     """Rebuild every block's MLP at the given widths (uninitialised weights; load a state dict next)."""
     family_of(model).set_mlp_widths(model, widths)

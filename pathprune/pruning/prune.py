@@ -7,6 +7,7 @@ Importance methods are the registry ``IMPORTANCES`` (see :mod:`.importance`); ``
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import warnings
@@ -22,6 +23,7 @@ from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_para
                       save_pruned)
 from .calibration import calibration_statistics
 from .importance import IMPORTANCES, PATH_KINDS, create_importance
+from .reconstruct import ReconstructConfig, reconstruct_mlp
 from .removal import PruneConfig, prune_mlp
 
 #: the importance methods read from an analysis
@@ -70,14 +72,17 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
 
 def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Path, *,
           analysis=None, calib: Any = None, eval_images: Any = None, previous: dict[str, Any] | None = None,
-          batch_size: int = 32, progress: bool = False, device: str = "cpu") -> dict[str, Any]:
+          batch_size: int = 32, progress: bool = False, device: str = "cpu",
+          reconstruct: ReconstructConfig | None = None) -> dict[str, Any]:
     """Prune `model` in place by `config` (as torch-pruning's pruners do) and write the output
     directory `out`; return the report. For a pruned copy that leaves the model alone, use
     :func:`~pathprune.prune_mlp`.
 
     analysis: a pruning.Analysis (path methods); calib: calibration images (ImageSet or
     (images, labels)) for activation/taylor/--compensate; eval_images: optional accuracy data;
-    previous: model.json of the model when it is itself a pruned directory (kept indices compose).
+    previous: model.json of the model when it is itself a pruned directory (kept indices compose);
+    reconstruct: re-fit fc2 on `calib` afterwards so the pruned MLPs reproduce the model as it was
+    before this pruning (:func:`~pathprune.pruning.reconstruct.reconstruct_mlp`).
     """
     from ..io import check_output_dir
 
@@ -89,19 +94,29 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
                                    path_score=config.path_score, seed=config.seed)
     if analysis is not None:
         check_analysis_matches(analysis.run, spec, f"--paths {analysis.directory}")
-    needs_calib = config.compensate or importance.needs == "calibration"
+    if reconstruct is not None:
+        reconstruct.validate()
+    needs_calib = config.compensate or importance.needs == "calibration" or reconstruct is not None
     if needs_calib and calib is None:
-        raise ConfigError(f"needed by {'compensation' if config.compensate else 'importance ' + config.method}",
-                          param="calib_data")
+        user = ("compensation" if config.compensate else "reconstruction" if reconstruct is not None
+                else "importance " + config.method)
+        raise ConfigError(f"needed by {user}", param="calib_data")
     widths_before = mlp_widths(model)
     macs_before, params_before = count_ops_and_params(model)
     evaluate = lambda m: top1(m, eval_images, batch_size=batch_size, device=device, progress=progress)  # noqa: E731
     acc_before = evaluate(model) if eval_images is not None else None
-    calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_calib else None)
+    needs_statistics = config.compensate or importance.needs == "calibration"
+    calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_statistics else None)
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
+    reference = copy.deepcopy(model) if reconstruct is not None else None
     result = prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
                        calibration=calibration, compensate=config.compensate, inplace=True)
     pruned = result.model
+    reconstruction = None
+    if reconstruct is not None:
+        reconstruction = reconstruct_mlp(pruned, reference, calib, reconstruct, kept=result.kept,
+                                         batch_size=batch_size, device=device, progress=progress).to_dict()
+        del reference
     widths_after = mlp_widths(pruned)
     macs_after, params_after = count_ops_and_params(pruned)
     acc_after = evaluate(pruned) if eval_images is not None else None
@@ -113,10 +128,19 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "analysis_settings": analysis.run.get("settings") if analysis is not None else None,
         "model": spec.name, "base": spec.base, "weights": spec.weights, "weights_sha256": spec.weights_sha256,
         "previous": (previous or {}).get("source"),
-        "calibration": ({"data": getattr(calib, "root", None), "images": calibration.num_images}
-                        if calibration is not None else None),
+        "calibration": ({"data": getattr(calib, "root", None), "images": count_images(calib)}
+                        if needs_calib else None),
     }
     description = model_description(spec, kept, config, source, widths_after)
+    description["reconstruct"] = reconstruct.to_dict() if reconstruct is not None else None
+    if previous is not None:  # the fraction of the dense model's neurons removed by all rounds together
+        from ..models.pruned import dense_widths
+
+        description["ratio_total"] = 1.0 - sum(widths_after) / sum(dense_widths(description))
+    description["recovery"] = list((previous or {}).get("recovery") or [])
+    if reconstruct is not None:
+        description["recovery"].append({"stage": "reconstruct", **reconstruct.to_dict(),
+                                        "calibration_images": reconstruction["images"]})
     report = {
         "method": config.method, "ratio": config.ratio, "scope": config.scope, "compensate": config.compensate,
         "params_before": params_before, "params_after": params_after,
@@ -129,6 +153,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "top1_deviation": (acc_after - acc_before) if acc_before is not None else None,
         "eval_data": getattr(eval_images, "root", None) if eval_images is not None else None,
         "eval_images": count_images(eval_images) if eval_images is not None else None,
+        "reconstruction": reconstruction,
         "seconds": time.perf_counter() - started,
     }
     save_pruned(out, pruned, description, report)

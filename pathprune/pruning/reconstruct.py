@@ -1,0 +1,381 @@
+"""Layer-wise reconstruction after pruning: re-fit every block's fc2 (weights and bias) by regularised
+least squares in closed form so that the pruned MLP reproduces a reference (the model before
+pruning) on calibration tokens (the layer-wise reconstruction of Kwon et al. 2022, "A Fast
+Post-Training Pruning Framework for Transformers").
+
+Modes:
+
+- ``sequential`` (default): block after block; the inputs of block l come from the pruned model whose
+  blocks < l are already reconstructed (what the deployed model sees).
+- ``independent``: every block on the reference model's own activations (its kept neurons), one pass.
+
+Targets (sequential mode; independent mode has only the first):
+
+- ``dense``: the reference MLP's output at block l on the reference model's own inputs;
+- ``local``: the reference MLP applied to the pruned model's inputs of block l;
+- ``residual`` (default): the MLP output that makes the pruned block's output equal the reference
+  block's output, so that fc2 also absorbs the drift accumulated by the blocks before it.
+
+Numerics: the Gram matrix [X 1]^T [X 1] and [X 1]^T Y are accumulated in float64 over batches
+(memory independent of the number of images); the ridge term is `ridge` times the mean of the Gram
+diagonal (the bias is not regularised); Cholesky solve, least squares (then an eigendecomposition
+pseudo-inverse) where it fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..data.images import count_images, labelled_batches
+from ..errors import ConfigError, IncompatibleError, InputError
+from ..models.adapters import family_of, mlp_layouts, mlp_output_scales
+from ..models.borrow import borrowed
+from ..progress import progress_bar
+
+#: reconstruction modes: inputs from the pruned model block after block, or from the reference model
+RECONSTRUCT_MODES = ("sequential", "independent")
+#: what the re-fitted MLP output must match (sequential mode)
+RECONSTRUCT_TARGETS = ("residual", "dense", "local")
+
+
+@dataclass
+class ReconstructConfig:
+    """How to reconstruct: mode, target, relative ridge.
+
+    >>> ReconstructConfig().validate().mode
+    'sequential'
+    """
+
+    mode: str = "sequential"
+    target: str = "residual"
+    ridge: float = 1e-3
+
+    def validate(self) -> "ReconstructConfig":
+        if self.mode not in RECONSTRUCT_MODES:
+            raise ConfigError(f"'{self.mode}': choose one of {', '.join(RECONSTRUCT_MODES)}", param="reconstruct")
+        if self.target not in RECONSTRUCT_TARGETS:
+            raise ConfigError(f"'{self.target}': choose one of {', '.join(RECONSTRUCT_TARGETS)}",
+                              param="reconstruct_target")
+        if not (isinstance(self.ridge, (int, float)) and self.ridge >= 0):
+            raise ConfigError(f"{self.ridge}: must be >= 0", param="ridge")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reconstruction:
+    """What `reconstruct_mlp` did: per block relative squared error of the MLP output before and
+    after the re-fit (on the calibration tokens it was fitted on), the solver used, the time."""
+
+    config: dict[str, Any]
+    images: int
+    tokens: int
+    error_before: list[float] = field(default_factory=list)
+    error_after: list[float] = field(default_factory=list)
+    solvers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the block being fitted has been seen."""
+
+
+class _Accumulator:
+    """float64 sums of [X 1]^T [X 1], [X 1]^T Y and Y^T Y over token rows."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        n = in_features + (1 if bias else 0)
+        self.bias = bias
+        self.gram = torch.zeros(n, n, dtype=torch.float64)
+        self.cross = torch.zeros(n, out_features, dtype=torch.float64)
+        self.yy = torch.zeros((), dtype=torch.float64)
+        self.rows = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).double()
+        y = y.detach().reshape(-1, y.shape[-1]).double()
+        if self.bias:
+            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
+        self.gram += (x.T @ x).cpu()
+        self.cross += (x.T @ y).cpu()
+        self.yy += (y * y).sum().cpu()
+        self.rows += len(x)
+
+    def relative_error(self, w: torch.Tensor) -> float:
+        """||[X 1] w - Y||^2 / ||Y||^2 from the sums (w: [in(+1), out], float64)."""
+        err = (w * (self.gram @ w)).sum() - 2 * (w * self.cross).sum() + self.yy
+        return float(err.clamp_min(0) / self.yy.clamp_min(1e-300))
+
+
+def solve_ridge(gram: torch.Tensor, cross: torch.Tensor, ridge: float, bias: bool = True) -> tuple[torch.Tensor, str]:
+    """argmin_w ||X w - Y||^2 + lam ||w_x||^2 from G = X^T X and C = X^T Y (float64), with
+    lam = ridge * mean(diag G) over the non-bias rows. Returns (w, solver name)."""
+    n = gram.shape[0] - (1 if bias else 0)
+    a = gram.clone()
+    lam = ridge * float(gram.diagonal()[:n].mean()) if n else 0.0
+    a.diagonal()[:n] += lam
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) == 0:
+        w = torch.cholesky_solve(cross, chol)
+        if torch.isfinite(w).all():
+            return w, "cholesky"
+    w = torch.linalg.lstsq(a, cross, driver="gelsd").solution
+    if torch.isfinite(w).all():
+        return w, "lstsq"
+    values, vectors = torch.linalg.eigh(a)
+    keep = values > values.abs().max() * 1e-12
+    inverse = torch.where(keep, 1.0 / torch.where(keep, values, torch.ones_like(values)), torch.zeros_like(values))
+    return vectors @ (inverse[:, None] * (vectors.T @ cross)), "eigh"
+
+
+def _current(fc2: nn.Linear) -> torch.Tensor:
+    w = fc2.weight.detach().double().T.cpu()
+    if fc2.bias is not None:
+        w = torch.cat([w, fc2.bias.detach().double().cpu()[None]], 0)
+    return w
+
+
+def _assign(fc2: nn.Linear, w: torch.Tensor) -> None:
+    with torch.no_grad():
+        n = fc2.in_features
+        fc2.weight.copy_(w[:n].T.to(fc2.weight))
+        if fc2.bias is not None:
+            fc2.bias.copy_(w[n].to(fc2.bias))
+
+
+def _check_pair(model: nn.Module, reference: nn.Module) -> None:
+    mine, theirs = mlp_layouts(model), mlp_layouts(reference)
+    if len(mine) != len(theirs):
+        raise IncompatibleError(f"the pruned model has {len(mine)} blocks but the reference {len(theirs)}")
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if a.output.out_features != b.output.out_features:
+            raise IncompatibleError(f"block {i}: fc2 outputs differ ({a.output.out_features} vs "
+                                    f"{b.output.out_features}); not the model that was pruned")
+
+
+def _block_hooks(layout, ref_layout, block, ref_block, target: str, seen: dict[str, torch.Tensor],
+                 stop: bool) -> list:
+    """Hooks that record what block `layout` needs (its fc2 input and the target's parts) into `seen`;
+    with `stop`, a forward pass ends as soon as both models have given what they must."""
+    def keep(name: str, end: bool = False, output: bool = False):
+        def hook(module, args, out=None):
+            seen[name] = (out if output else args[0]).detach()
+            if end and stop:
+                raise _Stop
+        return hook
+
+    fc2 = layout.output
+    if target == "dense":
+        return [ref_layout.output.register_forward_hook(keep("y", end=True, output=True)),
+                fc2.register_forward_pre_hook(keep("x", end=True))]
+    if target == "local":
+        return [layout.module.register_forward_pre_hook(keep("mlp_in")),
+                fc2.register_forward_pre_hook(keep("x", end=True))]
+    return [ref_block.register_forward_hook(keep("ref_out", end=True, output=True)),
+            fc2.register_forward_pre_hook(keep("x")),
+            fc2.register_forward_hook(keep("mlp_out", output=True)),
+            block.register_forward_hook(keep("out", end=True, output=True))]
+
+
+def _target(seen: dict[str, torch.Tensor], target: str, ref_layout, scale: torch.Tensor | None) -> torch.Tensor:
+    if target == "dense":
+        return seen["y"]
+    if target == "local":
+        return ref_layout.module(seen["mlp_in"])
+    drift = seen["ref_out"] - seen["out"]
+    return seen["mlp_out"] + (drift / scale.to(drift) if scale is not None else drift)
+
+
+def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, target: str, batch_size: int,
+               device: str, cache: "_BlockInputs | None" = None) -> _Accumulator:
+    """Accumulate the least-squares sums of block `layer` (sequential mode) over all images: from the
+    cached block inputs when there are some, else by forward passes that stop after the block."""
+    layout, ref_layout = mlp_layouts(model)[layer], mlp_layouts(reference)[layer]
+    block, ref_block = family_of(model).blocks(model)[layer], family_of(reference).blocks(reference)[layer]
+    scale = mlp_output_scales(model)[layer]
+    fc2 = layout.output
+    acc = _Accumulator(fc2.in_features, fc2.out_features, fc2.bias is not None)
+    seen: dict[str, torch.Tensor] = {}
+    handles = _block_hooks(layout, ref_layout, block, ref_block, target, seen, stop=cache is None)
+    try:
+        if cache is not None:
+            for b, (hp, hr) in enumerate(zip(cache.pruned, cache.reference)):
+                seen.clear()
+                block(hp.to(device))
+                cache.reference[b] = ref_block(hr.to(device)).to(hr.device)
+                acc.add(seen["x"], _target(seen, target, ref_layout, scale))
+        else:
+            for x, _ in labelled_batches(images, batch_size):
+                x = x.to(device)
+                seen.clear()
+                for net in ((model, reference) if target != "local" else (model,)):
+                    try:
+                        net(x)
+                    except _Stop:
+                        pass
+                acc.add(seen["x"], _target(seen, target, ref_layout, scale))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return acc
+
+
+@dataclass
+class _BlockInputs:
+    """Per batch, the current block's input tokens of the pruned and of the reference model."""
+
+    pruned: list[torch.Tensor]
+    reference: list[torch.Tensor]
+
+    def advance(self, block: nn.Module, device: str) -> None:
+        """Pass the pruned inputs through the (re-fitted) block: the next block's inputs."""
+        self.pruned = [block(h.to(device)).to(h.device) for h in self.pruned]
+
+
+def _cache_block_inputs(model: nn.Module, reference: nn.Module, images: Any, batch_size: int, device: str,
+                        budget_bytes: int) -> _BlockInputs | None:
+    """The first block's input tokens of both models for every batch, when blocks are called with the
+    tokens alone (plain ViT blocks) and both copies fit in `budget_bytes`; else None (the blocks are
+    then fitted by forward passes of the whole models, with constant memory)."""
+    total = count_images(images)
+    caches: list[list[torch.Tensor]] = [[], []]
+    for which, net in enumerate((model, reference)):
+        first = family_of(net).blocks(net)[0]
+        plain = [True]
+
+        def grab(module, args, kwargs, store=caches[which]):
+            if kwargs or len(args) != 1:
+                plain[0] = False
+            else:
+                store.append(args[0].detach())
+            raise _Stop
+
+        handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            for x, _ in labelled_batches(images, batch_size):
+                try:
+                    net(x.to(device))
+                except _Stop:
+                    pass
+                if not plain[0]:
+                    return None
+                stored = caches[which][0]
+                if 2 * stored.element_size() * stored.numel() * total / len(stored) > budget_bytes:
+                    return None
+        finally:
+            handle.remove()
+    return _BlockInputs(pruned=caches[0], reference=caches[1])
+
+
+def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: Sequence[Sequence[int]],
+                     batch_size: int, device: str, bar) -> list[_Accumulator]:
+    """One pass of the reference model: every block's kept activations and its MLP output."""
+    layouts, ref_layouts = mlp_layouts(model), mlp_layouts(reference)
+    accs = [_Accumulator(lay.output.in_features, lay.output.out_features, lay.output.bias is not None)
+            for lay in layouts]
+    index = [torch.as_tensor(list(k), dtype=torch.long, device=device) for k in kept]
+    handles = []
+
+    def hook(layer: int):
+        def record(module, args, out):
+            accs[layer].add(args[0].index_select(-1, index[layer]), out)
+        return record
+
+    try:
+        for layer, ref in enumerate(ref_layouts):
+            handles.append(ref.output.register_forward_hook(hook(layer)))
+        for x, _ in labelled_batches(images, batch_size):
+            reference(x.to(device))
+            bar.update(len(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return accs
+
+
+@torch.no_grad()
+def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config: ReconstructConfig | None = None, *,
+                    kept: Sequence[Sequence[int]] | None = None, batch_size: int = 32, device: str = "cpu",
+                    progress: bool = False, cache_bytes: int = 1 << 30) -> Reconstruction:
+    """Re-fit every block's fc2 of the pruned `model` (in place) to reproduce `reference`, the model
+    it was pruned from, on the calibration `images` (ImageSet or (images, labels)); all tokens.
+
+    `kept` (per block, the reference neuron indices the pruned model kept) is needed by the
+    independent mode only. Neither model's device, dtype or mode changes. The sequential mode keeps
+    every block's input tokens of both models in memory when they fit in `cache_bytes` (one block
+    forward per block and image); otherwise it re-runs the models up to each block (constant memory).
+
+    Example::
+
+        >>> from pathprune import MagnitudeImportance, create_model, prune_mlp
+        >>> from pathprune.pruning.reconstruct import reconstruct_mlp
+        >>> from pathprune.data.images import open_images
+        >>> dense, spec = create_model("digits")
+        >>> pruned = prune_mlp(dense, MagnitudeImportance().fit(dense), 0.9).model
+        >>> calib = open_images("digits:train", spec.preprocessing, max_images=64)
+        >>> r = reconstruct_mlp(pruned, dense, calib)
+        >>> all(a < b for a, b in zip(r.error_after, r.error_before))
+        True
+    """
+    config = (config or ReconstructConfig()).validate()
+    if batch_size < 1:
+        raise ConfigError("must be at least 1", param="batch_size")
+    _check_pair(model, reference)
+    num_images = count_images(images)
+    if num_images == 0:
+        raise InputError("no calibration images for reconstruction")
+    started = time.perf_counter()
+    layouts = mlp_layouts(model)
+    result = Reconstruction(config=config.to_dict(), images=num_images, tokens=0)
+    with borrowed(model, device=device, requires_grad=False) as student, \
+            borrowed(reference, device=device, requires_grad=False) as teacher:
+        if config.mode == "independent":
+            if kept is None:
+                raise ConfigError("the independent mode needs the kept neuron indices", param="kept")
+            if [len(k) for k in kept] != [lay.width for lay in layouts]:
+                raise ConfigError("kept indices do not match the pruned model's widths", param="kept")
+            bar = progress_bar(num_images, "reconstruct", progress, leave=False)
+            try:
+                accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar)
+            finally:
+                bar.close()
+            for layout, acc in zip(mlp_layouts(student), accs):
+                _solve_into(layout.output, acc, config.ridge, result)
+        else:
+            bar = progress_bar(len(layouts) * num_images, "reconstruct", progress, leave=False)
+            cache = (_cache_block_inputs(student, teacher, images, batch_size, device, cache_bytes)
+                     if cache_bytes > 0 else None)
+            blocks = family_of(student).blocks(student)
+            try:
+                for layer in range(len(layouts)):
+                    acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache)
+                    _solve_into(mlp_layouts(student)[layer].output, acc, config.ridge, result)
+                    if cache is not None and layer + 1 < len(layouts):
+                        cache.advance(blocks[layer], device)
+                    bar.update(num_images)
+            finally:
+                bar.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _solve_into(fc2: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction) -> None:
+    if acc.rows == 0:
+        raise InputError("no calibration tokens reached the MLPs")
+    before = acc.relative_error(_current(fc2))
+    w, solver = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
+    _assign(fc2, w)
+    result.tokens = acc.rows
+    result.error_before.append(before)
+    result.error_after.append(acc.relative_error(_current(fc2)))
+    result.solvers.append(solver)

@@ -1,0 +1,454 @@
+"""Distillation fine-tuning of a pruned model from the dense model it was made from.
+
+Loss: ``(1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + alpha * CE(student, labels)``;
+AdamW with linear warm-up and cosine decay; timm train-time augmentation for image folders (none for
+the built-in digits); evaluation after every epoch. A run is resumable exactly: every
+``checkpoint_every`` steps the student, the optimizer, the scheduler, the step and the RNG states are
+saved atomically; every step reseeds the RNGs from (seed, step) and every epoch's data order comes
+from a generator seeded by (seed, epoch), so a resumed run takes exactly the steps an uninterrupted
+one would (bit-for-bit on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.images import ImageSet
+from ..errors import ConfigError, IncompatibleError, InputError, ModelError
+from ..models import MODEL_DESCRIPTION, ModelSpec, create_model, mlp_widths, save_pruned
+from ..models.borrow import borrowed
+from ..progress import progress_bar
+
+#: checkpoint file inside the run's work directory
+CHECKPOINT = "checkpoint.pt"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class FinetuneSettings:
+    """How to fine-tune. `steps` (optimizer steps) wins over `epochs` when given.
+
+    >>> FinetuneSettings(steps=10).validate().total_steps(100)
+    10
+    """
+
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of the steps with a linear warm-up
+    temperature: float = 2.0
+    alpha: float = 0.0  # weight of cross-entropy on labels
+    seed: int = 0
+    augment: bool | None = None  # None: timm train transform for image folders, none for digits
+    dtype: str = "float32"
+    checkpoint_every: int = 25
+    grad_clip: float | None = 1.0
+
+    def validate(self) -> "FinetuneSettings":
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError("must be at least 1", param=name)
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError("must be at least 1", param="steps")
+        if not self.lr > 0:
+            raise ConfigError("must be > 0", param="lr")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError("must be between 0 and 1 (weight of cross-entropy)", param="alpha")
+        if not self.temperature > 0:
+            raise ConfigError("must be > 0", param="temperature")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError("must be in [0, 1) (fraction of the steps)", param="warmup")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"'{self.dtype}': choose one of {', '.join(DTYPES)}", param="dtype")
+        return self
+
+    def steps_per_epoch(self, num_images: int) -> int:
+        return max(1, math.ceil(num_images / self.batch_size))
+
+    def total_steps(self, num_images: int) -> int:
+        return int(self.steps) if self.steps is not None else self.epochs * self.steps_per_epoch(num_images)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run did (report.json of its output directory)."""
+
+    settings: dict[str, Any]
+    teacher: dict[str, Any]
+    data: str
+    images: int
+    steps: int
+    epochs_run: float
+    loss_history: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    top1_before: float | None = None
+    top1_after: float | None = None
+    teacher_top1: float | None = None
+    resumed_from_step: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# the teacher
+
+
+def source_chain(description: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sources recorded in a pruned model.json, newest first (the last one is the dense model)."""
+    chain, source = [], description.get("source")
+    while isinstance(source, dict):
+        chain.append(source)
+        source = source.get("previous")
+    return chain
+
+
+def _build(name: str, weights: str | None, overrides: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
+    if name == "digits" or Path(name).is_dir():
+        return create_model(name, weights)
+    return create_model(name, weights, model_args=overrides)
+
+
+def find_teacher(description: dict[str, Any], teacher: str | None = None,
+                 teacher_weights: str | None = None) -> tuple[nn.Module, ModelSpec]:
+    """The dense model a pruned model was made from (its model.json source), or `teacher`; checked to
+    be the same architecture (MLP widths aside) with the same classes."""
+    overrides = dict(description.get("overrides") or {})
+    if teacher is not None:
+        model, spec = _build(teacher, teacher_weights, overrides)
+    else:
+        chain = source_chain(description)
+        if not chain or not chain[-1].get("model"):
+            raise InputError("the model.json records no source model; pass --teacher", param="model")
+        root = chain[-1]
+        name, weights, sha = root["model"], root.get("weights"), root.get("weights_sha256")
+        missing = weights not in (None, "random") and not Path(weights).is_file() and name != "digits"
+        if missing or (name != "digits" and not Path(name).is_dir() and weights is None):
+            raise InputError(f"the dense model it was pruned from ({name}, weights {weights}) cannot be found; "
+                             "pass --teacher (and --teacher-weights)", param="model")
+        if name == "digits" and weights is not None and not Path(weights).is_file():
+            weights = None  # the embedded asset moved with the installation; the sha check below decides
+        try:
+            model, spec = _build(name, weights if weights != "random" else "random", overrides)
+        except (ModelError, InputError) as exc:
+            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass --teacher",
+                             param="model") from None
+        if sha is not None and spec.weights_sha256 != sha:
+            raise InputError(f"the dense model's weights {spec.weights} changed since pruning (sha256 differs); "
+                             "pass --teacher", param="model")
+    check_teacher(description, spec)
+    return model, spec
+
+
+def check_teacher(description: dict[str, Any], teacher: ModelSpec) -> None:
+    """Same base architecture and overrides (MLP widths aside), hence the same classes."""
+    mine = {"base": str(description["base"]).split(".")[0], "overrides": description.get("overrides") or {}}
+    theirs = {"base": teacher.base.split(".")[0], "overrides": teacher.overrides}
+    if mine["base"] != theirs["base"]:
+        raise IncompatibleError(f"the teacher is a {theirs['base']}, the pruned model a {mine['base']}",
+                                param="teacher")
+    keys = sorted(set(mine["overrides"]) | set(theirs["overrides"]))
+    for key in keys:
+        if mine["overrides"].get(key) != theirs["overrides"].get(key):
+            what = "class count" if key == "num_classes" else key
+            raise IncompatibleError(f"the teacher's {what} is {theirs['overrides'].get(key)}, the pruned model's "
+                                    f"{mine['overrides'].get(key)}", param="teacher")
+    if len(teacher.mlp_hidden) != len(description["mlp_hidden"]):
+        raise IncompatibleError("the teacher has another number of blocks", param="teacher")
+
+
+def check_classes(images: ImageSet, spec: ModelSpec, num_classes: int, where: str, labels_used: bool) -> None:
+    """Refuse data whose classes are not the model's (when its labels are used)."""
+    names = list(images.class_names)
+    if spec.class_names:
+        if names != list(spec.class_names):
+            diff = next((i for i, (a, b) in enumerate(zip(names, spec.class_names)) if a != b), min(len(names), len(spec.class_names)))
+            raise InputError(f"{where}: its classes ({len(names)}) are not the model's ({len(spec.class_names)}; "
+                             f"first difference at class {diff})", param=where.lstrip("-").replace("-", "_"))
+    elif labels_used and len(names) != num_classes:
+        raise InputError(f"{where}: {len(names)} class folders but the model has {num_classes} classes",
+                         param=where.lstrip("-").replace("-", "_"))
+
+
+def _num_classes(model: nn.Module) -> int:
+    return int(getattr(model, "num_classes", 0) or model.get_classifier().out_features)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def training_loader(images: ImageSet, spec: ModelSpec, augment: bool) -> Callable[[int], torch.Tensor]:
+    """Image at a position of `images`, with timm's train-time augmentation for image folders."""
+    if not augment or spec.preprocessing.get("kind") == "digits" or not Path(images.root).is_dir():
+        return images.loader
+    from PIL import Image
+    from timm.data import create_transform
+
+    cfg = {k: v for k, v in spec.preprocessing.items() if k in ("input_size", "mean", "std", "interpolation")}
+    cfg["input_size"] = tuple(cfg["input_size"])
+    transform = create_transform(**cfg, is_training=True)
+    root = Path(images.root)
+
+    def load(pos: int) -> torch.Tensor:
+        with Image.open(root / images.items[pos].file) as img:
+            return transform(img.convert("RGB"))
+
+    return load
+
+
+def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of an epoch (a generator seeded by (seed, epoch): the same on resume)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_images, generator=generator)
+
+
+def _seed_step(seed: int, step: int) -> None:
+    s = (seed * 1_000_003 + step) % (2 ** 31)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def fingerprint(description: dict[str, Any], settings: FinetuneSettings, data: str, teacher: ModelSpec,
+                num_images: int, student_sha: str) -> str:
+    """What a checkpoint must match to be resumed."""
+    blob = json.dumps({"settings": settings.to_dict(), "data": data, "images": num_images,
+                       "teacher": [teacher.name, teacher.weights_sha256], "student": student_sha,
+                       "mlp_hidden": description.get("mlp_hidden")}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def state_sha256(model: nn.Module) -> str:
+    """Digest of a model's parameters and buffers (what a checkpoint was trained from)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def work_dir(out: str | os.PathLike) -> Path:
+    """Where a run's checkpoint lives until its output directory is complete (a hidden sibling)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.finetune"
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, str(tmp))
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is restarted, not trusted
+        warnings.warn(f"ignoring an unreadable checkpoint {path} ({type(exc).__name__}); starting over", stacklevel=2)
+        return None
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
+            "python": json.dumps(random.getstate(), default=list)}
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def cosine_schedule(total: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warm-up over `warmup_steps`, then cosine decay to 0 at `total`."""
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      temperature: float, alpha: float) -> torch.Tensor:
+    """(1 - alpha) T^2 KL(teacher_T || student_T) + alpha CE(student, labels)."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits.float() / t, -1), F.log_softmax(teacher_logits.float() / t, -1),
+                  reduction="batchmean", log_target=True) * t * t
+    if alpha == 0:
+        return kl
+    return (1 - alpha) * kl + alpha * F.cross_entropy(student_logits.float(), labels)
+
+
+def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], teacher: nn.Module,
+             teacher_spec: ModelSpec, images: ImageSet, out: str | os.PathLike,
+             settings: FinetuneSettings | None = None, *, eval_images: Any = None, device: str = "cpu",
+             progress: bool = False, stop_after: int | None = None) -> FinetuneResult:
+    """Distil `teacher` into `student` (a copy is trained; the caller's models are unchanged) on
+    `images`; write the trained model as a pruned-model directory `out` (model.json records the
+    recovery) and return the result. Resumes from the checkpoint of an interrupted run with the same
+    settings. `stop_after`: stop (without writing `out`) after this many steps (tests).
+
+    Example::
+
+        >>> # student, spec = create_model("runs/digits-pruned"); teacher, tspec = find_teacher(description)
+        >>> # finetune(student, spec, description, teacher, tspec, open_images("digits:train", ...), "runs/ft")
+    """
+    import copy
+
+    from ..evaluate.accuracy import top1
+    from ..io import check_output_dir
+
+    settings = (settings or FinetuneSettings()).validate()
+    check_output_dir(out)
+    started = time.perf_counter()
+    num_images = len(images.items)
+    if num_images == 0:
+        raise InputError("no training images", param="data")
+    if _num_classes(teacher) != _num_classes(student):
+        raise IncompatibleError(f"the teacher has {_num_classes(teacher)} classes, the student "
+                                f"{_num_classes(student)}", param="teacher")
+    check_classes(images, spec, _num_classes(student), "--data", labels_used=settings.alpha > 0)
+    if eval_images is not None:
+        check_classes(eval_images, spec, _num_classes(student), "--eval-data", labels_used=True)
+    augment = settings.augment if settings.augment is not None else spec.preprocessing.get("kind") != "digits"
+    load = training_loader(images, spec, augment)
+    total = settings.total_steps(num_images)
+    per_epoch = settings.steps_per_epoch(num_images)
+    warmup_steps = int(round(settings.warmup * total))
+    work = work_dir(out)
+    key = fingerprint(description, settings, images.root, teacher_spec, num_images, state_sha256(student))
+    ckpt_path = work / CHECKPOINT
+    state = _load_checkpoint(ckpt_path)
+    if state is not None and state.get("fingerprint") != key:
+        warnings.warn(f"{ckpt_path} belongs to a run with other settings; starting over", stacklevel=2)
+        state = None
+
+    model = copy.deepcopy(student)
+    autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(settings.dtype)
+    device_type = torch.device(device).type
+    evaluate = (lambda m: top1(m, eval_images, batch_size=max(64, settings.batch_size), device=device))  # noqa: E731
+    with borrowed(teacher, device=device, requires_grad=False) as tmodel:
+        model.to(device).train()
+        decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "token" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "token" not in n)]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total, warmup_steps))
+        step, losses, evaluations = 0, [], []
+        top1_before = teacher_top1 = None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step, losses, evaluations = int(state["step"]), list(state["losses"]), json.loads(state["evaluations"])
+            top1_before = state.get("top1_before")
+            teacher_top1 = state.get("teacher_top1")
+            top1_before = None if top1_before is None or top1_before < 0 else float(top1_before)
+            teacher_top1 = None if teacher_top1 is None or teacher_top1 < 0 else float(teacher_top1)
+        elif eval_images is not None:
+            top1_before, teacher_top1 = evaluate(model), evaluate(tmodel)
+            model.train()
+        resumed_from = step
+        bar = progress_bar(total, "finetune", progress, unit="step", initial=step)
+
+        def checkpoint() -> None:
+            work.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(ckpt_path, {
+                "fingerprint": key, "step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "losses": list(losses),
+                "evaluations": json.dumps(evaluations), "rng": _rng_state(),
+                "data_generator": torch.Generator().manual_seed(settings.seed * 100_003 + step // per_epoch).get_state(),
+                "top1_before": -1.0 if top1_before is None else float(top1_before),
+                "teacher_top1": -1.0 if teacher_top1 is None else float(teacher_top1)})
+
+        try:
+            while step < total:
+                epoch, within = divmod(step, per_epoch)
+                order = epoch_order(num_images, settings.seed, epoch)
+                batch_pos = order[within * settings.batch_size:(within + 1) * settings.batch_size].tolist()
+                _seed_step(settings.seed, step)
+                x = torch.stack([load(p) for p in batch_pos]).to(device)
+                y = torch.tensor([images.items[p].label for p in batch_pos], device=device)
+                with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    with torch.no_grad():
+                        t_logits = tmodel(x)
+                    s_logits = model(x)
+                loss = distillation_loss(s_logits, t_logits, y, settings.temperature, settings.alpha)
+                if not torch.isfinite(loss):
+                    raise ModelError(f"the loss became {loss.item()} at step {step}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                end_of_epoch = step % per_epoch == 0 or step == total
+                if end_of_epoch and eval_images is not None:
+                    evaluations.append({"step": step, "epoch": step / per_epoch, "top1": evaluate(model)})
+                    model.train()
+                    bar.write(f"step {step}: top-1 {evaluations[-1]['top1']:.4f}")
+                if step % settings.checkpoint_every == 0 or end_of_epoch:
+                    if step < total:
+                        checkpoint()
+                if stop_after is not None and step >= stop_after and step < total:
+                    checkpoint()
+                    return None  # type: ignore[return-value]
+        finally:
+            bar.close()
+        model.eval().cpu()
+    result = FinetuneResult(settings=settings.to_dict(), data=images.root, images=num_images, steps=total,
+                            epochs_run=total / per_epoch, loss_history=losses, evaluations=evaluations,
+                            teacher={"model": teacher_spec.name, "weights": teacher_spec.weights,
+                                     "weights_sha256": teacher_spec.weights_sha256},
+                            top1_before=top1_before, teacher_top1=teacher_top1,
+                            top1_after=evaluations[-1]["top1"] if evaluations else None,
+                            resumed_from_step=resumed_from, seconds=time.perf_counter() - started)
+    new_description = json.loads(json.dumps(description))
+    new_description["recovery"] = list(description.get("recovery") or []) + [{
+        "stage": "finetune", "teacher": result.teacher, "data": images.root, "images": num_images,
+        **{k: v for k, v in settings.to_dict().items() if k not in ("checkpoint_every",)}, "steps": total,
+        "augment": augment, "top1_before": top1_before, "top1_after": result.top1_after}]
+    new_description["finetuned_from"] = str(spec.name)
+    new_description["mlp_hidden"] = mlp_widths(model)
+    save_pruned(out, model, new_description, {"finetune": result.to_dict()})
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
+    """model.json of a pruned-model directory (InputError when it is not one)."""
+    path = Path(directory) / MODEL_DESCRIPTION
+    if not path.is_file():
+        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})", param="model")
+    return json.loads(path.read_text())
