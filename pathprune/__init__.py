@@ -6,9 +6,11 @@ The library, stage by stage (data flows one way; each subpackage imports only th
     data        image sets (ImageFolder / ImageNet-val / digits) with each model's preprocessing
     attribution NeuronPathSearch (captum-shaped), quadrature rules, JAS forms, baseline paths
     analysis    the resumable analyze run, PathStatistics, merge, torchrun placement
+    deploy      ONNX export (optimised, fp16/int8) with a parity check, runtimes
     evaluate    the one evaluator, bench, the paper's analyses, reports and plots
-    pruning     importance (torch-pruning Importance objects), selection, removal, the prune run
-    deploy      ONNX export with a parity check, runtimes
+    pruning     importance (torch-pruning Importance objects), selection, removal, reconstruction, the prune run
+    repair      distillation fine-tuning from the dense model
+    compress    analyze -> prune -> repair -> export -> bench in one resumable pipeline
     cli         the ``pathprune`` command line, a thin layer over all of the above
 
 Example::
@@ -34,17 +36,22 @@ from .attribution import (JAS_FORMS, PATH_METHODS, QUADRATURE_RULES, NeuronPathS
                           PathResult, quadrature_nodes, register_jas_form, register_path_method,
                           register_quadrature)
 from .data import ImageSet, labelled_batches, open_images  # noqa: E402
-from .deploy import EXPORTERS, RUNTIMES, ExportResult, export_onnx  # noqa: E402
+from .compress import CompressSettings, run_compress  # noqa: E402
+from .deploy import (EXPORTERS, OPTIMIZERS, PRECISIONS, RUNTIMES, ExportResult, ProviderError, export_onnx,  # noqa: E402
+                     read_metadata)
 from .device import resolve_device  # noqa: E402
 from .errors import (ConfigError, IncompatibleError, InputError, ModelError, OutputError,  # noqa: E402
                      PathpruneError, UserError)
 from .evaluate import BenchModel, BenchSettings, Evaluation, evaluate_models, run_bench, top1  # noqa: E402
+from .evaluate.accuracy import evaluate_runners, paired_interval  # noqa: E402
 from .models import (MODEL_FAMILIES, ModelSpec, create_model, family_of, list_families, load_pruned,  # noqa: E402
                      mlp_widths, register_alias, register_family)
 from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportance, Analysis,  # noqa: E402
                       MagnitudeImportance, NeuronImportance, PathImportance, PruneConfig, PruneResult,
                       RandomImportance, TaylorImportance, calibration_statistics, create_importance,
                       load_analysis, path_importance, prune, prune_mlp, register_importance)
+from .pruning.reconstruct import ReconstructConfig, reconstruct_mlp  # noqa: E402
+from .repair import FinetuneSettings, finetune  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -61,8 +68,11 @@ __all__ = [
     "NeuronImportance", "PathImportance", "ActivationPathImportance", "ActivationImportance",
     "MagnitudeImportance", "TaylorImportance", "RandomImportance", "calibration_statistics", "PruneConfig",
     "PruneResult", "prune_mlp", "prune",
+    # repair and the whole pipeline
+    "ReconstructConfig", "reconstruct_mlp", "FinetuneSettings", "finetune", "CompressSettings", "run_compress",
     # deploy and evaluate
-    "export_onnx", "ExportResult", "EXPORTERS", "RUNTIMES", "evaluate_models", "Evaluation", "top1",
+    "export_onnx", "ExportResult", "EXPORTERS", "PRECISIONS", "OPTIMIZERS", "RUNTIMES", "ProviderError",
+    "read_metadata", "evaluate_models", "evaluate_runners", "paired_interval", "Evaluation", "top1",
     "run_bench", "BenchModel", "BenchSettings",
     # errors
     "PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError", "UserError",
