@@ -50,25 +50,11 @@ def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size:
     The models are used in eval mode in float32 on `device` and given back as they were.
     """
     device = resolve_device(device)
-    labels: list[torch.Tensor] = []
-    preds: dict[str, list] = {name: [] for name in models}
-    probs: dict[str, list] = {name: [] for name in models}
-    top5: dict[str, list] = {name: [] for name in models}
-    bar = progress_bar(count_images(images), "evaluate", progress, leave=False)
     with contextlib.ExitStack() as stack:
         placed = {name: stack.enter_context(borrowed(m, device=device, dtype=torch.float32))
                   for name, m in models.items()}
-        for x, y in labelled_batches(images, batch_size, workers):
-            labels.append(y)
-            x = x.to(device=device, dtype=torch.float32)
-            for name, m in placed.items():
-                _accumulate(m(x), y, preds[name], probs[name], top5[name])
-            bar.update(len(y))
-    bar.close()
-    if not labels:
-        raise InputError("no image could be read")
-    cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
-    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
+        predictors = {name: (lambda x, m=m: m(x.to(device=device, dtype=torch.float32))) for name, m in placed.items()}
+        return _evaluate(predictors, images, batch_size, progress, workers, "evaluate")
 
 
 def top1(model: nn.Module, images: Any, *, batch_size: int = 64, device: str = "cpu",
@@ -84,12 +70,28 @@ def tensor_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int =
 
 
 
-def _accumulate(logits: torch.Tensor, y: torch.Tensor, preds: list, probs: list, top5: list) -> None:
-    p = torch.softmax(logits.double(), dim=-1).cpu()
-    preds.append(p.argmax(-1))
-    probs.append(p.gather(1, y.view(-1, 1)).squeeze(1))
-    k = min(5, p.shape[1])
-    top5.append((p.topk(k, dim=-1).indices == y.view(-1, 1)).any(-1))
+def _evaluate(predictors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], images: Any, batch_size: int,
+              progress: bool, workers: int, desc: str) -> Evaluation:
+    """The one evaluation loop: every predictor (a batch -> logits) on every batch of `images`."""
+    labels: list[torch.Tensor] = []
+    preds: dict[str, list] = {name: [] for name in predictors}
+    probs: dict[str, list] = {name: [] for name in predictors}
+    top5: dict[str, list] = {name: [] for name in predictors}
+    bar = progress_bar(count_images(images), desc, progress, leave=False)
+    for x, y in labelled_batches(images, batch_size, workers):
+        labels.append(y)
+        for name, predict in predictors.items():
+            p = torch.softmax(predict(x).double(), dim=-1).cpu()
+            preds[name].append(p.argmax(-1))
+            probs[name].append(p.gather(1, y.view(-1, 1)).squeeze(1))
+            k = min(5, p.shape[1])
+            top5[name].append((p.topk(k, dim=-1).indices == y.view(-1, 1)).any(-1))
+        bar.update(len(y))
+    bar.close()
+    if not labels:
+        raise InputError("no image could be read")
+    cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
+    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
 
 
 def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images: Any, *, batch_size: int = 64,
@@ -101,25 +103,15 @@ def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images:
 
         >>> ev = evaluate_runners({"int8": make_runner("ort-cpu", None, "m.onnx", None)}, images)  # doctest: +SKIP
     """
-    labels: list[torch.Tensor] = []
-    preds: dict[str, list] = {name: [] for name in runners}
-    probs: dict[str, list] = {name: [] for name in runners}
-    top5: dict[str, list] = {name: [] for name in runners}
-    bar = progress_bar(count_images(images), "evaluate (runtimes)", progress, leave=False)
-    for x, y in labelled_batches(images, batch_size, workers):
-        labels.append(y)
-        batch = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        for name, run in runners.items():
-            out = run(batch)
+    def through(run: Callable[[np.ndarray], Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            out = run(np.ascontiguousarray(x.numpy(), dtype=np.float32))
             out = out[0] if isinstance(out, (list, tuple)) else out
-            logits = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out, dtype=np.float32))
-            _accumulate(logits, y, preds[name], probs[name], top5[name])
-        bar.update(len(y))
-    bar.close()
-    if not labels:
-        raise InputError("no image could be read")
-    cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
-    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
+            return out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out, dtype=np.float32))
+        return predict
+
+    return _evaluate({name: through(run) for name, run in runners.items()}, images, batch_size, progress, workers,
+                     "evaluate (runtimes)")
 
 
 def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, resamples: int = 10000,
