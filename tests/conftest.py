@@ -157,3 +157,13 @@ def run_cli(capsys) -> Callable[[list[str]], CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def assert_exit2_one_error_line(res: CliResult, *words: str) -> None:
+    """Exit code 2 and stderr is exactly one `error: ...` line containing every word."""
+    assert res.code == 2, res.output
+    lines = [line for line in res.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.err
+    for word in words:
+        assert word in lines[0], lines[0]
+

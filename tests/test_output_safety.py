@@ -20,7 +20,7 @@ from pathprune.data.images import open_images
 from pathprune.errors import OutputError
 from pathprune.io import OUTPUT_MARKER, atomic_directory, claim_output, output_owner
 
-from conftest import cli_model_args, make_folder, make_tiny
+from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,14 +44,6 @@ def analysis(tmp_path_factory) -> dict:
     except SystemExit as exc:
         assert exc.code in (0, None)
     return {"root": root, "data": folder.root, "weights": weights, "analysis": out}
-
-
-def _one_line_error(res, *words):
-    assert res.code == 2, res.output
-    lines = [line for line in res.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def _foreign_dir(path: Path) -> Path:
@@ -83,7 +75,7 @@ COMMANDS = ("analyze", "prune", "bench", "manipulate", "scores", "structure", "m
 def test_foreign_directory_is_refused_before_any_work_and_kept(run_cli, analysis, tmp_path, command):
     out = _foreign_dir(tmp_path / "d")
     res = run_cli(_commands(analysis, out)[command])
-    _one_line_error(res, "not empty", "was not written by pathprune")
+    assert_exit2_one_error_line(res, "not empty", "was not written by pathprune")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no lock or temporary left
 
@@ -92,29 +84,29 @@ def test_foreign_directory_is_refused_before_any_work_and_kept(run_cli, analysis
 def test_an_input_is_never_the_output(run_cli, analysis, command, monkeypatch):
     before = sorted(p.name for p in analysis["analysis"].iterdir())
     res = run_cli(_commands(analysis, analysis["analysis"])[command])
-    _one_line_error(res, "overlaps the input")
+    assert_exit2_one_error_line(res, "overlaps the input")
     monkeypatch.chdir(analysis["root"])  # --out . holds the inputs
     res = run_cli(_commands(analysis, ".")[command])
-    _one_line_error(res, "overlaps the input")
+    assert_exit2_one_error_line(res, "overlaps the input")
     assert sorted(p.name for p in analysis["analysis"].iterdir()) == before
 
 
 def test_analyze_data_directory_is_not_an_output(run_cli, analysis):
     res = run_cli(_commands(analysis, analysis["data"] / "cat")["analyze"])
-    _one_line_error(res, "overlaps the input")
+    assert_exit2_one_error_line(res, "overlaps the input")
 
 
 def test_same_command_needs_overwrite_other_commands_are_refused(run_cli, analysis, tmp_path):
     args = _commands(analysis, tmp_path / "s")["structure"]
     assert run_cli(args).code == 0
     assert output_owner(tmp_path / "s") == "structure"
-    _one_line_error(run_cli(args), "--overwrite")
+    assert_exit2_one_error_line(run_cli(args), "--overwrite")
     (tmp_path / "s" / "structure.md").write_text("old")
     assert run_cli([*args, "--overwrite"]).code == 0
     assert (tmp_path / "s" / "structure.md").read_text() != "old"
     # a structure output is not a prune output, with or without --overwrite
     res = run_cli([*_commands(analysis, tmp_path / "s")["prune"], "--overwrite"])
-    _one_line_error(res, "holds the output of 'pathprune structure'")
+    assert_exit2_one_error_line(res, "holds the output of 'pathprune structure'")
     assert (tmp_path / "s" / "structure.json").exists()
 
 
@@ -162,7 +154,7 @@ def test_second_process_is_refused_with_the_holders_pid_and_stale_lock_is_taken_
     try:
         assert holder.stdout.readline().strip() == "locked"
         res = run_cli(_commands(analysis, out)["analyze"])
-        _one_line_error(res, "in use by another pathprune process", f"pid {holder.pid}")
+        assert_exit2_one_error_line(res, "in use by another pathprune process", f"pid {holder.pid}")
         assert not (out / "run.json").exists()
         holder.send_signal(signal.SIGKILL)  # dies holding the lock: the lock file stays behind
         holder.wait(timeout=30)
@@ -243,7 +235,7 @@ def test_prune_refuses_an_unfinished_analysis_unless_allow_partial(run_cli, anal
     shutil.copytree(analysis["analysis"], partial)
     (partial / "summary.json").unlink()  # as after an interruption
     args = ["prune", *cli_model_args(analysis["weights"]), "--paths", partial, "--ratio", "0.5", "--quiet"]
-    _one_line_error(run_cli([*args, "--out", tmp_path / "p"]), "unfinished analysis", "--allow-partial")
+    assert_exit2_one_error_line(run_cli([*args, "--out", tmp_path / "p"]), "unfinished analysis", "--allow-partial")
     assert not (tmp_path / "p").exists()
     res = run_cli([*args, "--out", tmp_path / "p", "--allow-partial"])
     assert res.code == 0, res.output
@@ -251,12 +243,12 @@ def test_prune_refuses_an_unfinished_analysis_unless_allow_partial(run_cli, anal
     run["shard"] = [0, 2]
     (partial / "run.json").write_text(json.dumps(run))
     (partial / "summary.json").write_text("{}")
-    _one_line_error(run_cli([*args, "--out", tmp_path / "q"]), "shard 0/2")
+    assert_exit2_one_error_line(run_cli([*args, "--out", tmp_path / "q"]), "shard 0/2")
 
 
 def test_the_current_directory_is_never_replaced(run_cli, analysis, tmp_path, monkeypatch):
     empty = tmp_path / "here"
     empty.mkdir()
     monkeypatch.chdir(empty)
-    _one_line_error(run_cli(_commands(analysis, ".")["structure"]), "current directory")
+    assert_exit2_one_error_line(run_cli(_commands(analysis, ".")["structure"]), "current directory")
     assert empty.is_dir() and list(empty.iterdir()) == []

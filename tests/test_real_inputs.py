@@ -18,7 +18,7 @@ from pathprune.data.images import folder_labels, open_images, to_mode
 from pathprune.errors import InputError, ModelError
 from pathprune.models import create_model
 
-from conftest import BASE, TINY_IMG, cli_model_args, make_folder, make_tiny, tiny_model_args
+from conftest import BASE, TINY_IMG, assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny, tiny_model_args
 
 
 def _png(path: Path, seed: int = 0, mode: str = "RGB") -> None:
@@ -30,14 +30,6 @@ def _png(path: Path, seed: int = 0, mode: str = "RGB") -> None:
 
 def _tiny_pre():
     return make_tiny(seed=0)[1].preprocessing
-
-
-def _one_line_error(res, *words):
-    assert res.code == 2, res.output
-    lines = [line for line in res.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +78,7 @@ def test_folders_that_do_not_match_the_model_fail_before_work(run_cli, tiny_weig
         _png(tmp_path / "data" / name / "x.png")
     res = run_cli(["analyze", *cli_model_args(tiny_weights), "--data", tmp_path / "data", "--out", tmp_path / "o",
                    "--quiet", "--workers", "0"])
-    _one_line_error(res, "4 class folders", "3 classes", "--class-map")
+    assert_exit2_one_error_line(res, "4 class folders", "3 classes", "--class-map")
     assert not (tmp_path / "o").exists()
     cmap = tmp_path / "map.txt"
     cmap.write_text("# folder index\na 0\nb 0\nc 1\nd 2\n")
@@ -155,7 +147,7 @@ def test_a_failure_that_hits_every_image_is_an_error(run_cli, tiny_weights, tmp_
         (_mk(tmp_path / "data" / cls) / "x.png").write_bytes(b"not a png")
     res = run_cli(["analyze", *cli_model_args(tiny_weights), "--data", tmp_path / "data", "--out", tmp_path / "o",
                    "--quiet", "--workers", "0"])
-    _one_line_error(res, "none of 3 sampled images could be loaded")
+    assert_exit2_one_error_line(res, "none of 3 sampled images could be loaded")
     assert not (tmp_path / "o").exists()
 
 
@@ -275,7 +267,7 @@ def test_pretrained_reads_the_default_tag_from_the_cache(run_cli, tmp_path, hf_c
     weights = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     res = run_cli(["export", "vit_tiny_patch16_224", "--weights", "pretrained", "--out", tmp_path / "m.onnx"])
-    _one_line_error(res, "not in the local Hugging Face cache", cfg.hf_hub_id)
+    assert_exit2_one_error_line(res, "not in the local Hugging Face cache", cfg.hf_hub_id)
     hf_cache(cfg.hf_hub_id, {"model.safetensors": weights})
     loaded, spec = create_model("vit_tiny_patch16_224", "pretrained")
     assert spec.weights.endswith("model.safetensors")
@@ -339,19 +331,19 @@ def test_onnx_carries_preprocessing_and_class_names_and_stale_temporaries_go(run
 def test_recipe_typos_and_truncated_floats_are_errors(run_cli, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: digits\nprune:\n  compensat: true\n  ratio: 0.5\n")
-    _one_line_error(run_cli(["prune", "--recipe", recipe, "--out", tmp_path / "o"]), "did you mean 'compensate'")
+    assert_exit2_one_error_line(run_cli(["prune", "--recipe", recipe, "--out", tmp_path / "o"]), "did you mean 'compensate'")
     recipe.write_text("model: digits\nbatch-sizee: 3\n")
-    _one_line_error(run_cli(["prune", "--recipe", recipe, "--out", tmp_path / "o"]), "did you mean 'batch-size'")
+    assert_exit2_one_error_line(run_cli(["prune", "--recipe", recipe, "--out", tmp_path / "o"]), "did you mean 'batch-size'")
     recipe.write_text("model: digits\nbatch-size: 2.5\nprune:\n  ratio: 0.5\n")
-    _one_line_error(run_cli(["prune", "--recipe", recipe, "--out", tmp_path / "o"]), "must be an integer")
+    assert_exit2_one_error_line(run_cli(["prune", "--recipe", recipe, "--out", tmp_path / "o"]), "must be an integer")
     assert not (tmp_path / "o").exists()
 
 
 def test_click_errors_are_one_line_and_debug_zero_is_off(run_cli, monkeypatch):
     from pathprune.cli.app import _debug_env
 
-    _one_line_error(run_cli(["prune", "--model", "digits", "--ratio", "abc", "--out", "x"]), "'--ratio'")
-    _one_line_error(run_cli(["prune", "--model", "digits", "--out", "x"]), "Missing option '--ratio'")
+    assert_exit2_one_error_line(run_cli(["prune", "--model", "digits", "--ratio", "abc", "--out", "x"]), "'--ratio'")
+    assert_exit2_one_error_line(run_cli(["prune", "--model", "digits", "--out", "x"]), "Missing option '--ratio'")
     for value, on in (("0", False), ("false", False), ("", False), ("1", True), ("yes", True)):
         monkeypatch.setenv("PATHPRUNE_DEBUG", value)
         assert _debug_env() is on
@@ -361,7 +353,7 @@ def test_bad_topk_leaves_nothing_that_blocks_the_corrected_rerun(run_cli, tiny_w
     folder = make_folder(tmp_path / "images", broken=False)
     args = ["analyze", *cli_model_args(tiny_weights), "--data", folder.root, "--out", tmp_path / "o", "--steps", "1",
             "--quiet", "--workers", "0"]
-    _one_line_error(run_cli([*args, "--topk", "999"]), "--topk 999 exceeds")
+    assert_exit2_one_error_line(run_cli([*args, "--topk", "999"]), "--topk 999 exceeds")
     assert not (tmp_path / "o" / "run.json").exists()
     res = run_cli([*args, "--topk", "2"])
     assert res.code == 0, res.output
@@ -413,6 +405,6 @@ def test_a_few_imagenet_classes_keep_compact_statistics_with_their_imagenet_labe
     res = run_cli(["prune", *model_args, "--paths", tmp_path / "a", "--ratio", "0.5", "--classes", "10",
                    "--out", tmp_path / "p", "--quiet"])
     assert res.code == 0, res.output
-    _one_line_error(run_cli(["prune", *model_args, "--paths", tmp_path / "a", "--ratio", "0.5", "--classes", "5",
+    assert_exit2_one_error_line(run_cli(["prune", *model_args, "--paths", tmp_path / "a", "--ratio", "0.5", "--classes", "5",
                              "--out", tmp_path / "q", "--quiet"]), "class 5 was not analysed")
     assert run_cli(["structure", "--paths", tmp_path / "a", "--out", tmp_path / "s"]).code == 0

@@ -94,15 +94,23 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int | None:
-    """Peak resident set size of this process since the last reset (VmHWM), or ru_maxrss."""
+def _proc_status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status (e.g. VmRSS, VmHWM) in bytes; None where unavailable."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process since the last reset (VmHWM), or ru_maxrss."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
 
@@ -113,14 +121,7 @@ def peak_rss_bytes() -> int | None:
 
 def rss_bytes() -> int | None:
     """Current resident set size of this process."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _proc_status_bytes("VmRSS")
 
 
 # --------------------------------------------------------------------------------------------
