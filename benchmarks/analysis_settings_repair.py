@@ -5,21 +5,19 @@ Gauss 8 steps): the paper's setting (`--topk 1 --token cls`) and the pruning rec
 (`--topk 5 --token all`); uniform pruning, then sequential reconstruction (residual target) on all 1347
 training images; top-1 / cross-entropy on digits:test. Appends a section to results_repair.md.
 
-    python benchmarks/analysis_settings_repair.py [--work /tmp/prune_quality]
+    python -m benchmarks.analysis_settings_repair [--work /tmp/prune_quality]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.prune_quality import evaluate, run_analyze, tensors_of
 
-from prune_quality import evaluate, run_analyze, tensors_of  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 RATIOS = (0.5, 0.7, 0.9, 0.95)
 SETTINGS = {"paper: --topk 1 --token cls": ("cls", 1, "analysis_cls"),
@@ -36,7 +34,7 @@ def main() -> None:
     from pathprune.models import create_model
     from pathprune.pruning import load_analysis, prune_mlp
     from pathprune.pruning.importance import path_importance
-    from pathprune.pruning.reconstruct import reconstruct_mlp
+    from pathprune.repair.reconstruct import reconstruct_mlp
 
     dense, spec = create_model("digits")
     test = tensors_of("digits:test", spec.preprocessing)

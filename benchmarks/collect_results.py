@@ -2,7 +2,7 @@
 
 Each benchmark script writes its own results_<topic>.md; run this afterwards:
 
-    python benchmarks/collect_results.py
+    python -m benchmarks.collect_results
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ within a round (same machine load) and the median over rounds is reported, with 
   resumes at block l - 1; then the final path's and the activation path's scoring);
 - engine_full_backward: the previous engine (the path's gradients at every layer, full passes), same paths;
 - engine_compile: engine with ``compile=True`` (``analyze --compile``: attention modules torch.compiled);
-- hook_and_clone: the same search written the straightforward way (benchmarks/reference_impl);
+- hook_and_clone: the same search written the straightforward way (benchmarks/fixtures/reference_impl.py);
 - floor: L x forward+backward of the m x B batch of the bare model (reference_impl.floor_pass);
 - engine_reference: NeuronPathSearch, reference form, left-Riemann nodes;
 - published: the published loop (reference_impl.published_paths), left-Riemann nodes;
@@ -22,8 +22,8 @@ Fidelity: path agreement and path-JAS error of Gauss 4/6/8, midpoint 8 and left-
 128-node midpoint reference (paper form), on the embedded trained digits model (test images, 6 layers)
 and on a random-weight ViT-Ti at 32 px.
 
-    python benchmarks/engine.py                      # CPU defaults, ~30-40 minutes on a loaded shared 2-core machine
-    python benchmarks/engine.py --device cuda --dtype bfloat16 --batch 16 --batch-base 16 --img-size-tiny 224 --img-size-base 224
+    python -m benchmarks.engine                      # CPU defaults, ~30-40 minutes on a loaded shared 2-core machine
+    python -m benchmarks.engine --device cuda --dtype bfloat16 --batch 16 --batch-base 16 --img-size-tiny 224 --img-size-base 224
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 STRUCTURAL = ("engine", "engine_full_backward", "engine_compile", "hook_and_clone", "floor", "engine_reference",
               "published")
@@ -61,7 +58,7 @@ def build_model(name: str, img_size: int, device: str, seed: int = 0):
 
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False, img_size=img_size, num_classes=1000)
-    from benchmarks.reference_impl import randomize_weights_
+    from benchmarks.fixtures.reference_impl import randomize_weights_
 
     return randomize_weights_(model, seed).to(device)
 
@@ -82,7 +79,7 @@ def make_methods(model, images, labels, steps: int, device: str, dtype: str, pro
     """The timed callables of one model (each runs one batch's full search)."""
     import torch
 
-    from benchmarks import reference_impl as ref
+    from benchmarks.fixtures import reference_impl as ref
     from pathprune.attribution import DTYPES, NeuronPathSearch, PathConfig
 
     torch_dtype = DTYPES[dtype]
@@ -245,9 +242,12 @@ def _reset_peak_rss_mb() -> float | None:
         return None
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def in_subprocess(spec: dict, timeout: float) -> dict:
     """Run one memory measurement in a fresh interpreter (clean peak-memory accounting)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "benchmarks.engine", "--memory-worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
     except subprocess.TimeoutExpired:

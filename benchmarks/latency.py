@@ -10,8 +10,8 @@ p90. The fused-operator counts of every optimised graph are reported.
 Part 2 (`--digits`): the embedded digits model, fp32 against int8-static (calibrated on 256 digits:train
 images) and int8-dynamic, top-1 on digits:test measured *through onnxruntime*.
 
-    python benchmarks/latency.py --out benchmarks/results_latency.md     # CPU, batch 1 and 8
-    python benchmarks/latency.py --provider cuda --variants fp32,opt-fp16 --batch-sizes 1,8,64
+    python -m benchmarks.latency --out benchmarks/results_latency.md     # CPU, batch 1 and 8
+    python -m benchmarks.latency --provider cuda --variants fp32,opt-fp16 --batch-sizes 1,8,64
 
 Writes a Markdown section to stdout (and --out FILE) with the machine and its load noted.
 """
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
              f"exported with `pathprune.deploy.export_onnx` (parity-checked), all variants interleaved "
              f"round-robin, {args.warmup} warm-up + {args.repeats} timed runs each; median latency. int8-static "
              f"calibrated on {args.calib_inputs} random inputs (random weights: latency only). Command: "
-             f"`{' '.join(['python benchmarks/latency.py', *(argv if argv is not None else sys.argv[1:])])}`.", "",
+             f"`{' '.join(['python -m benchmarks.latency', *(argv if argv is not None else sys.argv[1:])])}`.", "",
              "| pruned | variant | MAC speedup | fused Attention / LayerNorm / Gelu | MB | batch | median ms | "
              "p90 ms | images/s | speedup vs dense fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for batch in batch_sizes:

@@ -1,7 +1,7 @@
 """Plot the repair tables (top-1 and cross-entropy vs ratio, one panel per repair) of
 benchmarks/results_repair.md and results_repair_synthetic.md into benchmarks/figures/repair_*.png.
 
-    python benchmarks/plot_repair.py
+    python -m benchmarks.plot_repair
 """
 
 from __future__ import annotations

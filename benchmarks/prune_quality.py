@@ -6,12 +6,12 @@ no fine-tuning. Every method at ratios 0.3/0.5/0.7/0.9 (+0.95), with and without
 (calibration: digits:train images), uniform per-block scope unless marked global. Robustness: the
 default path settings (cls top-1, all top-5) again on three other subsets (`--shard I/4`).
 
-    python benchmarks/prune_quality.py [--images-per-class 30] [--work /tmp/prune_quality]
+    python -m benchmarks.prune_quality [--images-per-class 30] [--work /tmp/prune_quality]
 
 `--repair`: the repair table instead (no repair / bias compensation / reconstruction sequential and
 independent / reconstruction + distillation) for path (recommended analysis), magnitude, Taylor,
 activation and random at ratios 0.5/0.7/0.9/0.95 -> benchmarks/results_repair.md; with `--synthetic WORK`
-on the ViT of `benchmarks/train_synthetic.py --work WORK` -> benchmarks/results_repair_synthetic.md.
+on the ViT of `benchmarks/fixtures/train_synthetic.py --work WORK` -> benchmarks/results_repair_synthetic.md.
 
 Writes benchmarks/results_prune.md (the part above its `<!-- analysis -->` marker) and
 benchmarks/figures/prune_quality.png. About 1.5 minutes on 2 idle CPU cores (12 analyze runs of
@@ -157,7 +157,7 @@ def run_repair(dense, spec, scores, calib, train, test, calibration, distill_ste
 
     from pathprune.data.images import ImageSet, ImageItem
     from pathprune.pruning import prune_mlp
-    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+    from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
     from pathprune.repair.distill import FinetuneSettings, finetune
     from pathprune.models import create_model
 
@@ -226,7 +226,7 @@ def repair_tables(rows, ratios=REPAIR_RATIOS) -> list[str]:
 
 def repair_main(args) -> None:
     """The repair benchmark on the digits model (-> results_repair.md) or, with --synthetic WORK, on the
-    ViT trained by benchmarks/train_synthetic.py (-> results_repair_synthetic.md)."""
+    ViT trained by benchmarks/fixtures/train_synthetic.py (-> results_repair_synthetic.md)."""
     import json
 
     from pathprune.io import write_text_atomic
@@ -246,8 +246,7 @@ def repair_main(args) -> None:
         results = args.repair_results
         analysis_images = 10 * args.images_per_class
     else:
-        sys.path.insert(0, str(HERE))
-        from train_synthetic import ARGS, BASE, cli_options, load_split
+        from benchmarks.fixtures.train_synthetic import ARGS, BASE, cli_options, load_split
 
         name, data_train = "synthetic shapes ViT", str(args.synthetic / "data" / "train")
         weights = args.synthetic / "vit_shapes.safetensors"
@@ -326,7 +325,7 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=84, help="distillation steps (4 epochs of batch 64)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--synthetic", type=Path, default=None,
-                        help="--repair on the ViT of benchmarks/train_synthetic.py --work WORK instead of digits")
+                        help="--repair on the ViT of benchmarks/fixtures/train_synthetic.py --work WORK instead of digits")
     parser.add_argument("--synthetic-images-per-class", type=int, default=10)
     parser.add_argument("--repair-ratios", default="0.5,0.7,0.9,0.95")
     args = parser.parse_args()

@@ -8,8 +8,8 @@ only (the slowest rank's analysis time, from the parts' checkpoints). Then it ti
 `pathprune.merge.merge_outputs` on the parts of the largest run. Results are written as a markdown
 section to --report (machine noted).
 
-    python benchmarks/scaling.py                                  # CPU, 1 and 2 processes
-    python benchmarks/scaling.py --device cuda --nproc 1,2,4,8    # one machine with 8 GPUs
+    python -m benchmarks.scaling                                  # CPU, 1 and 2 processes
+    python -m benchmarks.scaling --device cuda --nproc 1,2,4,8    # one machine with 8 GPUs
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def report(rows: list[dict], merge: dict, args: argparse.Namespace, where: str) 
              f"Model: random-weight `{args.model}` img {args.img_size}, "
              f"{' '.join(args.model_arg)}; {args.classes} classes x {args.per_class} generated images; "
              f"--steps {args.steps} --batch-size {args.batch_size}. Command: "
-             f"`python benchmarks/scaling.py {' '.join(sys.argv[1:])}` (best of {args.repeats} runs each).", "",
+             f"`python -m benchmarks.scaling {' '.join(sys.argv[1:])}` (best of {args.repeats} runs each).", "",
              "| processes | images | wall s | images/s end to end | analysis s (slowest rank) "
              "| images/s analysis | speed-up (analysis) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]

@@ -5,12 +5,12 @@ The library, stage by stage (data flows one way; each subpackage imports only th
     models      create_model, aliases, weights loaders, family adapters, pruned-model format
     data        image sets (ImageFolder / ImageNet-val / digits) with each model's preprocessing
     attribution NeuronPathSearch (captum-shaped), quadrature rules, JAS forms, baseline paths
-    analysis    the resumable analyze run, PathStatistics, merge, torchrun placement
+    analysis    the resumable analyze run, PathStatistics, its reader (load_analysis), merge, torchrun placement
     deploy      ONNX export (optimised, fp16/int8) with a parity check, runtimes
     evaluate    the one evaluator, bench, the paper's analyses, reports and plots
-    pruning     importance (torch-pruning Importance objects), selection, removal, reconstruction, the prune run
-    repair      distillation fine-tuning from the dense model
-    compress    analyze -> prune -> repair -> export -> bench in one resumable pipeline
+    pruning     importance (torch-pruning Importance objects), selection, removal
+    repair      least-squares reconstruction and distillation fine-tuning from the dense model
+    pipeline    every stage as a library call; compress (analyze -> prune -> repair -> export -> bench) and demo
     cli         the ``pathprune`` command line, a thin layer over all of the above
 
 Example::
@@ -36,7 +36,6 @@ from .attribution import (JAS_FORMS, PATH_METHODS, QUADRATURE_RULES, NeuronPathS
                           PathResult, quadrature_nodes, register_jas_form, register_path_method,
                           register_quadrature)
 from .data import ImageSet, labelled_batches, open_images  # noqa: E402
-from .compress import CompressSettings, run_compress  # noqa: E402
 from .deploy import (EXPORTERS, OPTIMIZERS, PRECISIONS, RUNTIMES, ExportResult, ProviderError, export_onnx,  # noqa: E402
                      read_metadata)
 from .device import resolve_device  # noqa: E402
@@ -49,9 +48,10 @@ from .models import (MODEL_FAMILIES, ModelSpec, create_model, family_of, list_fa
 from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportance, Analysis,  # noqa: E402
                       MagnitudeImportance, NeuronImportance, PathImportance, PruneConfig, PruneResult,
                       RandomImportance, TaylorImportance, calibration_statistics, create_importance,
-                      load_analysis, path_importance, prune, prune_mlp, register_importance)
-from .pruning.reconstruct import ReconstructConfig, reconstruct_mlp  # noqa: E402
-from .repair import FinetuneSettings, finetune  # noqa: E402
+                      load_analysis, path_importance, prune_mlp, register_importance)
+from .repair import FinetuneSettings, ReconstructConfig, finetune, reconstruct_mlp  # noqa: E402
+from .pipeline.compress import CompressSettings, run_compress  # noqa: E402
+from .pipeline.prune import prune  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/
-
-from benchmarks.reference_impl import randomize_weights_  # noqa: E402
+from benchmarks.fixtures.reference_impl import randomize_weights_
 
 BASE = "vit_tiny_patch16_224"
 TINY_ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 2, "mlp_ratio": 2.0}
@@ -34,7 +32,7 @@ def tiny_model_args(**changes) -> dict:
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Re-draw every parameter with O(1) scales (see benchmarks/reference_impl.randomize_weights_)."""
+    """Re-draw every parameter with O(1) scales (see benchmarks/fixtures/reference_impl.randomize_weights_)."""
     return randomize_weights_(model, seed)
 
 

@@ -28,7 +28,7 @@ def _args(setup, out, *extra):
 
 
 def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, setup, tmp_path):
-    from pathprune.compress import round_ratios
+    from pathprune.pipeline.compress import round_ratios
 
     out = tmp_path / "c"
     res = run_cli(_args(setup, out, "--ratio", "0.75", "--rounds", "2", "--finetune-steps", "2",

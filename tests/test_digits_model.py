@@ -125,7 +125,7 @@ def test_train_digits_smoke(tmp_path: Path) -> None:
     import timm
     from safetensors.torch import load_file
 
-    from scripts.train_digits import train_digits
+    from benchmarks.fixtures.train_digits import train_digits
 
     recipe = {"base": "vit_tiny_patch16_224",
               "overrides": {"img_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 10,

@@ -1,6 +1,6 @@
 """`--jas reference --quadrature riemann --steps 20 --preprocess reference` reproduces the published loop.
 
-The oracle is benchmarks/reference_impl.published_paths, an independent re-expression of the
+The oracle is benchmarks/fixtures/reference_impl.published_paths, an independent re-expression of the
 published NeuronPath code (one clean forward per layer, in-place class-token replacement, one
 autograd.grad per replaced tensor). The model goes through a Google-format .npz written here, so the
 .npz loading path of the CLI is exercised too.
@@ -9,16 +9,13 @@ autograd.grad per replaced tensor). The model goes through a Google-format .npz 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.reference_impl import published_paths, randomize_weights_  # noqa: E402
+from benchmarks.fixtures.reference_impl import published_paths, randomize_weights_
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -62,7 +62,7 @@ def _numpy_ridge(a: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
 
 @pytest.mark.parametrize("target", ["dense", "residual"])
 def test_sequential_matches_numpy_least_squares_block_by_block(target):
-    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+    from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
     dense, pruned, _ = _pruned()
     x, y = _images()
@@ -82,7 +82,7 @@ def test_sequential_matches_numpy_least_squares_block_by_block(target):
 
 
 def test_independent_uses_the_dense_activations_of_the_kept_neurons():
-    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+    from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
     dense, pruned, kept = _pruned()
     x, y = _images()
@@ -99,7 +99,7 @@ def test_independent_uses_the_dense_activations_of_the_kept_neurons():
 @pytest.mark.parametrize("mode,target", [("sequential", "dense"), ("sequential", "local"),
                                          ("sequential", "residual"), ("independent", "dense")])
 def test_reconstruction_lowers_the_mlp_output_error_and_leaves_models_as_they_were(mode, target):
-    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+    from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
     dense, pruned, kept = _pruned(0.8)
     x, y = _images(32)
@@ -121,7 +121,7 @@ def test_reconstruction_lowers_the_mlp_output_error_and_leaves_models_as_they_we
 
 
 def test_singular_gram_falls_back_and_stays_finite():
-    from pathprune.pruning.reconstruct import solve_ridge
+    from pathprune.repair.reconstruct import solve_ridge
 
     x = torch.randn(50, 3, dtype=torch.float64)
     x = torch.cat([x, x[:, :1]], 1)  # duplicated column: singular without a ridge
@@ -183,7 +183,7 @@ def test_cli_reconstruct_needs_calibration_data(run_cli, setup, tmp_path):
 
 @pytest.mark.parametrize("target", ["dense", "local", "residual"])
 def test_cached_block_inputs_give_the_same_fit_as_streaming(target):
-    from pathprune.pruning.reconstruct import ReconstructConfig, reconstruct_mlp
+    from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
     dense, pruned, _ = _pruned()
     streamed = copy.deepcopy(pruned)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..pruning import IMPORTANCES
-from ..pruning.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
+from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 from .options import CONTEXT, recipe_option
 
 
@@ -73,7 +73,7 @@ def compress(model_name, weights, img_size, num_classes, model_args, data, eval_
           --finetune-epochs 20 --out runs/digits-95
     Re-running resumes: stages finished with the same settings are skipped.
     """
-    from ..compress import CompressSettings, check_inputs, run_compress
+    from ..pipeline.compress import CompressSettings, check_inputs, run_compress
 
     extra = ([f"--img-size={img_size}"] if img_size else []) + ([f"--num-classes={num_classes}"] if num_classes else [])
     extra += [f"--model-arg={a}" for a in model_args]

@@ -39,7 +39,7 @@ class DemoSettings:
 
     def compress_settings(self):
         """The compress settings of the demo (the digits recipe)."""
-        from ..compress import CompressSettings
+        from ..pipeline.compress import CompressSettings
 
         return CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=self.ratio,
                                 images_per_class=self.images_per_class, steps=self.steps, analyze_batch_size=50,
@@ -52,7 +52,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None,
              commands: dict[str, click.Command] | None = None) -> dict[str, Any]:
     """Run compress's analyze -> prune -> export -> bench into `out`; return the summary (also in
     out/demo.json). `commands`: the command objects by name (default: the running group's)."""
-    from ..compress import run_compress
+    from ..pipeline.compress import run_compress
     from ..io import write_json_atomic
     from .compress import stage_runner
 

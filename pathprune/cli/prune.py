@@ -7,7 +7,7 @@ import warnings
 import click
 
 from ..pruning import IMPORTANCES
-from ..pruning.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
+from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 
 from .options import (CONTEXT, RegistryOption, device_option, input_paths, label_arguments, label_options,
                       load_model_from_options, model_options, overwrite_option, recipe_option)
@@ -78,9 +78,11 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     from ..device import resolve_device
     from ..io import claim_output
     from ..models import read_description
-    from ..pruning import PruneConfig, load_analysis, prune as run_prune, spread_subset
+    from ..analysis import load_analysis
+    from ..pipeline.prune import prune as run_prune
+    from ..pruning import PruneConfig, spread_subset
     from ..pruning.analysis_advice import analysis_advice
-    from ..pruning.reconstruct import ReconstructConfig
+    from ..repair.reconstruct import ReconstructConfig
 
     config = PruneConfig(method=method, ratio=ratio, scope=scope, min_per_layer=min_per_layer,
                          compensate=compensate, classes=classes, path_score=path_score, seed=seed).validate()

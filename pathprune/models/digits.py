@@ -2,7 +2,7 @@
 
 The shipped artefacts live in ``pathprune/assets``: ``digits.safetensors`` (the model's
 state_dict) and ``digits.json`` (architecture, preprocessing, the fixed train/test split and
-metrics). The trainer is outside the package: ``python scripts/train_digits.py``.
+metrics). The trainer is outside the package: ``python -m benchmarks.fixtures.train_digits``.
 """
 
 from __future__ import annotations

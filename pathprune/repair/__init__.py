@@ -1,9 +1,9 @@
-"""Repair after pruning, the stage after ``pruning``: distillation fine-tuning from the dense model.
-(Layer-wise least-squares reconstruction, which needs no training, is part of the pruning run:
-:mod:`pathprune.pruning.reconstruct`.)"""
+"""Repair after pruning, the stage after ``pruning``: layer-wise least-squares reconstruction (no
+training, :mod:`.reconstruct`) and distillation fine-tuning from the dense model (:mod:`.distill`)."""
 
+from .reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS, ReconstructConfig, reconstruct_mlp
 from .distill import (FinetuneResult, FinetuneSettings, check_teacher, distillation_loss, find_teacher, finetune,
                       read_model_description, source_chain)
 
-__all__ = ["FinetuneResult", "FinetuneSettings", "check_teacher", "distillation_loss", "find_teacher", "finetune",
+__all__ = ["RECONSTRUCT_MODES", "RECONSTRUCT_TARGETS", "ReconstructConfig", "reconstruct_mlp", "FinetuneResult", "FinetuneSettings", "check_teacher", "distillation_loss", "find_teacher", "finetune",
            "read_model_description", "source_chain"]

@@ -318,7 +318,7 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
     Example::
 
         >>> from pathprune import MagnitudeImportance, create_model, prune_mlp
-        >>> from pathprune.pruning.reconstruct import reconstruct_mlp
+        >>> from pathprune.repair.reconstruct import reconstruct_mlp
         >>> from pathprune.data.images import open_images
         >>> dense, spec = create_model("digits")
         >>> pruned = prune_mlp(dense, MagnitudeImportance().fit(dense), 0.9).model

@@ -9,7 +9,7 @@ model being re-analysed every round.
 
 Example::
 
-    >>> from pathprune.compress import CompressSettings, plan_stages
+    >>> from pathprune.pipeline.compress import CompressSettings, plan_stages
     >>> s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9, rounds=2)
     >>> [name for name, _ in plan_stages(s, "runs/c")]
     ['analyze', 'prune', 'analyze-2', 'prune-2', 'export', 'bench']
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import ConfigError, InputError, OutputError
+from ..errors import ConfigError, InputError, OutputError
 
 #: the marker of a compress output directory
 MARKER = "compress.json"
@@ -108,8 +108,8 @@ def round_ratios(ratio: float, rounds: int, already: float = 0.0) -> list[float]
 
 def removed_fraction(model: str) -> float:
     """The fraction of MLP neurons a pruned-model directory has lost (0 for other models)."""
-    from .models import read_description
-    from .models.pruned import dense_widths
+    from ..models import read_description
+    from ..models.pruned import dense_widths
 
     description = read_description(model)
     if description is None:
@@ -175,7 +175,7 @@ def run_compress(settings: CompressSettings, out: str | Path, run_stage: Callabl
     commands); skip stages finished earlier with the same arguments. Returns the summary (also
     written to OUT/compress.json), whose "report" is the bench report. `out` is claimed (checked,
     locked, marked) for `command` for the whole run."""
-    from .io import claim_output
+    from ..io import claim_output
 
     settings.validate()
     out = Path(out)
@@ -190,7 +190,7 @@ def run_compress(settings: CompressSettings, out: str | Path, run_stage: Callabl
 
 def _run_compress_claimed(settings: CompressSettings, out: Path, run_stage: Callable[[str, list[str]], None],
                           echo: Callable[[str], None], already: float, stages: list) -> dict[str, Any]:
-    from .io import write_json_atomic
+    from ..io import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGES_DIR).mkdir(exist_ok=True)

@@ -21,10 +21,10 @@ from ..errors import ConfigError, IncompatibleError
 from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
-from .calibration import calibration_statistics
-from .importance import IMPORTANCES, PATH_KINDS, create_importance
-from .reconstruct import ReconstructConfig, reconstruct_mlp
-from .removal import PruneConfig, prune_mlp
+from ..pruning.calibration import calibration_statistics
+from ..pruning.importance import IMPORTANCES, PATH_KINDS, create_importance
+from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
+from ..pruning.removal import PruneConfig, prune_mlp
 
 #: the importance methods read from an analysis
 PATH_METHODS = tuple(PATH_KINDS)
@@ -82,7 +82,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     (images, labels)) for activation/taylor/--compensate; eval_images: optional accuracy data;
     previous: model.json of the model when it is itself a pruned directory (kept indices compose);
     reconstruct: re-fit fc2 on `calib` afterwards so the pruned MLPs reproduce the model as it was
-    before this pruning (:func:`~pathprune.pruning.reconstruct.reconstruct_mlp`).
+    before this pruning (:func:`~pathprune.repair.reconstruct.reconstruct_mlp`).
     """
     from ..io import check_output_dir
 
