@@ -20,7 +20,8 @@ from .options import CONTEXT, device_option, recipe_option
 @click.option("--eval-data", default=None, help="Top-1 on these images before training and after every epoch.")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Passes over --data.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps (instead of --epochs).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Images per optimizer step: the global batch, split across torchrun processes.")
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak AdamW learning rate.")
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
 @click.option("--warmup", type=float, default=0.05, show_default=True,
@@ -36,9 +37,15 @@ from .options import CONTEXT, device_option, recipe_option
 @device_option
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="Autocast dtype of the forward passes (bfloat16 on GPU).")
+@click.option("--workers", type=int, default=None,
+              help="Image loading processes that prefetch batches [default: 0 on the CPU, on CUDA min(8, cores per "
+                   "process)].")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Channels-last images and patch embedding [default: on CUDA].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def finetune(model_dir, data, out, teacher, teacher_weights, eval_data, epochs, steps, batch_size, lr, weight_decay,
-             warmup, temperature, alpha, augment, seed, checkpoint_every, device, dtype, quiet) -> None:
+             warmup, temperature, alpha, augment, seed, checkpoint_every, device, dtype, workers, channels_last,
+             quiet) -> None:
     """Recover a pruned model's accuracy by distillation from the dense model it was made from.
 
     \b
@@ -47,12 +54,17 @@ def finetune(model_dir, data, out, teacher, teacher_weights, eval_data, epochs, 
       pathprune finetune --model runs/p95 --data digits:train --eval-data digits:test --epochs 20 \\
           --out runs/p95-ft
     Re-running the same command after an interruption resumes where it stopped.
+
+    \b
+    On several GPUs or machines, under torchrun (see docs/distributed.md):
+      torchrun --standalone --nproc-per-node 8 -m pathprune finetune --model runs/p95 \\
+          --data /data/imagenet/train --batch-size 1024 --device cuda --dtype bfloat16 --out runs/p95-ft
     """
     from ..data import open_images
-    from ..device import resolve_device
     from ..io import check_output_dir
     from ..models import create_model
     from ..repair import FinetuneSettings, find_teacher, finetune as run_finetune, read_model_description
+    from ..repair.distributed import default_workers, torchrun_process_group
 
     settings = FinetuneSettings(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                 warmup=warmup, temperature=temperature, alpha=alpha, seed=seed, augment=augment,
@@ -63,12 +75,18 @@ def finetune(model_dir, data, out, teacher, teacher_weights, eval_data, epochs, 
     teacher_model, teacher_spec = find_teacher(description, teacher, teacher_weights)
     images = open_images(data, spec.preprocessing)
     eval_images = open_images(eval_data, spec.preprocessing) if eval_data else None
-    result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, out, settings,
-                          eval_images=eval_images, device=resolve_device(device), progress=not quiet)
+    with torchrun_process_group(device) as (ranks, my_device):
+        result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, out, settings,
+                              eval_images=eval_images, device=my_device, progress=not quiet,
+                              workers=default_workers(my_device, data) if workers is None else workers,
+                              channels_last=channels_last)
+    if not ranks.is_main:
+        return
     if result.resumed_from_step:
         click.echo(f"resumed at step {result.resumed_from_step}")
     click.echo(f"distilled {teacher_spec.name} into {model_dir}: {result.steps} steps on {result.images} images "
-               f"in {result.seconds:.0f} s; final loss {result.loss_history[-1]:.4f}")
+               f"in {result.seconds:.0f} s{f' on {ranks.world_size} processes' if ranks.distributed else ''}; "
+               f"final loss {result.loss_history[-1]:.4f}")
     if result.top1_after is not None:
         click.echo(f"top-1 on {eval_data}: teacher {result.teacher_top1:.4f}, before {result.top1_before:.4f}, "
                    f"after {result.top1_after:.4f}")

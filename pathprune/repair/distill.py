@@ -462,7 +462,8 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                 if end_of_epoch and eval_images is not None:
                     evaluations.append({"step": step, "epoch": step / per_epoch, "top1": evaluate(model)})
                     model.train()
-                    bar.write(f"step {step}: top-1 {evaluations[-1]['top1']:.4f}")
+                    if ranks.is_main:
+                        bar.write(f"step {step}: top-1 {evaluations[-1]['top1']:.4f}")
                     rate.pause()
                 if step % settings.checkpoint_every == 0 or end_of_epoch:
                     if step < total:
@@ -553,14 +554,14 @@ def _resume_state(path: Path, key: str, ranks: Ranks) -> dict[str, Any] | None:
     answer: tuple[str, Any] = ("none", None)
     if ranks.is_main:
         state = _load_checkpoint(path)
-        if state is not None and state.get("fingerprint") != key:
-            warnings.warn(f"{path} belongs to a run with other settings; starting over", stacklevel=3)
-            state = None
-        if state is not None and int(state.get("world_size", 1)) != ranks.world_size:
+        if state is not None and int(state.get("world_size", 1)) != ranks.world_size:  # checked first: never
+            # start over (and so discard) a checkpoint of another world size, whatever its settings
             wrote = int(state.get("world_size", 1))
             answer = ("error", f"the checkpoint {path} (step {int(state['step'])}) was written by {wrote} "
                                f"process{'es' if wrote > 1 else ''}, this run has {ranks.world_size}: resume it "
                                f"with {wrote} (the same torchrun world size) or choose another output directory")
+        elif state is not None and state.get("fingerprint") != key:
+            warnings.warn(f"{path} belongs to a run with other settings; starting over", stacklevel=3)
         elif state is not None:
             answer = ("state", state)
     answer = dd.broadcast_object(answer, ranks)

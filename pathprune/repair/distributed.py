@@ -214,3 +214,12 @@ def rank_seed(seed: int, step: int, rank: int = 0, position: int | None = None) 
         return (seed * 1_000_003 + step) % (2 ** 31)
     blob = f"{seed}:{step}:{rank}:{position}".encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def default_workers(device: str, data: str) -> int:
+    """Image loading processes of a training run: none on the CPU or for the embedded digits (loading
+    in the loop keeps the CPU for training), else min(8, cores per local process)."""
+    if not str(device).startswith("cuda") or str(data).startswith("digits"):
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
