@@ -468,6 +468,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                 if step % settings.checkpoint_every == 0 or end_of_epoch:
                     if step < total:
                         checkpoint()
+                        rate.pause()
                 if stop_after is not None and step >= stop_after and step < total:
                     checkpoint()
                     dd.barrier(ranks)
@@ -501,17 +502,20 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
 
 
 class _Rate:
-    """Images per second of the training steps (exponentially smoothed, pauses excluded)."""
+    """Images per second of the training steps (exponentially smoothed for the progress bar; overall
+    without the first step, which pays for start-up; evaluation and checkpoint pauses excluded)."""
 
     def __init__(self) -> None:
         self.last = time.perf_counter()
         self.smooth: float | None = None
-        self.images, self.seconds = 0, 0.0
+        self.steps, self.images, self.seconds = 0, 0, 0.0
 
     def update(self, images: int) -> float:
         now = time.perf_counter()
         dt, self.last = max(now - self.last, 1e-9), now
-        self.images, self.seconds = self.images + images, self.seconds + dt
+        self.steps += 1
+        if self.steps > 1:
+            self.images, self.seconds = self.images + images, self.seconds + dt
         self.smooth = images / dt if self.smooth is None else 0.9 * self.smooth + 0.1 * images / dt
         return self.smooth
 
