@@ -372,7 +372,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     channels_last = on_cuda if channels_last is None else channels_last
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     eval_batch = max(64, settings.batch_size)
-    evaluate = (lambda m: sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks))  # noqa: E731
+    evaluate = (lambda m: dd.sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks))  # noqa: E731
     with borrowed(teacher, device=device, requires_grad=False) as tmodel:
         model.to(device).train()
         if channels_last:
@@ -525,29 +525,6 @@ class _Rate:
 
     def overall(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
-
-
-def sharded_top1(model: nn.Module, images: Any, *, batch_size: int, device: str, ranks: Ranks) -> float:
-    """Top-1 of `model` on `images`; with several ranks each evaluates its shard and the counts are summed."""
-    from ..evaluate.accuracy import evaluate_models, top1
-    from . import distributed as dd
-
-    if not ranks.distributed:
-        return top1(model, images, batch_size=batch_size, device=device)
-    from ..data.images import count_images
-
-    shard = dd.shard_images(images, ranks)
-    correct = seen = 0
-    if count_images(shard):
-        try:
-            ev = evaluate_models({"model": model}, shard, batch_size=batch_size, device=device)
-            correct, seen = int((ev.preds["model"] == ev.labels).sum()), len(ev.labels)
-        except InputError:  # no image of this shard could be read
-            pass
-    counts = dd.all_reduce_sum([torch.tensor([correct, seen], dtype=torch.float64)], ranks)[0]
-    if counts[1] == 0:
-        raise InputError("no image could be read", param="eval_data")
-    return float(counts[0] / counts[1])
 
 
 def _resume_state(path: Path, key: str, ranks: Ranks) -> dict[str, Any] | None:
