@@ -128,6 +128,7 @@ def test_loading_workers_change_nothing_without_augmentation(setup, tmp_path, ru
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # two torchrun jobs of 2 ranks (~90 s on the loaded 2-core machine, est. ~25 s when quiet)
 def test_killed_rank_resumes_to_the_uninterrupted_weights(setup, two_ranks, tmp_path, run_cli):
     from pathprune.repair.distill import CHECKPOINT, work_dir
 
@@ -190,3 +191,34 @@ def test_distributed_reconstruction_equals_one_process(setup, tmp_path):
     key = next(k for k in pruned if k.endswith("mlp.fc2.weight"))
     layer = int(key.split(".")[1])
     assert not torch.allclose(single[f"sequential-residual-cached.{layer}.weight"], pruned[key])
+
+
+def test_batch_split_covers_the_global_batch_with_weights_that_average_to_its_mean():
+    from pathprune.repair.distributed import Ranks, split_batch
+    from pathprune.repair.loading import StepPlan
+
+    for world in (1, 2, 3, 4):
+        for batch in (1, 2, 5, 7, 8):
+            plan = StepPlan(num_images=23, batch_size=batch, seed=3)
+            for step in range(plan.per_epoch + 1):
+                positions = plan.global_batch(step)
+                parts = [split_batch(positions, Ranks(rank=r, world_size=world)) for r in range(world)]
+                real = [(p, w) for p, w in parts if w > 0]
+                assert sorted(x for p, _ in real for x in p) == sorted(positions)
+                # DDP averages over the ranks: every image's share of the gradient, w_r / (W n_r), is 1 / N
+                for p, w in real:
+                    assert w / (world * len(p)) == pytest.approx(1 / len(positions))
+                assert all(len(p) == 1 for p, w in parts if w == 0)  # an empty share still takes part
+
+
+def test_throughput_paths_run_on_the_cpu(setup, tmp_path, run_cli):
+    """Channels-last, bfloat16 autocast and a prefetching loader worker (the GPU defaults), forced on the CPU."""
+    out = tmp_path / "ft"
+    res = run_cli(["finetune", "--model", setup["pruned"], "--data", setup["data"], "--steps", "3", "--batch-size",
+                   "6", "--workers", "1", "--channels-last", "--dtype", "bfloat16", "--device", "cpu", "--quiet",
+                   "--out", out])
+    assert res.code == 0, res.output
+    rep = report(out)
+    assert rep["steps"] == 3 and rep["images_per_second"] > 0 and rep["world_size"] == 1
+    state = weights(out)
+    assert all(t.is_contiguous() and torch.isfinite(t).all() for t in state.values())
