@@ -110,13 +110,15 @@ def report(rows: list[dict], runs: list[dict], args: argparse.Namespace, where: 
              f"(median {statistics.median(loads):.1f}); {seconds:.0f} s in all.", "",
              f"Model: random-weight `{args.model}` img {args.img_size}, {' '.join(args.model_arg)}, "
              f"{args.classes} classes, MLPs pruned to {1 - args.ratio:.0%} (magnitude), distilled from the dense "
-             f"model; {args.images} generated {args.data_size} px images; --steps {args.steps} --batch-size {args.batch_size} (global) "
+             f"model; {args.images} generated {args.data_size} px images; --steps {args.steps} "
+             f"--batch-size {args.batch_size} (global) "
              f"--dtype {args.dtype} --no-augment. Command: `python -m benchmarks.repair_scaling "
              f"{' '.join(sys.argv[1:])}`; median of {args.repeats} interleaved repeats.", "",
              "| ranks x threads | images/s (training) | steps/s | speed-up | wall s (with start-up) | runs (images/s) |",
              "|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        each = ", ".join(f"{x['images_per_s']:.1f}" for x in runs if (x["ranks"], x["threads"]) == (r["ranks"], r["threads"]))
+        each = ", ".join(f"{x['images_per_s']:.1f}" for x in runs
+                         if (x["ranks"], x["threads"]) == (r["ranks"], r["threads"]))
         lines.append(f"| {r['ranks']} x {r['threads']} | {r['images_per_s']:.1f} | {r['steps_per_s']:.2f} | "
                      f"{r['images_per_s'] / base['images_per_s']:.2f}x | {r['wall_s']:.1f} | {each} |")
     lines.append("")

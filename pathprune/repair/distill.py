@@ -34,7 +34,7 @@ from ..models import MODEL_DESCRIPTION, ModelSpec, create_model, mlp_widths, sav
 from ..models.borrow import borrowed
 from ..progress import progress_bar
 from .distributed import Ranks, current_ranks, rank_seed
-from .loading import LOADING_SCHEMES, StepPlan, epoch_order, seed_all, step_batches
+from .loading import StepPlan, epoch_order, seed_all, step_batches  # noqa: F401 (epoch_order: re-exported)
 
 #: checkpoint file inside the run's work directory
 CHECKPOINT = "checkpoint.pt"
@@ -372,7 +372,10 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     channels_last = on_cuda if channels_last is None else channels_last
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     eval_batch = max(64, settings.batch_size)
-    evaluate = (lambda m: dd.sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks))  # noqa: E731
+
+    def evaluate(m: nn.Module) -> float:
+        return dd.sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks)
+
     with borrowed(teacher, device=device, requires_grad=False) as tmodel:
         model.to(device).train()
         if channels_last:
