@@ -443,19 +443,22 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                         t_logits = tmodel(x)
                     s_logits = train_model(x)
                 loss = distillation_loss(s_logits, t_logits, y, settings.temperature, settings.alpha)
-                if ranks.distributed:  # the global batch's mean loss, the same on every rank
-                    global_loss = dd.all_reduce_sum([loss.detach().double() * weight / ranks.world_size], ranks)[0]
-                    value = float(global_loss)
+                if ranks.distributed:  # the global batch's mean loss, summed while the step runs (no extra wait)
+                    global_loss = dd.all_reduce_async(loss.detach().double() * (weight / ranks.world_size), ranks)
                 else:
                     value = loss.item()
-                if not math.isfinite(value):
-                    raise ModelError(f"the loss became {value} at step {step}; lower --lr")
+                    if not math.isfinite(value):
+                        raise ModelError(f"the loss became {value} at step {step}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight if ranks.distributed else loss).backward()
                 if settings.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if ranks.distributed:  # every rank sees the same value, so all stop together
+                    value = float(global_loss())
+                    if not math.isfinite(value):
+                        raise ModelError(f"the loss became {value} at step {step}; lower --lr")
                 step += 1
                 losses.append(value)
                 bar.update(1)

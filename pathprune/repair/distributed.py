@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -162,6 +162,23 @@ def all_reduce_sum(tensors: Sequence[torch.Tensor], ranks: Ranks) -> list[torch.
             out[i] = flat[offset:offset + n].reshape(tensors[i].shape).to(tensors[i].device)
             offset += n
     return out  # type: ignore[return-value]
+
+
+def all_reduce_async(tensor: torch.Tensor, ranks: Ranks) -> Callable[[], torch.Tensor]:
+    """Start summing `tensor` over ranks; the returned function waits and gives the sum (on the tensor's
+    device). Nothing to sum for one process."""
+    if not ranks.distributed:
+        return lambda: tensor
+    import torch.distributed as dist
+
+    buf = tensor.detach().to(_collective_device()).contiguous()
+    work = dist.all_reduce(buf, op=dist.ReduceOp.SUM, async_op=True)
+
+    def result() -> torch.Tensor:
+        work.wait()
+        return buf.to(tensor.device)
+
+    return result
 
 
 def broadcast_tensor(tensor: torch.Tensor, ranks: Ranks, src: int = 0) -> torch.Tensor:
