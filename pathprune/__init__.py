@@ -51,7 +51,7 @@ from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportanc
                       load_analysis, path_importance, prune_mlp, register_importance)
 from .repair import FinetuneSettings, ReconstructConfig, finetune, reconstruct_mlp  # noqa: E402
 from .pipeline.compress import CompressSettings, run_compress  # noqa: E402
-from .pipeline.prune import prune  # noqa: E402
+from .pipeline.prune_run import prune  # noqa: E402
 
 __all__ = [
     "__version__",

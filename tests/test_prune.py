@@ -143,7 +143,7 @@ def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, t
 
     spec = create_model("vit_tiny_patch16_224", str(setup["weights"]), img_size=32, num_classes=3,
                         model_args=dict(TINY_ARGS))[1]
-    report = prune(model, spec, PruneConfig(method="random", ratio=0.3, seed=3), tmp_path / "r")
+    report = prune(model, spec, PruneConfig(method="random", ratio=0.3, options={"seed": 3}), tmp_path / "r")
     keep = round(WIDTH * 0.7)
     assert report["mlp_hidden_after"] == [keep, keep]
     # each removed neuron takes one fc1 row (DIM weights + 1 bias) and one fc2 column (DIM weights)

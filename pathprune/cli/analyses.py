@@ -17,7 +17,8 @@ from ..errors import UserError
 from ..evaluate.paper import (OPS, CompareSettings, compare_methods, structure_analysis, write_comparison,
                               write_structure)
 from ..io import claim_output
-from .options import CONTEXT, input_paths, load_model_from_options, model_options
+from ..pipeline.settings import input_paths
+from .options import CONTEXT, model_options, model_source
 
 
 def _parse_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -76,8 +77,8 @@ def _with_compare_options(fn):
               help="Manipulations: remove (x0) and/or enhance (x2) of each image's path neurons.")
 @click.option("--scores/--no-scores", default=True, show_default=True,
               help="Also compare the final JAS of each method's path (as 'pathprune scores').")
-def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, overwrite, methods,
-               batch_size, max_batch, max_images, seed, device, quiet, ops, scores) -> None:
+def manipulate(paths_dir, data, out, overwrite, methods, batch_size, max_batch, max_images, seed, device, quiet, ops,
+               scores, **model) -> None:
     """Zero or double each image's path neurons and measure probability and accuracy deviation.
 
     Compares the JAS path and the activation path of an analysis (--paths) with knowledge-neuron
@@ -88,9 +89,11 @@ def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir
     settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"),
                                _parse_list(ops, tuple(OPS), "--ops"), scores, batch_size, max_batch, max_images,
                                seed, device, not quiet)
-    with claim_output(out, "manipulate", inputs=input_paths(paths_dir, data, model_name, weights), overwrite=overwrite):
-        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-        result = compare_methods(model, spec, paths_dir, data, settings)
+    source = model_source(model).validate()
+    with claim_output(out, "manipulate", inputs=input_paths(paths_dir, data, *source.input_paths()),
+                      overwrite=overwrite):
+        loaded, spec = source.load()
+        result = compare_methods(loaded, spec, paths_dir, data, settings)
         write_comparison(out, result, "manipulate")
     _echo_manipulation(result["summary"])
     click.echo(f"-> {out}")
@@ -99,17 +102,18 @@ def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir
 @click.command(context_settings=CONTEXT)
 @model_options
 @_with_compare_options
-def scores(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, overwrite, methods,
-           batch_size, max_batch, max_images, seed, device, quiet) -> None:
+def scores(paths_dir, data, out, overwrite, methods, batch_size, max_batch, max_images, seed, device, quiet,
+           **model) -> None:
     """Compare the final JAS (only the path's neurons scaled) of each method's path.
 
     Writes scores.json (per-image scores, means, ranking), scores.md and scores.png to --out.
     """
     settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"), [], True, batch_size,
                                max_batch, max_images, seed, device, not quiet)
-    with claim_output(out, "scores", inputs=input_paths(paths_dir, data, model_name, weights), overwrite=overwrite):
-        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-        result = compare_methods(model, spec, paths_dir, data, settings)
+    source = model_source(model).validate()
+    with claim_output(out, "scores", inputs=input_paths(paths_dir, data, *source.input_paths()), overwrite=overwrite):
+        loaded, spec = source.load()
+        result = compare_methods(loaded, spec, paths_dir, data, settings)
         write_comparison(out, result, "scores")
     sc = result["summary"]["scores"]
     click.echo("ranking: " + " > ".join(f"{m} ({sc['mean_path_jas'][m]:.4g})" for m in sc["ranking"]))

@@ -10,7 +10,7 @@ import warnings
 import click
 
 from ..errors import InterruptedRun, PathpruneError
-from . import analyses, analyze, bench, compress, demo, export, finetune, merge, options, prune
+from . import analyses, analyze, bench, compress, demo, export, finetune, merge, prune
 from .options import CONTEXT
 
 #: the command modules, each defining COMMANDS (the order is the help listing's)
@@ -36,8 +36,6 @@ def command_table() -> dict[str, click.Command]:
     """Every pathprune command by name."""
     return dict(cli.commands)
 
-
-options.COMMAND_TABLE = command_table
 
 
 def _debug_env() -> bool:

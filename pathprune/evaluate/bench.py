@@ -41,8 +41,6 @@ from ..progress import progress_bar
 
 from ..deploy.runtimes import RUNTIMES, available_runtimes as available_backends, make_runner
 
-BACKENDS = tuple(RUNTIMES)
-
 
 @dataclass
 class BenchModel:
@@ -85,8 +83,8 @@ class BenchSettings:
         if self.eval_batch_size < 1:
             raise ConfigError("must be at least 1", param="eval_batch_size")
         for b in self.backends or ():
-            if b not in BACKENDS:
-                raise InputError(f"unknown backend '{b}' ({', '.join(BACKENDS)})")
+            if b not in RUNTIMES:  # the registry as it is now: runtimes registered after import count
+                raise ConfigError(f"unknown backend '{b}' ({', '.join(RUNTIMES)})", param="backends")
         from ..deploy.quantize import PRECISIONS
 
         if not self.precisions:

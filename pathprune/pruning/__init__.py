@@ -1,6 +1,6 @@
 """Pruning: per-neuron importance (torch-pruning ``Importance`` objects, a registry of methods),
 selection (uniform or global) and removal through torch-pruning's dependency graph. The pruning
-run that writes a pruned-model directory is a pipeline stage (:mod:`pathprune.pipeline.prune`)."""
+run that writes a pruned-model directory is a pipeline stage (:mod:`pathprune.pipeline.prune_run`, and the stage :func:`pathprune.pipeline.prune`)."""
 
 from .calibration import CalibrationStats, calibration_statistics, spread_subset
 from .importance import (IMPORTANCES, PATH_KINDS, PRIMARY_SCORES, TIE_SCALE, ActivationImportance,

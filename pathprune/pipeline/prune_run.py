@@ -48,9 +48,10 @@ def model_description(spec: ModelSpec, kept: Sequence[Sequence[int]], config: Pr
         "scope": config.scope,
         "min_per_layer": config.min_per_layer if config.scope == "global" else None,
         "compensate": config.compensate,
-        "classes": config.classes,
-        "path_score": config.path_score if IMPORTANCES.entry(config.method).meta.get("needs") == "analysis" else None,
-        "seed": config.seed if config.method == "random" else None,
+        "classes": config.options.get("classes"),
+        "path_score": config.options.get("path_score"),
+        "seed": config.options.get("seed"),
+        **{k: v for k, v in config.options.items() if k not in ("classes", "path_score", "seed")},
         "source": source,
     }
 
@@ -90,8 +91,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     config.validate()
     check_output_dir(out)
     family_of(model).check_prunable(model)
-    importance = create_importance(config.method, analysis=analysis, classes=config.classes,
-                                   path_score=config.path_score, seed=config.seed)
+    importance = create_importance(config.method, analysis=analysis, **config.options)
     if analysis is not None:
         check_analysis_matches(analysis.run, spec, f"--paths {analysis.directory}")
     if reconstruct is not None:
