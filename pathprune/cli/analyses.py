@@ -7,7 +7,6 @@ the model on the analysed images (identified by the records' `file`) and compare
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +17,7 @@ from ..evaluate.paper import (OPS, CompareSettings, compare_methods, structure_a
                               write_structure)
 from ..io import claim_output
 from ..pipeline.settings import input_paths
-from .options import CONTEXT, model_options, model_source
+from .options import CONTEXT, RegistryOption, model_options, model_source
 
 
 def _parse_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -53,8 +52,8 @@ _compare_options = [
     click.option("--out", required=True, type=click.Path(file_okay=False),
                  help="Output directory (new, empty, or a previous output of this command with --overwrite)."),
     click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous output of this command."),
-    click.option("--methods", default=",".join(PATH_METHODS.names()), show_default=True,
-                 help="Path methods to compare: " + PATH_METHODS.help_text() + "."),
+    click.option("--methods", default=None, cls=RegistryOption, registry=PATH_METHODS,
+                 help_prefix="Comma-separated path methods to compare [default: all]: "),
     click.option("--batch-size", type=int, default=16, show_default=True),
     click.option("--max-batch", type=int, default=None, help="Most rows (images x steps) per forward/backward."),
     click.option("--max-images", type=int, default=None, help="Use only the first N records."),
@@ -86,7 +85,7 @@ def manipulate(paths_dir, data, out, overwrite, methods, batch_size, max_batch, 
     seeded random paths of the same sizes, on the analysed images. Writes manipulate.json (summary and
     per-image results), manipulate.md and PNG plots to --out.
     """
-    settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"),
+    settings = CompareSettings(_parse_list(methods or ",".join(PATH_METHODS), PATH_METHODS.names(), "--methods"),
                                _parse_list(ops, tuple(OPS), "--ops"), scores, batch_size, max_batch, max_images,
                                seed, device, not quiet)
     source = model_source(model).validate()
@@ -108,7 +107,7 @@ def scores(paths_dir, data, out, overwrite, methods, batch_size, max_batch, max_
 
     Writes scores.json (per-image scores, means, ranking), scores.md and scores.png to --out.
     """
-    settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"), [], True, batch_size,
+    settings = CompareSettings(_parse_list(methods or ",".join(PATH_METHODS), PATH_METHODS.names(), "--methods"), [], True, batch_size,
                                max_batch, max_images, seed, device, not quiet)
     source = model_source(model).validate()
     with claim_output(out, "scores", inputs=input_paths(paths_dir, data, *source.input_paths()), overwrite=overwrite):

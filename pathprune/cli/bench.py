@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..deploy import PRECISIONS, RUNTIMES
+from ..deploy import EXPORTERS, PRECISIONS, RUNTIMES
 from ..pipeline.stages import BenchSettingsSpec
-from .options import (CONTEXT, defaults, device_option, label_options, model_options, model_source, overwrite_option,
+from .options import (CONTEXT, RegistryOption, defaults, device_option, label_options, model_options, model_source, overwrite_option,
                       recipe_option)
 
 D = defaults(BenchSettingsSpec)
@@ -47,8 +47,8 @@ class _ListOption(click.Option):
 @click.option("--backends", default=D["backends"], show_default=True, cls=_ListOption, registry=RUNTIMES,
               help="Comma-separated runtimes, or auto: all available")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: its own].")
-@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=D["exporter"], show_default=True,
-              help="torch.onnx exporter of the benchmarked ONNX files (see 'pathprune export').")
+@click.option("--exporter", default=D["exporter"], show_default=True, cls=RegistryOption, registry=EXPORTERS,
+              help_prefix="torch.onnx exporter of the benchmarked ONNX files (see 'pathprune export'). ")
 @click.option("--precisions", default=D["precisions"], show_default=True, cls=_ListOption, registry=PRECISIONS,
               help="Comma-separated ONNX precisions exported for every model")
 @click.option("--optimize", is_flag=True, help="Run onnxruntime's transformer optimiser on the exported graphs.")

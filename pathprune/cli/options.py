@@ -6,7 +6,6 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import ConfigError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -14,7 +13,7 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
     """Eager callback: a recipe's values become this command's defaults (explicit options win)."""
     if value is None:
         return value
-    from ..recipes import option_spellings, recipe_defaults
+    from ..recipes import recipe_defaults
 
     root = ctx.find_root().command  # one recipe serves every command: checked against all their options
     table = dict(getattr(root, "commands", None) or {ctx.command.name: ctx.command})
@@ -26,6 +25,19 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
+
+
+def option_spellings(params: list) -> dict[str, str]:
+    """Map each click parameter's option spellings (without the leading dashes) and name to its parameter name."""
+    out: dict[str, str] = {}
+    for param in params:
+        if param.name is None:
+            continue
+        out[param.name] = param.name
+        out[param.name.replace("_", "-")] = param.name
+        for flag in getattr(param, "opts", []) + getattr(param, "secondary_opts", []):
+            out[flag.lstrip("-")] = param.name
+    return out
 
 
 def recipe_option(fn: Callable) -> Callable:

@@ -22,7 +22,7 @@ from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
 from ..pruning.calibration import calibration_statistics
-from ..pruning.importance import IMPORTANCES, PATH_KINDS, create_importance
+from ..pruning.importance import PATH_KINDS, create_importance
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 from ..pruning.removal import PruneConfig, prune_mlp
 
@@ -65,7 +65,7 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
             raise IncompatibleError(f"{where}: run.json has no model identity; is it an analyze output?")
         diff = next((k for k in ("base", "overrides", "mlp_hidden") if theirs.get(k) != mine.get(k)), "architecture")
         raise IncompatibleError(f"{where} analysed a different architecture ({diff}: {json.dumps(theirs.get(diff))} "
-                        f"there, {json.dumps(mine.get(diff))} for --model)")
+                        f"there, {json.dumps(mine.get(diff))} for `model`)")
     their_sha = (analysis_run.get("model_identity") or {}).get("weights_sha256")
     if their_sha != spec.weights_sha256:
         warnings.warn(f"{where} analysed the same architecture with other weights", stacklevel=2)
@@ -93,7 +93,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
     if analysis is not None:
-        check_analysis_matches(analysis.run, spec, f"--paths {analysis.directory}")
+        check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
     needs_calib = config.compensate or importance.needs == "calibration" or reconstruct is not None

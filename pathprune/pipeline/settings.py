@@ -157,10 +157,17 @@ def _spell(name: str) -> str:
 def command_record(command: str, settings: Any, *, include_display: bool = False) -> list[str]:
     """The command line equivalent to running `command` with `settings` (a record for people,
     e.g. in compress.json; the pipeline calls stages as functions, never through it)."""
-    positional = [str(getattr(settings, f.name)) for f in _fields(settings) if f.metadata.get("positional")]
+    positional: list[str] = []
+    taken: set[str] = set()
+    for f in _fields(settings):
+        if f.metadata.get("positional"):
+            value = getattr(settings, f.name)
+            name = _fields(value)[0].name if dataclasses.is_dataclass(value) else f.name  # ModelSource: its model
+            positional.append(str(getattr(value, name) if dataclasses.is_dataclass(value) else value))
+            taken.add(name)
     args: list[str] = []
     for name, value in option_items(settings, include_display=include_display):
-        if name in {f.name for f in _fields(settings) if f.metadata.get("positional")}:
+        if name in taken:
             continue
         if value is None:
             continue

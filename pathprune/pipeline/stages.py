@@ -200,7 +200,8 @@ class PruneSettings:
         _positive(self.batch_size, "batch_size")
         _positive(self.calib_images, "calib_images")
         if self.needs == "analysis" and self.paths is None:
-            raise ConfigError(f"importance '{self.importance}' needs an analyze output directory", param="paths")
+            raise ConfigError(f"is needed by importance '{self.importance}' (an analyze output directory)",
+                              param="paths")
         return self
 
     def needs_calibration(self) -> bool:
@@ -241,7 +242,7 @@ def prune(settings: PruneSettings, *, echo: Echo | None = None) -> dict[str, Any
         model, spec = s.source.load()
         if analysis is not None and s.needs == "analysis" and not s.reconstruct:  # measured without repair
             advice = analysis_advice(analysis.run, s.paths)
-            if advice:
+            if advice is not None:
                 warnings.warn(advice, stacklevel=1)
         calib = None
         if s.needs_calibration():
@@ -498,7 +499,10 @@ class BenchSettingsSpec:
                              bootstrap=self.bootstrap, seed=self.seed).validate()
 
     def validate(self) -> "BenchSettingsSpec":
+        from ..deploy import EXPORTERS
+
         self.source.validate()
+        EXPORTERS.entry(self.exporter)
         settings = self.bench_settings()
         _positive(self.threads, "threads")
         _positive(self.calib_images, "calib_images")

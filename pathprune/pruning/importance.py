@@ -7,7 +7,7 @@ group), so it plugs into ``tp.pruner.MetaPruner`` as well as into :func:`~pathpr
 ``IMPORTANCES`` is the registry (``pathprune prune --importance`` choices come from it); register your
 own with :func:`register_importance`.
 
-Path importance (DESIGN.md section 4), from an `analyze` output directory or in memory from
+Path importance (docs/design.md, section 4), from an `analyze` output directory or in memory from
 ``PathStatistics``:
 
 The primary score of neuron (l, j) is its *class-balanced path frequency*: for every class c, the
@@ -22,7 +22,6 @@ the summed clean activations. Everything here is a pure function of the loaded s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -30,8 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..analysis.reader import Analysis, load_analysis
-from ..analysis.statistics import PathStatistics
+from ..analysis.reader import Analysis
 from ..data.images import parse_classes
 from ..errors import ConfigError, InputError
 from ..models.adapters import dependency_graph, family_of, mlp_layouts, mlp_widths
@@ -64,7 +62,7 @@ def class_selection(analysis: Analysis, classes: str | None) -> torch.Tensor:
         chosen = parse(classes, names)
         missing = [c for c in chosen if c not in row_of]
         if missing:
-            raise InputError(f"--classes: class {missing[0]} was not analysed in {analysis.directory}")
+            raise InputError(f": class {missing[0]} was not analysed in {analysis.directory}", param="classes")
         selected = torch.tensor([row_of[c] for c in chosen])
     else:
         selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
@@ -248,7 +246,7 @@ def select_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         if key in cls.options:
             own[key] = value
         elif key not in known:
-            raise ConfigError(f"is not an option of any importance method", param=key)
+            raise ConfigError("is not an option of any importance method", param=key)
         elif value is not None and value != known[key]:
             raise ConfigError(f"applies to the importance methods {', '.join(methods_with_option(key))} only, "
                               f"not to '{name}'", param=key)
