@@ -201,7 +201,7 @@ class PruneSettings:
         _positive(self.batch_size, "batch_size")
         _positive(self.calib_images, "calib_images")
         if self.needs == "analysis" and self.paths is None:
-            raise ConfigError(f"is needed by importance '{self.importance}' (an analyze output directory)",
+            raise ConfigError(f"importance '{self.importance}' needs `paths` (an analyze output directory)",
                               param="paths")
         return self
 
@@ -219,9 +219,9 @@ def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str
         if recorded.get("root"):
             return (recorded["root"], analysis.run.get("settings", {}).get("preprocess", "model"),
                     recorded.get("class_map"), recorded.get("labels"))
-    user = ("compensation" if settings.compensate else "reconstruction" if settings.reconstruct
+    user = ("`compensate`" if settings.compensate else "`reconstruct`" if settings.reconstruct
             else f"importance '{settings.importance}'")
-    raise ConfigError(f"calibration images are needed by {user}", param="calib_data")
+    raise ConfigError(f"{user} needs `calib_data`", param="calib_data")
 
 
 def prune(settings: PruneSettings, *, echo: Echo | None = None) -> dict[str, Any]:
