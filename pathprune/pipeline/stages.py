@@ -391,6 +391,8 @@ class FinetuneStageSettings:
     checkpoint_every: int = 25
     device: str = "auto"
     dtype: str = "float32"
+    workers: int | None = display_field(None)  # None: 0 on the CPU, on CUDA min(8, cores per process)
+    channels_last: bool | None = None  # None: on CUDA
     quiet: bool = display_field(False)
 
     def finetune_settings(self):
@@ -407,12 +409,13 @@ class FinetuneStageSettings:
 
 
 def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None):
-    """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`."""
+    """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`. Under torchrun every rank
+    calls this (DistributedDataParallel, global batch); rank 0 writes the output and echoes."""
     from ..data import open_images
-    from ..device import resolve_device
     from ..io import check_output_dir
     from ..models import create_model
     from ..repair import find_teacher, finetune as run_finetune, read_model_description
+    from ..repair.distributed import default_workers, torchrun_process_group
 
     s = settings.validate()
     check_output_dir(s.out)
@@ -421,14 +424,17 @@ def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None):
     teacher_model, teacher_spec = find_teacher(description, s.teacher, s.teacher_weights)
     images = open_images(s.data, spec.preprocessing)
     eval_images = open_images(s.eval_data, spec.preprocessing) if s.eval_data else None
-    result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,
-                          s.finetune_settings(), eval_images=eval_images, device=resolve_device(s.device),
-                          progress=not s.quiet)
-    if echo is not None:
+    with torchrun_process_group(s.device) as (ranks, device):
+        result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,
+                              s.finetune_settings(), eval_images=eval_images, device=device, progress=not s.quiet,
+                              workers=default_workers(device, s.data) if s.workers is None else s.workers,
+                              channels_last=s.channels_last)
+    if echo is not None and ranks.is_main:
         if result.resumed_from_step:
             echo(f"resumed at step {result.resumed_from_step}")
         echo(f"distilled {teacher_spec.name} into {s.model}: {result.steps} steps on {result.images} images "
-             f"in {result.seconds:.0f} s; final loss {result.loss_history[-1]:.4f}")
+             f"in {result.seconds:.0f} s{f' on {ranks.world_size} processes' if ranks.distributed else ''}; "
+             f"final loss {result.loss_history[-1]:.4f}")
         if result.top1_after is not None:
             echo(f"top-1 on {s.eval_data}: teacher {result.teacher_top1:.4f}, before {result.top1_before:.4f}, "
                  f"after {result.top1_after:.4f}")
