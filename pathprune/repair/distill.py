@@ -448,7 +448,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                 else:
                     value = loss.item()
                     if not math.isfinite(value):
-                        raise ModelError(f"the loss became {value} at step {step}; lower --lr")
+                        raise ModelError(f"the loss became {value} at step {step}; lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight if ranks.distributed else loss).backward()
                 if settings.grad_clip:
@@ -458,7 +458,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                 if ranks.distributed:  # every rank sees the same value, so all stop together
                     value = float(global_loss())
                     if not math.isfinite(value):
-                        raise ModelError(f"the loss became {value} at step {step}; lower --lr")
+                        raise ModelError(f"the loss became {value} at step {step}; lower `lr`")
                 step += 1
                 losses.append(value)
                 bar.update(1)
