@@ -37,8 +37,9 @@ from .options import CONTEXT, device_option, recipe_option
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="Autocast dtype of the forward passes (bfloat16 on GPU).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous finetune output.")
 def finetune(model_dir, data, out, teacher, teacher_weights, eval_data, epochs, steps, batch_size, lr, weight_decay,
-             warmup, temperature, alpha, augment, seed, checkpoint_every, device, dtype, quiet) -> None:
+             warmup, temperature, alpha, augment, seed, checkpoint_every, device, dtype, quiet, overwrite) -> None:
     """Recover a pruned model's accuracy by distillation from the dense model it was made from.
 
     \b
@@ -48,23 +49,39 @@ def finetune(model_dir, data, out, teacher, teacher_weights, eval_data, epochs, 
           --out runs/p95-ft
     Re-running the same command after an interruption resumes where it stopped.
     """
-    from ..data import open_images
-    from ..device import resolve_device
-    from ..io import check_output_dir
-    from ..models import create_model
-    from ..repair import FinetuneSettings, find_teacher, finetune as run_finetune, read_model_description
+    from ..repair import FinetuneSettings
 
     settings = FinetuneSettings(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                 warmup=warmup, temperature=temperature, alpha=alpha, seed=seed, augment=augment,
                                 dtype=dtype, checkpoint_every=checkpoint_every).validate()
-    check_output_dir(out)
+    with _claimed(out, model_dir, data, eval_data, teacher, teacher_weights, overwrite):
+        _finetune(model_dir, data, out, teacher, teacher_weights, eval_data, device, quiet, settings, overwrite)
+
+
+def _claimed(out, model_dir, data, eval_data, teacher, teacher_weights, overwrite):
+    """`--out` claimed for finetune (checked, locked): never an input, another command's output or
+    foreign files; a previous finetune output only with --overwrite."""
+    from ..io import claim_output
+    from ..repair.distill import FINETUNE_COMMAND
+
+    return claim_output(out, FINETUNE_COMMAND, inputs=[model_dir, data, eval_data, teacher, teacher_weights],
+                        overwrite=overwrite)
+
+
+def _finetune(model_dir, data, out, teacher, teacher_weights, eval_data, device, quiet, settings, overwrite) -> None:
+    from ..data import open_images
+    from ..device import resolve_device
+    from ..models import create_model
+    from ..repair import find_teacher, finetune as run_finetune, read_model_description
+
     description = read_model_description(model_dir)
     student, spec = create_model(str(model_dir))
     teacher_model, teacher_spec = find_teacher(description, teacher, teacher_weights)
     images = open_images(data, spec.preprocessing)
     eval_images = open_images(eval_data, spec.preprocessing) if eval_data else None
     result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, out, settings,
-                          eval_images=eval_images, device=resolve_device(device), progress=not quiet)
+                          eval_images=eval_images, device=resolve_device(device), progress=not quiet,
+                          overwrite=overwrite)
     if result.resumed_from_step:
         click.echo(f"resumed at step {result.resumed_from_step}")
     click.echo(f"distilled {teacher_spec.name} into {model_dir}: {result.steps} steps on {result.images} images "

@@ -309,11 +309,13 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], teacher: nn.Module,
              teacher_spec: ModelSpec, images: ImageSet, out: str | os.PathLike,
              settings: FinetuneSettings | None = None, *, eval_images: Any = None, device: str = "cpu",
-             progress: bool = False, stop_after: int | None = None) -> FinetuneResult:
+             progress: bool = False, stop_after: int | None = None, overwrite: bool = True) -> FinetuneResult:
     """Distil `teacher` into `student` (a copy is trained; the caller's models are unchanged) on
     `images`; write the trained model as a pruned-model directory `out` (model.json records the
     recovery) and return the result. Resumes from the checkpoint of an interrupted run with the same
-    settings. `stop_after`: stop (without writing `out`) after this many steps (tests).
+    settings. `stop_after`: stop (without writing `out`) after this many steps (tests). `out` is
+    claimed for ``finetune`` (:func:`check_finetune_output`): never the student's own directory, never
+    another command's output; a previous finetune output is replaced only when `overwrite`.
 
     Example::
 
@@ -323,10 +325,9 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     import copy
 
     from ..evaluate.accuracy import top1
-    from ..io import check_output_dir
 
     settings = (settings or FinetuneSettings()).validate()
-    check_output_dir(out)
+    check_finetune_output(out, [spec.name, images.root], overwrite=overwrite)
     started = time.perf_counter()
     num_images = len(images.items)
     if num_images == 0:
@@ -441,9 +442,25 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
         "augment": augment, "top1_before": top1_before, "top1_after": result.top1_after}]
     new_description["finetuned_from"] = str(spec.name)
     new_description["mlp_hidden"] = mlp_widths(model)
-    save_pruned(out, model, new_description, {"finetune": result.to_dict()})
+    save_pruned(out, model, new_description, {"finetune": result.to_dict()}, command=FINETUNE_COMMAND,
+                overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+#: the command name finetune outputs are claimed and marked with (prune outputs: "prune")
+FINETUNE_COMMAND = "finetune"
+
+
+def check_finetune_output(out: str | os.PathLike, inputs: list[Any], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an `out` finetune must not write: one of its `inputs` (the student's
+    directory, the data), another command's output or foreign files, and a previous finetune output
+    unless `overwrite` (see :func:`pathprune.io.check_output_target`)."""
+    from ..io import OutputLock, check_output_target
+
+    if OutputLock(out).held_here():  # the caller claimed it (and checked it) already
+        return Path(out)
+    return check_output_target(out, FINETUNE_COMMAND, inputs=[i for i in inputs if i], overwrite=overwrite)
 
 
 def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
