@@ -35,7 +35,7 @@ from torch import nn
 
 from ..attribution import NeuronPathSearch, PathConfig
 from ..data.images import ImageSet, iterate_batches, shard_positions
-from ..errors import IncompatibleError, InputError, InterruptedRun, OutputError
+from ..errors import IncompatibleError, InputError, InterruptedRun, ModelError, OutputError
 from ..io import claim_output, package_versions, read_json, write_json_atomic
 from ..models import ModelSpec
 from ..progress import progress_bar
@@ -256,6 +256,7 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
                 if images is not None:
                     labels = torch.tensor([image_set.items[p].label for p in batch_pos])
                     result = search.attribute(images, target=labels)
+                    check_finite_result(result, [image_set.items[p].file for p in batch_pos])
                 with deferred_interrupt():
                     committing = True
                     if result is not None:
@@ -297,6 +298,15 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
     summary = summarize(out)
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
+
+
+def check_finite_result(result: Any, files: list[str]) -> None:
+    """Refuse non-finite model outputs (NaN/inf weights or activations): their paths would be noise."""
+    bad = ~(torch.isfinite(result.prob) & torch.isfinite(result.path_jas) & torch.isfinite(result.act_path_jas))
+    if bool(bad.any()):
+        first = files[int(bad.nonzero()[0, 0])] if files else "?"
+        raise ModelError(f"the model's outputs are not finite (NaN or inf) on {int(bad.sum())} of {len(files)} images "
+                         f"(first: {first}); check its weights")
 
 
 def summarize(out: Path) -> dict[str, Any]:

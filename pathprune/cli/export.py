@@ -69,12 +69,13 @@ def export(model_name, weights, img_size, num_classes, model_args, out, opset, e
       pathprune export ViT-B_16 --weights ViT-B_16.npz --out vit_b16.onnx
     """
     from ..data import open_images
-    from ..deploy.onnx import check_output_path, export_onnx
+    from ..deploy.onnx import check_export_options, check_output_path, export_onnx
 
     if opset < 14:
         raise UserError("--opset must be at least 14 (scaled-dot-product attention needs it)")
     if calib_images < 1:
         raise UserError("--calib-images must be at least 1")
+    check_export_options(tolerance=tolerance, min_agreement=min_agreement)
     check_output_path(out)
     if _PRECISIONS.entry(precision).meta.get("needs_calibration") and not calib_data:
         raise UserError(f"--precision {precision} needs --calib-data")
