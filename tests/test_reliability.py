@@ -218,7 +218,8 @@ def test_export_tolerance_nan_is_refused_before_any_work(run_cli, base, tmp_path
 def _png(path: Path, seed: int = 0, size=(8, 8), mode="L") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, size=size, dtype=np.uint8), mode).save(path)
+    shape = (*size, 3) if mode == "RGB" else size
+    Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode).save(path)
 
 
 def test_digit_folders_one_to_ten_are_refused_not_reordered(run_cli, tmp_path):
@@ -378,7 +379,7 @@ def test_non_finite_model_outputs_are_an_error_in_analyze_and_export(run_cli, ba
                    "--steps", "1", "--quiet", "--workers", "0"])
     assert_exit2_one_error_line(res, "not finite")
     assert not (tmp_path / "o" / "summary.json").exists()
-    res = run_cli(["export", *cli_model_args(weights)[1:2], *cli_model_args(weights)[2:], "--out", tmp_path / "m.onnx"])
+    res = run_cli(["export", *cli_model_args(weights)[1:], "--out", tmp_path / "m.onnx"])  # MODEL is positional
     assert_exit2_one_error_line(res, "not finite")
     assert not (tmp_path / "m.onnx").exists()
 
@@ -427,8 +428,8 @@ def test_widths_that_disagree_with_the_weights_file_are_refused(base, tmp_path):
 
 def test_raw_exception_texts_do_not_reach_users(run_cli, base, tmp_path):
     npz = tmp_path / "w.npz"
-    np.savez(npz, **{"Transformer/encoder_norm/scale": np.array([object()], dtype=object)})
-    res = run_cli(["export", *cli_model_args(npz), "--out", tmp_path / "m.onnx"])
+    np.savez(npz, **{"embedding/kernel": np.array([object()], dtype=object)})
+    res = run_cli(["export", *cli_model_args(npz)[1:], "--out", tmp_path / "m.onnx"])  # MODEL is positional
     assert_exit2_one_error_line(res, "pickled Python objects")
     recipe = tmp_path / "r.yaml"
     recipe.write_text("topk: [1, 2]\n")
@@ -445,8 +446,8 @@ def test_resume_refuses_images_changed_under_the_same_name(run_cli, base, tmp_pa
     args = ["analyze", *cli_model_args(base["weights"]), "--data", data, "--out", tmp_path / "o", "--steps", "1",
             "--batch-size", "6", "--quiet", "--workers", "0"]
     assert run_cli(args).code == 0
-    before = _tree(tmp_path / "o")
     assert run_cli(args).code == 0  # unchanged images: the finished run is simply reported again
+    before = _tree(tmp_path / "o")
     target = data / "cat" / "a.png"
     _png(target, 99, size=(40, 40), mode="RGB")  # other pixels, other size, same name
     assert_exit2_one_error_line(run_cli(args), "changed since")
@@ -457,8 +458,14 @@ def test_reconstruction_with_too_few_calibration_tokens_is_refused(run_cli, base
     res = run_cli(["prune", *cli_model_args(base["weights"]), "--paths", base["analysis"], "--ratio", "0.25",
                    "--reconstruct", "--calib-data", base["data"], "--calib-images", "1", "--out", tmp_path / "p",
                    "--quiet"])
-    assert_exit2_one_error_line(res, "--calib-images", "too few", "use at least 2 calibration images")
+    # 36 kept neurons + bias = 37 unknowns, 17 tokens per image (16 patches + class token): 3 images
+    assert_exit2_one_error_line(res, "--calib-images", "17 calibration tokens", "37 unknowns",
+                                "use at least 3 calibration images")
     assert not (tmp_path / "p").exists()
+    res = run_cli(["prune", *cli_model_args(base["weights"]), "--paths", base["analysis"], "--ratio", "0.25",
+                   "--reconstruct", "--calib-data", base["data"], "--calib-images", "3", "--out", tmp_path / "p",
+                   "--quiet"])
+    assert res.code == 0, res.output
 
 
 def test_repruning_a_model_with_nothing_left_to_remove_is_an_error(run_cli, base, tmp_path):
