@@ -135,7 +135,8 @@ def _spec_pre(setup):
 
 def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, tmp_path):
     from pathprune.models import load_pruned
-    from pathprune.pruning import PruneConfig, prune
+    from pathprune.pipeline.prune_run import prune
+    from pathprune.pruning import PruneConfig
 
     model = _dense(setup)
     dense_params = sum(p.numel() for p in model.parameters())
@@ -143,7 +144,7 @@ def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, t
 
     spec = create_model("vit_tiny_patch16_224", str(setup["weights"]), img_size=32, num_classes=3,
                         model_args=dict(TINY_ARGS))[1]
-    report = prune(model, spec, PruneConfig(method="random", ratio=0.3, seed=3), tmp_path / "r")
+    report = prune(model, spec, PruneConfig(method="random", ratio=0.3, options={"seed": 3}), tmp_path / "r")
     keep = round(WIDTH * 0.7)
     assert report["mlp_hidden_after"] == [keep, keep]
     # each removed neuron takes one fc1 row (DIM weights + 1 bias) and one fc2 column (DIM weights)
@@ -238,7 +239,7 @@ def test_prune_a_pruned_model_again_and_analyze_it(run_cli, setup, tmp_path):
     ("ratio0", ["--paths", "{analysis}", "--ratio", "0"], "--ratio"),
     ("ratio1", ["--paths", "{analysis}", "--ratio", "1.5"], "--ratio"),
     ("method", ["--paths", "{analysis}", "--ratio", "0.5", "--importance", "bogus"], "unknown importance"),
-    ("nopaths", ["--ratio", "0.5"], "needs --paths"),
+    ("nopaths", ["--ratio", "0.5"], "--paths is needed"),
     ("nocalib", ["--importance", "taylor", "--ratio", "0.5"], "calib"),
     ("arch", ["--paths", "{analysis}", "--ratio", "0.5", "MODEL:depth=3"], "different architecture"),
     ("unwritable", ["--paths", "{analysis}", "--ratio", "0.5", "OUT:{blocker}/sub/out"], "cannot write"),
