@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -256,13 +257,19 @@ def read_class_map(path: str) -> dict[str, int]:
 
 def imagenet_classes(num_classes: int | None) -> list[str] | None:
     """The ImageNet synsets (wnids) in the index order of a model with `num_classes` outputs (timm's info)."""
+    found = _imagenet_classes(num_classes)
+    return list(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _imagenet_classes(num_classes: int | None) -> tuple[str, ...] | None:
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
     subset = infer_imagenet_subset({"num_classes": num_classes}) if num_classes else None
     if subset is None:
         return None
     try:
-        return list(ImageNetInfo(subset).label_names())
+        return tuple(ImageNetInfo(subset).label_names())
     except (AssertionError, OSError, FileNotFoundError):
         return None
 
