@@ -63,8 +63,8 @@ def _writer_args(base, command: str, out: Path) -> list:
     model = cli_model_args(base["weights"])
     return {
         "prune": ["prune", *model, "--paths", base["analysis"], "--ratio", "0.5", "--out", out, "--quiet"],
-        "bench": ["bench", *model, "--pruned", base["pruned"], "--data", base["data"], "--precisions", "fp32",
-                  "--batch-sizes", "1", "--warmup", "1", "--repeats", "2", "--bootstrap", "10", "--out", out, "--quiet"],
+        "bench": ["bench", *model, "--pruned", base["pruned"], "--data", base["data"], "--backends", "torch-cpu",
+                  "--batch-sizes", "1", "--warmup", "1", "--repeats", "2", "--bootstrap", "100", "--out", out, "--quiet"],
         "merge": ["merge", base["analysis"], "--out", out],
         "structure": ["structure", "--paths", base["analysis"], "--out", out],
     }[command]
@@ -73,7 +73,15 @@ def _writer_args(base, command: str, out: Path) -> list:
 @pytest.mark.parametrize("command", ["prune", "bench", "merge"])
 def test_overwrite_never_deletes_user_files_inside_a_previous_output(run_cli, base, tmp_path, command):
     out = tmp_path / "D"
-    assert run_cli(_writer_args(base, command, out)).code == 0
+    if command == "bench":  # a previous bench output, written the way run_bench writes it (a real bench run
+        from pathprune.io import atomic_directory  # costs a minute here; the refusal below is the real CLI's)
+
+        with atomic_directory(out, command="bench") as tmp:
+            (tmp / "report.json").write_text("{}")
+            (tmp / "plots").mkdir()
+            (tmp / "plots" / "pareto.png").write_bytes(b"png")
+    else:
+        assert run_cli(_writer_args(base, command, out)).code == 0
     marker = json.loads((out / ".pathprune.json").read_text())
     assert marker["command"] == command and ("report.json" in marker["files"] or command == "merge")
     _add_user_files(out)
@@ -199,12 +207,18 @@ def test_export_refuses_a_foreign_file_and_replaces_its_own(run_cli, base, tmp_p
     data.write_bytes(b"mine")
     assert_exit2_one_error_line(run_cli(["export", base["pruned"], "--out", tmp_path / "new.onnx"]), "new.onnx.data")
     assert data.read_bytes() == b"mine"
-    ours = tmp_path / "ours.onnx"
-    assert run_cli(["export", base["pruned"], "--out", ours]).code == 0
-    assert (tmp_path / "ours.onnx.data").exists() is False
-    from pathprune.deploy.onnx import check_output_path
+    import onnx
 
-    assert check_output_path(ours) == ours  # its own file may be replaced (test_export re-exports over one)
+    from pathprune.deploy.onnx import check_output_path, write_metadata
+
+    ours = tmp_path / "ours.onnx"  # an ONNX file with pathprune's metadata, as every export writes
+    proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    write_metadata(proto, {"version": "0"})
+    ours.write_bytes(proto.SerializeToString())
+    assert check_output_path(ours) == ours  # may be replaced (test_export.py re-exports over a real export)
+    plain = tmp_path / "plain.onnx"  # an ONNX file without it: another tool's
+    plain.write_bytes(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])).SerializeToString())
+    assert_exit2_one_error_line(run_cli(["export", base["pruned"], "--out", plain]), "no pathprune metadata")
 
 
 def test_export_tolerance_nan_is_refused_before_any_work(run_cli, base, tmp_path):
