@@ -123,8 +123,9 @@ def _atomic_directory(path: str | os.PathLike, overwrite: bool, command: str | N
             # checked again now that the work is done: files may have appeared meanwhile
             _check_replaceable(shown, target, overwrite, command, new_listing=listing)
             old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                _remove_recorded(old)
+            if old.exists() and (old.is_symlink() or not old.is_dir() or _remove_recorded(old)):
+                raise OutputError(f"{old} (the previous output moved aside by an interrupted run) holds files "
+                                  "pathprune did not write; move them out and run again", param="out")
             os.replace(target, old)
             os.replace(tmp, target)
             left = _remove_recorded(old, fallback=listing)

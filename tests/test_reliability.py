@@ -138,6 +138,24 @@ def test_an_output_without_a_file_list_is_judged_by_the_files_the_new_run_writes
     assert (out / "structure.json").read_text() == "new"
 
 
+def test_a_previous_output_moved_aside_by_a_killed_replacement_is_restored_never_deleted(tmp_path):
+    from pathprune.errors import OutputError
+    from pathprune.io import atomic_directory, remove_stale_temporaries
+
+    out, old = tmp_path / "d", tmp_path / ".d.old"
+    with atomic_directory(out, command="structure") as tmp:
+        (tmp / "a.json").write_text("1")
+    os.replace(out, old)  # killed between moving the previous output aside and moving the new one in
+    remove_stale_temporaries(out)
+    assert (out / "a.json").read_text() == "1" and not old.exists()
+    old.mkdir()  # a left-over .old holding a file pathprune did not write: kept, and the replacement stops
+    (old / "mine.txt").write_text("m")
+    with pytest.raises(OutputError, match="holds files pathprune did not write"):
+        with atomic_directory(out, command="structure") as tmp:
+            (tmp / "a.json").write_text("2")
+    assert (old / "mine.txt").read_text() == "m" and (out / "a.json").read_text() == "1"
+
+
 def test_overwrite_through_a_symlink_keeps_the_link(run_cli, base, tmp_path):
     real = tmp_path / "real"
     assert run_cli(_writer_args(base, "prune", real)).code == 0
