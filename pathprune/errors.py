@@ -7,6 +7,8 @@ library caller reads the plain name (``topk``)::
     >>> from pathprune.errors import ConfigError
     >>> str(ConfigError("must be at least 1", param="topk"))
     'topk must be at least 1'
+    >>> ConfigError("`reconstruct` needs `calib_data`", param="calib_data").cli_message()
+    '--reconstruct needs --calib-data'
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class PathpruneError(Exception):
         super().__init__(self._join(param) if param else message)
 
     def _join(self, name: str) -> str:
+        if self.param and f"`{self.param}`" in self.message:  # the message names its setting itself
+            return self.message
         return f"{name}{'' if self.message.startswith(':') else ' '}{self.message}"
 
     def cli_message(self) -> str:

@@ -177,3 +177,24 @@ def test_a_method_with_its_own_option_is_one_registration(tiny_vit):
             pp.PruneConfig(method="magnitude", ratio=0.5, options={"norm_p": 1.0}).validate()
     finally:
         pp.IMPORTANCES.unregister("fc2-norm-test")
+
+
+def test_reconstruct_stage_equals_prune_with_reconstruction(tmp_path):
+    """Pruning, then reconstructing the pruned directory later, gives the same weights as pruning with
+    reconstruction in one go (same calibration images, same dense reference)."""
+    from safetensors.torch import load_file
+
+    from pathprune import pipeline
+
+    common = dict(source=pipeline.ModelSource("digits"), importance="magnitude", ratio=0.8, quiet=True)
+    pipeline.prune(pipeline.PruneSettings(out=str(tmp_path / "p"), **common))
+    pipeline.prune(pipeline.PruneSettings(out=str(tmp_path / "pr"), reconstruct=True, calib_data="digits:train",
+                                          calib_images=64, **common))
+    report = pipeline.reconstruct(pipeline.ReconstructStageSettings(
+        model=str(tmp_path / "p"), calib_data="digits:train", calib_images=64, out=str(tmp_path / "r"), quiet=True))
+    one_go, later = load_file(str(tmp_path / "pr" / "model.safetensors")), load_file(str(tmp_path / "r" / "model.safetensors"))
+    assert one_go.keys() == later.keys()
+    for key in one_go:
+        assert (one_go[key] == later[key]).all(), key
+    recovery = json.loads((tmp_path / "r" / "model.json").read_text())["recovery"]
+    assert [r["stage"] for r in recovery] == ["reconstruct"] and report["reconstruction"]["images"] == 64

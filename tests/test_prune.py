@@ -92,7 +92,8 @@ def test_pruned_equals_dense_with_removed_neurons_zeroed(run_cli, setup, tmp_pat
         torch.testing.assert_close(pruned(x), expected, rtol=1e-5, atol=1e-5)
     assert spec.mlp_hidden == [WIDTH // 2] * 2
     # the kept neurons are the highest path importance of each block
-    from pathprune.pruning.importance import load_analysis, path_importance
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_importance
 
     scores = path_importance(load_analysis(setup["analysis"]), "path")
     for layer in range(2):
@@ -239,7 +240,7 @@ def test_prune_a_pruned_model_again_and_analyze_it(run_cli, setup, tmp_path):
     ("ratio0", ["--paths", "{analysis}", "--ratio", "0"], "--ratio"),
     ("ratio1", ["--paths", "{analysis}", "--ratio", "1.5"], "--ratio"),
     ("method", ["--paths", "{analysis}", "--ratio", "0.5", "--importance", "bogus"], "unknown importance"),
-    ("nopaths", ["--ratio", "0.5"], "--paths is needed"),
+    ("nopaths", ["--ratio", "0.5"], "needs --paths"),
     ("nocalib", ["--importance", "taylor", "--ratio", "0.5"], "calib"),
     ("arch", ["--paths", "{analysis}", "--ratio", "0.5", "MODEL:depth=3"], "different architecture"),
     ("unwritable", ["--paths", "{analysis}", "--ratio", "0.5", "OUT:{blocker}/sub/out"], "cannot write"),
@@ -269,7 +270,7 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(run_cli, setup, tmp_path
 
 
 def test_failure_during_save_leaves_no_directory(setup, tmp_path, monkeypatch):
-    import pathprune.pruning as pp
+    import pathprune as pp
 
     from pathprune.models import create_model
 

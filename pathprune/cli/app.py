@@ -10,11 +10,11 @@ import warnings
 import click
 
 from ..errors import InterruptedRun, PathpruneError, as_flags
-from . import analyses, analyze, bench, compress, demo, export, finetune, merge, prune
+from . import analyses, analyze, bench, compress, demo, export, finetune, merge, prune, reconstruct
 from .options import CONTEXT
 
 #: the command modules, each defining COMMANDS (the order is the help listing's)
-COMMAND_MODULES = (analyze, merge, prune, finetune, compress, export, bench, analyses, demo)
+COMMAND_MODULES = (analyze, merge, prune, reconstruct, finetune, compress, export, bench, analyses, demo)
 
 
 @click.group(context_settings=CONTEXT)

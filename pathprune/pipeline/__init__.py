@@ -14,8 +14,8 @@ from .compress import CompressSettings, compress, plan_stages, run_compress
 from .demo import DemoSettings, run_demo
 from .settings import ModelSource, command_record, stage_key
 from .stages import (AnalyzeSettings, BenchSettingsSpec, ExportSettings, FinetuneStageSettings, PruneSettings,
-                     analyze, bench, export, finetune, prune)
+                     ReconstructStageSettings, analyze, bench, export, finetune, prune, reconstruct)
 
 __all__ = ["AnalyzeSettings", "BenchSettingsSpec", "CompressSettings", "DemoSettings", "ExportSettings",
-           "FinetuneStageSettings", "ModelSource", "PruneSettings", "analyze", "bench", "command_record", "compress",
-           "export", "finetune", "plan_stages", "prune", "run_compress", "run_demo", "stage_key"]
+           "FinetuneStageSettings", "ModelSource", "PruneSettings", "ReconstructStageSettings", "analyze", "bench", "command_record", "compress",
+           "export", "finetune", "plan_stages", "prune", "reconstruct", "run_compress", "run_demo", "stage_key"]

@@ -1,6 +1,6 @@
 """Every stage as a library call: typed settings in, an output written, a result out.
 
-``analyze``, ``prune``, ``finetune``, ``export`` and ``bench`` are what the commands of the same
+``analyze``, ``prune``, ``reconstruct``, ``finetune``, ``export`` and ``bench`` are what the commands of the same
 names run (the command line only parses options into these settings and prints the result), and
 what :func:`~pathprune.pipeline.compress.compress` chains. Each checks all of its settings before
 any work, loads its inputs, calls the stage's library functions and writes its output through
@@ -30,7 +30,8 @@ from .settings import (DISPLAY, POSITIONAL, ModelSource, command_record, display
                        label_arguments, stage_key)
 
 __all__ = ["AnalyzeSettings", "BenchSettingsSpec", "ExportSettings", "FinetuneStageSettings", "ModelSource",
-           "PruneSettings", "analyze", "bench", "command_record", "export", "finetune", "prune", "stage_key"]
+           "PruneSettings", "ReconstructStageSettings", "analyze", "bench", "command_record", "export", "finetune",
+           "prune", "reconstruct", "stage_key"]
 
 Echo = Callable[[str], None]
 
@@ -200,7 +201,7 @@ class PruneSettings:
         _positive(self.batch_size, "batch_size")
         _positive(self.calib_images, "calib_images")
         if self.needs == "analysis" and self.paths is None:
-            raise ConfigError(f"is needed by importance '{self.importance}' (an analyze output directory)",
+            raise ConfigError(f"importance '{self.importance}' needs `paths` (an analyze output directory)",
                               param="paths")
         return self
 
@@ -218,9 +219,9 @@ def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str
         if recorded.get("root"):
             return (recorded["root"], analysis.run.get("settings", {}).get("preprocess", "model"),
                     recorded.get("class_map"), recorded.get("labels"))
-    user = ("compensation" if settings.compensate else "reconstruction" if settings.reconstruct
+    user = ("`compensate`" if settings.compensate else "`reconstruct`" if settings.reconstruct
             else f"importance '{settings.importance}'")
-    raise ConfigError(f"calibration images are needed by {user}", param="calib_data")
+    raise ConfigError(f"{user} needs `calib_data`", param="calib_data")
 
 
 def prune(settings: PruneSettings, *, echo: Echo | None = None) -> dict[str, Any]:
@@ -273,6 +274,94 @@ def echo_prune_report(report: dict[str, Any], s: PruneSettings, echo: Echo) -> N
              f"{r['seconds']:.1f} s: MLP output error {sum(r['error_before']) / len(r['error_before']):.4f} "
              f"-> {sum(r['error_after']) / len(r['error_after']):.4f} (mean over blocks)")
     echo(f"-> {s.out}")
+
+
+# --------------------------------------------------------------------------------------------
+# reconstruct (of a pruned-model directory, after the fact)
+
+
+@dataclass
+class ReconstructStageSettings:
+    """`reconstruct`: re-fit every block's fc2 of a pruned-model directory `model` by least squares so
+    that it reproduces its dense model (recorded in model.json, or `teacher`) on calibration images;
+    the result is a pruned-model directory `out`.
+
+    >>> ReconstructStageSettings(model="runs/p95", calib_data="digits:train", out="runs/p95-r").validate().ridge
+    0.001
+    """
+
+    model: str
+    calib_data: str
+    out: str
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    reconstruct_mode: str = "sequential"
+    reconstruct_target: str = "residual"
+    ridge: float = 1e-3
+    calib_images: int = 256
+    eval_data: str | None = None
+    class_map: str | None = None
+    labels: str | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    overwrite: bool = display_field(False)
+    quiet: bool = display_field(False)
+
+    def reconstruct_config(self):
+        from ..repair import ReconstructConfig
+
+        return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
+                                 ridge=self.ridge).validate()
+
+    def validate(self) -> "ReconstructStageSettings":
+        self.reconstruct_config()
+        _positive(self.calib_images, "calib_images")
+        _positive(self.batch_size, "batch_size")
+        return self
+
+
+def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None) -> dict[str, Any]:
+    """Run `settings`; return the report (also OUT/report.json)."""
+    import copy
+
+    from ..data import open_images
+    from ..device import resolve_device
+    from ..evaluate.accuracy import top1
+    from ..io import claim_output
+    from ..models import create_model, save_pruned
+    from ..pruning import spread_subset
+    from ..repair import find_teacher, read_model_description, reconstruct_mlp
+
+    s = settings.validate()
+    config = s.reconstruct_config()
+    inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
+    with claim_output(s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite):
+        description = read_model_description(s.model)
+        student, spec = create_model(str(s.model))
+        dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
+        device = resolve_device(s.device)
+        labels = label_arguments(student, spec, s.class_map, s.labels)
+        calib = spread_subset(open_images(s.calib_data, spec.preprocessing, **labels), s.calib_images)
+        eval_images = open_images(s.eval_data, spec.preprocessing, **labels) if s.eval_data else None
+        evaluate = (lambda m: top1(m, eval_images, batch_size=s.batch_size, device=device, progress=not s.quiet))
+        before = evaluate(student) if eval_images is not None else None
+        result = reconstruct_mlp(student, dense, calib, config, kept=description.get("kept"),
+                                 batch_size=s.batch_size, device=device, progress=not s.quiet).to_dict()
+        after = evaluate(student) if eval_images is not None else None
+        described = copy.deepcopy(description)
+        described["recovery"] = list(description.get("recovery") or []) + [
+            {"stage": "reconstruct", **config.to_dict(), "calibration_images": result["images"]}]
+        report = {"reconstruction": result, "top1_before": before, "top1_after": after,
+                  "eval_data": s.eval_data, "source": str(s.model)}
+        save_pruned(s.out, student, described, report)
+    if echo is not None:
+        echo(f"reconstructed fc2 on {result['images']} calibration images ({result['tokens']:,} tokens): MLP output "
+             f"error {sum(result['error_before']) / len(result['error_before']):.4f} -> "
+             f"{sum(result['error_after']) / len(result['error_after']):.4f} (mean over blocks)")
+        if before is not None:
+            echo(f"top-1 on {s.eval_data}: before {before:.4f}, after {after:.4f}")
+        echo(f"-> {s.out}")
+    return report
 
 
 # --------------------------------------------------------------------------------------------
