@@ -353,7 +353,7 @@ def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None)
             {"stage": "reconstruct", **config.to_dict(), "calibration_images": result["images"]}]
         report = {"reconstruction": result, "top1_before": before, "top1_after": after,
                   "eval_data": s.eval_data, "source": str(s.model)}
-        save_pruned(s.out, student, described, report)
+        save_pruned(s.out, student, described, report, command="reconstruct")  # its marker matches its claim
     if echo is not None:
         echo(f"reconstructed fc2 on {result['images']} calibration images ({result['tokens']:,} tokens): MLP output "
              f"error {sum(result['error_before']) / len(result['error_before']):.4f} -> "
