@@ -62,8 +62,14 @@ def _load_npz(model: nn.Module, path: Path) -> None:
         keys = set(npz.files)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable .npz file ({exc})") from None
-    _check_npz_shapes(model, npz, keys, path)
-    _warn_if_resampled(model, npz, keys, path)
+    try:
+        _check_npz_shapes(model, npz, keys, path)
+        _warn_if_resampled(model, npz, keys, path)
+    except ValueError as exc:  # object arrays: pickled Python objects, which are never loaded
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ModelError(f"{path}: holds pickled Python objects (object arrays), which pathprune never loads; "
+                             "save the weights as plain numeric arrays") from None
+        raise ModelError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from None
     try:
         _load_weights(model, str(path))
     except (KeyError, RuntimeError, ValueError) as exc:

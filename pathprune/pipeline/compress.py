@@ -196,7 +196,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
                 model=str(pruned), data=s.data, eval_data=s.eval_data, steps=s.finetune_steps or None,
                 epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
                 batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature, device=s.device,
-                out=str(tuned), quiet=s.quiet), tuned, st.finetune))
+                out=str(tuned), quiet=s.quiet, overwrite=True), tuned, st.finetune))  # its own sub-output
             source = ModelSource(str(tuned))
     quantised = s.precision != "fp32"
     onnx = out / "pruned.onnx"

@@ -360,7 +360,7 @@ def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None)
             report = {"reconstruction": result, "top1_before": before, "top1_after": after,
                       "eval_data": s.eval_data, "source": str(s.model)}
             if ranks.is_main:
-                save_pruned(s.out, student, described, report)
+                save_pruned(s.out, student, described, report, command="reconstruct")  # its marker matches its claim
         barrier(ranks)  # every rank returns once the output exists
     if echo is not None and ranks.is_main:
         echo(f"reconstructed fc2 on {result['images']} calibration images ({result['tokens']:,} tokens): MLP output "
@@ -402,6 +402,7 @@ class FinetuneStageSettings:
     workers: int | None = display_field(None)  # None: 0 on the CPU, on CUDA min(8, cores per process)
     channels_last: bool | None = None  # None: on CUDA
     quiet: bool = display_field(False)
+    overwrite: bool = display_field(False)
 
     def finetune_settings(self):
         from ..repair import FinetuneSettings
@@ -418,25 +419,41 @@ class FinetuneStageSettings:
 
 def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None):
     """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`. Under torchrun every rank
-    calls this (DistributedDataParallel, global batch); rank 0 writes the output and echoes."""
-    from ..data import open_images
-    from ..io import check_output_dir
-    from ..models import create_model
-    from ..repair import find_teacher, finetune as run_finetune, read_model_description
-    from ..repair.distributed import default_workers, torchrun_process_group
+    calls this (DistributedDataParallel, global batch); rank 0 claims and writes the output and echoes.
+
+    `out` is claimed for ``finetune`` (checked and locked): never one of the inputs (the student's
+    directory), another command's output or foreign files; a previous finetune output only with
+    `overwrite`."""
+    import contextlib
+
+    from ..io import claim_output
+    from ..repair.distill import FINETUNE_COMMAND
+    from ..repair.distributed import torchrun_process_group
 
     s = settings.validate()
-    check_output_dir(s.out)
+    with torchrun_process_group(s.device) as (ranks, device):
+        claim = (claim_output(s.out, FINETUNE_COMMAND, inputs=[s.model, s.data, s.eval_data, s.teacher,
+                                                                 s.teacher_weights], overwrite=s.overwrite)
+                 if ranks.is_main else contextlib.nullcontext())
+        with claim:
+            return _finetune_claimed(s, echo, ranks, device)
+
+
+def _finetune_claimed(s: FinetuneStageSettings, echo: Echo | None, ranks: Any, device: str):
+    from ..data import open_images
+    from ..models import create_model
+    from ..repair import find_teacher, finetune as run_finetune, read_model_description
+    from ..repair.distributed import default_workers
+
     description = read_model_description(s.model)
     student, spec = create_model(str(s.model))
     teacher_model, teacher_spec = find_teacher(description, s.teacher, s.teacher_weights)
     images = open_images(s.data, spec.preprocessing)
     eval_images = open_images(s.eval_data, spec.preprocessing) if s.eval_data else None
-    with torchrun_process_group(s.device) as (ranks, device):
-        result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,
-                              s.finetune_settings(), eval_images=eval_images, device=device, progress=not s.quiet,
-                              workers=default_workers(device, s.data) if s.workers is None else s.workers,
-                              channels_last=s.channels_last)
+    result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,
+                          s.finetune_settings(), eval_images=eval_images, device=device, progress=not s.quiet,
+                          workers=default_workers(device, s.data) if s.workers is None else s.workers,
+                          channels_last=s.channels_last, overwrite=s.overwrite)
     if echo is not None and ranks.is_main:
         if result.resumed_from_step:
             echo(f"resumed at step {result.resumed_from_step}")
