@@ -262,7 +262,9 @@ def run_speed(args) -> dict[str, Any]:
             torch.cuda.synchronize()
             memory[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
     times = interleaved(methods, args.repeats, device, f"speed {args.speed_model} {args.speed_img_size}px")
-    return {"times": times, "memory": memory}
+    return {"times": times, "memory": memory, "model": args.speed_model, "img_size": args.speed_img_size,
+            "batch": args.speed_batch, "variants": list(args.speed_variants), "repeats": args.repeats,
+            "device": device}
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ def render(args, results: dict[str, Any]) -> str:
         lines += ["### Fidelity against a 32-node Gauss-Legendre float32 reference", ""]
         for name, m in fid["models"].items():
             lines.append(f"- {name}: {m['desc']}, {m['layers']} layers, default token scope `{m['token']}`; "
-                         f"{m['images']} analysed training images ({args.images_per_class} per class), "
+                         f"{m['images']} analysed training images (class-balanced), "
                          f"pruned top-1 on {m['test_images']} test images (dense top-1 {m['test_top1']:.3f}).")
         lines += ["- cases: `default` = analyze defaults (top-1 path, the model's token scope); `top5-all` = "
                   "the compress recipes' analysis (top-5 paths at every token).",
@@ -337,23 +339,26 @@ def render(args, results: dict[str, Any]) -> str:
                          f"{max(e['differ'] for r in rows for e in r['pruning'].values())} |")
     speed = results.get("speed")
     if speed:
-        times = speed["times"]
-        lines += ["", f"### Speed ({args.speed_model}, input {args.speed_img_size}, B = {args.speed_batch}, "
-                  f"random weights; interleaved, 1 warm-up + {args.repeats} rounds, medians [range])", "",
-                  "| variant | s/batch | images/s | published (m 20) / variant | variant / " + args.speed_variants[0] +
-                  " | peak MB |", "|---|---:|---:|---:|---:|---:|"]
+        times, base, batch = speed["times"], speed["variants"][0], speed["batch"]
+        lines += ["", f"### Speed ({speed['model']}, input {speed['img_size']}, B = {batch}, device "
+                  f"`{speed['device']}`, random weights; interleaved, 1 warm-up + {speed['repeats']} rounds, "
+                  "medians (range over rounds))", "",
+                  "Variants: QUADnodes[:dtype[:PathConfig field=value]]; `published_m20` = the published loop at "
+                  "its settings (reference form, 20 left-Riemann nodes). Ratios are per round, then the median.", "",
+                  f"| variant | s/batch | images/s | published (m 20) / variant | variant / {base} | peak MB |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for name, t in times.items():
             sec = statistics.median(t)
             pub = ratio_cell(times, "published_m20", name) if "published_m20" in times and name != "published_m20" else ""
-            rel = ratio_cell(times, name, args.speed_variants[0])
+            rel = ratio_cell(times, name, base)
             mem = f"{speed['memory'][name]:.0f}" if name in speed.get("memory", {}) else "n/a"
-            lines.append(f"| {name} | {sec:.2f} | {args.speed_batch / sec:.3f} | {pub} | {rel} | {mem} |")
-        if args.device.startswith("cuda"):
+            lines.append(f"| {name} | {sec:.2f} | {batch / sec:.3f} | {pub} | {rel} | {mem} |")
+        if speed["device"].startswith("cuda"):
             lines += ["", "Projected time for 50,000 images (ImageNet-val) at the measured images/s; 8 GPUs = "
                       "8 independent shards (`--shard I/8` or torchrun), assuming linear scaling:", "",
                       "| variant | 1 GPU (h) | 8 GPUs (h) |", "|---|---:|---:|"]
             for name, t in times.items():
-                ips = args.speed_batch / statistics.median(t)
+                ips = batch / statistics.median(t)
                 lines.append(f"| {name} | {50000 / ips / 3600:.2f} | {50000 / ips / 3600 / 8:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -419,7 +424,8 @@ def parse_args(argv):
     p.add_argument("--speed-img-size", type=int, default=96)
     p.add_argument("--speed-batch", type=int, default=2)
     p.add_argument("--speed-variants", type=lambda s: [v for v in s.split(",") if v],
-                   default=["gauss8", "gauss2", "gauss3", "gauss4", "gauss6", "gauss4:bfloat16"],
+                   default=["gauss8:float32:scoring=quadrature", "gauss8", "gauss4:float32:scoring=quadrature",
+                            "gauss4", "gauss3", "gauss2", "gauss4:bfloat16"],
                    help="engine variants QUADnodes[:dtype[:field=value...]] (the first is the ratio base)")
     p.add_argument("--no-published", action="store_true", help="do not time the published loop")
     p.add_argument("--repeats", type=int, default=3)
@@ -427,6 +433,8 @@ def parse_args(argv):
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results_engine_fidelity.md"))
     p.add_argument("--plot", default=str(ROOT / "benchmarks" / "figures" / "engine_fidelity.png"))
     p.add_argument("--json", default=None, help="also write the raw results here")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="render the report from the raw results of earlier runs (e.g. one per model) instead")
     return p.parse_args(argv)
 
 
@@ -436,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     args = parse_args(argv)
+    if args.combine:
+        return write_outputs(args, combine(args.combine))
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
@@ -447,6 +457,37 @@ def main(argv: list[str] | None = None) -> None:
         results["speed"] = run_speed(args)
     results["load_end"] = loadavg()
     results["elapsed"] = time.perf_counter() - started
+    write_outputs(args, results)
+
+
+def combine(files: list[str]) -> dict[str, Any]:
+    """One results dict from several runs' raw JSON (fidelity rows concatenated, the last speed)."""
+    import json
+
+    out: dict[str, Any] = {"fidelity": {"models": {}, "rows": []}, "elapsed": 0.0, "threads": None}
+    starts, ends = [], []
+    for name in files:
+        part = json.loads(Path(name).read_text())
+        starts.append(part["load_start"])
+        ends.append(part["load_end"])
+        out["elapsed"] += part["elapsed"]
+        out["threads"] = part.get("threads")
+        if part.get("fidelity"):
+            out["fidelity"]["models"].update(part["fidelity"]["models"])
+            for row in part["fidelity"]["rows"]:
+                row["pruning"] = {float(k): v for k, v in row["pruning"].items()}
+                out["fidelity"]["rows"].append(row)
+        if part.get("speed"):
+            out["speed"] = part["speed"]
+    if not out["fidelity"]["rows"]:
+        out["fidelity"] = None
+    out["load_start"], out["load_end"] = ", ".join(starts), ", ".join(ends)
+    return out
+
+
+def write_outputs(args, results: dict[str, Any]) -> None:
+    import json
+
     report = render(args, results)
     print(report)
     out = Path(args.out)

@@ -236,8 +236,13 @@ class NeuronPathSearch:
 
         clean_sum = [a.sum(1) for a in clean]  # [B, F_l] scope-summed activations
         act_path = [torch.topk(a, k, dim=1).indices for a in clean_sum]
-        path_jas = self.path_jas(images, target, clean, path)
-        act_path_jas = self.path_jas(images, target, clean, act_path)
+        if self._exact_scoring:  # F(x) is the clean pass's: one forward per path, no backward
+            f_clean = self._objective(cp.logits, target)
+            path_jas = self.exact_path_jas(images, target, path, f_clean)
+            act_path_jas = self.exact_path_jas(images, target, act_path, f_clean)
+        else:
+            path_jas = self.path_jas(images, target, clean, path)
+            act_path_jas = self.path_jas(images, target, clean, act_path)
         return PathResult(target=target.cpu(), pred=pred.cpu(), prob=prob.cpu(),
                           path=torch.stack(path, 1).cpu(), path_jas=path_jas.cpu(),
                           act_path=torch.stack(act_path, 1).cpu(), act_path_jas=act_path_jas.cpu(),
@@ -255,17 +260,20 @@ class NeuronPathSearch:
         return self.form.score(self._terms(clean, path, grads, len(path)))
 
     @torch.no_grad()
-    def exact_path_jas(self, images: torch.Tensor, target: torch.Tensor, path: list[torch.Tensor]) -> torch.Tensor:
+    def exact_path_jas(self, images: torch.Tensor, target: torch.Tensor, path: list[torch.Tensor],
+                       clean_objective: torch.Tensor | None = None) -> torch.Tensor:
         """F(x) - F(x with the path's neurons zeroed at the scope's tokens), per image [B]: the exact
         integral that a complete form's quadrature approximates (the integrand is dF/dalpha along the
-        path's scaling), from two forwards of the B images instead of m forward+backward passes."""
+        path's scaling), from two forwards of the B images instead of m forward+backward passes
+        (one when `clean_objective`, F(x) [B], is given)."""
         from .interventions import manipulated_logits
 
         with self.placed():
             images, target = images.to(self.device), target.to(self.device)
             path = [p.to(self.device) for p in path]
             with self._autocast:
-                clean = self._objective(self.model(images).float(), target)
+                clean = (self._objective(self.model(images).float(), target) if clean_objective is None
+                         else clean_objective.to(self.device))
                 zeroed = self._objective(manipulated_logits(self.model, images, path, 0.0, self.t0, self.t1),
                                          target)
         return clean - zeroed

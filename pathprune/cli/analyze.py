@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, SCORINGS, TARGETS
+from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, TARGETS
 from ..errors import ConfigError
 from ..models import TOKEN_SCOPES
 from .options import (CONTEXT, RegistryOption, input_paths, label_arguments, label_options, load_model_from_options,
@@ -38,8 +38,6 @@ from .options import (CONTEXT, RegistryOption, input_paths, label_arguments, lab
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32",
               show_default=True, help="Autocast dtype of the forward/backward passes.")
-@click.option("--scoring", type=click.Choice(SCORINGS), default="exact", show_default=True,
-              help="Final paths' JAS: exact (paper form: F(x) - F(x, path zeroed), two forwards) or by the quadrature.")
 @click.option("--workers", type=int, default=None, help="Image decoding processes [default: min(4, cores)].")
 @click.option("--checkpoint-seconds", type=float, default=60.0, show_default=True,
               help="Save resumable statistics at least this often.")
@@ -49,7 +47,7 @@ from .options import (CONTEXT, RegistryOption, input_paths, label_arguments, lab
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(model_name, weights, img_size, num_classes, model_args, data, class_map, labels_file, out, topk, steps, quadrature, jas,
             token, target, objective, preprocess, batch_size, max_batch, images_per_class, classes,
-            max_images, shard, device, dtype, scoring, workers, checkpoint_seconds, compile_model, quiet) -> None:
+            max_images, shard, device, dtype, workers, checkpoint_seconds, compile_model, quiet) -> None:
     """Find each image's influential neuron path (layer-progressive JAS search)."""
     from ..analysis.distributed import distributed_context
     from ..analysis.run import RunSettings, analyze as run_analyze
@@ -65,8 +63,7 @@ def analyze(model_name, weights, img_size, num_classes, model_args, data, class_
                         resumable=True)
     model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     config = PathConfig(topk=topk, steps=steps, quadrature=quadrature, jas=jas, token=token or spec.token_scope,
-                        target=target, objective=objective, max_batch=max_batch, dtype=dtype,
-                        scoring=scoring).validate()
+                        target=target, objective=objective, max_batch=max_batch, dtype=dtype).validate()
     image_set = open_images(data, spec.preprocessing, preprocess=preprocess, classes=classes,
                             images_per_class=images_per_class, max_images=max_images,
                             **label_arguments(model, spec, class_map, labels_file))
