@@ -18,12 +18,20 @@ Speed: the search at each setting and the published loop at its published settin
 same model, images and CPU, INTERLEAVED (a warm-up round, then rounds running every variant once in
 an order rotated per round); per-round ratios, medians and ranges.
 
-    python -m benchmarks.engine_fidelity                      # CPU, ~20-40 min on a loaded 2-core machine
-    python -m benchmarks.engine_fidelity --skip-speed         # fidelity only
+    python -m benchmarks.engine_fidelity                      # everything in one process (CPU; about an hour loaded)
+    # what results_engine_fidelity.md holds: four runs (they can run at once), then one report
+    python -m benchmarks.engine_fidelity --models digits --images-per-class 10 --bf16-nodes 4 --skip-speed --json A.json
+    python -m benchmarks.engine_fidelity --models shapes --images-per-class 10 --bf16-nodes "" --no-riemann \\
+        --skip-speed --json B.json
+    python -m benchmarks.engine_fidelity --skip-fidelity --json C.json
+    python -m benchmarks.engine_fidelity --skip-fidelity --speed-img-size 32 --no-published \\
+        --speed-variants gauss4,gauss4:bfloat16 --json D.json
+    python -m benchmarks.engine_fidelity --combine A.json B.json C.json D.json
     # GPU (item 4 of issue 21; not run here): ViT-B/16 at 224 px, bf16 and fp32, peak memory, 50k-image projection
     python -m benchmarks.engine_fidelity --skip-fidelity --device cuda --speed-model vit_base_patch16_224 \\
         --speed-img-size 224 --speed-batch 16 --speed-variants gauss4,gauss4:bfloat16,gauss8,gauss8:bfloat16 \\
-        --out benchmarks/results_engine_fidelity_gpu.md
+        --no-published --out benchmarks/results_engine_fidelity_gpu.md
+    (the published loop's oracle builds its index tensors on the CPU, so it is CPU-only: --no-published)
 """
 
 from __future__ import annotations
@@ -212,7 +220,7 @@ FIDELITY_CONFIG: dict[str, Any] = {"scoring": "quadrature"}
 
 
 def parse_variant(text: str) -> dict[str, Any]:
-    """'gauss4', 'gauss4:bfloat16', 'gauss4:float32:quadrature' -> engine settings."""
+    """'gauss4', 'gauss4:bfloat16', 'gauss4:float32:scoring=quadrature' -> engine settings."""
     parts = text.split(":")
     head = parts[0]
     quad = head.rstrip("0123456789")
@@ -337,8 +345,7 @@ def render(args, results: dict[str, Any]) -> str:
             ok = sum(passes(r, args.bar) for r in rows)
             lines.append(f"| {setting} | {ok}/{len(rows)} | {min(r['agreement'] for r in rows):.4f} | "
                          f"{max(e['differ'] for r in rows for e in r['pruning'].values())} |")
-    speed = results.get("speed")
-    if speed:
+    for speed in results.get("speeds") or ([results["speed"]] if results.get("speed") else []):
         times, base, batch = speed["times"], speed["variants"][0], speed["batch"]
         lines += ["", f"### Speed ({speed['model']}, input {speed['img_size']}, B = {batch}, device "
                   f"`{speed['device']}`, random weights; interleaved, 1 warm-up + {speed['repeats']} rounds, "
@@ -425,7 +432,7 @@ def parse_args(argv):
     p.add_argument("--speed-batch", type=int, default=2)
     p.add_argument("--speed-variants", type=lambda s: [v for v in s.split(",") if v],
                    default=["gauss8:float32:scoring=quadrature", "gauss8", "gauss4:float32:scoring=quadrature",
-                            "gauss4", "gauss3", "gauss2", "gauss4:bfloat16"],
+                            "gauss4", "gauss3", "gauss2"],
                    help="engine variants QUADnodes[:dtype[:field=value...]] (the first is the ratio base)")
     p.add_argument("--no-published", action="store_true", help="do not time the published loop")
     p.add_argument("--repeats", type=int, default=3)
@@ -461,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def combine(files: list[str]) -> dict[str, Any]:
-    """One results dict from several runs' raw JSON (fidelity rows concatenated, the last speed)."""
+    """One results dict from several runs' raw JSON (fidelity rows and speed sections concatenated)."""
     import json
 
     out: dict[str, Any] = {"fidelity": {"models": {}, "rows": []}, "elapsed": 0.0, "threads": None}
@@ -478,7 +485,7 @@ def combine(files: list[str]) -> dict[str, Any]:
                 row["pruning"] = {float(k): v for k, v in row["pruning"].items()}
                 out["fidelity"]["rows"].append(row)
         if part.get("speed"):
-            out["speed"] = part["speed"]
+            out.setdefault("speeds", []).append(part["speed"])
     if not out["fidelity"]["rows"]:
         out["fidelity"] = None
     out["load_start"], out["load_end"] = ", ".join(starts), ", ".join(ends)
