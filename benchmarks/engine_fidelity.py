@@ -157,6 +157,8 @@ def run_fidelity(args) -> dict[str, Any]:
                                      "test_top1": data["test_top1"], "layers": len(data["model"].blocks),
                                      "token": data["spec"].token_scope}
         for case, topk, token in CASES:
+            if args.cases and case not in args.cases:
+                continue
             scope = token or data["spec"].token_scope
 
             def config(quad, nodes, dtype):
@@ -164,7 +166,8 @@ def run_fidelity(args) -> dict[str, Any]:
                                   max_batch=args.max_batch, **FIDELITY_CONFIG)
 
             print(f"fidelity {model_name} {case}: reference", file=sys.stderr, flush=True)
-            ref = run_search(data["model"], data["x"], data["y"], config(*REFERENCE), args.device, args.batch,
+            ref = run_search(data["model"], data["x"], data["y"], config("gauss", args.reference_nodes, "float32"),
+                             args.device, args.batch,
                              data["classes"])
             ref_scores = pruning_scores(ref["stats"])
             ref_kept = {r: select_kept(ref_scores, r) for r in RATIOS}
@@ -175,7 +178,7 @@ def run_fidelity(args) -> dict[str, Any]:
                                  data["classes"])
                 agree, images_equal = agreement(res["path"], ref["path"])
                 rel = ((res["path_jas"] - ref["path_jas"]).abs() / ref["path_jas"].abs().clamp_min(1e-12))
-                row = {"model": model_name, "case": case, "setting": label(setting), "quad": setting[0],
+                row = {"model": model_name, "case": case, "reference_nodes": args.reference_nodes, "setting": label(setting), "quad": setting[0],
                        "nodes": setting[1], "dtype": setting[2], "agreement": agree, "images_equal": images_equal,
                        "jas_err": float(rel.mean()), "seconds": res["seconds"], "ref_seconds": ref["seconds"],
                        "pruning": {}}
@@ -305,7 +308,7 @@ def render(args, results: dict[str, Any]) -> str:
              "(`benchmarks/engine_fidelity.py`)", "",
              f"Machine: {machine(args.device)}; load average (1/5/15 min) {results['load_start']} at start, "
              f"{results['load_end']} at end; torch threads {results['threads'] or 'default'}; device `{args.device}`. "
-             f"Whole run: {results['elapsed'] / 60:.1f} min.", ""]
+             + results.get("elapsed_text", f"Whole run: {results['elapsed'] / 60:.1f} min."), ""]
     fid = results.get("fidelity")
     if fid:
         lines += ["### Fidelity against a 32-node Gauss-Legendre float32 reference", ""]
@@ -320,10 +323,14 @@ def render(args, results: dict[str, Any]) -> str:
                   "reference-pruned model's top-1 [paired bootstrap 95 % interval].",
                   "- seconds: this setting's whole analysis of the images (single run, not interleaved; "
                   "the speed section below is the comparable timing).", "",
-                  "| model | case | setting | agreement | images equal | path-JAS error | kept differ r=0.7 | "
-                  "kept differ r=0.9 | s (ref 32 nodes) | passes |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
-        for row in fid["rows"]:
+                  HEADER.format(ref=REFERENCE[1]), SEPARATOR]
+        main_rows = [r for r in fid["rows"] if r.get("reference_nodes", REFERENCE[1]) == REFERENCE[1]]
+        other_rows = [r for r in fid["rows"] if r not in main_rows]
+        for row in main_rows + other_rows:
+            if other_rows and row is other_rows[0]:
+                lines += ["", "Convergence of the reference itself (same images, against a "
+                          f"{row['reference_nodes']}-node Gauss float32 reference):", "",
+                          HEADER.format(ref=row["reference_nodes"]), SEPARATOR]
             cells = []
             for r in RATIOS:
                 e = row["pruning"][r]
@@ -336,7 +343,7 @@ def render(args, results: dict[str, Any]) -> str:
                          f"{row['seconds']:.1f} ({row['ref_seconds']:.1f}) | "
                          f"{'yes' if passes(row, args.bar) else 'no'} |")
         by_setting: dict[str, list] = {}
-        for row in fid["rows"]:
+        for row in main_rows:
             by_setting.setdefault(row["setting"], []).append(row)
         lines += ["", f"Settings passing the bar (agreement >= {args.bar:.3f} and same kept neurons or the same "
                   "top-1 within its interval, at both ratios) on every model and case:", "",
@@ -370,13 +377,19 @@ def render(args, results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HEADER = ("| model | case | setting | agreement | images equal | path-JAS error | kept differ r=0.7 | "
+          "kept differ r=0.9 | s (ref {ref} nodes) | passes |")
+SEPARATOR = "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
+
+
 def ratio_cell(times, a: str, b: str) -> str:
     r = [ta / tb for ta, tb in zip(times[a], times[b])]
     return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
 
 def plot(results: dict[str, Any], path: Path, bar: float) -> None:
-    """Agreement and path-JAS error against the nodes, per model and case (fp32 solid, bf16 dashed)."""
+    """Agreement, path-JAS error and pruning differences against the nodes, per model and case (float32:
+circles and lines; bfloat16: crosses)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,15 +400,15 @@ def plot(results: dict[str, Any], path: Path, bar: float) -> None:
     keys = sorted({(r["model"], r["case"]) for r in rows})
     for i, (model, case) in enumerate(keys):
         color = f"C{i}"
-        for dtype, style in (("float32", "-"), ("bfloat16", "--")):
+        for dtype, style, marker in (("float32", "-", "o"), ("bfloat16", "--", "x")):
             sel = sorted((r for r in rows if (r["model"], r["case"], r["dtype"]) == (model, case, dtype)),
                          key=lambda r: r["nodes"])
             if not sel:
                 continue
             nodes = [r["nodes"] for r in sel]
             name = f"{model} {case}" + ("" if dtype == "float32" else " bf16")
-            axes[0].plot(nodes, [100 * r["agreement"] for r in sel], style, marker="o", color=color, label=name)
-            axes[1].semilogy(nodes, [max(r["jas_err"], 1e-9) for r in sel], style, marker="o", color=color)
+            axes[0].plot(nodes, [100 * r["agreement"] for r in sel], style, marker=marker, color=color, label=name)
+            axes[1].semilogy(nodes, [max(r["jas_err"], 1e-9) for r in sel], style, marker=marker, color=color)
             axes[2].plot(nodes, [max(e["differ"] for e in r["pruning"].values()) for r in sel], style, marker="o",
                          color=color)
     axes[0].axhline(100 * bar, color="grey", lw=0.8, ls=":")
@@ -424,6 +437,9 @@ def parse_args(argv):
     p.add_argument("--no-riemann", action="store_true", help="skip the left-Riemann 20 row (published nodes)")
     p.add_argument("--batch", type=int, default=50, help="images per attribute() call")
     p.add_argument("--max-batch", type=int, default=None)
+    p.add_argument("--reference-nodes", type=int, default=REFERENCE[1], help="Gauss nodes of the float32 reference")
+    p.add_argument("--cases", type=lambda s: [c for c in s.split(",") if c], default=None,
+                   help=f"analysis settings to run (default: all of {', '.join(c[0] for c in CASES)})")
     p.add_argument("--bar", type=float, default=0.995, help="agreement bar of the verdict")
     p.add_argument("--skip-fidelity", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
@@ -478,6 +494,7 @@ def combine(files: list[str]) -> dict[str, Any]:
         starts.append(part["load_start"])
         ends.append(part["load_end"])
         out["elapsed"] += part["elapsed"]
+        out.setdefault("elapsed_each", []).append(part["elapsed"] / 60)
         out["threads"] = part.get("threads")
         if part.get("fidelity"):
             out["fidelity"]["models"].update(part["fidelity"]["models"])
@@ -489,6 +506,8 @@ def combine(files: list[str]) -> dict[str, Any]:
     if not out["fidelity"]["rows"]:
         out["fidelity"] = None
     out["load_start"], out["load_end"] = ", ".join(starts), ", ".join(ends)
+    out["elapsed_text"] = (f"{len(files)} runs combined (`--combine`), each run's load given in order; their own "
+                           f"times {', '.join(f'{m:.1f}' for m in out['elapsed_each'])} min (some ran at the same time).")
     return out
 
 
