@@ -409,7 +409,7 @@ circles and lines; bfloat16: crosses)."""
             name = f"{model} {case}" + ("" if dtype == "float32" else " bf16")
             axes[0].plot(nodes, [100 * r["agreement"] for r in sel], style, marker=marker, color=color, label=name)
             axes[1].semilogy(nodes, [max(r["jas_err"], 1e-9) for r in sel], style, marker=marker, color=color)
-            axes[2].plot(nodes, [max(e["differ"] for e in r["pruning"].values()) for r in sel], style, marker="o",
+            axes[2].plot(nodes, [max(e["differ"] for e in r["pruning"].values()) for r in sel], style, marker=marker,
                          color=color)
     axes[0].axhline(100 * bar, color="grey", lw=0.8, ls=":")
     axes[0].set(xlabel="Gauss-Legendre nodes", ylabel="path agreement with 32 nodes (%)", title="path neurons")
