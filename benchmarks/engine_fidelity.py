@@ -374,7 +374,28 @@ def render(args, results: dict[str, Any]) -> str:
             for name, t in times.items():
                 ips = batch / statistics.median(t)
                 lines.append(f"| {name} | {50000 / ips / 3600:.2f} | {50000 / ips / 3600 / 8:.2f} |")
+    lines += ["", "### How to read these figures", ""] + [f"- {n}" for n in NOTES]
     return "\n".join(lines) + "\n"
+
+
+NOTES = (
+    "Path agreement compares each layer's top-K set with the reference's, so one flipped neuron at an "
+    "early layer usually changes the greedy path below it too: agreement is a strict measure, and on "
+    "near-ties it is not monotone in the nodes.",
+    "The path-JAS error uses the quadrature scoring (`scoring=\"quadrature\"`): it is the rule's own "
+    "error plus the effect of a different path. pathprune's default computes the final path JAS exactly "
+    "(completeness), so its recorded values carry only the path difference.",
+    "Pruning: path importance (class-balanced path frequency, candidate-score tie-breaker), uniform "
+    "scope, no repair, from the same analysed images as the paths; the paired bootstrap interval is "
+    "over the test images (10,000 resamples). '+0.000 [+0.000, +0.000]' means the two pruned models "
+    "predict the same class on every test image.",
+    "Speed: the published loop is the oracle re-expression of the published code "
+    "(benchmarks/fixtures/reference_impl.published_paths, reference form, 20 left-Riemann nodes) on the "
+    "same random-weight ViT, images and CPU; every ratio is taken within a round and then the median. "
+    "Absolute seconds move with the machine's load; ratios are what to compare.",
+    "bfloat16 on CPU: autocast to bf16 needs native bf16 instructions (AVX512-BF16/AMX) to pay; on "
+    "AVX2 CPUs it is emulated and slower than float32.",
+)
 
 
 HEADER = ("| model | case | setting | agreement | images equal | path-JAS error | kept differ r=0.7 | "
