@@ -126,8 +126,6 @@ def run_search(model, x, y, config, device: str, batch: int, num_classes: int):
 
 def agreement(path, ref) -> tuple[float, float]:
     """(fraction of path neurons in the reference's top-K set, fraction of images with equal paths)."""
-    import torch
-
     k = path.shape[-1]
     hits = (path[..., :, None] == ref[..., None, :]).any(-1).float()  # [N, L, K]
     same_sets = hits.sum(-1) == k
@@ -483,8 +481,6 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import json
-
     import torch
 
     args = parse_args(argv)
