@@ -414,7 +414,8 @@ circles and lines; bfloat16: crosses)."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["fidelity"]["rows"] if r["quad"] == "gauss"]
+    rows = [r for r in results["fidelity"]["rows"]
+            if r["quad"] == "gauss" and r.get("reference_nodes", REFERENCE[1]) == REFERENCE[1]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     keys = sorted({(r["model"], r["case"]) for r in rows})
     for i, (model, case) in enumerate(keys):
