@@ -393,7 +393,7 @@ def check_output_target(out: str | os.PathLike, command: str, *, inputs: Sequenc
             raise OutputError(f"{out} holds the output of 'pathprune {owner}', not of '{command}'; "
                               "choose another directory", param="out")
         if not resumable and not overwrite:
-            raise OutputError(f"{out} holds a previous '{command}' output; pass --overwrite to replace it "
+            raise OutputError(f"{out} holds a previous '{command}' output; pass `overwrite` to replace it "
                               "or choose another directory", param="out")
         if not resumable:
             foreign = foreign_entries(out)

@@ -158,7 +158,7 @@ def combine(part_dirs: list[str | Path], *, allow_partial: bool = False,
         raise InputError(f"the parts cover {coverage.describe()}, expected {want}")
     if expect_shard is False and shard is not None and not allow_partial:
         raise InputError(f"missing shards {', '.join(missing_shards(coverage))} (the parts cover "
-                        f"{coverage.describe()}); add them or pass --allow-partial")
+                        f"{coverage.describe()}); add them or pass `allow_partial`")
 
     records: list[dict[str, Any]] = []
     seen: dict[int, Path] = {}

@@ -134,7 +134,7 @@ def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=
         if old.get(key) != new.get(key):
             at, there, now = first_difference(old.get(key), new.get(key), key)
             raise IncompatibleError(f"{where} holds a run with different settings ({at}: {json.dumps(there)} there, "
-                            f"{json.dumps(now)} now); use another --out or the same settings")
+                            f"{json.dumps(now)} now); use another `out` or the same settings")
 
 
 def first_difference(a: Any, b: Any, prefix: str) -> tuple[str, Any, Any]:
@@ -220,7 +220,7 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
         check_compatible(read_json(run_file), manifest, str(out))
         check_data_files(read_json(run_file), manifest, str(out))
     elif started_before:
-        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty --out")
+        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty `out`")
     write_json_atomic(run_file, manifest)  # (a run.json of a run that analysed nothing is replaced)
 
     positions = shard_positions(len(image_set.items), shard)

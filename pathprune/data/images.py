@@ -287,12 +287,12 @@ def folder_labels(folders: Sequence[str], num_classes: int | None, class_names: 
     if class_map is not None:
         missing = [f for f in folders if f not in class_map]
         if missing:
-            raise InputError(f"--class-map has no entry for the folder '{missing[0]}' (and {len(missing) - 1} more) of "
+            raise InputError(f"`class_map` has no entry for the folder '{missing[0]}' (and {len(missing) - 1} more) of "
                              f"{where}")
         size = num_classes or (max(class_map.values()) + 1)
         bad = [f for f in folders if not 0 <= class_map[f] < size]
         if bad:
-            raise InputError(f"--class-map maps '{bad[0]}' to {class_map[bad[0]]}, outside the model's "
+            raise InputError(f"`class_map` maps '{bad[0]}' to {class_map[bad[0]]}, outside the model's "
                              f"{size} classes (0-{size - 1})")
         names = [str(i) for i in range(size)]
         for name, index in class_map.items():
@@ -441,7 +441,7 @@ def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, n
                 if size is not None and not 0 <= index < size:
                     raise InputError(f"class index {index} outside the model's {size} classes")
                 return index
-            raise InputError(f"unknown class '{text}' (not an index, a class name or a --class-map entry)")
+            raise InputError(f"unknown class '{text}' (not an index, a class name or a `class_map` entry)")
 
         file_labels = _read_labels_file(labels, files, label_of, data)
         items = [ImageItem(f, file_labels[f]) for f in files]
@@ -451,7 +451,7 @@ def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, n
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not class_dirs:
             raise InputError(f"{data}: no class folders (ImageFolder layout: DIR/<class>/<image>; for all images "
-                             "in one folder give --labels FILE)", param="data")
+                             "in one folder give `labels` FILE)", param="data")
         index, class_list = folder_labels([d.name for d in class_dirs], num_classes, class_names, mapping, data)
         items = []
         for cdir in class_dirs:
@@ -501,7 +501,7 @@ def _open_digits(data: str, preprocessing: dict[str, Any], preprocess: str) -> I
     if split not in ("train", "test", "all"):
         raise InputError(f"{data}: the digits split is 'train' or 'test'", param="data")
     if preprocessing.get("kind") != "digits":
-        raise InputError("digits needs a model trained on digits (8x8 grey images), e.g. --model digits", param="data")
+        raise InputError("digits needs a model trained on digits (8x8 grey images), e.g. `model` digits", param="data")
     if preprocess == "reference":
         raise ConfigError("reference is the published ImageNet pipeline; it does not apply to digits", param="preprocess")
     images, labels, indices = digits_arrays(split)

@@ -144,23 +144,23 @@ def find_teacher(description: dict[str, Any], teacher: str | None = None,
     else:
         chain = source_chain(description)
         if not chain or not chain[-1].get("model"):
-            raise InputError("the model.json records no source model; pass --teacher", param="model")
+            raise InputError("the model.json records no source model; pass `teacher`", param="model")
         root = chain[-1]
         name, weights, sha = root["model"], root.get("weights"), root.get("weights_sha256")
         missing = weights not in (None, "random") and not Path(weights).is_file() and name != "digits"
         if missing or (name != "digits" and not Path(name).is_dir() and weights is None):
             raise InputError(f"the dense model it was pruned from ({name}, weights {weights}) cannot be found; "
-                             "pass --teacher (and --teacher-weights)", param="model")
+                             "pass `teacher` (and `teacher_weights`)", param="model")
         if name == "digits" and weights is not None and not Path(weights).is_file():
             weights = None  # the embedded asset moved with the installation; the sha check below decides
         try:
             model, spec = _build(name, weights if weights != "random" else "random", overrides)
         except (ModelError, InputError) as exc:
-            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass --teacher",
+            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass `teacher`",
                              param="model") from None
         if sha is not None and spec.weights_sha256 != sha:
             raise InputError(f"the dense model's weights {spec.weights} changed since pruning (sha256 differs); "
-                             "pass --teacher", param="model")
+                             "pass `teacher`", param="model")
     check_teacher(description, spec)
     return model, spec
 
@@ -351,9 +351,9 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     if _num_classes(teacher) != _num_classes(student):
         raise IncompatibleError(f"the teacher has {_num_classes(teacher)} classes, the student "
                                 f"{_num_classes(student)}", param="teacher")
-    check_classes(images, spec, _num_classes(student), "--data", labels_used=settings.alpha > 0)
+    check_classes(images, spec, _num_classes(student), "`data`", labels_used=settings.alpha > 0)
     if eval_images is not None:
-        check_classes(eval_images, spec, _num_classes(student), "--eval-data", labels_used=True)
+        check_classes(eval_images, spec, _num_classes(student), "`eval_data`", labels_used=True)
     augment = settings.augment if settings.augment is not None else spec.preprocessing.get("kind") != "digits"
     load = training_loader(images, spec, augment)
     labels = [item.label for item in images.items]
@@ -451,7 +451,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                 else:
                     value = loss.item()
                     if not math.isfinite(value):
-                        raise ModelError(f"the loss became {value} at step {step}; lower --lr")
+                        raise ModelError(f"the loss became {value} at step {step}; lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight if ranks.distributed else loss).backward()
                 if settings.grad_clip:
@@ -461,7 +461,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                 if ranks.distributed:  # every rank sees the same value, so all stop together
                     value = float(global_loss())
                     if not math.isfinite(value):
-                        raise ModelError(f"the loss became {value} at step {step}; lower --lr")
+                        raise ModelError(f"the loss became {value} at step {step}; lower `lr`")
                 step += 1
                 losses.append(value)
                 bar.update(1)
