@@ -46,6 +46,7 @@ D = defaults(FinetuneStageSettings)
 @click.option("--channels-last/--no-channels-last", default=None,
               help="Channels-last images and patch embedding [default: on CUDA].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous finetune output.")
 def finetune(**options) -> None:
     """Recover a pruned model's accuracy by distillation from the dense model it was made from.
 

@@ -144,23 +144,23 @@ def find_teacher(description: dict[str, Any], teacher: str | None = None,
     else:
         chain = source_chain(description)
         if not chain or not chain[-1].get("model"):
-            raise InputError("the model.json records no source model; pass --teacher", param="model")
+            raise InputError("the model.json records no source model; pass `teacher`", param="model")
         root = chain[-1]
         name, weights, sha = root["model"], root.get("weights"), root.get("weights_sha256")
         missing = weights not in (None, "random") and not Path(weights).is_file() and name != "digits"
         if missing or (name != "digits" and not Path(name).is_dir() and weights is None):
             raise InputError(f"the dense model it was pruned from ({name}, weights {weights}) cannot be found; "
-                             "pass --teacher (and --teacher-weights)", param="model")
+                             "pass `teacher` (and `teacher_weights`)", param="model")
         if name == "digits" and weights is not None and not Path(weights).is_file():
             weights = None  # the embedded asset moved with the installation; the sha check below decides
         try:
             model, spec = _build(name, weights if weights != "random" else "random", overrides)
         except (ModelError, InputError) as exc:
-            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass --teacher",
+            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass `teacher`",
                              param="model") from None
         if sha is not None and spec.weights_sha256 != sha:
             raise InputError(f"the dense model's weights {spec.weights} changed since pruning (sha256 differs); "
-                             "pass --teacher", param="model")
+                             "pass `teacher`", param="model")
     check_teacher(description, spec)
     return model, spec
 
@@ -305,11 +305,14 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
              teacher_spec: ModelSpec, images: ImageSet, out: str | os.PathLike,
              settings: FinetuneSettings | None = None, *, eval_images: Any = None, device: str = "cpu",
              progress: bool = False, stop_after: int | None = None, workers: int = 0, prefetch: int = 2,
-             channels_last: bool | None = None, distributed: bool | None = None) -> FinetuneResult:
+             channels_last: bool | None = None, distributed: bool | None = None,
+             overwrite: bool = True) -> FinetuneResult:
     """Distil `teacher` into `student` (a copy is trained; the caller's models are unchanged) on
     `images`; write the trained model as a pruned-model directory `out` (model.json records the
     recovery) and return the result. Resumes from the checkpoint of an interrupted run with the same
-    settings. `stop_after`: stop (without writing `out`) after this many steps (tests).
+    settings. `stop_after`: stop (without writing `out`) after this many steps (tests). `out` is
+    claimed for ``finetune`` (:func:`check_finetune_output`): never the student's own directory, never
+    another command's output; a previous finetune output is replaced only when `overwrite`.
 
     Throughput: `workers` DataLoader processes load (and augment) images `prefetch` batches ahead, into
     pinned memory on CUDA; `channels_last` (default: on CUDA) stores the patch embedding's convolution
@@ -331,7 +334,6 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     """
     import copy
 
-    from ..io import check_output_dir
     from . import distributed as dd
 
     settings = (settings or FinetuneSettings()).validate()
@@ -340,7 +342,8 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     if prefetch < 1:
         raise ConfigError("must be at least 1", param="prefetch")
     ranks = current_ranks(distributed)
-    check_output_dir(out)
+    if ranks.is_main:
+        check_finetune_output(out, [spec.name, images.root], overwrite=overwrite)
     started = time.perf_counter()
     num_images = len(images.items)
     if num_images == 0:
@@ -348,9 +351,9 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     if _num_classes(teacher) != _num_classes(student):
         raise IncompatibleError(f"the teacher has {_num_classes(teacher)} classes, the student "
                                 f"{_num_classes(student)}", param="teacher")
-    check_classes(images, spec, _num_classes(student), "--data", labels_used=settings.alpha > 0)
+    check_classes(images, spec, _num_classes(student), "`data`", labels_used=settings.alpha > 0)
     if eval_images is not None:
-        check_classes(eval_images, spec, _num_classes(student), "--eval-data", labels_used=True)
+        check_classes(eval_images, spec, _num_classes(student), "`eval_data`", labels_used=True)
     augment = settings.augment if settings.augment is not None else spec.preprocessing.get("kind") != "digits"
     load = training_loader(images, spec, augment)
     labels = [item.label for item in images.items]
@@ -501,7 +504,8 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     new_description["finetuned_from"] = str(spec.name)
     new_description["mlp_hidden"] = mlp_widths(model)
     if ranks.is_main:
-        save_pruned(out, model, new_description, {"finetune": result.to_dict()})
+        save_pruned(out, model, new_description, {"finetune": result.to_dict()}, command=FINETUNE_COMMAND,
+                    overwrite=overwrite)
         shutil.rmtree(work, ignore_errors=True)
     dd.barrier(ranks)  # every rank returns once the output exists
     return result
@@ -555,6 +559,21 @@ def _resume_state(path: Path, key: str, ranks: Ranks) -> dict[str, Any] | None:
     if answer[0] == "error":
         raise ConfigError(answer[1])
     return answer[1]
+
+
+#: the command name finetune outputs are claimed and marked with (prune outputs: "prune")
+FINETUNE_COMMAND = "finetune"
+
+
+def check_finetune_output(out: str | os.PathLike, inputs: list[Any], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an `out` finetune must not write: one of its `inputs` (the student's
+    directory, the data), another command's output or foreign files, and a previous finetune output
+    unless `overwrite` (see :func:`pathprune.io.check_output_target`)."""
+    from ..io import OutputLock, check_output_target
+
+    if OutputLock(out).held_here():  # the caller claimed it (and checked it) already
+        return Path(out)
+    return check_output_target(out, FINETUNE_COMMAND, inputs=[i for i in inputs if i], overwrite=overwrite)
 
 
 def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:

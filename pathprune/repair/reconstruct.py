@@ -390,10 +390,22 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
     return result
 
 
+def _check_determined(rows: int, unknowns: int, block: int, images: int) -> None:
+    """Refuse a fit with fewer calibration tokens than unknowns per output (kept neurons, + bias): the
+    least-squares system is underdetermined and the re-fit weights would damage the model."""
+    if rows < unknowns:
+        per_image = max(1, rows // max(1, images))
+        need = -(-unknowns // per_image)
+        raise ConfigError(f"gives {rows} calibration tokens for the {unknowns} unknowns of block {block}'s fit (its "
+                          f"kept neurons and bias): too few to determine it; use at least {need} calibration images",
+                          param="calib_images")
+
+
 def _solve_into(fc2: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction,
                 ranks: Ranks | None = None) -> None:
     if acc.rows == 0:
         raise InputError("no calibration tokens reached the MLPs")
+    _check_determined(acc.rows, int(acc.gram.shape[0]), len(result.solvers), result.images)
     before = acc.relative_error(_current(fc2))
     w, solver = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
     if ranks is not None and ranks.distributed:  # the same weights on every rank, whatever its arithmetic
