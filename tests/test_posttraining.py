@@ -164,3 +164,19 @@ def test_prune_cli_accepts_the_new_methods(run_cli, tmp_path, method):
     assert res.code == 0, res.output
     desc = json.loads((Path(out) / "model.json").read_text())
     assert desc["method"] == method and desc["mlp_hidden"] == [24, 24]
+
+
+def test_path_obs_weights_removal_costs_by_path_frequency():
+    from pathprune.pruning import ObsImportance, PathObsImportance
+
+    model, _ = make_tiny(seed=7, mlp_ratio=0.5)
+    calib = _calib()
+    plain = ObsImportance(ridge=1e-3).fit(model, calib).neuron_scores()
+    flat = PathObsImportance([torch.ones(12), torch.ones(12)], path_weight=5.0).fit(model, calib).neuron_scores()
+    for a, b in zip(plain, flat):  # equal frequencies: the same greedy order as OBS
+        assert torch.equal(torch.argsort(a), torch.argsort(b))
+    first = int(torch.argsort(plain[0])[0])  # the neuron OBS removes first ...
+    freq = torch.zeros(12)
+    freq[first] = 1.0
+    guarded = PathObsImportance([freq, torch.ones(12)], path_weight=1e6).fit(model, calib).neuron_scores()
+    assert int(torch.argmax(guarded[0])) == first  # ... is kept longest when every path goes through it

@@ -9,10 +9,11 @@ from .importance import (IMPORTANCES, PATH_KINDS, PRIMARY_SCORES, TIE_SCALE, Act
                          load_analysis, path_frequency, path_importance, register_importance)
 from .posttraining import (ActivationMoments, FlapImportance, ObsImportance, PostTrainingImportance,
                            VarianceImportance, WandaImportance, activation_moments, obs_order)
+from .recoverability import PathObsImportance, path_cost_weights
 from .removal import PruneConfig, PruneResult, compensate_bias, prune_mlp, remove_neurons
 from .selection import SCOPES, keep_counts, select_kept
 
-__all__ = ["ActivationMoments", "FlapImportance", "ObsImportance", "PostTrainingImportance", "VarianceImportance",
+__all__ = ["PathObsImportance", "path_cost_weights", "ActivationMoments", "FlapImportance", "ObsImportance", "PostTrainingImportance", "VarianceImportance",
            "WandaImportance", "activation_moments", "obs_order", "ActivationImportance", "ActivationPathImportance", "Analysis", "CalibrationStats", "IMPORTANCES",
            "MagnitudeImportance", "NeuronImportance", "PATH_KINDS", "PRIMARY_SCORES",
            "PathImportance", "PruneConfig", "PruneResult", "RandomImportance", "SCOPES", "TIE_SCALE",

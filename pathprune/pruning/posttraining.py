@@ -228,11 +228,13 @@ class FlapImportance(PostTrainingImportance):
         return out
 
 
-def obs_order(gram: torch.Tensor, weight: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def obs_order(gram: torch.Tensor, weight: torch.Tensor, ridge: float = 1e-3,
+              cost_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy OBS removal of the rows of `weight` ([F+1, out]: fc2's weight transposed, the bias row
     last, never removed) under the quadratic loss tr(D^T H D) with H = gram + ridge x mean(diag) on
     the neuron rows. Returns (order: neuron indices in removal order, loss: the cumulative loss
-    after each removal, relative to tr(W^T gram W))."""
+    after each removal, relative to tr(W^T gram W)). `cost_weights` [F] multiply each neuron's
+    removal cost when choosing (a prior such as the path frequency); the loss stays unweighted."""
     f = gram.shape[0] - 1
     h = gram.double().clone()
     lam = ridge * float(gram.diagonal()[:f].mean()) if f else 0.0
@@ -247,7 +249,7 @@ def obs_order(gram: torch.Tensor, weight: torch.Tensor, ridge: float = 1e-3) -> 
         d = hinv.diagonal()[:f]
         cost = (w[:f] * w[:f]).sum(1) / d.clamp_min(1e-300)
         cost[~alive] = float("inf")
-        j = int(torch.argmin(cost))
+        j = int(torch.argmin(cost if cost_weights is None else cost * cost_weights))
         cumulative += float(cost[j])
         column = hinv[:, j].clone()
         w -= torch.outer(column / column[j], w[j])
