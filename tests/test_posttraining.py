@@ -180,3 +180,18 @@ def test_path_obs_weights_removal_costs_by_path_frequency():
     freq[first] = 1.0
     guarded = PathObsImportance([freq, torch.ones(12)], path_weight=1e6).fit(model, calib).neuron_scores()
     assert int(torch.argmax(guarded[0])) == first  # ... is kept longest when every path goes through it
+
+
+def test_prune_run_applies_the_methods_own_compensation_without_reconstruction(run_cli, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = make_folder(tmp_path / "images", broken=False)
+    model, _ = make_tiny(seed=0)
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    for method, expected in (("flap", True), ("wanda", False)):
+        out = tmp_path / method
+        res = run_cli(["prune", *cli_model_args(weights), "--importance", method, "--ratio", "0.5",
+                       "--calib-data", str(folder.root), "--out", str(out), "--quiet"])
+        assert res.code == 0, res.output
+        assert json.loads((out / "model.json").read_text())["compensate"] is expected

@@ -151,8 +151,10 @@ class PostTrainingImportance(NeuronImportance):
 
     def moments(self, model: nn.Module, calibration: Any, statistics: CalibrationStats | None, *,
                 batch_size: int = 32, progress: bool = False, device: str = "cpu") -> ActivationMoments:
-        if calibration is None:
-            if statistics is None or getattr(statistics, "mean_sq", None) is None or self.needs_gram:
+        usable = (statistics is not None and getattr(statistics, "mean_sq", None) is not None and not self.needs_gram
+                  and not any(layout.has_norm for layout in mlp_layouts(model)))  # stats read at fc2's input
+        if calibration is None or usable:
+            if not usable:
                 raise ConfigError("needs calibration images", param="calib_data")
             n = statistics.num_tokens
             return ActivationMoments(tokens=n, sums=[m * n for m in statistics.mean],
