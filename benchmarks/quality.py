@@ -41,7 +41,7 @@ BASELINES = ("magnitude", "taylor", "activation", "random", "variance", "wanda",
 PATH_METHODS = ("path", "path global", "path-obs")
 METHODS = PATH_METHODS + BASELINES
 #: analysis settings of the path methods (the compress default: top-5 paths, all tokens)
-ANALYSIS = {"topk": 5, "token": "all", "steps": 4, "images_per_class": 20}
+ANALYSIS = {"topk": 5, "token": "all", "steps": 4, "images": 200}
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +94,8 @@ def path_analysis(name: str, dense, spec, calib, work: Path):
     if not (out / "summary.json").exists():
         settings = RunSettings(PathConfig(topk=ANALYSIS["topk"], token=ANALYSIS["token"], steps=ANALYSIS["steps"]),
                                batch_size=20)
-        analyze(dense, spec, image_set(calib, class_names(spec, calib), ANALYSIS["images_per_class"]), settings,
+        names = class_names(spec, calib)
+        analyze(dense, spec, image_set(calib, names, max(4, ANALYSIS["images"] // len(names))), settings,
                 out, progress=False)
     summary = json.loads((out / "summary.json").read_text())
     return load_analysis(out), float(summary.get("seconds") or 0.0)
@@ -324,7 +325,7 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
              f"Grid run: models {', '.join(caches)}; methods {', '.join(args.methods)}; repairs "
              f"{', '.join(args.repairs)}; ratios {', '.join(map(str, args.ratios))}. Path analysis: "
              f"`--topk {ANALYSIS['topk']} --token {ANALYSIS['token']}`, {ANALYSIS['steps']} Gauss steps, "
-             f"{ANALYSIS['images_per_class']} calibration images per class. Calibration (activation, Taylor, "
+             f"max(4, {ANALYSIS['images']} / classes) calibration images per class. Calibration (activation, Taylor, "
              "variance, Wanda, FLAP, OBS, compensation, reconstruction, distillation data): the calibration split. "
              f"Distillation: {args.distill_steps} AdamW steps of batch 64 (lr 5e-4, KL at T=2) after the "
              "reconstruction, the same for every method. `path global`: path importance with one ranking over "

@@ -1,4 +1,5 @@
-"""Path importance that survives repair: choose the neurons that least-squares reconstruction cannot
+"""Path importance that survives repair (an experiment, not registered as a ``--importance`` choice: it
+needs an analysis *and* calibration data, and benchmarks/results_quality.md shows it ties ``obs``): choose the neurons that least-squares reconstruction cannot
 recover *and* that the influential paths use.
 
 ``path-obs`` runs the OBS greedy selection of :mod:`.posttraining` (remove the neuron whose removal
@@ -23,7 +24,7 @@ from torch import nn
 from ..analysis.reader import Analysis
 from ..errors import ConfigError
 from ..models.adapters import mlp_layouts
-from .importance import path_frequency, register_importance
+from .importance import path_frequency
 from .posttraining import ObsImportance, obs_order
 
 
@@ -37,8 +38,6 @@ def path_cost_weights(frequency: Sequence[torch.Tensor], path_weight: float) -> 
     return out
 
 
-@register_importance("path-obs", help="OBS greedy selection with removal costs weighted by path frequency "
-                                      "(an analysis and calibration data)")
 class PathObsImportance(ObsImportance):
     """Reconstruction-aware selection that protects the neurons on influential paths."""
 
