@@ -1,6 +1,6 @@
-"""Path importance that survives repair (an experiment, not registered as a ``--importance`` choice: it
-needs an analysis *and* calibration data, and benchmarks/results_quality.md shows it ties ``obs``): choose the neurons that least-squares reconstruction cannot
-recover *and* that the influential paths use.
+"""Path importance that survives repair: keep the neurons that least-squares reconstruction cannot
+recover *and* that the influential paths use. An experiment, not a registered ``--importance``
+choice (it needs an analysis and calibration data; benchmarks/results_quality.md measures it).
 
 ``path-obs`` runs the OBS greedy selection of :mod:`.posttraining` (remove the neuron whose removal
 costs least after the optimal least-squares update of the others, on the Gram matrix of fc2's
