@@ -334,6 +334,10 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
              "(pathprune/pruning/recoverability.py). Uniform scope otherwise. Bold: highest top-1 of the column.",
              ""]
     for name, cache in caches.items():
+        covered = {rep: [r for r in args.ratios if all(f"{m}|{rep}|{r}" in cache for m in args.methods)]
+                   for rep in args.repairs}
+        lines += [f"Cells measured on {name}: " + "; ".join(f"`{rep}` at {', '.join(map(str, rs)) or 'none'}"
+                                                          for rep, rs in covered.items()) + ".", ""]
         lines += tables(name, cache, args.methods, args.ratios, args.repairs)
         lines += [f"![{name}](figures/quality_{name}.png)", ""]
     marker = "<!-- analysis -->"
