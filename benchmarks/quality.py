@@ -321,7 +321,9 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
     lines = ["## Quality: importance x repair x ratio on three models (`python -m benchmarks.quality`)", "",
              f"Machine: {platform.machine()} CPU, {args.threads} torch thread(s), 2 cores shared with ~6 other "
              f"agents (load average {args.load}); times are inflated several-fold, compare them with each other "
-             f"only. torch {torch.__version__}. This run: {seconds:.0f} s (cached cells not re-measured).", "",
+             f"only. torch {torch.__version__}. " + ("Tables drawn from the cells cached by earlier runs (`--report-only`)."
+                                                   if args.report_only else
+                                                   f"This run: {seconds:.0f} s (cached cells not re-measured)."), "",
              f"Grid run: models {', '.join(caches)}; methods {', '.join(args.methods)}; repairs "
              f"{', '.join(args.repairs)}; ratios {', '.join(map(str, args.ratios))}. Path analysis: "
              f"`--topk {ANALYSIS['topk']} --token {ANALYSIS['token']}`, {ANALYSIS['steps']} Gauss steps, "
