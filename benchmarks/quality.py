@@ -129,7 +129,7 @@ def importance_scores(method: str, dense, calib, calibration, analysis, analysis
     elif method == "path-obs":
         from pathprune.pruning.recoverability import PathObsImportance
 
-        scores = PathObsImportance.from_analysis(analysis).fit(dense, calib).neuron_scores()
+        scores = PathObsImportance.from_analysis(analysis, path_weight=1.0).fit(dense, calib).neuron_scores()
         extra = analysis_seconds
     elif method in ("activation", "variance", "wanda", "flap"):  # one calibration pass
         stats = calibration_statistics(dense, calib, batch_size=100)
@@ -333,7 +333,7 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
              "reconstruction, the same for every method. `path global`: path importance with one ranking over "
              "all blocks (per-layer ratios from the path statistics, >= 2 % of each block kept); `path-obs`: "
              "OBS greedy selection whose removal costs are weighted by the path frequency "
-             "(pathprune/pruning/recoverability.py). Uniform scope otherwise. Bold: highest top-1 of the column.",
+             "(pathprune/pruning/recoverability.py, path_weight 1 in this grid). Uniform scope otherwise. Bold: highest top-1 of the column.",
              ""]
     for name, cache in caches.items():
         covered = {rep: [r for r in args.ratios if all(f"{m}|{rep}|{r}" in cache for m in args.methods)]
