@@ -15,6 +15,8 @@ the repair time.
     python -m benchmarks.quality [--models digits,pairs,glyphs] [--ratios 0.5,0.7,0.9,0.95]
         [--repairs none,comp.,recon.,recon.+distill] [--methods ...] [--distill-steps 60] [--work /tmp/quality]
 
+A method ``path-obs:B`` is path-obs with path_weight B (the default row ``path-obs`` uses 1).
+
 Cells are cached in WORK/<model>/cells.json (a rerun resumes; pass another --work to start over);
 writes benchmarks/results_quality.md and benchmarks/figures/quality_<model>.png.
 """
@@ -126,10 +128,11 @@ def importance_scores(method: str, dense, calib, calibration, analysis, analysis
         scores = create_importance("path", analysis=analysis).fit(dense).neuron_scores()
         scope = "global" if method == "path global" else "uniform"
         extra = analysis_seconds
-    elif method == "path-obs":
+    elif method.split(":")[0] == "path-obs":  # "path-obs:4" = path_weight 4 (the grid row: 1)
         from pathprune.pruning.recoverability import PathObsImportance
 
-        scores = PathObsImportance.from_analysis(analysis, path_weight=1.0).fit(dense, calib).neuron_scores()
+        beta = float(method.split(":")[1]) if ":" in method else 1.0
+        scores = PathObsImportance.from_analysis(analysis, path_weight=beta).fit(dense, calib).neuron_scores()
         extra = analysis_seconds
     elif method in ("activation", "variance", "wanda", "flap"):  # one calibration pass
         stats = calibration_statistics(dense, calib, batch_size=100)
@@ -203,7 +206,7 @@ def run_model(name: str, args, log=print) -> dict[str, Any]:
                       "calib": len(calib[1]), "test": len(test[1])}
     calibration = calibration_statistics(dense, calib, batch_size=100)
     analysis, analysis_seconds = (path_analysis(name, dense, spec, calib, args.work)
-                                  if any(m in PATH_METHODS for m in args.methods) else (None, 0.0))
+                                  if any(is_path(m) for m in args.methods) else (None, 0.0))
     cache["analysis_seconds"] = analysis_seconds
     for method in args.methods:
         key = f"importance/{method}"
@@ -225,6 +228,10 @@ def run_model(name: str, args, log=print) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # reporting
+
+
+def is_path(method: str) -> bool:
+    return method.split(":")[0] in PATH_METHODS
 
 
 def best_baseline(cache, repair: str, ratio: float, methods) -> str | None:
@@ -262,7 +269,7 @@ def tables(name: str, cache, methods, ratios, repairs) -> list[str]:
                 text = f"{c['top1']:.3f} ({c['ce']:.3f})"
                 if c["top1"] == top[r]:
                     text = f"**{c['top1']:.3f}** ({c['ce']:.3f})"
-                if m in PATH_METHODS and best[r] is not None:
+                if is_path(m) and best[r] is not None:
                     d, lo, hi = interval(cache, m, best[r], repair, r)
                     text += f" {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                 cells.append(text)
@@ -294,7 +301,7 @@ def plot(name: str, cache, methods, ratios, repairs, path: Path) -> None:
             cells = [(r, c) for r, c in cells if c is not None]
             if not cells:
                 continue
-            style = "-" if m in PATH_METHODS else ":"
+            style = "-" if is_path(m) else ":"
             for row, metric in enumerate(("top1", "ce")):
                 axes[row, col].plot([r for r, _ in cells], [c[metric] for _, c in cells], style, marker="o",
                                     color=plt.cm.tab20(i % 20), label=m, linewidth=2 if m == "path" else 1.2)
