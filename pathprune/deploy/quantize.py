@@ -109,7 +109,7 @@ class _Batches:
         self.i = 0
 
 
-@PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from --calib-data",
+@PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from calibration images",
                      parity="top1", needs_calibration=True, exporter=None)
 def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None):
     import onnx

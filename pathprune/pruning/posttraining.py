@@ -126,28 +126,15 @@ class PostTrainingImportance(NeuronImportance):
     fc2 inputs from `fit`, and the optional mean-shift compensation (``compensation = "mean"``)."""
 
     needs = "calibration"
-    #: option name -> default (``create_importance`` hands a method only these)
-    options: ClassVar[dict[str, Any]] = {}
     #: "mean": the method's own compensation folds the removed neurons' mean into fc2's bias
     compensation: ClassVar[str | None] = None
     #: whether `fit` needs the Gram matrices (not only per-neuron moments)
     needs_gram: ClassVar[bool] = False
 
-    def __init__(self, seed: int = 0, **options: Any) -> None:
-        super().__init__(seed=seed)
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}", param="importance")
-        self.settings = {**self.options, **options}
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.settings = self.check_options(options)
         self.mean: list[torch.Tensor] | None = None
-
-    @classmethod
-    def from_settings(cls, *, analysis: Any = None, classes: str | None = None, seed: int = 0,
-                      **options: Any) -> "PostTrainingImportance":
-        """An instance from prune settings: the options the class declares; others are ignored."""
-        if classes:
-            raise ConfigError("applies to the path methods only", param="classes")
-        return cls(seed=seed, **{k: v for k, v in options.items() if k in cls.options})
 
     def moments(self, model: nn.Module, calibration: Any, statistics: CalibrationStats | None, *,
                 batch_size: int = 32, progress: bool = False, device: str = "cpu") -> ActivationMoments:

@@ -44,22 +44,22 @@ class PathObsImportance(ObsImportance):
     """Reconstruction-aware selection that protects the neurons on influential paths."""
 
     needs = "analysis"
-    options: ClassVar[dict[str, Any]] = {"ridge": 1e-3, "path_weight": 4.0}
+    options: ClassVar[dict[str, Any]] = {"ridge": 1e-3, "path_weight": 4.0, "classes": None}
 
-    def __init__(self, frequency: Sequence[torch.Tensor], seed: int = 0, **options: Any) -> None:
-        super().__init__(seed=seed, **options)
+    def __init__(self, frequency: Sequence[torch.Tensor], **options: Any) -> None:
+        super().__init__(**options)
         self.frequency = [torch.as_tensor(f).double() for f in frequency]
 
     @classmethod
     def from_analysis(cls, analysis: Analysis, classes: str | None = None, **options: Any) -> "PathObsImportance":
+        options.pop("classes", None)
         return cls(path_frequency(analysis, "path", classes), **options)
 
     @classmethod
-    def from_settings(cls, *, analysis: Analysis | None = None, classes: str | None = None, seed: int = 0,
-                      **options: Any) -> "PathObsImportance":
+    def from_settings(cls, *, analysis: Analysis | None = None, **options: Any) -> "PathObsImportance":
         if analysis is None:
             raise ConfigError("'path-obs' needs an analysis", param="paths")
-        return cls.from_analysis(analysis, classes, **{k: v for k, v in options.items() if k in cls.options})
+        return cls.from_analysis(analysis, **cls.check_options(options))
 
     def fit(self, model: nn.Module, calibration: Any = None, **kwargs: Any) -> "PathObsImportance":
         if calibration is None:

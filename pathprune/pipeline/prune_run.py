@@ -23,7 +23,7 @@ from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
 from ..pruning.calibration import calibration_statistics
-from ..pruning.importance import IMPORTANCES, PATH_KINDS, create_importance
+from ..pruning.importance import PATH_KINDS, create_importance
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 from ..pruning.removal import PruneConfig, prune_mlp
 
@@ -49,9 +49,10 @@ def model_description(spec: ModelSpec, kept: Sequence[Sequence[int]], config: Pr
         "scope": config.scope,
         "min_per_layer": config.min_per_layer if config.scope == "global" else None,
         "compensate": config.compensate,
-        "classes": config.classes,
-        "path_score": config.path_score if IMPORTANCES.entry(config.method).meta.get("needs") == "analysis" else None,
-        "seed": config.seed if config.method == "random" else None,
+        "classes": config.options.get("classes"),
+        "path_score": config.options.get("path_score"),
+        "seed": config.options.get("seed"),
+        **{k: v for k, v in config.options.items() if k not in ("classes", "path_score", "seed")},
         "source": source,
     }
 
@@ -65,7 +66,7 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
             raise IncompatibleError(f"{where}: run.json has no model identity; is it an analyze output?")
         diff = next((k for k in ("base", "overrides", "mlp_hidden") if theirs.get(k) != mine.get(k)), "architecture")
         raise IncompatibleError(f"{where} analysed a different architecture ({diff}: {json.dumps(theirs.get(diff))} "
-                        f"there, {json.dumps(mine.get(diff))} for --model)")
+                        f"there, {json.dumps(mine.get(diff))} for `model`)")
     their_sha = (analysis_run.get("model_identity") or {}).get("weights_sha256")
     if their_sha != spec.weights_sha256:
         warnings.warn(f"{where} analysed the same architecture with other weights", stacklevel=2)
@@ -85,18 +86,17 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     reconstruct: re-fit fc2 on `calib` afterwards so the pruned MLPs reproduce the model as it was
     before this pruning (:func:`~pathprune.repair.reconstruct.reconstruct_mlp`).
     """
-    from ..io import check_output_dir
+    from ..io import check_output_target
 
     started = time.perf_counter()
     config.validate()
-    check_output_dir(out)
+    check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
-    importance = create_importance(config.method, analysis=analysis, classes=config.classes,
-                                   path_score=config.path_score, seed=config.seed)
+    importance = create_importance(config.method, analysis=analysis, **config.options)
     if getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate:
         config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
     if analysis is not None:
-        check_analysis_matches(analysis.run, spec, f"--paths {analysis.directory}")
+        check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
     needs_calib = config.compensate or importance.needs == "calibration" or reconstruct is not None
