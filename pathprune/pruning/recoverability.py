@@ -1,5 +1,5 @@
 """Path importance that survives repair: keep the neurons that least-squares reconstruction cannot
-recover *and* that the influential paths use. An experiment, not a registered ``--importance``
+recover *and* that the influential paths use. An experiment, not a registered importance
 choice (it needs an analysis and calibration data; benchmarks/results_quality.md measures it).
 
 ``path-obs`` runs the OBS greedy selection of :mod:`.posttraining` (remove the neuron whose removal
