@@ -32,7 +32,8 @@ D = defaults(CompressSettings)
 @click.option("--token", type=click.Choice(["cls", "patches", "all"]), default=D["token"], show_default=True,
               help="Analysis: token scope (all prunes best).")
 @click.option("--steps", type=int, default=D["steps"], show_default=True, help="Analysis: quadrature nodes.")
-@click.option("--importance", default=D["importance"], show_default=True, cls=RegistryOption, registry=IMPORTANCES)
+@click.option("--importance", default=D["importance"], cls=RegistryOption, registry=IMPORTANCES,
+              help_prefix="[default: obs with --reconstruct, path without: the best measured, benchmarks/results_quality.md] ")
 @importance_options
 @click.option("--scope", type=click.Choice(["uniform", "global"]), default=D["scope"], show_default=True)
 @click.option("--reconstruct/--no-reconstruct", default=D["reconstruct"], show_default=True,
@@ -85,8 +86,7 @@ def compress(out, **options) -> None:
     dense, final = summary["models"][0], summary["models"][-1]
     click.echo(f"dense top-1 {dense['top1']:.4f}; compressed (ratio {final['ratio']:.2f}) top-1 {final['top1']:.4f} "
                f"({final['top1_deviation']:+.4f}), MACs x{final['macs_ratio']:.3f}, params x{final['params_ratio']:.3f}")
-    onnx_name = summary["onnx"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    exported = next((v for v in summary["variants"] if v["kind"] == "onnx" and v["model"] == onnx_name), None)
+    exported = next((v for v in summary["variants"] if v["kind"] == "onnx"), None)  # the exported file itself
     if exported is not None:
         click.echo(f"exported {summary['onnx']} ({exported.get('precision')}): top-1 {exported['top1']:.4f} "
                    f"({exported['top1_deviation']:+.4f}) on {exported['backend']}")
