@@ -7,6 +7,7 @@ import warnings
 import click
 
 from ..pruning import IMPORTANCES
+from ..pruning.heads import HEAD_IMPORTANCES
 from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 
 from .options import (CONTEXT, RegistryOption, device_option, input_paths, label_arguments, label_options,
@@ -20,7 +21,10 @@ from ..errors import UserError
 @model_options
 @click.option("--paths", "paths_dir", default=None, type=click.Path(file_okay=False),
               help="'analyze --out' directory (needed by --importance path and activation-path).")
-@click.option("--ratio", type=float, required=True, help="Fraction of MLP neurons to remove, 0 < R < 1.")
+@click.option("--ratio", type=float, default=0.0, help="Fraction of MLP neurons to remove, 0 < R < 1 (0 with --heads-ratio: heads only).")
+@click.option("--heads-ratio", type=float, default=0.0, help="Fraction of attention heads to remove (whole heads; every block keeps one).")
+@click.option("--heads-importance", "heads_method", default=None, cls=RegistryOption, registry=HEAD_IMPORTANCES,
+              help_prefix="Head importance [default: --importance]: ")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
 @click.option("--importance", "method", default="path", show_default=True, cls=RegistryOption,
@@ -62,7 +66,7 @@ from ..errors import UserError
               help="Accept an unfinished analysis, a single shard or a partial merge as --paths.")
 @overwrite_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, ratio, out, method, scope,
+def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, ratio, heads_ratio, heads_method, out, method, scope,
           min_per_layer, compensate, reconstruct, reconstruct_mode, reconstruct_target, ridge, calib_data,
           calib_images, eval_data, class_map, labels_file, classes, path_score, seed, batch_size, device,
           allow_partial, overwrite, quiet) -> None:
@@ -85,7 +89,8 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
     from ..repair.reconstruct import ReconstructConfig
 
     config = PruneConfig(method=method, ratio=ratio, scope=scope, min_per_layer=min_per_layer,
-                         compensate=compensate, classes=classes, path_score=path_score, seed=seed).validate()
+                         compensate=compensate, classes=classes, path_score=path_score, seed=seed,
+                         heads_ratio=heads_ratio, heads_method=heads_method).validate()
     repair = (ReconstructConfig(mode=reconstruct_mode, target=reconstruct_target, ridge=ridge).validate()
               if reconstruct else None)
     if batch_size < 1:
@@ -105,7 +110,8 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
                 warnings.warn(advice, stacklevel=1)
 
         calib = None
-        needs_calib = compensate or needs == "calibration" or reconstruct
+        from ..pruning.heads import heads_need_calibration
+        needs_calib = compensate or needs == "calibration" or reconstruct or heads_need_calibration(config)
         if needs_calib:
             source, preprocess = calib_data, "model"
             label_args = label_arguments(model, spec, class_map, labels_file)
@@ -129,6 +135,8 @@ def prune(model_name, weights, img_size, num_classes, model_args, paths_dir, rat
                    f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
                    f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
                    f"({report['macs_ratio']:.1%})")
+        if report.get("heads_removed"):
+            click.echo(f"removed {report['heads_removed']} of {sum(report['heads_before'])} attention heads")
         if report["top1_before"] is not None:
             click.echo(f"top-1 on {eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
                        f"deviation {report['top1_deviation']:+.4f}")

@@ -32,12 +32,20 @@ class PruneConfig:
     classes: str | None = None
     path_score: str = "count"
     seed: int = 0
+    #: fraction of attention heads removed (0: none) and their importance method (None: `method`)
+    heads_ratio: float = 0.0
+    heads_method: str | None = None
 
     def validate(self) -> "PruneConfig":
         from .importance import IMPORTANCES, PRIMARY_SCORES
 
         IMPORTANCES.entry(self.method)
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 < self.ratio < 1:
+        if self.heads_ratio:  # heads only (ratio 0) or both
+            from .heads import validate_heads
+
+            validate_heads(self)
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (
+                0 < self.ratio < 1 or (self.ratio == 0 and self.heads_ratio)):
             raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1 (fraction of MLP neurons removed)",
                               param="ratio")
         if self.scope not in SCOPES:
