@@ -124,6 +124,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     reconstruction = None
     if reconstruct is not None:
         reconstruction = reconstruct_mlp(pruned, reference, calib, reconstruct, kept=result.kept,
+                                         kept_heads=heads["report"]["kept_heads"],
                                          batch_size=batch_size, device=device, progress=progress).to_dict()
         del reference
     widths_after = mlp_widths(pruned)

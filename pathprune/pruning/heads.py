@@ -190,7 +190,8 @@ def _head_passes(model: nn.Module, calibration: Any, batch_size: int, progress: 
         raise ConfigError("no calibration images", param="calib_data")
     bar = progress_bar(n, what, progress, leave=False)
     try:
-        with borrowed(work, device=device, dtype=torch.float32, requires_grad=False) as placed:
+        with borrowed(work, device=device, requires_grad=False) as placed:
+            dtype = next(placed.parameters()).dtype
             seen: dict[int, torch.Tensor] = {}
 
             def keep(layer):
@@ -207,7 +208,7 @@ def _head_passes(model: nn.Module, calibration: Any, batch_size: int, progress: 
             with head_output_hooks(placed, {i: keep(i) for i in range(len(layouts))}):
                 placed_layouts = attention_layouts(placed)
                 for x, y in labelled_batches(calibration, batch_size):
-                    x, y = x.to(device), y.to(device)
+                    x, y = x.to(device, dtype), y.to(device)
                     seen.clear()
                     if grad:
                         with torch.enable_grad():
