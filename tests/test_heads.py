@@ -198,10 +198,18 @@ def test_onnx_export_of_a_head_pruned_model_matches_torch(tiny, tmp_path):
     from pathprune.deploy.onnx import export_onnx
 
     model, _ = tiny
-    pruned = prune_heads(model, RandomHeadImportance(seed=5).fit(model), 0.5, scope="global").model
-    assert [b.attn.num_heads for b in pruned.blocks] != [2, 2] or True
+    pruned = prune_heads(model, [torch.tensor([4.0, 3, 2, 1]), torch.tensor([1.0, 2, 3, 4])], 0.625,
+                         scope="global").model
+    counts = [b.attn.num_heads for b in pruned.blocks]
+    assert counts == [2, 1]  # the global ranking keeps 3 heads: 4, 3 of block 0 and 4 of block 1
     result = export_onnx(pruned, tmp_path / "m.onnx", exporter="torchscript")
     assert result.max_abs_diff < 1e-4
+    import onnx
+
+    result = export_onnx(pruned, tmp_path / "opt.onnx", optimize=True, exporter="torchscript")
+    assert result.max_abs_diff < 1e-4
+    fused = [n for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node if n.op_type == "Attention"]
+    assert [next(a.i for a in n.attribute if a.name == "num_heads") for n in fused] == counts
 
 
 @pytest.mark.parametrize("config, param", [
