@@ -103,6 +103,6 @@ def test_report_table_and_plot(tiny, tmp_path):
 
     plan = plan_budget(tiny, [torch.rand(48, dtype=torch.float64)] * 2, [torch.rand(4, dtype=torch.float64)] * 2, 0.5)
     table = plan.table()
-    assert table.count("\n| ") == 3 and "budget 0.500" in table
+    assert table.count("\n| ") == 2 and "budget 0.500" in table
     assert plan.plot(tmp_path / "b.png").stat().st_size > 1000
     assert plan.to_dict()["kept_heads"] == plan.kept_heads
