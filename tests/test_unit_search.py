@@ -127,3 +127,86 @@ def test_heads_need_an_additive_form_and_the_model_is_unchanged(model):
     UnitPathSearch(model, PathConfig(steps=2)).attribute(torch.zeros(1, 3, 32, 32), torch.tensor([1]))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert flags == [p.requires_grad for p in model.parameters()] and not model.training
+
+
+# --------------------------------------------------------------------------------------------
+# analyses with heads: per-head statistics (format 3), resumable, mergeable, path importance
+
+
+class Crash(Exception):
+    pass
+
+
+def _images(n: int = 6):
+    gen = torch.Generator().manual_seed(9)
+    return torch.randn(n, 3, 32, 32, generator=gen), torch.arange(n) % 3
+
+
+def test_head_statistics_save_load_merge_and_give_path_importance(model):
+    from pathprune.analysis import Analysis
+    from pathprune.analysis.statistics import HEADS_FORMAT, PathStatistics
+    from pathprune.pruning.heads import create_head_importance
+
+    x, y = _images()
+    config = PathConfig(topk=1, steps=2, token="cls")
+    from pathprune.attribution import NeuronPathSearch
+
+    neurons = NeuronPathSearch(model, config)
+    heads = UnitPathSearch(model, config, units="heads")
+    whole = PathStatistics(3, [48, 48], head_counts=[HEADS, HEADS])
+    parts = [PathStatistics(3, [48, 48], head_counts=[HEADS, HEADS]) for _ in range(2)]
+    for part, sl in zip(parts, (slice(0, 4), slice(4, 6))):
+        n, h = neurons.attribute(x[sl], y[sl]), heads.attribute(x[sl], y[sl])
+        for stats in (part, whole):
+            stats.add(y[sl], n)
+            stats.add_heads(y[sl], h)
+    parts[0].merge(parts[1])
+    assert whole.format == HEADS_FORMAT
+    for key, value in whole.tensors().items():
+        assert torch.equal(value, parts[0].tensors()[key]), key
+    counts = whole.tensors()["head_path_count.0"]
+    assert counts.sum() == 6 and counts.shape == (3, HEADS)  # one head per image (topk 1)
+    importance = create_head_importance("path", analysis=Analysis.from_statistics(whole, ["a", "b", "c"]))
+    scores = importance.fit(model).head_scores()
+    expected = (counts.double() / whole.class_count.double()[:, None]).mean(0)
+    torch.testing.assert_close(scores[0], expected, atol=1e-6, rtol=0)
+    with pytest.raises(Exception):
+        PathStatistics(3, [48, 48]).merge(whole)  # with and without heads
+
+
+def test_analyze_with_heads_resumes_and_equals_an_uninterrupted_run(tmp_path, tiny_weights):
+    from safetensors.torch import load_file
+
+    from pathprune.analysis.run import RunSettings, analyze
+    from pathprune.data import open_images
+    from pathprune.models import create_model
+
+    from conftest import make_folder, tiny_model_args
+
+    folder = make_folder(tmp_path / "images", broken=False)
+    weights_model, spec = create_model("vit_tiny_patch16_224", str(tiny_weights), img_size=32, num_classes=3,
+                                       model_args=tiny_model_args())
+    images = open_images(str(folder.root), spec.preprocessing)
+    settings = RunSettings(path=PathConfig(topk=1, steps=2, token="cls"), batch_size=3, units="heads")
+    analyze(weights_model, spec, images, settings, tmp_path / "whole", progress=False)
+
+    def crash_after(n):
+        def hook(done):
+            if done >= n:
+                raise Crash
+        return hook
+
+    with pytest.raises(Crash):
+        analyze(weights_model, spec, images, settings, tmp_path / "resumed", progress=False, checkpoint_seconds=0,
+                on_batch=crash_after(2))
+    analyze(weights_model, spec, images, settings, tmp_path / "resumed", progress=False)
+    whole = load_file(str(tmp_path / "whole" / "stats.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "stats.safetensors"))
+    assert sorted(whole) == sorted(resumed) and "head_jas_sum.1" in whole
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+    assert (tmp_path / "whole" / "paths.jsonl").read_bytes() == (tmp_path / "resumed" / "paths.jsonl").read_bytes()
+    import json
+
+    run = json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert run["format"] == "pathprune.analyze/3" and run["settings"]["units"] == "heads"

@@ -44,10 +44,12 @@ from .options import (CONTEXT, RegistryOption, input_paths, label_arguments, lab
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the attention modules for the repeated batch (same paths; a one-off "
                    "compile of about a minute; no consistent gain on CPU, unmeasured on GPU: benchmarks/results_engine.md).")
+@click.option("--units", type=click.Choice(["neurons", "heads"]), default="neurons", show_default=True,
+              help="heads: also a heads-only path search per image (per-head statistics, prune --heads-importance path).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(model_name, weights, img_size, num_classes, model_args, data, class_map, labels_file, out, topk, steps, quadrature, jas,
             token, target, objective, preprocess, batch_size, max_batch, images_per_class, classes,
-            max_images, shard, device, dtype, workers, checkpoint_seconds, compile_model, quiet) -> None:
+            max_images, shard, device, dtype, workers, checkpoint_seconds, compile_model, units, quiet) -> None:
     """Find each image's influential neuron path (layer-progressive JAS search)."""
     from ..analysis.distributed import distributed_context
     from ..analysis.run import RunSettings, analyze as run_analyze
@@ -69,7 +71,7 @@ def analyze(model_name, weights, img_size, num_classes, model_args, data, class_
                             **label_arguments(model, spec, class_map, labels_file))
     if workers is None:
         workers = 0 if data.startswith("digits") else min(4, os.cpu_count() or 1)
-    settings = RunSettings(path=config, batch_size=batch_size, preprocess=preprocess)
+    settings = RunSettings(path=config, batch_size=batch_size, preprocess=preprocess, units=units)
     with distributed_context(device, shard_tuple, out) as dist:
         summary = run_analyze(model, spec, image_set, settings, dist.out, device=resolve_device(dist.device),
                               shard=dist.shard, workers=workers, checkpoint_seconds=checkpoint_seconds,
