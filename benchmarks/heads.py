@@ -70,7 +70,32 @@ def correct(model, test) -> np.ndarray:
     return (pred == y).numpy().astype(np.int64)
 
 
-def run_model(name: str, shapes_work: Path | None, repeats: int, tmp: Path) -> tuple[list[str], dict]:
+def head_path_scores(model, spec, calib, images: int) -> list[torch.Tensor]:
+    """Head path importance from a heads-only path search (topk 1, 8 Gauss nodes, the model's token
+    scope) over the first `images` calibration images: class-balanced head path frequency, JAS ties."""
+    from pathprune.analysis import Analysis
+    from pathprune.analysis.statistics import PathStatistics
+    from pathprune.attribution import PathConfig
+    from pathprune.attribution.units import UnitPathSearch
+    from pathprune.data.images import labelled_batches
+    from pathprune.models import mlp_widths
+    from pathprune.pruning.heads import head_path_importance
+
+    search = UnitPathSearch(model, PathConfig(topk=1, steps=8, token=spec.token_scope), units="heads")
+    stats = PathStatistics(10, mlp_widths(model), head_counts=list(search.counts))
+    seen = 0
+    for x, y in labelled_batches(calib, 16):
+        if seen >= images:
+            break
+        x, y = x[:images - seen], y[:images - seen]
+        stats.class_count.index_add_(0, y.long(), torch.ones_like(y.long()))
+        stats.add_heads(y, search.attribute(x, y))
+        seen += len(y)
+    return head_path_importance(Analysis.from_statistics(stats))
+
+
+def run_model(name: str, shapes_work: Path | None, repeats: int, tmp: Path,
+              path_images: int = 100) -> tuple[list[str], dict]:
     from pathprune.deploy import export_onnx, make_runner
     from pathprune.errors import ConfigError
     from pathprune.evaluate.accuracy import paired_interval
@@ -118,9 +143,14 @@ def run_model(name: str, shapes_work: Path | None, repeats: int, tmp: Path) -> t
         results[key]["ms"] = lat["median_ms"]
     # head importance at half the heads, no repair
     head_rows = []
-    for method in ("magnitude", "taylor", "activation", "random"):
-        cls = HEAD_IMPORTANCES.get(method)
-        imp = cls().fit(model, calib)
+    t_path = time.perf_counter()
+    path_scores = head_path_scores(model, spec, calib, path_images)
+    t_path = time.perf_counter() - t_path
+    for method in ("path", "magnitude", "taylor", "activation", "random"):
+        if method == "path":
+            imp = path_scores
+        else:
+            imp = HEAD_IMPORTANCES.get(method)().fit(model, calib)
         c = correct(prune_heads(model, imp, 0.5).model, test)
         d, lo, hi = paired_interval(c, dense_correct)
         head_rows.append(f"| {method} | {100 * c.mean():.2f} | {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] |")
@@ -146,7 +176,8 @@ def run_model(name: str, shapes_work: Path | None, repeats: int, tmp: Path) -> t
                 versus = "-"
             lines.append(f"| {variant} | {fraction} | {r['macs']:.3f} | {r['heads']} | {r['neurons']} | "
                          f"{100 * r['top1']:.2f} | {versus} | {r['ms']:.2f} | {dense_ms / r['ms']:.2f}x |")
-    lines += ["", f"Head importance, half the heads of every block removed, no repair ({name}):", "",
+    lines += ["", f"Head importance, half the heads of every block removed, no repair ({name}; path: heads-only "
+              f"path search on {path_images} calibration images, top-1 head per block, {t_path:.0f} s):", "",
               "| head importance | top-1 (%) | vs dense (points, 95% paired) |", "|---|---|---|", *head_rows,
               "", "Where the budget went (budget allocation at 0.5):", "", plans[0.5].table() if 0.5 in plans else "-"]
     return lines, results

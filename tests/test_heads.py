@@ -306,3 +306,25 @@ def test_residual_reconstruction_of_heads_and_neurons_improves_the_logits(tiny):
         with torch.no_grad():
             after = (work(x) - model(x)).pow(2).mean()
         assert r.proj_blocks == [0, 1] and after < before, mode
+
+
+@pytest.mark.slow
+def test_int8_picks_the_fastest_passing_variant_and_static_int8_keeps_attention_unfused(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from pathprune.deploy.onnx import export_onnx, read_metadata
+    from pathprune.deploy.select import export_fastest_int8
+
+    model, _ = tiny
+    calib = (_x(8, seed=4), _labels(8))
+    result, timings = export_fastest_int8(model, tmp_path / "q.onnx", calibration=calib, optimize=True,
+                                          min_agreement=0.0, exporter="torchscript", repeats=3)
+    assert set(timings) == {"int8-dynamic", "int8-static"}
+    assert result.precision == min(timings, key=timings.get)
+    choice = read_metadata(str(tmp_path / "q.onnx"))["int8_choice"]
+    assert choice["chosen"] == result.precision and set(choice["median_ms"]) == set(timings)
+    static = export_onnx(model, tmp_path / "s.onnx", optimize=True, precision="int8-static", calibration=calib,
+                         min_agreement=0.0, exporter="torchscript")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "s.onnx")).graph.node}
+    assert "Attention" not in ops and static.fused["LayerNorm"] > 0  # other fusions stay

@@ -38,8 +38,9 @@ _EXPORTERS, _OPTIMIZERS, _PRECISIONS = _registries()
               help="Run onnxruntime's transformer optimiser (fused Attention, SkipLayerNorm, BiasGelu).")
 @click.option("--optimizer", type=_choices(_OPTIMIZERS), default=_OPTIMIZERS.names()[0], show_default=True,
               help=f"Graph optimiser used by --optimize. {_OPTIMIZERS.help_text()}.")
-@click.option("--precision", type=_choices(_PRECISIONS), default="fp32", show_default=True,
-              help=f"Numeric precision of the graph. {_PRECISIONS.help_text()}.")
+@click.option("--precision", type=click.Choice([*_PRECISIONS, "int8"]), default="fp32", show_default=True,
+              help=f"Numeric precision of the graph. {_PRECISIONS.help_text()}; int8: the fastest int8 variant "
+                   "that passes the check (int8-static only with --calib-data).")
 @click.option("--calib-data", default=None,
               help="Images (ImageFolder dir or digits[:train|:test]) for int8-static calibration, read through "
                    "the model's own preprocessing; also the check images of fp16/int8 unless --check-data.")
@@ -76,15 +77,23 @@ def export(model_name, weights, img_size, num_classes, model_args, out, opset, e
     if calib_images < 1:
         raise UserError("--calib-images must be at least 1")
     check_output_path(out)
-    if _PRECISIONS.entry(precision).meta.get("needs_calibration") and not calib_data:
+    if precision != "int8" and _PRECISIONS.entry(precision).meta.get("needs_calibration") and not calib_data:
         raise UserError(f"--precision {precision} needs --calib-data")
     model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
     calibration = (open_images(calib_data, spec.preprocessing, max_images=calib_images)
                    if calib_data else None)
     checks = open_images(check_data, spec.preprocessing, max_images=calib_images) if check_data else None
-    result = export_onnx(model, out, opset=opset, exporter=exporter, tolerance=tolerance, optimize=optimize,
-                         optimizer=optimizer, precision=precision, calibration=calibration, check_images=checks,
-                         max_check_images=calib_images, min_agreement=min_agreement, spec=spec)
+    common = dict(opset=opset, exporter=exporter, tolerance=tolerance, optimizer=optimizer, check_images=checks,
+                  max_check_images=calib_images, min_agreement=min_agreement, spec=spec)
+    if precision == "int8":
+        from ..deploy.select import export_fastest_int8
+
+        result, timings = export_fastest_int8(model, out, calibration=calibration, optimize=optimize, **common)
+        click.echo(f"int8: chose {result.precision} (onnxruntime CPU median, batch 8: "
+                   f"{', '.join(f'{k} {v:.2f} ms' for k, v in timings.items())})")
+        precision = result.precision
+    else:
+        result = export_onnx(model, out, optimize=optimize, precision=precision, calibration=calibration, **common)
     if result.parity == "logits":
         click.echo(f"parity: max |onnxruntime - torch| logit difference {result.max_abs_diff:.3g} "
                    f"(batch sizes {', '.join(map(str, result.parity_batch_sizes))}; tolerance {tolerance:g})")

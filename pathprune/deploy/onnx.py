@@ -371,7 +371,7 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
         raw = onnx_proto(source, shape, opset=opset, exporter=exporter)
         proto = onnx.load_model_from_string(raw) if isinstance(raw, bytes) else raw
         if optimize:
-            proto, fused = optimize_proto(proto, placed, optimizer)
+            proto, fused = optimize_proto(proto, placed, optimizer, attention=precision != "int8-static")
         proto = PRECISIONS.get(precision)(proto, calib_batches)
         session = _session_of(proto)
         parity = entry.meta.get("parity", "logits")
