@@ -1,4 +1,4 @@
-"""Speed, memory and quadrature fidelity of the path-search engine (DESIGN.md section 3).
+"""Speed, memory and quadrature fidelity of the path-search engine (docs/design.md, section 3).
 
 Speed: all methods of a model run INTERLEAVED in this one process (round-robin: one warm-up round,
 then every round runs each method once, the order rotating by one each round). Each ratio is computed
@@ -523,7 +523,7 @@ NOTES = (
     "Fidelity is measured in the paper form (the rule's own error) against a 128-node midpoint reference; "
     "the new search finds the same paths as the previous one (tests/test_engine_marginal.py), so its "
     "fidelity is the rule's. The published settings' reference form changes the score itself, not only "
-    "the quadrature (DESIGN.md section 2).",
+    "the quadrature (docs/design.md, section 2).",
     "Memory: with --max-batch the engine's peak stays flat in m; without it the m x B batch is one chunk and "
     "memory grows with m. The paper form also keeps one block input of the m x B rows between layers "
     "(m B N D floats). Times in the memory table are single runs in fresh processes (not for comparison).",

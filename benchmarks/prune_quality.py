@@ -232,7 +232,7 @@ def repair_main(args) -> None:
     from pathprune.io import write_text_atomic
     from pathprune.models import create_model
     from pathprune.pruning import calibration_statistics
-    from pathprune.pruning.importance import load_analysis
+    from pathprune.analysis import load_analysis
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -337,7 +337,7 @@ def main() -> None:
 
         pathprune.models.digits.DIGITS_DIR = args.digits_dir
 
-    from pathprune.pruning.importance import load_analysis
+    from pathprune.analysis import load_analysis
     from pathprune.models import create_model, mlp_widths
     from pathprune.pruning import calibration_statistics, prune_mlp
 

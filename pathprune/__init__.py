@@ -50,8 +50,9 @@ from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportanc
                       RandomImportance, TaylorImportance, calibration_statistics, create_importance,
                       load_analysis, path_importance, prune_mlp, register_importance)
 from .repair import FinetuneSettings, ReconstructConfig, finetune, reconstruct_mlp  # noqa: E402
-from .pipeline.compress import CompressSettings, run_compress  # noqa: E402
-from .pipeline.prune import prune  # noqa: E402
+from . import pipeline  # noqa: E402
+from .pipeline import CompressSettings, DemoSettings, ModelSource, compress, run_compress, run_demo  # noqa: E402
+from .pipeline.prune_run import prune  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -69,7 +70,8 @@ __all__ = [
     "MagnitudeImportance", "TaylorImportance", "RandomImportance", "calibration_statistics", "PruneConfig",
     "PruneResult", "prune_mlp", "prune",
     # repair and the whole pipeline
-    "ReconstructConfig", "reconstruct_mlp", "FinetuneSettings", "finetune", "CompressSettings", "run_compress",
+    "ReconstructConfig", "reconstruct_mlp", "FinetuneSettings", "finetune",
+    "pipeline", "ModelSource", "compress", "CompressSettings", "run_compress", "DemoSettings", "run_demo",
     # deploy and evaluate
     "export_onnx", "ExportResult", "EXPORTERS", "PRECISIONS", "OPTIMIZERS", "RUNTIMES", "ProviderError",
     "read_metadata", "evaluate_models", "evaluate_runners", "paired_interval", "Evaluation", "top1",

@@ -7,9 +7,25 @@ library caller reads the plain name (``topk``)::
     >>> from pathprune.errors import ConfigError
     >>> str(ConfigError("must be at least 1", param="topk"))
     'topk must be at least 1'
+    >>> ConfigError("`reconstruct` needs `calib_data`", param="calib_data").cli_message()
+    '--reconstruct needs --calib-data'
 """
 
 from __future__ import annotations
+
+import re
+
+#: a setting named inside a message: `max_batch` (the command line spells it --max-batch)
+_SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def as_flags(text: str) -> str:
+    """A library message with the settings it names in backticks spelled as command-line flags.
+
+    >>> as_flags("pass `teacher` (and `teacher_weights`)")
+    'pass --teacher (and --teacher-weights)'
+    """
+    return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
 
 
 class PathpruneError(Exception):
@@ -24,11 +40,15 @@ class PathpruneError(Exception):
         super().__init__(self._join(param) if param else message)
 
     def _join(self, name: str) -> str:
+        if self.param and f"`{self.param}`" in self.message:  # the message names its setting itself
+            return self.message
         return f"{name}{'' if self.message.startswith(':') else ' '}{self.message}"
 
     def cli_message(self) -> str:
-        """The message with the setting spelled as a command-line flag (``--max-batch``)."""
-        return self._join(f"--{self.param.replace('_', '-')}") if self.param else self.message
+        """The message with the setting spelled as a command-line flag (``--max-batch``), and the
+        settings it names in backticks too."""
+        message = self._join(f"--{self.param.replace('_', '-')}") if self.param else self.message
+        return as_flags(message)
 
 
 class ConfigError(PathpruneError, ValueError):
@@ -58,5 +78,5 @@ class InterruptedRun(PathpruneError):
 #: the name used throughout the first release; kept as the base of every pathprune error
 UserError = PathpruneError
 
-__all__ = ["PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError",
+__all__ = ["as_flags", "PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError",
            "InterruptedRun", "UserError"]

@@ -51,7 +51,8 @@ def _recount(records: list[dict], key: str, layer: int, width: int, classes: set
 
 @pytest.mark.parametrize("kind,key", [("path", "path"), ("activation-path", "act_path")])
 def test_frequency_equals_class_balanced_recount(analysis_dir, kind, key):
-    from pathprune.pruning.importance import load_analysis, path_frequency, path_importance
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_frequency, path_importance
 
     analysis = load_analysis(analysis_dir)
     records = _records(analysis_dir)
@@ -68,7 +69,8 @@ def test_frequency_equals_class_balanced_recount(analysis_dir, kind, key):
 
 
 def test_tie_breaker_is_the_class_balanced_dense_sum(analysis_dir):
-    from pathprune.pruning.importance import load_analysis, path_importance
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_importance
 
     analysis = load_analysis(analysis_dir)
     dense = path_importance(analysis, "path", primary="dense")
@@ -85,7 +87,8 @@ def test_tie_breaker_is_the_class_balanced_dense_sum(analysis_dir):
 
 
 def test_class_restriction(analysis_dir):
-    from pathprune.pruning.importance import load_analysis, path_frequency
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_frequency
 
     analysis = load_analysis(analysis_dir)
     records = _records(analysis_dir)
@@ -98,7 +101,8 @@ def test_class_restriction(analysis_dir):
 
 
 def test_bad_inputs(analysis_dir, tmp_path):
-    from pathprune.pruning.importance import load_analysis, path_importance
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_importance
     from pathprune.errors import UserError
 
     with pytest.raises(UserError, match="not a directory"):

@@ -2,7 +2,7 @@
 
 The oracle never uses pathprune.engine: it captures activations with its own fc2 pre-hooks,
 replaces the scaled entries by fresh leaf tensors (alpha * clean), takes torch.autograd.grad of the
-target's softmax probability per image and per quadrature node, and applies DESIGN.md's formulas.
+target's softmax probability per image and per quadrature node, and applies the formulas of docs/design.md.
 """
 
 from __future__ import annotations

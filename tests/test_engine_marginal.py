@@ -115,7 +115,8 @@ def _stats(model, images, labels, **config):
 def test_statistics_record_their_format_and_old_files_load(model, tmp_path):
     from safetensors.torch import save_file
 
-    from pathprune.pruning.importance import load_analysis, path_importance
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_importance
 
     images, labels = batch()
     stats = _stats(model, images, labels)

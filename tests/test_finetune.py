@@ -75,23 +75,21 @@ def test_killed_three_times_and_resumed_equals_an_uninterrupted_run(setup, tmp_p
     out = tmp_path / "resumed"
     ckpt = work_dir(out) / CHECKPOINT
     rng = random.Random(12)
-    kills, last = 0, None
-    while kills < 3:
-        proc = subprocess.Popen(_command(_args(setup, out)), env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    helper = str(REPO / "tests" / "helpers" / "paused_finetune.py")
+    for kill in range(3):  # each run stops inside a (seeded) random step of its own, then is killed there
+        marker = tmp_path / f"paused-{kill}"
+        env = {**_env(), "PAUSE_AT_STEP": str(rng.randint(2, 9)), "PAUSE_MARKER": str(marker)}
+        proc = subprocess.Popen([sys.executable, helper, *_args(setup, out)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:  # wait for a new checkpoint, then a random moment
-            stamp = ckpt.stat().st_mtime_ns if ckpt.exists() else None
-            if stamp is not None and stamp != last:
-                break
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.15))
-        if proc.poll() is not None:
-            pytest.fail("the run finished before it could be killed; make it longer")
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), f"run {kill} never reached its pause ({proc.poll()}): {proc.stderr.read()[-2000:]}"
+        assert proc.poll() is None  # paused mid-step: the run cannot finish before the kill
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
-        last = ckpt.stat().st_mtime_ns
+        proc.stderr.close()
+        assert ckpt.exists()  # at least one checkpoint (steps 1..N-1 each wrote one)
         assert not out.exists()  # nothing half-written at the output path
     done = subprocess.run(_command(_args(setup, out)), env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

@@ -320,6 +320,9 @@ def test_int8_picks_the_fastest_passing_variant_and_static_int8_keeps_attention_
     calib = (_x(8, seed=4), _labels(8))
     result, timings = export_fastest_int8(model, tmp_path / "q.onnx", calibration=calib, optimize=True,
                                           min_agreement=0.0, exporter="torchscript", repeats=3)
+    via_export = export_onnx(model, tmp_path / "q2.onnx", precision="int8", optimize=True, calibration=calib,
+                             min_agreement=0.0, exporter="torchscript")
+    assert via_export.precision in timings and "int8_choice" in read_metadata(str(tmp_path / "q2.onnx"))
     assert set(timings) == {"int8-dynamic", "int8-static"}
     assert result.precision == min(timings, key=timings.get)
     choice = read_metadata(str(tmp_path / "q.onnx"))["int8_choice"]

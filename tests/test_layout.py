@@ -4,6 +4,7 @@ included), no test hooks in production code, and a wheel that carries its recipe
 from __future__ import annotations
 
 import ast
+import re
 import os
 import subprocess
 import sys
@@ -145,3 +146,56 @@ def test_wheel_ships_recipes_and_assets(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "ok 256"
+
+
+#: a command-line flag spelled out (``--topk``); library strings name settings instead (`param`, backticks)
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                out.add(id(first.value))
+    return out
+
+
+def library_flag_strings() -> list[str]:
+    """Every string literal outside cli/ (docstrings excepted) that spells a command-line flag."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "cli" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstring_nodes(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                match = FLAG.search(node.value)
+                if match:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {match.group(0)}")
+    return found
+
+
+def test_no_command_line_flags_in_library_strings():
+    """Library errors, warnings and help name settings (`param`, or `name` in backticks, which the
+    command line renders as --name); only cli/ spells flags, so a library caller never reads one."""
+    assert library_flag_strings() == []
+
+
+def test_the_flag_check_finds_a_flag(tmp_path):
+    tree = ast.parse('"""doc --fine"""\nx = f"pass --teacher {1}"\n')
+    docstrings = _docstring_nodes(tree)
+    hits = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docstrings and FLAG.search(n.value)]
+    assert hits == ["pass --teacher "]
+
+
+def test_the_project_cites_its_own_design_document():
+    """Nothing points outside the repository for the design: docs/design.md is the project's own."""
+    assert (ROOT / "docs" / "design.md").is_file()
+    files = [ROOT / "README.md", *ROOT.joinpath("docs").glob("*.md"), *PACKAGE.rglob("*.py"),
+             *ROOT.joinpath("benchmarks").rglob("*.py")]
+    offenders = [str(f.relative_to(ROOT)) for f in files if "DESIGN.md" in f.read_text() or "../shared" in f.read_text()]
+    assert offenders == []

@@ -92,7 +92,8 @@ def test_pruned_equals_dense_with_removed_neurons_zeroed(run_cli, setup, tmp_pat
         torch.testing.assert_close(pruned(x), expected, rtol=1e-5, atol=1e-5)
     assert spec.mlp_hidden == [WIDTH // 2] * 2
     # the kept neurons are the highest path importance of each block
-    from pathprune.pruning.importance import load_analysis, path_importance
+    from pathprune.analysis import load_analysis
+    from pathprune.pruning.importance import path_importance
 
     scores = path_importance(load_analysis(setup["analysis"]), "path")
     for layer in range(2):
@@ -135,7 +136,8 @@ def _spec_pre(setup):
 
 def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, tmp_path):
     from pathprune.models import load_pruned
-    from pathprune.pruning import PruneConfig, prune
+    from pathprune.pipeline.prune_run import prune
+    from pathprune.pruning import PruneConfig
 
     model = _dense(setup)
     dense_params = sum(p.numel() for p in model.parameters())
@@ -143,7 +145,7 @@ def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, t
 
     spec = create_model("vit_tiny_patch16_224", str(setup["weights"]), img_size=32, num_classes=3,
                         model_args=dict(TINY_ARGS))[1]
-    report = prune(model, spec, PruneConfig(method="random", ratio=0.3, seed=3), tmp_path / "r")
+    report = prune(model, spec, PruneConfig(method="random", ratio=0.3, options={"seed": 3}), tmp_path / "r")
     keep = round(WIDTH * 0.7)
     assert report["mlp_hidden_after"] == [keep, keep]
     # each removed neuron takes one fc1 row (DIM weights + 1 bias) and one fc2 column (DIM weights)
@@ -268,7 +270,7 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(run_cli, setup, tmp_path
 
 
 def test_failure_during_save_leaves_no_directory(setup, tmp_path, monkeypatch):
-    import pathprune.pruning as pp
+    import pathprune as pp
 
     from pathprune.models import create_model
 

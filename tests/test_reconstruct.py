@@ -204,8 +204,14 @@ def test_prune_warns_with_the_command_to_run_when_paths_come_from_a_paper_style_
         res = run_cli(["prune", *cli_model_args(setup["weights"]), "--paths", analysis, "--ratio", "0.5",
                        "--out", tmp_path / "p", "--quiet"])
     assert res.code == 0, res.output
-    warning = [str(w.message) for w in caught if "paper" in str(w.message)]
-    assert len(warning) == 1 and "--topk 5 --token all" in warning[0] and "pathprune analyze" in warning[0]
+    from pathprune.cli.app import render_warning
+    from pathprune.pruning.analysis_advice import AnalysisAdvice
+
+    advice = [w.message for w in caught if "paper" in str(w.message)]
+    assert len(advice) == 1 and isinstance(advice[0], AnalysisAdvice) and "--" not in str(advice[0])
+    assert advice[0].analyze["topk"] == 5 and advice[0].analyze["token"] == "all"
+    warning = [render_warning(advice[0])]  # what the command line prints
+    assert "--topk 5 --token all" in warning[0] and "pathprune analyze" in warning[0]
     assert f"--data {setup['data']}" in warning[0] and "--model-arg depth=2" in warning[0]
     good = tmp_path / "b"
     res = run_cli(["analyze", *cli_model_args(setup["weights"]), "--data", setup["data"], "--out", good,

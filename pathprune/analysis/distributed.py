@@ -87,12 +87,12 @@ def rank_device(device: str, local_rank: int) -> str:
     import torch
 
     if device.startswith("cuda:"):
-        raise ConfigError(f"'{device}' under torchrun: each rank uses cuda:LOCAL_RANK; pass --device cuda",
+        raise ConfigError(f"'{device}' under torchrun: each rank uses cuda:LOCAL_RANK; pass `device` cuda",
                           param="device")
     resolved = resolve_device(device, local_rank=local_rank)
     if resolved.startswith("cuda") and local_rank >= torch.cuda.device_count():
         raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs: "
-                          "use --nproc-per-node at most the number of GPUs")
+                          "start at most one torchrun process per GPU (nproc-per-node)")
     return resolved
 
 
@@ -100,13 +100,13 @@ def _check_single_process_out(out: Path) -> None:
     """Refuse to run a single process into an unfinished torchrun job's directory."""
     if (out / PARTS_DIR).is_dir() and not (out / "summary.json").exists():
         raise InputError(f"{out} holds the parts of an unfinished torchrun job; re-run it with torchrun "
-                        f"(same --nproc-per-node), merge its parts with `pathprune merge`, or use another --out")
+                        f"(same number of processes), merge its parts with 'pathprune merge', or use another `out`")
 
 
 def _check_torchrun_out(out: Path) -> None:
     """Refuse to put a torchrun job into a single-process output directory."""
     if (out / "run.json").exists() and not (out / PARTS_DIR).is_dir():
-        raise InputError(f"{out} holds a single-process analysis; resume it without torchrun or use another --out")
+        raise InputError(f"{out} holds a single-process analysis; resume it without torchrun or use another `out`")
 
 
 def _barrier() -> None:

@@ -65,7 +65,7 @@ def load_analysis(directory: str | Path, allow_partial: bool = False) -> Analysi
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(f"{directory}: not a directory (expected an 'analyze --out' directory)")
+        raise InputError(f"{directory}: not a directory (expected an analyze output directory)", param="paths")
     run_file, stats_file = directory / RUN_FILE, directory / STATS_FILE
     if not run_file.exists() or not stats_file.exists():
         raise InputError(f"{directory}: no {RUN_FILE} and {STATS_FILE}; is it an analyze output?")
@@ -73,11 +73,11 @@ def load_analysis(directory: str | Path, allow_partial: bool = False) -> Analysi
     if not allow_partial:
         if not (directory / SUMMARY_FILE).exists():
             raise InputError(f"{directory} is an unfinished analysis; finish it by re-running its analyze command, "
-                             "or pass --allow-partial to prune with the images analysed so far")
+                             "or pass `allow_partial` to prune with the images analysed so far")
         if run.get("shard") or run.get("partial"):
             what = f"shard {run['shard'][0]}/{run['shard'][1]}" if run.get("shard") else "a partial merge"
             raise InputError(f"{directory} covers only {what} of the images; merge all shards "
-                             "('pathprune merge') or pass --allow-partial")
+                             "('pathprune merge') or pass `allow_partial`")
     try:
         stats, _ = PathStatistics.load(stats_file)
     except Exception as exc:  # noqa: BLE001 - safetensors/KeyError: a damaged file is a user problem

@@ -1,6 +1,6 @@
 """`pathprune analyze`: run the path search over an image set into a resumable output directory.
 
-Output directory (DESIGN.md section 5):
+Output directory (docs/design.md, section 5):
 - ``run.json``       settings, model, data selection, package versions;
 - ``paths.jsonl``    one record per image, appended batch by batch;
 - ``stats.safetensors``  per-class, per-neuron statistics; its metadata holds the checkpoint

@@ -1,4 +1,4 @@
-"""Attribution: the layer-progressive JAS search of influential neuron paths (DESIGN.md sections 2-3).
+"""Attribution: the layer-progressive JAS search of influential neuron paths (docs/design.md, sections 2-3).
 
 Quadrature rules and JAS forms are registries (data); interventions are custom autograd Functions
 that replace selected activations in place; :class:`NeuronPathSearch` is the captum-shaped entry

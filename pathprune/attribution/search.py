@@ -6,7 +6,7 @@ by ``alpha * a_clean`` during the forward pass; everything else is computed norm
 (``reference`` form: the other neurons of the intervened layers stay frozen at their clean values at
 the scope's tokens, as the published code does).
 
-Performance design (DESIGN.md section 3): one clean forward gives every layer's activations; the
+Performance design (docs/design.md, section 3): one clean forward gives every layer's activations; the
 interventions are a custom autograd Function that overwrites only the selected entries in place and
 returns gradients only for them; one backward per layer gives the gradients of all scaled tensors;
 parameters are frozen; the m x B repeated batch is split into chunks of at most ``max_batch`` rows.

@@ -7,7 +7,6 @@ the model on the analysed images (identified by the records' `file`) and compare
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +16,8 @@ from ..errors import UserError
 from ..evaluate.paper import (OPS, CompareSettings, compare_methods, structure_analysis, write_comparison,
                               write_structure)
 from ..io import claim_output
-from .options import CONTEXT, input_paths, load_model_from_options, model_options
+from ..pipeline.settings import input_paths
+from .options import CONTEXT, RegistryOption, model_options, model_source
 
 
 def _parse_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -52,8 +52,8 @@ _compare_options = [
     click.option("--out", required=True, type=click.Path(file_okay=False),
                  help="Output directory (new, empty, or a previous output of this command with --overwrite)."),
     click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous output of this command."),
-    click.option("--methods", default=",".join(PATH_METHODS.names()), show_default=True,
-                 help="Path methods to compare: " + PATH_METHODS.help_text() + "."),
+    click.option("--methods", default=None, cls=RegistryOption, registry=PATH_METHODS,
+                 help_prefix="Comma-separated path methods to compare [default: all]: "),
     click.option("--batch-size", type=int, default=16, show_default=True),
     click.option("--max-batch", type=int, default=None, help="Most rows (images x steps) per forward/backward."),
     click.option("--max-images", type=int, default=None, help="Use only the first N records."),
@@ -76,8 +76,8 @@ def _with_compare_options(fn):
               help="Manipulations: remove (x0) and/or enhance (x2) of each image's path neurons.")
 @click.option("--scores/--no-scores", default=True, show_default=True,
               help="Also compare the final JAS of each method's path (as 'pathprune scores').")
-def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, overwrite, methods,
-               batch_size, max_batch, max_images, seed, device, quiet, ops, scores) -> None:
+def manipulate(paths_dir, data, out, overwrite, methods, batch_size, max_batch, max_images, seed, device, quiet, ops,
+               scores, **model) -> None:
     """Zero or double each image's path neurons and measure probability and accuracy deviation.
 
     Compares the JAS path and the activation path of an analysis (--paths) with knowledge-neuron
@@ -85,12 +85,14 @@ def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir
     seeded random paths of the same sizes, on the analysed images. Writes manipulate.json (summary and
     per-image results), manipulate.md and PNG plots to --out.
     """
-    settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"),
+    settings = CompareSettings(_parse_list(methods or ",".join(PATH_METHODS), PATH_METHODS.names(), "--methods"),
                                _parse_list(ops, tuple(OPS), "--ops"), scores, batch_size, max_batch, max_images,
                                seed, device, not quiet)
-    with claim_output(out, "manipulate", inputs=input_paths(paths_dir, data, model_name, weights), overwrite=overwrite):
-        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-        result = compare_methods(model, spec, paths_dir, data, settings)
+    source = model_source(model).validate()
+    with claim_output(out, "manipulate", inputs=input_paths(paths_dir, data, *source.input_paths()),
+                      overwrite=overwrite):
+        loaded, spec = source.load()
+        result = compare_methods(loaded, spec, paths_dir, data, settings)
         write_comparison(out, result, "manipulate")
     _echo_manipulation(result["summary"])
     click.echo(f"-> {out}")
@@ -99,17 +101,18 @@ def manipulate(model_name, weights, img_size, num_classes, model_args, paths_dir
 @click.command(context_settings=CONTEXT)
 @model_options
 @_with_compare_options
-def scores(model_name, weights, img_size, num_classes, model_args, paths_dir, data, out, overwrite, methods,
-           batch_size, max_batch, max_images, seed, device, quiet) -> None:
+def scores(paths_dir, data, out, overwrite, methods, batch_size, max_batch, max_images, seed, device, quiet,
+           **model) -> None:
     """Compare the final JAS (only the path's neurons scaled) of each method's path.
 
     Writes scores.json (per-image scores, means, ranking), scores.md and scores.png to --out.
     """
-    settings = CompareSettings(_parse_list(methods, PATH_METHODS.names(), "--methods"), [], True, batch_size,
+    settings = CompareSettings(_parse_list(methods or ",".join(PATH_METHODS), PATH_METHODS.names(), "--methods"), [], True, batch_size,
                                max_batch, max_images, seed, device, not quiet)
-    with claim_output(out, "scores", inputs=input_paths(paths_dir, data, model_name, weights), overwrite=overwrite):
-        model, spec = load_model_from_options(model_name, weights, img_size, num_classes, model_args)
-        result = compare_methods(model, spec, paths_dir, data, settings)
+    source = model_source(model).validate()
+    with claim_output(out, "scores", inputs=input_paths(paths_dir, data, *source.input_paths()), overwrite=overwrite):
+        loaded, spec = source.load()
+        result = compare_methods(loaded, spec, paths_dir, data, settings)
         write_comparison(out, result, "scores")
     sc = result["summary"]["scores"]
     click.echo("ranking: " + " > ".join(f"{m} ({sc['mean_path_jas'][m]:.4g})" for m in sc["ranking"]))

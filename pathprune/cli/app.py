@@ -9,12 +9,12 @@ import warnings
 
 import click
 
-from ..errors import InterruptedRun, PathpruneError
-from . import analyses, analyze, bench, compress, demo, export, finetune, merge, options, prune
+from ..errors import InterruptedRun, PathpruneError, as_flags
+from . import analyses, analyze, bench, compress, demo, export, finetune, merge, prune, reconstruct
 from .options import CONTEXT
 
 #: the command modules, each defining COMMANDS (the order is the help listing's)
-COMMAND_MODULES = (analyze, merge, prune, finetune, compress, export, bench, analyses, demo)
+COMMAND_MODULES = (analyze, merge, prune, reconstruct, finetune, compress, export, bench, analyses, demo)
 
 
 @click.group(context_settings=CONTEXT)
@@ -37,7 +37,26 @@ def command_table() -> dict[str, click.Command]:
     return dict(cli.commands)
 
 
-options.COMMAND_TABLE = command_table
+
+def render_warning(message: Warning | str) -> str:
+    """A library warning as the command line shows it: settings as flags, advice as a command."""
+    import shlex
+
+    from ..pruning.analysis_advice import AnalysisAdvice
+
+    if isinstance(message, AnalysisAdvice):
+        from ..pipeline.settings import ModelSource, command_record
+        from ..pipeline.stages import AnalyzeSettings
+
+        a = dict(message.analyze)
+        best = {"topk": a["topk"], "token": a["token"]}
+        source = ModelSource(a.pop("model"), weights=a.pop("weights", None), model_arg=tuple(a.pop("model_arg", ())))
+        command = command_record("analyze", AnalyzeSettings(source=source, **a))
+        best = f"--topk {best['topk']} --token {best['token']}"
+        return (f"--paths {message.paths} was analysed with --topk {message.topk} --token {message.token} (the paper's "
+                f"setting); without --reconstruct, neurons ranked by it prune worse than with {best}. For pruning, "
+                f"run: {shlex.join(command)}")
+    return as_flags(str(message))
 
 
 def _debug_env() -> bool:
@@ -48,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors and non-zero exit codes unless --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or _debug_env()
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {render_warning(msg)}\n"
     try:
         cli.main(args=args, prog_name="pathprune", standalone_mode=False)
     except click.exceptions.Abort:

@@ -6,23 +6,17 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import ConfigError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-#: every command by name, provided by cli.app once the group exists (recipes are checked against all
-#: commands' options, since one recipe serves every command)
-COMMAND_TABLE: Callable[[], dict[str, click.Command]] | None = None
-
-
 
 def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Eager callback: a recipe's values become this command's defaults (explicit options win)."""
     if value is None:
         return value
-    from ..recipes import option_spellings, recipe_defaults
+    from ..recipes import recipe_defaults
 
-    table = COMMAND_TABLE() if COMMAND_TABLE is not None else {ctx.command.name: ctx.command}
+    root = ctx.find_root().command  # one recipe serves every command: checked against all their options
+    table = dict(getattr(root, "commands", None) or {ctx.command.name: ctx.command})
     known = {name: set(option_spellings(command.params)) for name, command in table.items()}
     types = {p.name: ("int" if isinstance(p.type, click.types.IntParamType) else
                       "float" if isinstance(p.type, click.types.FloatParamType) else None)
@@ -33,6 +27,19 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 
+def option_spellings(params: list) -> dict[str, str]:
+    """Map each click parameter's option spellings (without the leading dashes) and name to its parameter name."""
+    out: dict[str, str] = {}
+    for param in params:
+        if param.name is None:
+            continue
+        out[param.name] = param.name
+        out[param.name.replace("_", "-")] = param.name
+        for flag in getattr(param, "opts", []) + getattr(param, "secondary_opts", []):
+            out[flag.lstrip("-")] = param.name
+    return out
+
+
 def recipe_option(fn: Callable) -> Callable:
     return click.option("--recipe", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
                         callback=_load_recipe,
@@ -40,26 +47,21 @@ def recipe_option(fn: Callable) -> Callable:
 
 
 
-def _remember_ema(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    ctx.meta["pathprune.ema"] = bool(value)
-    return value
-
-
 def model_options(fn: Callable) -> Callable:
-    """--model/--weights/--img-size/--num-classes/--model-arg."""
+    """--model/--weights/--pretrained/--ema/--img-size/--num-classes/--model-arg (a ModelSource)."""
     options = [
-        click.option("--model", "model_name", required=True,
+        click.option("--model", "model", required=True,
                      help="timm ViT name, ViT-B_16|ViT-B_32|ViT-L_32|MAE-B_16, digits, a pruned directory, "
                           "hf-hub:ORG/NAME (local Hugging Face cache) or local-dir:DIR."),
         click.option("--weights", default=None,
                      help="Local weights: .npz, .pth/.pt/.pth.tar, .safetensors, or 'random' (seeded)."),
-        click.option("--pretrained", "weights", flag_value="pretrained",
+        click.option("--pretrained", is_flag=True,
                      help="The model's default pretrained weights from the local Hugging Face cache (offline)."),
-        click.option("--ema", is_flag=True, expose_value=False, callback=_remember_ema,
+        click.option("--ema", is_flag=True,
                      help="Use the EMA weights of a timm training checkpoint (state_dict_ema)."),
         click.option("--img-size", type=int, default=None, help="Input resolution override."),
         click.option("--num-classes", type=int, default=None, help="Classifier size override."),
-        click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+        click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
                      help="Extra timm constructor argument (repeatable), e.g. patch_size=8."),
     ]
     for option in reversed(options):
@@ -67,31 +69,43 @@ def model_options(fn: Callable) -> Callable:
     return fn
 
 
-
-def parse_model_args(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """KEY=VALUE strings -> dict with int/float/bool/None values where they parse."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ConfigError(f"'{item}': expected KEY=VALUE", param="model_arg")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+MODEL_OPTION_NAMES = ("model", "weights", "pretrained", "ema", "img_size", "num_classes", "model_arg")
 
 
+def model_source(kwargs: dict[str, Any]):
+    """Pop the shared model options out of a command's keyword arguments into a ModelSource."""
+    from ..pipeline.settings import ModelSource
 
-def load_model_from_options(model_name: str, weights: str | None, img_size: int | None,
-                            num_classes: int | None, model_args: tuple[str, ...]):
-    """Build (model, spec) from the shared model options (and --ema, kept in the click context)."""
-    from ..models import create_model
+    values = {name: kwargs.pop(name) for name in MODEL_OPTION_NAMES if name in kwargs}
+    values["model_arg"] = tuple(values.get("model_arg") or ())
+    return ModelSource(**values)
 
-    ctx = click.get_current_context(silent=True)
-    ema = bool(ctx.meta.get("pathprune.ema")) if ctx is not None else False
-    return create_model(model_name, weights, model_args=parse_model_args(model_args), img_size=img_size,
-                        num_classes=num_classes, ema=ema)
 
+class ImportanceOption(click.Option):
+    """An option of some importance methods (its name is the methods' option name); the command
+    hands the method the ones it declares (pathprune.pruning.importance.select_options)."""
+
+
+def importance_options(fn: Callable) -> Callable:
+    """The importance methods' own options. A new method option is one more line here."""
+    options = [
+        click.option("--classes", cls=ImportanceOption, default=None,
+                     help="Path methods: weigh only these classes (indices, ranges a-b or names): a specialised model."),
+        click.option("--path-score", cls=ImportanceOption, type=click.Choice(["count", "dense"]), default="count",
+                     show_default=True,
+                     help="Path methods: rank by path frequency (JAS sum breaks ties) or by the dense JAS sum alone."),
+        click.option("--seed", cls=ImportanceOption, type=int, default=0, show_default=True,
+                     help="Seed of --importance random."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def pop_importance_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The importance options of the running command's keyword arguments (removed from them)."""
+    params = click.get_current_context().command.params
+    return {p.name: kwargs.pop(p.name) for p in params if isinstance(p, ImportanceOption) and p.name in kwargs}
 
 
 class RegistryOption(click.Option):
@@ -120,21 +134,13 @@ def overwrite_option(fn: Callable) -> Callable:
                         help="Replace --out when it holds a previous output of this command (only then).")(fn)
 
 
-def input_paths(*items: str | None) -> list[str]:
-    """The command's inputs that are paths on disk (never an output target); names like digits skipped."""
-    from pathlib import Path
-
-    paths = [str(i)[len("local-dir:"):] if str(i).startswith("local-dir:") else str(i) for i in items if i]
-    return [p for p in paths if ":" not in p.split("/")[0] and Path(p).exists()]
-
-
 def label_options(fn: Callable) -> Callable:
     """--class-map FILE and --labels FILE: how image folders/files map to the model's classes."""
     options = [
         click.option("--class-map", type=click.Path(dir_okay=False), default=None,
                      help="Folder name -> class index (JSON object or 'FOLDER INDEX' lines), for folders that "
                           "are not the model's class names, ImageNet wnids or indices."),
-        click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+        click.option("--labels", "labels", type=click.Path(dir_okay=False), default=None,
                      help="Ground truth for a flat image directory (ImageNet val): 'FILE LABEL' lines "
                           "(index or class name) or LOC_val_solution.csv."),
     ]
@@ -143,7 +149,15 @@ def label_options(fn: Callable) -> Callable:
     return fn
 
 
-def label_arguments(model: Any, spec: Any, class_map: str | None = None, labels: str | None = None) -> dict[str, Any]:
-    """open_images keyword arguments that make labels follow the model."""
-    return {"num_classes": getattr(model, "num_classes", None) or None, "class_names": spec.class_names,
-            "class_map": class_map, "labels": labels}
+def defaults(settings_class: type) -> dict[str, Any]:
+    """The default of every field of a stage's settings dataclass: the one place command-line
+    defaults come from."""
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings_class):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out

@@ -322,7 +322,9 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     - fp16 / int8: top-1 agreement with torch >= `min_agreement` on `check_images` (else on the
       `calibration` images, else on random inputs), max and mean logit error reported.
     `calibration` (ImageSet, (images, labels) pair or list of float32 arrays, already preprocessed)
-    is required by int8-static. `exporter` None picks the precision's preferred exporter (TorchScript
+    is required by int8-static; ``int8`` exports int8-dynamic (and int8-static when `calibration` is
+    given), keeps the fastest that passes its check and records the choice in the metadata
+    (``int8_choice``; :func:`~pathprune.deploy.select.export_fastest_int8`). `exporter` None picks the precision's preferred exporter (TorchScript
     for int8-static, dynamo otherwise). On a failed check or any error no file is left at `out` (an
     existing file is kept unchanged), and stale temporaries of an interrupted export of `out` are
     removed (under `out`'s lock).
@@ -331,6 +333,14 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     """
     from ..io import OutputLock, remove_stale_temporaries
 
+    if precision == "int8":  # the fastest int8 variant that passes its check (pathprune.deploy.select)
+        from .select import export_fastest_int8
+
+        return export_fastest_int8(model, out, input_shape=input_shape, opset=opset, exporter=exporter,
+                                   tolerance=tolerance, batch_sizes=batch_sizes, seed=seed, optimize=optimize,
+                                   optimizer=optimizer, calibration=calibration, check_images=check_images,
+                                   max_check_images=max_check_images, min_agreement=min_agreement, spec=spec,
+                                   metadata=metadata, external_data_threshold=external_data_threshold)[0]
     path = check_output_path(out)
     with OutputLock(path):
         remove_stale_temporaries(path)

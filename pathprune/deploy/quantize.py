@@ -18,7 +18,7 @@ reported) and ``needs_calibration``.
   onnxruntime's CPU provider runs it slowly or inserts casts).
 
     >>> PRECISIONS.names()
-    ['fp32', 'fp16', 'int8-dynamic', 'int8-static']
+    ['fp32', 'fp16', 'int8-dynamic', 'int8', 'int8-static']
 """
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ def _int8_dynamic(proto, calibration: Sequence[np.ndarray] | None = None):
         return _load(dst)
 
 
+@PRECISIONS.register("int8", help="the fastest int8 variant that passes the agreement check (int8-dynamic, "
+                     "and int8-static with calibration data; see pathprune.deploy.select)", parity="top1",
+                     needs_calibration=False, exporter=None, selects=("int8-dynamic", "int8-static"))
+def _int8_choice(proto, calibration: Sequence[np.ndarray] | None = None):
+    from ..errors import ConfigError
+
+    raise ConfigError("int8 chooses among int8-dynamic and int8-static at export (export_onnx); it is not a "
+                      "conversion of its own", param="precision")
+
+
 class _Batches:
     """onnxruntime CalibrationDataReader over a list of float32 batches."""
 
@@ -109,7 +119,7 @@ class _Batches:
         self.i = 0
 
 
-@PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from --calib-data",
+@PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from calibration images",
                      parity="top1", needs_calibration=True, exporter=None)
 def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None):
     import onnx

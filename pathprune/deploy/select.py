@@ -48,8 +48,9 @@ def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration
     with tempfile.TemporaryDirectory(prefix="pathprune-int8-") as tmp:
         for precision in candidates:
             try:
+                args = {k: v for k, v in export_args.items() if k != "metadata"}
                 res = export_onnx(model, Path(tmp) / f"{precision}.onnx", optimize=optimize, precision=precision,
-                                  calibration=calibration, **export_args)
+                                  calibration=calibration, **args)
             except OutputError as exc:  # its agreement check failed
                 failures[precision] = str(exc)
                 continue
@@ -63,6 +64,7 @@ def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration
     meta = {"int8_choice": {"chosen": chosen, "median_ms": timings, "failed": failures, "batch_size": batch_size,
                             "optimize": optimize}}
     metadata = {**(export_args.pop("metadata", None) or {}), **meta}
+    export_args.pop("precision", None)
     result = export_onnx(model, out, optimize=optimize, precision=chosen, calibration=calibration, metadata=metadata,
                          **export_args)
     return result, timings

@@ -378,7 +378,7 @@ def locate_images(image_set, records: list[dict[str, Any]], data: str) -> list[i
         pos = position.get(str(record["file"]))
         if pos is None:
             raise IncompatibleError(f"{data}: has no image '{record['file']}' of the analysis records; "
-                            "pass the --data the analysis ran on")
+                            "pass the `data` the analysis ran on")
         if image_set.items[pos].label != record["label"]:
             raise IncompatibleError(f"{data}: image '{record['file']}' has label {image_set.items[pos].label} "
                             f"but the analysis recorded {record['label']}")

@@ -148,9 +148,9 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, seed: i
         raise ModelError(f"unknown model '{name}': not a timm model name, an alias ({known}), "
                         "'digits', or a directory written by 'pathprune prune'")
     if weights is None:
-        raise ModelError(f"no weights for '{name}': pathprune never downloads; pass --weights FILE "
-                        "(.npz, .pth/.pt/.pth.tar, .safetensors), --pretrained (the local Hugging Face cache) "
-                        "or --weights random")
+        raise ModelError(f"no weights for '{name}': pathprune never downloads; pass `weights` FILE "
+                        "(.npz, .pth/.pt/.pth.tar, .safetensors), `pretrained` (the local Hugging Face cache) "
+                        "or `weights` random")
     if weights == "pretrained":
         weights = str(pretrained_weights(base))
     model = _build(base, overrides, seed)

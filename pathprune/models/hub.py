@@ -61,7 +61,7 @@ def _missing(repo: str, filename: str) -> ModelError:
     folder = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
     return ModelError(f"'{repo_id}' is not in the local Hugging Face cache (no {filename}); pathprune never downloads: "
                       f"run 'huggingface-cli download {repo_id}' where there is network and copy {folder} (set "
-                      "HF_HOME to another cache), or give the files as --model local-dir:DIR")
+                      "HF_HOME to another cache), or give the files as `model` local-dir:DIR")
 
 
 def hub_directory(repo: str) -> Path:
@@ -122,7 +122,7 @@ def pretrained_weights(name: str) -> Path:
     except Exception:  # noqa: BLE001 - timm raises several types for unknown tags
         cfg = None
     if cfg is None or not getattr(cfg, "hf_hub_id", None):
-        raise ModelError(f"'{name}' has no Hugging Face hub weights in timm; pass --weights FILE")
+        raise ModelError(f"'{name}' has no Hugging Face hub weights in timm; pass `weights` FILE")
     repo = cfg.hf_hub_id
     filenames = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else list(WEIGHT_FILES[:2])
     for filename in filenames:

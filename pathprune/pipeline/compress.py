@@ -1,31 +1,34 @@
 """The whole job in one resumable pipeline: analyze -> prune (-> reconstruct) (-> finetune) -> export -> bench.
 
-Every stage is the command a user would type (``pathprune analyze ...`` etc.), so a compression is
-reproducible stage by stage from ``compress.json``. A stage is skipped on a re-run when its marker in
-``OUT/stages/`` says it finished with the same arguments (and the same upstream stages); otherwise its
-output is removed and it runs again, and so does everything after it. With ``rounds`` > 1 the ratio is
-reached in geometric steps (each round keeps the same fraction of the remaining neurons), the pruned
-model being re-analysed every round.
+Every stage is a library call (:mod:`pathprune.pipeline.stages`) with typed settings; the equivalent
+command lines are recorded in ``compress.json`` so that a compression is reproducible stage by stage.
+A stage is skipped on a re-run when its marker in ``OUT/stages/`` holds the same key: a hash of the
+settings that change its output (display settings such as progress bars do not count) and of the
+stages before it; otherwise its output is removed and it runs again, and so does everything after it.
+With ``rounds`` > 1 the ratio is reached in geometric steps (each round keeps the same fraction of the
+remaining neurons), the pruned model being re-analysed every round. Every stage's settings are
+checked before the first stage runs.
 
 Example::
 
     >>> from pathprune.pipeline.compress import CompressSettings, plan_stages
     >>> s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9, rounds=2)
-    >>> [name for name, _ in plan_stages(s, "runs/c")]
+    >>> [stage.name for stage in plan_stages(s, "runs/c")]
     ['analyze', 'prune', 'analyze-2', 'prune-2', 'export', 'bench']
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from ..errors import ConfigError, InputError, OutputError
+from ..errors import ConfigError, OutputError
+from . import stages as st
+from .settings import ModelSource, command_record, display_field, stage_key
 
 #: the marker of a compress output directory
 MARKER = "compress.json"
@@ -34,16 +37,24 @@ STAGES_DIR = "stages"
 
 @dataclass
 class CompressSettings:
-    """Everything `compress` runs with; defaults are the settings that prune best (see
-    benchmarks/results_prune.md): a top-5, all-token analysis, path importance, sequential
-    reconstruction on calibration images, optional distillation."""
+    """Everything `compress` runs with (field names are the command's option names); defaults are
+    the settings that prune best (see benchmarks/results_prune.md): a top-5, all-token analysis,
+    path importance, sequential reconstruction on calibration images, optional distillation.
+
+    >>> CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.5).validate().topk
+    5
+    """
 
     model: str
     data: str
     eval_data: str
     ratio: float
     weights: str | None = None
-    model_args: list[str] = field(default_factory=list)  # extra --img-size/--num-classes/--model-arg options
+    pretrained: bool = False
+    ema: bool = False
+    img_size: int | None = None
+    num_classes: int | None = None
+    model_arg: tuple[str, ...] = ()
     rounds: int = 1
     # analyze
     images_per_class: int | None = 20
@@ -55,6 +66,7 @@ class CompressSettings:
     analyze_batch_size: int = 32
     # prune
     importance: str = "path"
+    options: dict[str, Any] = field(default_factory=dict)  # the importance method's own options
     scope: str = "uniform"
     reconstruct: bool = True
     reconstruct_mode: str = "sequential"
@@ -68,14 +80,21 @@ class CompressSettings:
     finetune_batch_size: int = 64
     alpha: float = 0.0
     temperature: float = 2.0
-    # export and bench
-    precision: str | None = None  # export --precision where the installed export has it
+    # export (calibrated on --data, checked on --eval-data) and bench (the exported file included)
+    precision: str = "fp32"
+    optimize: bool = False
+    export_images: int = 64
     batch_sizes: str = "1,32"
     warmup: int = 3
     repeats: int = 10
     backends: str = "ort-cpu,torch-cpu"
     device: str = "auto"
-    quiet: bool = False
+    quiet: bool = display_field(False)
+
+    @property
+    def source(self) -> ModelSource:
+        return ModelSource(self.model, weights=self.weights, pretrained=self.pretrained, ema=self.ema,
+                           img_size=self.img_size, num_classes=self.num_classes, model_arg=tuple(self.model_arg))
 
     def validate(self) -> "CompressSettings":
         if isinstance(self.ratio, bool) or not 0 < float(self.ratio) < 1:
@@ -84,11 +103,26 @@ class CompressSettings:
             raise ConfigError("must be at least 1", param="rounds")
         if self.finetune_epochs < 0 or (self.finetune_steps is not None and self.finetune_steps < 0):
             raise ConfigError("must be >= 0", param="finetune_epochs")
+        self.source.validate()
         return self
 
     @property
     def finetunes(self) -> bool:
         return bool(self.finetune_steps) or self.finetune_epochs > 0
+
+
+@dataclass
+class Stage:
+    """One planned stage: its name (``prune-2`` in round 2), command, settings and output path."""
+
+    name: str
+    command: str
+    settings: Any
+    output: Path
+    run: Callable[..., Any]
+
+    def record(self) -> list[str]:
+        return command_record(self.command, self.settings)
 
 
 def round_ratios(ratio: float, rounds: int, already: float = 0.0) -> list[float]:
@@ -117,79 +151,96 @@ def removed_fraction(model: str) -> float:
     return 1.0 - sum(description["mlp_hidden"]) / sum(dense_widths(description))
 
 
-def _model_options(s: CompressSettings, model: str, first: bool) -> list[str]:
-    if not first:
-        return ["--model", model]
-    return ["--model", model, *(["--weights", s.weights] if s.weights else []), *s.model_args]
 
 
-def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0) -> list[tuple[str, list[str]]]:
-    """(stage name, command-line arguments) of every stage, in order."""
+def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0) -> list[Stage]:
+    """Every stage of `s` in order, with its settings (nothing runs; impossible requests raise)."""
     out = Path(out)
-    quiet = ["--quiet"] if s.quiet else []
-    model = s.model
-    stages: list[tuple[str, list[str]]] = []
+    source = s.source
+    plan: list[Stage] = []
+    analysis_needed = s.importance in ("path", "activation-path")
     for k, ratio in enumerate(round_ratios(s.ratio, s.rounds, already), start=1):
         suffix = "" if k == 1 else f"-{k}"
         analysis, pruned, tuned = out / f"analysis{suffix}", out / f"pruned{suffix}", out / f"finetuned{suffix}"
-        needs_analysis = s.importance in ("path", "activation-path")
-        if needs_analysis:
-            subset = (["--images-per-class", str(s.images_per_class)] if s.images_per_class else []) + \
-                     (["--max-images", str(s.max_images)] if s.max_images else [])
-            stages.append((f"analyze{suffix}", [
-                *_model_options(s, model, k == 1), "--data", s.data, *subset, "--topk", str(s.topk),
-                "--token", s.token, "--steps", str(s.steps), "--quadrature", s.quadrature,
-                "--batch-size", str(s.analyze_batch_size), "--device", s.device, "--out", str(analysis), *quiet]))
-        stages.append((f"prune{suffix}", [
-            *_model_options(s, model, k == 1), *(["--paths", str(analysis)] if needs_analysis else []),
-            "--importance", s.importance, "--scope", s.scope, "--ratio", repr(round(ratio, 10)),
-            *(["--reconstruct", "--reconstruct-mode", s.reconstruct_mode, "--reconstruct-target",
-               s.reconstruct_target] if s.reconstruct else []),
-            *(["--compensate"] if s.compensate else []),
-            "--calib-data", s.data, "--calib-images", str(s.calib_images), "--eval-data", s.eval_data,
-            "--device", s.device, "--out", str(pruned), *quiet]))
-        model = str(pruned)
+        if analysis_needed:
+            plan.append(Stage(f"analyze{suffix}", "analyze", st.AnalyzeSettings(
+                source=source, data=s.data, out=str(analysis), images_per_class=s.images_per_class or None,
+                max_images=s.max_images or None, topk=s.topk, token=s.token, steps=s.steps,
+                quadrature=s.quadrature, batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
+                analysis, st.analyze))
+        plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
+            source=source, paths=str(analysis) if analysis_needed else None, importance=s.importance,
+            options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), reconstruct=s.reconstruct,
+            reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target, compensate=s.compensate,
+            calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
+            out=str(pruned), quiet=s.quiet), pruned, st.prune))
+        source = ModelSource(str(pruned))
         if s.finetunes:
-            length = ["--steps", str(s.finetune_steps)] if s.finetune_steps else ["--epochs", str(s.finetune_epochs)]
-            stages.append((f"finetune{suffix}", [
-                "--model", model, "--data", s.data, "--eval-data", s.eval_data, *length,
-                "--lr", repr(s.finetune_lr), "--batch-size", str(s.finetune_batch_size), "--alpha", repr(s.alpha),
-                "--temperature", repr(s.temperature), "--device", s.device, "--out", str(tuned), *quiet]))
-            model = str(tuned)
-    stages.append(("export", [model, "--out", str(out / "pruned.onnx"),
-                             *(["--precision", s.precision] if s.precision else [])]))
-    stages.append(("bench", [*_model_options(s, s.model, True), "--pruned", model, "--data", s.eval_data,
-                             "--batch-sizes", s.batch_sizes, "--warmup", str(s.warmup), "--repeats", str(s.repeats),
-                             "--backends", s.backends, "--out", str(out / "bench"), *quiet]))
-    return stages
+            plan.append(Stage(f"finetune{suffix}", "finetune", st.FinetuneStageSettings(
+                model=str(pruned), data=s.data, eval_data=s.eval_data, steps=s.finetune_steps or None,
+                epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
+                batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature, device=s.device,
+                out=str(tuned), quiet=s.quiet), tuned, st.finetune))
+            source = ModelSource(str(tuned))
+    quantised = s.precision != "fp32"
+    onnx = out / "pruned.onnx"
+    plan.append(Stage("export", "export", st.ExportSettings(
+        source=source, out=str(onnx), precision=s.precision, optimize=s.optimize,
+        calib_data=s.data if quantised else None, check_data=s.eval_data if quantised else None,
+        calib_images=s.export_images), onnx, st.export))
+    plan.append(Stage("bench", "bench", st.BenchSettingsSpec(
+        source=s.source, pruned=(source.model,), onnx=(str(onnx),), data=s.eval_data,
+        batch_sizes=s.batch_sizes, warmup=s.warmup, repeats=s.repeats, backends=s.backends,
+        out=str(out / "bench"), quiet=s.quiet), out / "bench", st.bench))
+    return plan
 
 
-def stage_output(args: Sequence[str]) -> Path:
-    """The output path of a stage (its --out)."""
-    return Path(args[list(args).index("--out") + 1])
+def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:
+    """Every stage's settings checked before the first stage runs (and the data sources exist)."""
+    st.check_data_source(settings.data, "data")
+    st.check_data_source(settings.eval_data, "eval_data")
+    for stage in plan:
+        stage.settings.validate()
 
 
-def run_compress(settings: CompressSettings, out: str | Path, run_stage: Callable[[str, list[str]], None],
-                 echo: Callable[[str], None] = print, *, command: str = "compress") -> dict[str, Any]:
-    """Run every stage of `settings` into `out` with `run_stage(command, args)` (e.g. the click
-    commands); skip stages finished earlier with the same arguments. Returns the summary (also
-    written to OUT/compress.json), whose "report" is the bench report. `out` is claimed (checked,
-    locked, marked) for `command` for the whole run."""
+def compress(settings: CompressSettings | None = None, *, out: str | Path, echo: Callable[[str], None] | None = None,
+             command: str = "compress", **options: Any) -> dict[str, Any]:
+    """Compress a model in one call: ``compress(model=..., data=..., eval_data=..., ratio=..., out=DIR)``
+    with the keyword names of the command's options (or a :class:`CompressSettings`); every stage
+    runs as a library call. Returns the summary (also OUT/compress.json).
+
+    >>> import pathprune as pp
+    >>> summary = pp.compress(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9,
+    ...                       out="runs/digits-90")  # doctest: +SKIP
+    """
+    if settings is None:
+        settings = CompressSettings(**options)
+    elif options:
+        raise ConfigError("give either settings or keyword options, not both", param="settings")
+    return run_compress(settings, out, echo=echo, command=command)
+
+
+def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[str], None] | None = None, *,
+                 command: str = "compress") -> dict[str, Any]:
+    """Run every stage of `settings` into `out`, skipping stages finished earlier with the same key.
+    `out` is claimed (checked, locked, marked) for `command` for the whole run."""
     from ..io import claim_output
 
     settings.validate()
     out = Path(out)
-    if Path(settings.model).resolve() == out.resolve() or out.resolve() in Path(settings.model).resolve().parents:
-        raise ConfigError("the model to compress cannot lie inside --out", param="out")
+    model_path = Path(settings.model).resolve()
+    if model_path == out.resolve() or out.resolve() in model_path.parents:
+        raise ConfigError("the model to compress cannot lie inside the output directory", param="out")
     already = removed_fraction(settings.model)
-    stages = plan_stages(settings, out, already)  # refuses impossible requests before anything is written
-    inputs = [settings.model, getattr(settings, "weights", None), settings.data, settings.eval_data]
+    plan = plan_stages(settings, out, already)  # refuses impossible requests before anything is written
+    check_plan(settings, plan)
+    inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
     with claim_output(out, command, inputs=inputs, resumable=True, in_place=True):
-        return _run_compress_claimed(settings, out, run_stage, echo, already, stages)
+        return _run_claimed(settings, out, echo or (lambda _: None), already, plan)
 
 
-def _run_compress_claimed(settings: CompressSettings, out: Path, run_stage: Callable[[str, list[str]], None],
-                          echo: Callable[[str], None], already: float, stages: list) -> dict[str, Any]:
+def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], None], already: float,
+                 plan: list[Stage]) -> dict[str, Any]:
     from ..io import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
@@ -200,44 +251,37 @@ def _run_compress_claimed(settings: CompressSettings, out: Path, run_stage: Call
     upstream = ""
     seconds: dict[str, float] = {}
     skipped: list[str] = []
+    final_model = ""
     started = time.perf_counter()
-    for name, args in stages:
-        command = name.split("-")[0]
-        key = hashlib.sha256(json.dumps([upstream, command, args]).encode()).hexdigest()
-        done = out / STAGES_DIR / f"{name}.json"
-        target = stage_output(args)
-        if done.exists() and json.loads(done.read_text()).get("key") == key and target.exists():
-            echo(f"== {name}: done earlier with the same settings, skipped")
-            skipped.append(name)
+    for stage in plan:
+        key = stage_key(stage.command, stage.settings, upstream)
+        done = out / STAGES_DIR / f"{stage.name}.json"
+        record = stage.record()
+        if done.exists() and json.loads(done.read_text()).get("key") == key and stage.output.exists():
+            echo(f"== {stage.name}: done earlier with the same settings, skipped")
+            skipped.append(stage.name)
         else:
             if done.exists():
                 done.unlink()
-            if target.exists() and command != "finetune":  # finetune resumes from its own checkpoint
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            echo(f"== {name}: pathprune {command} {' '.join(args)}")
+            if stage.output.exists() and stage.command != "finetune":  # finetune resumes from its checkpoint
+                shutil.rmtree(stage.output) if stage.output.is_dir() else stage.output.unlink()
+            echo(f"== {stage.name}: {' '.join(record)}")
             t0 = time.perf_counter()
-            run_stage(command, args)
-            seconds[name] = time.perf_counter() - t0
-            if not target.exists():
-                raise OutputError(f"stage {name} finished without writing {target}")
-            write_json_atomic(done, {"key": key, "command": ["pathprune", command, *args],
-                                     "seconds": seconds[name]})
+            stage.run(stage.settings, echo=echo)
+            seconds[stage.name] = time.perf_counter() - t0
+            if not stage.output.exists():
+                raise OutputError(f"stage {stage.name} finished without writing {stage.output}")
+            write_json_atomic(done, {"key": key, "command": record, "seconds": seconds[stage.name]})
+        if stage.command in ("prune", "finetune"):
+            final_model = str(stage.output)
         upstream = key
-    report_file = out / "bench" / "report.json"
-    report = json.loads(report_file.read_text())
+    report = json.loads((out / "bench" / "report.json").read_text())
     summary = {"settings": asdict(settings), "ratio_already_removed": already,
                "round_ratios": round_ratios(settings.ratio, settings.rounds, already),
-               "commands": {name: ["pathprune", name.split("-")[0], *args] for name, args in stages},
+               "commands": {stage.name: stage.record() for stage in plan},
                "skipped": skipped, "seconds": {**seconds, "total": time.perf_counter() - started},
-               "final_model": str(stage_output(stages[-3][1]) if len(stages) >= 3 else ""),
-               "report": str(out / "bench" / "report.md"), "models": report["models"]}
-    write_json_atomic(marker, summary)
+               "final_model": final_model, "onnx": str(out / "pruned.onnx"),
+               "report": str(out / "bench" / "report.md"), "models": report["models"],
+               "variants": report["variants"]}
+    write_json_atomic(out / MARKER, summary)
     return summary
-
-
-def check_inputs(settings: CompressSettings) -> None:
-    """Fail before any work when the data cannot be opened."""
-    for data in (settings.data, settings.eval_data):
-        if not (data == "digits" or data.startswith("digits:") or Path(data).is_dir()):
-            raise InputError(f"{data}: not a directory (expected class folders, or digits[:train|:test])",
-                             param="data")

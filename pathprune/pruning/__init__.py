@@ -1,12 +1,13 @@
 """Pruning: per-neuron importance (torch-pruning ``Importance`` objects, a registry of methods),
 selection (uniform or global) and removal through torch-pruning's dependency graph. The pruning
-run that writes a pruned-model directory is a pipeline stage (:mod:`pathprune.pipeline.prune`)."""
+run that writes a pruned-model directory is a pipeline stage (:mod:`pathprune.pipeline.prune_run`, and the stage :func:`pathprune.pipeline.prune`)."""
 
+from ..analysis.reader import Analysis, load_analysis
 from .calibration import CalibrationStats, calibration_statistics, spread_subset
 from .importance import (IMPORTANCES, PATH_KINDS, PRIMARY_SCORES, TIE_SCALE, ActivationImportance,
-                         ActivationPathImportance, Analysis, MagnitudeImportance, NeuronImportance, PathImportance,
+                         ActivationPathImportance, MagnitudeImportance, NeuronImportance, PathImportance,
                          RandomImportance, TaylorImportance, create_importance, group_scores, list_importances,
-                         load_analysis, path_frequency, path_importance, register_importance)
+                         path_frequency, path_importance, register_importance)
 from .removal import PruneConfig, PruneResult, compensate_bias, prune_mlp, remove_neurons
 from .selection import SCOPES, keep_counts, select_kept
 

@@ -135,27 +135,19 @@ def register_head_importance(name: str, cls: type | None = None, *, help: str = 
 def create_head_importance(name: str, *, analysis: Any = None, **options: Any) -> HeadImportance:
     """A head importance of a registered method; it gets only the options it declares, and a non-default
     value of an option it does not take is refused (the importance-options contract)."""
-    cls = HEAD_IMPORTANCES.get(name)
-    from .importance import IMPORTANCES
+    from .importance import importance_options
 
+    cls = HEAD_IMPORTANCES.get(name)
+    known = {**importance_options(), **{k: v for n in HEAD_IMPORTANCES for k, v in HEAD_IMPORTANCES.get(n).options.items()}}
     taken = {}
     for key, value in options.items():
         if key in cls.options:
             taken[key] = value
-            continue
-        default = _option_default(IMPORTANCES, key)
-        if value is not None and value != default:
+        elif key not in known:
+            raise ConfigError("is not an option of any importance method", param=key)
+        elif value is not None and value != known[key]:
             raise ConfigError(f"head importance '{name}' does not take this option", param=key)
     return cls.from_settings(analysis=analysis, **taken)
-
-
-def _option_default(registry, key: str) -> Any:
-    """The default of option `key` in any registered importance that declares it (None if none does)."""
-    for name in registry.names():
-        options = getattr(registry.get(name), "options", None) or {}
-        if key in options:
-            return options[key]
-    return {"seed": 0, "classes": None, "path_score": "count"}.get(key)
 
 
 @register_head_importance("magnitude", help="squared L2 norm of the head's q, k, v rows and proj columns")
@@ -382,10 +374,10 @@ def prune_heads_stage(model: nn.Module, config: Any, *, analysis: Any = None, ca
     kept: list[list[int]] = [list(range(h)) for h in before]
     name = heads_method(config)
     if config.heads_ratio:
-        settings = {"seed": config.seed, "classes": config.classes, "path_score": config.path_score}
-        declared = HEAD_IMPORTANCES.get(name).options  # the prune settings this method takes
-        importance = create_head_importance(name, analysis=analysis,
-                                            **{k: v for k, v in settings.items() if k in declared})
+        declared = HEAD_IMPORTANCES.get(name).options  # the neuron method's options it shares
+        options = (config.heads_options if config.heads_options is not None
+                   else {k: v for k, v in (config.options or {}).items() if k in declared})
+        importance = create_head_importance(name, analysis=analysis, **options)
         if importance.needs == "calibration" and calib is None:
             raise ConfigError(f"needed by head importance {name}", param="calib_data")
         importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device)

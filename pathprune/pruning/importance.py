@@ -7,7 +7,7 @@ group), so it plugs into ``tp.pruner.MetaPruner`` as well as into :func:`~pathpr
 ``IMPORTANCES`` is the registry (``pathprune prune --importance`` choices come from it); register your
 own with :func:`register_importance`.
 
-Path importance (DESIGN.md section 4), from an `analyze` output directory or in memory from
+Path importance (docs/design.md, section 4), from an `analyze` output directory or in memory from
 ``PathStatistics``:
 
 The primary score of neuron (l, j) is its *class-balanced path frequency*: for every class c, the
@@ -22,7 +22,6 @@ the summed clean activations. Everything here is a pure function of the loaded s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -30,8 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..analysis.reader import Analysis, load_analysis
-from ..analysis.statistics import PathStatistics
+from ..analysis.reader import Analysis
 from ..data.images import parse_classes
 from ..errors import ConfigError, InputError
 from ..models.adapters import dependency_graph, family_of, mlp_layouts, mlp_widths
@@ -64,7 +62,7 @@ def class_selection(analysis: Analysis, classes: str | None) -> torch.Tensor:
         chosen = parse(classes, names)
         missing = [c for c in chosen if c not in row_of]
         if missing:
-            raise InputError(f"--classes: class {missing[0]} was not analysed in {analysis.directory}")
+            raise InputError(f": class {missing[0]} was not analysed in {analysis.directory}", param="classes")
         selected = torch.tensor([row_of[c] for c in chosen])
     else:
         selected = (torch.tensor(parse_classes(classes, analysis.class_names)) if classes
@@ -127,16 +125,27 @@ class NeuronImportance(tp.importance.Importance):
 
     Subclasses implement ``_scores(model, calibration, **kwargs)`` (per-block tensors [F_l], higher =
     more important); ``needs`` says what `fit` requires: ``"analysis"``, ``"calibration"`` or None.
-    Register a subclass with :func:`register_importance` to make it a ``--importance`` choice.
+    A method with options of its own declares them in ``options`` (name -> default) and receives
+    them as keyword arguments of its constructor (``from_settings`` builds it; override
+    ``check_options`` to validate them). Register a subclass with :func:`register_importance` to
+    make it a ``--importance`` choice.
 
     Example::
 
         >>> class FC2Norm(NeuronImportance):
+        ...     options = {"p": 2.0}
+        ...     def __init__(self, p: float = 2.0):
+        ...         super().__init__()
+        ...         self.p = p
         ...     def _scores(self, model, calibration, **kwargs):
-        ...         return [layout.output.weight.norm(dim=0) for layout in mlp_layouts(model)]
+        ...         return [layout.output.weight.norm(p=self.p, dim=0) for layout in mlp_layouts(model)]
+        >>> FC2Norm.check_options({"p": 1.0})
+        {'p': 1.0}
     """
 
     needs: ClassVar[str | None] = None
+    #: this method's own options (name -> default); `create_importance` hands it only these
+    options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -144,11 +153,18 @@ class NeuronImportance(tp.importance.Importance):
         self._layer_of: dict[int, int] = {}
 
     @classmethod
-    def from_settings(cls, *, classes: str | None = None, seed: int = 0, **_: Any) -> "NeuronImportance":
-        """An instance from the ``pathprune prune`` settings (``classes`` is for path methods only)."""
-        if classes:
-            raise ConfigError("applies to the path methods only", param="classes")
-        return cls(seed=seed)
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """This method's options: `options` (declared names only) over the declared defaults."""
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            raise ConfigError(f"is not an option of this importance method (its options: "
+                              f"{', '.join(cls.options) or 'none'})", param=unknown[0])
+        return {**cls.options, **options}
+
+    @classmethod
+    def from_settings(cls, *, analysis: "Analysis | None" = None, **options: Any) -> "NeuronImportance":
+        """An instance from the prune settings: the method's own `options` (see ``options``)."""
+        return cls(**cls.check_options(options))
 
     def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
             device: str = "cpu", statistics: CalibrationStats | None = None) -> "NeuronImportance":
@@ -206,11 +222,45 @@ def list_importances(**where: Any) -> list[str]:
     return IMPORTANCES.names(**where)
 
 
-def create_importance(name: str, *, analysis: "Analysis | None" = None, classes: str | None = None,
-                      path_score: str = "count", seed: int = 0) -> NeuronImportance:
-    """An importance object of a registered method from the pathprune prune settings."""
+def importance_options() -> dict[str, Any]:
+    """Every option of every registered importance method with its default (read at call time)."""
+    out: dict[str, Any] = {}
+    for name in IMPORTANCES:
+        for key, default in IMPORTANCES.get(name).options.items():
+            out.setdefault(key, default)
+    return out
+
+
+def methods_with_option(option: str) -> list[str]:
+    """The registered importance methods that declare `option`."""
+    return [name for name in IMPORTANCES if option in IMPORTANCES.get(name).options]
+
+
+def select_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of method `name` from a mixed set (e.g. every option a command line has): the
+    method's own, validated and defaulted; a non-default value for another method's option is refused."""
     cls = IMPORTANCES.get(name)
-    return cls.from_settings(name=name, analysis=analysis, classes=classes, path_score=path_score, seed=seed)
+    known = importance_options()
+    own: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in cls.options:
+            own[key] = value
+        elif key not in known:
+            raise ConfigError("is not an option of any importance method", param=key)
+        elif value is not None and value != known[key]:
+            raise ConfigError(f"applies to the importance methods {', '.join(methods_with_option(key))} only, "
+                              f"not to '{name}'", param=key)
+    return cls.check_options(own)
+
+
+def create_importance(name: str, *, analysis: "Analysis | None" = None, **options: Any) -> NeuronImportance:
+    """An importance object of a registered method; `options` are the method's own (see
+    :func:`select_options`; options of other methods at their defaults are ignored).
+
+    >>> create_importance("random", seed=3).seed
+    3
+    """
+    return IMPORTANCES.get(name).from_settings(analysis=analysis, **select_options(name, options))
 
 
 @register_importance("path", help="class-balanced JAS-path frequency (from an analysis); JAS sums break ties")
@@ -227,6 +277,8 @@ class PathImportance(NeuronImportance):
 
     needs = "analysis"
     kind = "path"
+    #: classes: weigh only these classes (a specialised model); path_score: count or dense
+    options = {"classes": None, "path_score": "count"}
 
     def __init__(self, per_layer: Sequence[torch.Tensor]):
         super().__init__()
@@ -238,10 +290,19 @@ class PathImportance(NeuronImportance):
         return cls(path_importance(analysis, cls.kind, classes, path_score))
 
     @classmethod
-    def from_settings(cls, *, analysis: Analysis | None, classes: str | None, path_score: str, **_: Any):
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        options = super().check_options(options)
+        if options["path_score"] not in PRIMARY_SCORES:
+            raise ConfigError(f"'{options['path_score']}': choose one of {', '.join(PRIMARY_SCORES)}",
+                              param="path_score")
+        return options
+
+    @classmethod
+    def from_settings(cls, *, analysis: Analysis | None = None, **options: Any):
+        options = cls.check_options(options)
         if analysis is None:
-            raise ConfigError(f"'{cls.kind}' needs an analysis (pathprune prune --paths DIR)", param="importance")
-        return cls.from_analysis(analysis, classes, path_score)
+            raise ConfigError(f"'{cls.kind}' needs an analysis (an analyze output directory)", param="paths")
+        return cls.from_analysis(analysis, options["classes"], options["path_score"])
 
     def _scores(self, model: nn.Module, calibration: Any, **kwargs: Any) -> list[torch.Tensor]:
         return self._given
@@ -315,7 +376,13 @@ class TaylorImportance(NeuronImportance):
 
 @register_importance("random", help="seeded uniform random scores")
 class RandomImportance(NeuronImportance):
-    """Seeded uniform random scores (a baseline)."""
+    """Seeded uniform random scores (a baseline).
+
+    >>> RandomImportance(seed=1).seed
+    1
+    """
+
+    options = {"seed": 0}
 
     def _scores(self, model, calibration, **kwargs):
         gen = torch.Generator().manual_seed(self.seed)

@@ -18,10 +18,13 @@ from .selection import SCOPES, select_kept
 
 @dataclass
 class PruneConfig:
-    """How to prune: importance method, fraction removed, uniform/global selection, compensation.
+    """How to prune: importance method (and its own options), fraction removed, uniform/global
+    selection, compensation.
 
     >>> PruneConfig(method="magnitude", ratio=0.5).validate().scope
     'uniform'
+    >>> PruneConfig(method="random", ratio=0.5, options={"seed": 3}).validate().options
+    {'seed': 3}
     """
 
     method: str = "path"
@@ -29,17 +32,18 @@ class PruneConfig:
     scope: str = "uniform"
     min_per_layer: float = 1
     compensate: bool = False
-    classes: str | None = None
-    path_score: str = "count"
-    seed: int = 0
-    #: fraction of attention heads removed (0: none) and their importance method (None: `method`)
+    #: the importance method's own options (e.g. seed for random, classes/path_score for path)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: fraction of attention heads removed (0: none), their importance method (None: `method`) and its
+    #: options (None: those of `options` that the head method declares)
     heads_ratio: float = 0.0
     heads_method: str | None = None
+    heads_options: dict[str, Any] | None = None
 
     def validate(self) -> "PruneConfig":
-        from .importance import IMPORTANCES, PRIMARY_SCORES
+        from .importance import select_options
 
-        IMPORTANCES.entry(self.method)
+        self.options = select_options(self.method, self.options)
         if self.heads_ratio:  # heads only (ratio 0) or both
             from .heads import validate_heads
 
@@ -52,8 +56,6 @@ class PruneConfig:
             raise ConfigError(f"'{self.scope}': choose one of {', '.join(SCOPES)}", param="scope")
         if self.min_per_layer < 0:
             raise ConfigError("must be >= 0 (a fraction < 1 or a neuron count)", param="min_per_layer")
-        if self.path_score not in PRIMARY_SCORES:
-            raise ConfigError(f"'{self.path_score}': choose one of {', '.join(PRIMARY_SCORES)}", param="path_score")
         return self
 
 

@@ -95,19 +95,6 @@ def _checked_value(path: str | Path, key: Any, value: Any, kind: str | None) -> 
     return value
 
 
-def option_spellings(params: list) -> dict[str, str]:
-    """Map each click parameter's flags (without dashes) and name to its parameter name."""
-    out: dict[str, str] = {}
-    for param in params:
-        if param.name is None:
-            continue
-        out[param.name] = param.name
-        out[param.name.replace("_", "-")] = param.name
-        for flag in getattr(param, "opts", []) + getattr(param, "secondary_opts", []):
-            out[flag.lstrip("-")] = param.name
-    return out
-
-
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with pathprune."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))

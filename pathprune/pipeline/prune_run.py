@@ -22,7 +22,7 @@ from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
 from ..pruning.calibration import calibration_statistics
-from ..pruning.importance import IMPORTANCES, PATH_KINDS, create_importance
+from ..pruning.importance import PATH_KINDS, create_importance
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 from ..pruning.removal import PruneConfig, PruneResult, prune_mlp
 
@@ -48,9 +48,10 @@ def model_description(spec: ModelSpec, kept: Sequence[Sequence[int]], config: Pr
         "scope": config.scope,
         "min_per_layer": config.min_per_layer if config.scope == "global" else None,
         "compensate": config.compensate,
-        "classes": config.classes,
-        "path_score": config.path_score if IMPORTANCES.entry(config.method).meta.get("needs") == "analysis" else None,
-        "seed": config.seed if config.method == "random" else None,
+        "classes": config.options.get("classes"),
+        "path_score": config.options.get("path_score"),
+        "seed": config.options.get("seed"),
+        **{k: v for k, v in config.options.items() if k not in ("classes", "path_score", "seed")},
         "source": source,
     }
 
@@ -64,7 +65,7 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
             raise IncompatibleError(f"{where}: run.json has no model identity; is it an analyze output?")
         diff = next((k for k in ("base", "overrides", "mlp_hidden") if theirs.get(k) != mine.get(k)), "architecture")
         raise IncompatibleError(f"{where} analysed a different architecture ({diff}: {json.dumps(theirs.get(diff))} "
-                        f"there, {json.dumps(mine.get(diff))} for --model)")
+                        f"there, {json.dumps(mine.get(diff))} for `model`)")
     their_sha = (analysis_run.get("model_identity") or {}).get("weights_sha256")
     if their_sha != spec.weights_sha256:
         warnings.warn(f"{where} analysed the same architecture with other weights", stacklevel=2)
@@ -90,13 +91,12 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     config.validate()
     check_output_dir(out)
     family_of(model).check_prunable(model)
-    importance = create_importance(config.method, analysis=analysis, classes=config.classes,
-                                   path_score=config.path_score, seed=config.seed)
+    importance = create_importance(config.method, analysis=analysis, **config.options)
     if not config.ratio:  # heads only
         from ..pruning.heads import NoNeurons
         importance = NoNeurons()
     if analysis is not None:
-        check_analysis_matches(analysis.run, spec, f"--paths {analysis.directory}")
+        check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
     from ..pruning.heads import heads_need_calibration
