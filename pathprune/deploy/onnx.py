@@ -382,7 +382,10 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
         proto = onnx.load_model_from_string(raw) if isinstance(raw, bytes) else raw
         if optimize:
             proto, fused = optimize_proto(proto, placed, optimizer, attention=precision != "int8-static")
-        proto = PRECISIONS.get(precision)(proto, calib_batches)
+        if optimize and precision == "int8-static":  # attention unfused: its score products stay float32
+            proto = PRECISIONS.get(precision)(proto, calib_batches, float_activation_matmuls=True)
+        else:
+            proto = PRECISIONS.get(precision)(proto, calib_batches)
         session = _session_of(proto)
         parity = entry.meta.get("parity", "logits")
         agreement, mean_diff, checked = None, 0.0, 0
