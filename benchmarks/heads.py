@@ -192,12 +192,13 @@ def pareto_plot(all_results: dict[str, dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(all_results), figsize=(5.5 * len(all_results), 4))
     axes = np.atleast_1d(axes)
     markers = {"dense": "*", "MLP-only": "o", "heads-only": "s", "budget": "^"}
+    colors = {"dense": "#333333", "MLP-only": "#4c72b0", "heads-only": "#dd8452", "budget": "#55a868"}
     for ax, (name, results) in zip(axes, all_results.items()):
         for key, r in results.items():
             if r.get("infeasible"):
                 continue
             kind = key.rsplit(" ", 1)[0] if key != "dense" else "dense"
-            ax.scatter(r["ms"], 100 * r["top1"], marker=markers[kind], s=50,
+            ax.scatter(r["ms"], 100 * r["top1"], marker=markers[kind], s=50, color=colors[kind],
                        label=kind if kind not in ax.get_legend_handles_labels()[1] else None)
             ax.annotate(f"{r['budget']}", (r["ms"], 100 * r["top1"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
