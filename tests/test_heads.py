@@ -151,7 +151,7 @@ def test_prune_run_writes_format_2_that_timm_and_create_model_rebuild(tiny, tmp_
     import timm
 
     from pathprune.models import create_model
-    from pathprune.pipeline.prune import prune
+    from pathprune.pipeline.prune_run import prune
     from pathprune.pruning import PruneConfig
 
     model, spec = tiny
@@ -184,7 +184,7 @@ def test_prune_run_writes_format_2_that_timm_and_create_model_rebuild(tiny, tmp_
 
     # re-pruning a head-pruned directory composes the kept head indices with the dense model's
     again = tmp_path / "p2"
-    prune(rebuilt, rspec, PruneConfig(method="random", ratio=0, heads_ratio=0.5, seed=4), again, previous=desc)
+    prune(rebuilt, rspec, PruneConfig(method="random", ratio=0, heads_ratio=0.5, options={"seed": 4}), again, previous=desc)
     desc2 = json.loads((again / "model.json").read_text())
     assert desc2["num_heads"] == [1, 1]
     assert all(set(k2) <= set(k1) for k1, k2 in zip(desc["kept_heads"], desc2["kept_heads"]))
