@@ -331,3 +331,18 @@ def test_int8_picks_the_fastest_passing_variant_and_static_int8_keeps_attention_
                          min_agreement=0.0, exporter="torchscript")
     ops = {n.op_type for n in onnx.load(str(tmp_path / "s.onnx")).graph.node}
     assert "Attention" not in ops and static.fused["LayerNorm"] > 0  # other fusions stay
+
+
+def test_cli_prunes_heads_only_and_refuses_a_bad_heads_ratio(run_cli, tiny_weights, tmp_path):
+    from conftest import assert_exit2_one_error_line, cli_model_args
+
+    out = tmp_path / "heads"
+    res = run_cli(["prune", *cli_model_args(tiny_weights), "--importance", "magnitude", "--heads-ratio", "0.5",
+                   "--out", str(out), "--quiet"])
+    assert res.code == 0, res.output
+    desc = json.loads((out / "model.json").read_text())
+    assert desc["num_heads"] == [1, 1] and desc["mlp_hidden"] == [48, 48] and "removed 2 of 4 attention heads" in res.output
+    bad = run_cli(["prune", *cli_model_args(tiny_weights), "--importance", "magnitude", "--heads-ratio", "1.5",
+                   "--out", str(tmp_path / "bad"), "--quiet"])
+    assert_exit2_one_error_line(bad, "heads-ratio")
+    assert not (tmp_path / "bad").exists()
