@@ -314,7 +314,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
                 optimizer: str = "ort-vit", precision: str = "fp32", calibration: Any = None,
                 check_images: Any = None, max_check_images: int = 256, min_agreement: float = DEFAULT_MIN_AGREEMENT,
                 spec: Any = None, metadata: dict[str, Any] | None = None,
-                external_data_threshold: int = _PROTOBUF_LIMIT) -> ExportResult:
+                external_data_threshold: int = _PROTOBUF_LIMIT, fuse_attention: bool | None = None) -> ExportResult:
     """Export `model` to `out` if onnxruntime reproduces it closely enough.
 
     - fp32 (optimised or not): max |onnxruntime - torch| logit difference on random inputs of
@@ -324,7 +324,11 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     `calibration` (ImageSet, (images, labels) pair or list of float32 arrays, already preprocessed)
     is required by int8-static; ``int8`` exports int8-dynamic (and int8-static when `calibration` is
     given), keeps the fastest that passes its check and records the choice in the metadata
-    (``int8_choice``; :func:`~pathprune.deploy.select.export_fastest_int8`). `exporter` None picks the precision's preferred exporter (TorchScript
+    (``int8_choice``; :func:`~pathprune.deploy.select.export_fastest_int8`). `fuse_attention` (with
+    `optimize`; None: all precisions but int8-static): False leaves attention unfused, keeping the
+    other fusions; optimised int8-static does so by default because the fused Attention has no QDQ
+    kernel and would stay float32; unfused, the attention projections run in int8 and the score
+    products stay float32. `exporter` None picks the precision's preferred exporter (TorchScript
     for int8-static, dynamo otherwise). On a failed check or any error no file is left at `out` (an
     existing file is kept unchanged), and stale temporaries of an interrupted export of `out` are
     removed (under `out`'s lock).
@@ -344,17 +348,23 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     path = check_output_path(out)
     with OutputLock(path):
         remove_stale_temporaries(path)
-        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize,
+        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed,
+                              (optimize, fuse_attention),
                               optimizer, precision, calibration, check_images, max_check_images, min_agreement,
                               spec, metadata, external_data_threshold)
 
 
-def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize, optimizer,
+def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize_attention,
+                   optimizer,
                    precision, calibration, check_images, max_check_images, min_agreement, spec, metadata,
                    external_data_threshold) -> ExportResult:
     import onnx
 
     from .optimize import fusion_friendly, optimize_proto
+
+    optimize, fuse_attention = optimize_attention
+    if fuse_attention is None:
+        fuse_attention = precision != "int8-static"
     from .quantize import PRECISIONS
 
     entry = PRECISIONS.entry(precision)
@@ -381,8 +391,8 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
         raw = onnx_proto(source, shape, opset=opset, exporter=exporter)
         proto = onnx.load_model_from_string(raw) if isinstance(raw, bytes) else raw
         if optimize:
-            proto, fused = optimize_proto(proto, placed, optimizer, attention=precision != "int8-static")
-        if optimize and precision == "int8-static":  # attention unfused: its score products stay float32
+            proto, fused = optimize_proto(proto, placed, optimizer, attention=fuse_attention)
+        if optimize and not fuse_attention and precision == "int8-static":  # score products stay float32
             proto = PRECISIONS.get(precision)(proto, calib_batches, float_activation_matmuls=True)
         else:
             proto = PRECISIONS.get(precision)(proto, calib_batches)
@@ -408,6 +418,7 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
                                   f"{diff:.3g}); nothing written")
     meta = export_metadata(model, spec, optimize=optimize, precision=precision,
                            extra={"exporter": exporter, "opset": opset, "input_shape": list(shape),
+                                  **({} if fuse_attention or not optimize else {"attention_fused": False}),
                                   "fused": fused, **(metadata or {})})
     write_metadata(proto, meta)
     external = save_onnx(proto, path, external_data_threshold=external_data_threshold)

@@ -1,8 +1,9 @@
 """``--precision int8``: export every int8 variant, keep the fastest that passes the agreement check.
 
 Candidates: ``int8-dynamic`` always, ``int8-static`` when calibration images are given, each with the
-caller's ``optimize`` setting (an optimised static graph leaves the attention unfused, see
-:func:`~pathprune.deploy.optimize.optimize_proto`). Each candidate is exported and checked as
+caller's ``optimize`` setting (optimised static int8 leaves attention unfused by default: the fused
+Attention has no QDQ kernel and stays float32), and optimised static int8 also with the fused
+Attention, so that whichever is faster on this machine is chosen. Each candidate is exported and checked as
 :func:`~pathprune.deploy.onnx.export_onnx` does (top-1 agreement with torch >= ``min_agreement``); the
 ones that pass are timed with onnxruntime on the CPU, interleaved round-robin (median of `repeats`), on a
 batch of `batch_size` inputs of the model's shape, and the fastest is written to `out` (its metadata and
@@ -42,31 +43,36 @@ def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration
     from .onnx import export_onnx
     from .runtimes import make_runner
 
-    candidates = [p for p in INT8_VARIANTS if p != "int8-static" or calibration is not None]
+    # (name, precision, fuse attention): optimised static int8 also without the fused Attention, whose
+    # QDQ graph has no kernel (the attention projections then run in int8)
+    candidates = [(p, p, None) for p in INT8_VARIANTS if p != "int8-static" or calibration is not None]
+    if optimize and calibration is not None:
+        candidates.append(("int8-static (attention fused)", "int8-static", True))
     failures: dict[str, str] = {}
     runners = {}
     with tempfile.TemporaryDirectory(prefix="pathprune-int8-") as tmp:
-        for precision in candidates:
+        for i, (name, precision, fuse) in enumerate(candidates):
             try:
                 args = {k: v for k, v in export_args.items() if k != "metadata"}
-                res = export_onnx(model, Path(tmp) / f"{precision}.onnx", optimize=optimize, precision=precision,
-                                  calibration=calibration, **args)
+                res = export_onnx(model, Path(tmp) / f"{i}.onnx", optimize=optimize, precision=precision,
+                                  calibration=calibration, fuse_attention=fuse, **args)
             except OutputError as exc:  # its agreement check failed
-                failures[precision] = str(exc)
+                failures[name] = str(exc)
                 continue
-            runners[precision] = make_runner("ort-cpu", None, res.path, threads)
+            runners[name] = make_runner("ort-cpu", None, res.path, threads)
         if not runners:
             raise OutputError("no int8 variant passed its check: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
         x = np.random.default_rng(0).standard_normal((batch_size, *model_input_shape(model))).astype(np.float32)
         timings = _interleaved_medians(runners, x, repeats)
         runners.clear()
     chosen = min(timings, key=timings.get)
+    _, precision, fuse = next(c for c in candidates if c[0] == chosen)
     meta = {"int8_choice": {"chosen": chosen, "median_ms": timings, "failed": failures, "batch_size": batch_size,
                             "optimize": optimize}}
     metadata = {**(export_args.pop("metadata", None) or {}), **meta}
     export_args.pop("precision", None)
-    result = export_onnx(model, out, optimize=optimize, precision=chosen, calibration=calibration, metadata=metadata,
-                         **export_args)
+    result = export_onnx(model, out, optimize=optimize, precision=precision, calibration=calibration,
+                         metadata=metadata, fuse_attention=fuse, **export_args)
     return result, timings
 
 
