@@ -22,7 +22,6 @@ interleaved in one run.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import tempfile
 import time

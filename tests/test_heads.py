@@ -192,7 +192,7 @@ def test_prune_run_writes_format_2_that_timm_and_create_model_rebuild(tiny, tmp_
 
 
 def test_onnx_export_of_a_head_pruned_model_matches_torch(tiny, tmp_path):
-    from pathprune.pruning.heads import RandomHeadImportance, prune_heads
+    from pathprune.pruning.heads import prune_heads
 
     pytest.importorskip("onnxruntime")
     from pathprune.deploy.onnx import export_onnx

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import attention_layouts, family_of, mlp_widths, model_input_shape
+from ..models.adapters import attention_layouts, family_of, mlp_widths
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,6 @@ def mac_costs(model: nn.Module) -> MacCosts:
     head_dim = [lay.head_dim for lay in layouts]
     neuron = [2 * dim * tokens for _ in layouts]
     head = [4 * dim * dh * tokens + 2 * tokens * tokens * dh for dh in head_dim]
-    channels, height, width = model_input_shape(model)
     patch = model.patch_embed.proj
     fixed = int(patch.weight.numel()) * (family.num_patches(model))  # patch embedding conv
     num_classes = int(getattr(model, "num_classes", 0) or 0)
