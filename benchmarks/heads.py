@@ -222,14 +222,16 @@ def vit_section(repeats: int, tmp: Path) -> list[str]:
 
     torch.manual_seed(0)
     dense = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
-    pruned = prune_mlp(dense, MagnitudeImportance().fit(dense), 0.5).model
-    pruned = prune_heads(pruned, MagnitudeHeadImportance().fit(pruned), 0.5, inplace=True).model
+    mlp_only = prune_mlp(dense, MagnitudeImportance().fit(dense), 0.5).model
+    pruned = prune_heads(mlp_only, MagnitudeHeadImportance().fit(mlp_only), 0.5).model
     ratio = model_macs(dense) / model_macs(pruned)
     calib = [np.random.default_rng(1).standard_normal((8, 3, 224, 224)).astype(np.float32)]
     variants = {"dense fp32": (dense, False, "fp32"), "pruned fp32": (pruned, False, "fp32"),
                 "pruned opt-fp32": (pruned, True, "fp32"), "pruned int8-dynamic": (pruned, False, "int8-dynamic"),
                 "pruned opt-int8-dynamic": (pruned, True, "int8-dynamic"),
-                "pruned int8-static": (pruned, False, "int8-static")}
+                "pruned int8-static": (pruned, False, "int8-static"),
+                "pruned opt-int8-static": (pruned, True, "int8-static"),
+                "MLP-only opt-int8-static": (mlp_only, True, "int8-static")}
     runners = {}
     for key, (m, optimize, precision) in variants.items():
         res = export_onnx(m, tmp / f"vit-{key.replace(' ', '_')}.onnx", optimize=optimize, precision=precision,
