@@ -17,76 +17,7 @@ the result say which, with every candidate's time).
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
+from .onnx import INT8_VARIANTS, export_fastest_int8
 
-import numpy as np
-from torch import nn
+__all__ = ["INT8_VARIANTS", "export_fastest_int8"]
 
-from ..errors import OutputError
-
-#: the int8 precisions ``int8`` chooses from
-INT8_VARIANTS = ("int8-dynamic", "int8-static")
-
-
-def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration: Any = None, optimize: bool = False,
-                        batch_size: int = 8, repeats: int = 10, threads: int | None = None,
-                        **export_args: Any) -> tuple[Any, dict[str, float]]:
-    """(ExportResult of the chosen variant written to `out`, median ms of every candidate that passed).
-
-    `export_args` go to every :func:`export_onnx` call (``min_agreement``, ``check_images``, ``spec``, ...).
-    An OutputError when no candidate passes its check.
-    """
-    from ..models.adapters import model_input_shape
-    from .onnx import export_onnx
-    from .runtimes import make_runner
-
-    # (name, precision, fuse attention): optimised static int8 also without the fused Attention, whose
-    # QDQ graph has no kernel (the attention projections then run in int8)
-    candidates = [(p, p, None) for p in INT8_VARIANTS if p != "int8-static" or calibration is not None]
-    if optimize and calibration is not None:
-        candidates.append(("int8-static (attention fused)", "int8-static", True))
-    failures: dict[str, str] = {}
-    runners = {}
-    with tempfile.TemporaryDirectory(prefix="pathprune-int8-") as tmp:
-        for i, (name, precision, fuse) in enumerate(candidates):
-            try:
-                args = {k: v for k, v in export_args.items() if k != "metadata"}
-                res = export_onnx(model, Path(tmp) / f"{i}.onnx", optimize=optimize, precision=precision,
-                                  calibration=calibration, fuse_attention=fuse, **args)
-            except OutputError as exc:  # its agreement check failed
-                failures[name] = str(exc)
-                continue
-            runners[name] = make_runner("ort-cpu", None, res.path, threads)
-        if not runners:
-            raise OutputError("no int8 variant passed its check: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
-        x = np.random.default_rng(0).standard_normal((batch_size, *model_input_shape(model))).astype(np.float32)
-        timings = _interleaved_medians(runners, x, repeats)
-        runners.clear()
-    chosen = min(timings, key=timings.get)
-    _, precision, fuse = next(c for c in candidates if c[0] == chosen)
-    meta = {"int8_choice": {"chosen": chosen, "median_ms": timings, "failed": failures, "batch_size": batch_size,
-                            "optimize": optimize}}
-    metadata = {**(export_args.pop("metadata", None) or {}), **meta}
-    export_args.pop("precision", None)
-    result = export_onnx(model, out, optimize=optimize, precision=precision, calibration=calibration,
-                         metadata=metadata, fuse_attention=fuse, **export_args)
-    return result, timings
-
-
-def _interleaved_medians(runners: dict[str, Any], x: np.ndarray, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median ms per runner, every repeat running each once in a rotating order (after `warmup` rounds)."""
-    import statistics
-    import time
-
-    names = list(runners)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            runners[name](x)
-            if r >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {n: statistics.median(t) for n, t in times.items()}
