@@ -82,46 +82,163 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = True, command: str | None = None) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, overwrite: bool = True, command: str | None = None,
+                     inputs: Sequence[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Build a directory under a temporary name; it appears at `path` only when complete.
 
-    On failure nothing is left behind. An existing `path` is replaced only on success, and only when
-    it is empty or an output of the same `command` (recorded in OUTPUT_MARKER, written here): what
-    pathprune did not write is never deleted.
+    With a `command`, `path` is claimed first (:func:`claim_output`: checked and locked for the
+    block; re-entrant when the caller already holds it) and the finished directory records the
+    command and every file it holds in OUTPUT_MARKER. On failure nothing is left behind. An existing
+    `path` is replaced only on success, and only when it is empty or an output of the same `command`
+    holding nothing but the files that output recorded: a file pathprune did not write is never
+    deleted (the run stops with an OutputError naming it instead). A symbolic link at `path` is
+    kept: the directory it points to is the one written.
     """
-    target = Path(os.path.abspath(path))
-    if target.exists():
-        if not target.is_dir():
-            raise OutputError(f"{target}: exists and is not a directory", param="out")
-        if _own_entries(target):
-            if not overwrite:
-                raise OutputError(f"{target} already exists", param="out")
-            owner = output_owner(target)
-            if command is None or owner != command:
-                what = f"the output of 'pathprune {owner}'" if owner else "files pathprune did not write"
-                raise OutputError(f"{target} holds {what}; it is not replaced: choose another directory",
-                                  param="out")
+    if command is not None:
+        with claim_output(path, command, inputs=inputs, overwrite=overwrite):
+            with _atomic_directory(path, overwrite, command) as tmp:
+                yield tmp
+    else:
+        with _atomic_directory(path, overwrite, None) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _atomic_directory(path: str | os.PathLike, overwrite: bool, command: str | None) -> Iterator[Path]:
+    shown = Path(path)
+    target = Path(os.path.realpath(path))  # a link to an output: write where it points, keep the link
+    _check_replaceable(shown, target, overwrite, command)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         os.chmod(tmp, 0o777 & ~_umask())
     except OSError as exc:
-        raise OutputError(f"cannot write output directory {target}: {exc.strerror}") from None
+        raise OutputError(f"cannot write output directory {shown}: {exc.strerror}") from None
     try:
         yield tmp
+        listing = directory_listing(tmp)
         if command is not None:
-            write_output_marker(tmp, command)
+            write_output_marker(tmp, command, files=listing)
         if target.exists():
+            # checked again now that the work is done: files may have appeared meanwhile
+            _check_replaceable(shown, target, overwrite, command, new_listing=listing)
             old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            if old.exists() and (old.is_symlink() or not old.is_dir() or _remove_recorded(old)):
+                raise OutputError(f"{old} (the previous output moved aside by an interrupted run) holds files "
+                                  "pathprune did not write; move them out and run again", param="out")
             os.replace(target, old)
             os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            left = _remove_recorded(old, fallback=listing)
+            if left:
+                import warnings
+
+                warnings.warn(f"{len(left)} file(s) appeared in {shown} while it was being replaced ({left[0]}, ...); "
+                              f"they were kept in {old}", stacklevel=3)
         else:
             os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replaceable(shown: Path, target: Path, overwrite: bool, command: str | None,
+                       new_listing: list[str] | None = None) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise OutputError(f"{shown}: exists and is not a directory", param="out")
+    if not _own_entries(target):
+        return
+    if not overwrite:
+        raise OutputError(f"{shown} already exists", param="out")
+    owner = output_owner(target)
+    if command is None or owner != command:
+        what = f"the output of 'pathprune {owner}'" if owner else "files pathprune did not write"
+        raise OutputError(f"{shown} holds {what}; it is not replaced: choose another directory", param="out")
+    foreign = foreign_entries(target, fallback=new_listing)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputError(f"{shown} holds '{foreign[0]}'{more}, which pathprune did not write; nothing was replaced: "
+                          "move it out or choose another directory", param="out")
+
+
+def directory_listing(directory: str | os.PathLike) -> list[str]:
+    """Every entry under `directory` as a relative POSIX path (folders end in '/'), sorted; without
+    the marker. Symbolic links are listed as files and not followed."""
+    root = Path(directory)
+    out: list[str] = []
+    for base, dirs, files in os.walk(root):
+        rel = Path(base).relative_to(root)
+        for name in dirs:
+            if (Path(base) / name).is_symlink():
+                out.append((rel / name).as_posix())
+            else:
+                out.append((rel / name).as_posix() + "/")
+        out.extend((rel / name).as_posix() for name in files)
+    return sorted(e for e in out if e != OUTPUT_MARKER)
+
+
+def recorded_files(directory: str | os.PathLike) -> list[str] | None:
+    """The entries an output's marker records as written by pathprune (None: not recorded)."""
+    files = _json_field(Path(directory) / OUTPUT_MARKER, "files")
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return files
+    return None
+
+
+def foreign_entries(directory: str | os.PathLike, fallback: list[str] | None = None) -> list[str]:
+    """Entries of an output directory that pathprune did not write (relative paths).
+
+    What pathprune wrote is the list in the directory's marker; an older output without that list
+    is judged by `fallback` (the files the replacing run writes), and with neither nothing is
+    known to be foreign. Our own stale temporaries never count.
+    """
+    directory = Path(directory)
+    listing = recorded_files(directory)
+    if listing is None:
+        listing = fallback
+    if listing is None:
+        return []
+    recorded = set(listing)
+    foreign = []
+    for entry in directory_listing(directory):
+        bare = entry.rstrip("/")
+        if _TMP_NAME.match(bare.rsplit("/", 1)[-1]):
+            continue
+        if "/" in bare and bare.rsplit("/", 1)[0] + "/" not in recorded:
+            continue  # inside a folder that is itself reported
+        if entry not in recorded:
+            foreign.append(entry)
+    return foreign
+
+
+def _remove_recorded(directory: Path, fallback: list[str] | None = None) -> list[str]:
+    """Delete what the output `directory` recorded (or `fallback`), deepest first; the directory
+    itself when that leaves it empty. Returns what was left (files pathprune did not write)."""
+    listing = recorded_files(directory)
+    if listing is None:
+        listing = fallback or []
+    for entry in sorted(listing, key=lambda e: e.count("/") - e.endswith("/"), reverse=True):
+        path = directory / entry.rstrip("/")
+        try:
+            if entry.endswith("/"):
+                if path.is_dir() and not path.is_symlink():
+                    for stale in path.iterdir():
+                        if _TMP_NAME.match(stale.name) and stale.is_file():
+                            stale.unlink()
+                    path.rmdir()
+            elif path.is_symlink() or path.is_file():
+                path.unlink()
+        except OSError:
+            continue
+    for stale in list(directory.iterdir()) if directory.is_dir() else []:
+        if stale.name == OUTPUT_MARKER or (_TMP_NAME.match(stale.name) and stale.is_file()):
+            stale.unlink(missing_ok=True)
+    left = directory_listing(directory) if directory.is_dir() else []
+    if not left:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    return left
 
 
 def _umask() -> int:
@@ -207,14 +324,18 @@ def _json_field(path: Path, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
-def output_marker(command: str) -> dict[str, Any]:
-    """The content of OUTPUT_MARKER for `command`."""
-    return {"format": OUTPUT_FORMAT, "command": command}
+def output_marker(command: str, files: Sequence[str] | None = None) -> dict[str, Any]:
+    """The content of OUTPUT_MARKER for `command`; `files`: what the output holds (for outputs that
+    are replaced whole, so that a replacement deletes exactly these)."""
+    marker: dict[str, Any] = {"format": OUTPUT_FORMAT, "command": command}
+    if files is not None:
+        marker["files"] = list(files)
+    return marker
 
 
-def write_output_marker(directory: str | os.PathLike, command: str) -> None:
-    """Record in `directory` that `command` writes it."""
-    write_json_atomic(Path(directory) / OUTPUT_MARKER, output_marker(command))
+def write_output_marker(directory: str | os.PathLike, command: str, files: Sequence[str] | None = None) -> None:
+    """Record in `directory` that `command` writes it (and, for a finished output, its `files`)."""
+    write_json_atomic(Path(directory) / OUTPUT_MARKER, output_marker(command, files))
 
 
 def output_owner(directory: str | os.PathLike) -> str | None:
@@ -272,8 +393,14 @@ def check_output_target(out: str | os.PathLike, command: str, *, inputs: Sequenc
             raise OutputError(f"{out} holds the output of 'pathprune {owner}', not of '{command}'; "
                               "choose another directory", param="out")
         if not resumable and not overwrite:
-            raise OutputError(f"{out} holds a previous '{command}' output; pass --overwrite to replace it "
+            raise OutputError(f"{out} holds a previous '{command}' output; pass `overwrite` to replace it "
                               "or choose another directory", param="out")
+        if not resumable:
+            foreign = foreign_entries(out)
+            if foreign:
+                more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+                raise OutputError(f"{out} holds '{foreign[0]}'{more}, which pathprune did not write; it is not "
+                                  "replaced: move it out or choose another directory", param="out")
     return check_output_dir(out)
 
 
@@ -288,14 +415,28 @@ class OutputLock:
         ...     ...  # a second process gets OutputError naming this process's pid
     """
 
+    #: lock files this process holds -> (pid, count): a nested claim of the same output is re-entrant
+    _held: dict[Path, list[int]] = {}
+
     def __init__(self, out: str | os.PathLike):
         self.out = Path(out)
-        absolute = Path(os.path.abspath(out))  # "." and "a/.." name a directory too
+        absolute = Path(os.path.realpath(out))  # "." and "a/.." name a directory too; a link, its target
         self.path = absolute.parent / f".{absolute.name}.lock"
         self._fd: int | None = None
+        self._nested = False
+
+    def held_here(self) -> bool:
+        """Whether this process already holds this output's lock."""
+        entry = OutputLock._held.get(self.path)
+        return entry is not None and entry[0] == os.getpid()
 
     def acquire(self) -> "OutputLock":
         import fcntl
+
+        if self.held_here():
+            OutputLock._held[self.path][1] += 1
+            self._nested = True
+            return self
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,12 +465,18 @@ class OutputLock:
             os.write(fd, f"{os.getpid()}\n".encode())
             os.fsync(fd)
             self._fd = fd
+            OutputLock._held[self.path] = [os.getpid(), 1]
             return self
         raise OutputError(f"cannot lock output {self.out}: its lock file keeps changing")
 
     def release(self) -> None:
+        if self._nested:
+            OutputLock._held[self.path][1] -= 1
+            self._nested = False
+            return
         if self._fd is None:
             return
+        OutputLock._held.pop(self.path, None)
         try:
             self.path.unlink(missing_ok=True)
         finally:
@@ -346,16 +493,23 @@ class OutputLock:
 def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
     """Delete leftovers of interrupted atomic writes of `out` (only names of pathprune's own making).
 
-    Call only while holding `out`'s OutputLock. Removes ``.<name>.XXXXXXXX.tmp`` and ``.<name>.old``
-    beside `out` and ``.<file>.XXXXXXXX.tmp`` inside it (when it is a directory).
+    Call only while holding `out`'s OutputLock. Removes ``.<name>.XXXXXXXX.tmp`` beside `out` and
+    ``.<file>.XXXXXXXX.tmp`` inside it (when it is a directory). A previous output moved aside as
+    ``.<name>.old`` by an interrupted replacement is put back when `out` is missing, else only the
+    files it recorded are removed (anything else in it is kept).
     """
-    out = Path(os.path.abspath(out))
+    out = Path(os.path.realpath(out))
     removed: list[Path] = []
     candidates: list[Path] = []
+    old = out.with_name(f".{out.name}.old")
+    if old.is_dir() and not old.is_symlink():
+        if not out.exists():  # interrupted between moving the previous output aside and the new one in
+            os.replace(old, out)
+        elif not _remove_recorded(old):
+            removed.append(old)
     if out.parent.is_dir():
         candidates += [p for p in out.parent.iterdir()
-                       if (p.name.startswith(f".{out.name}.") and _TMP_NAME.match(p.name))
-                       or p.name == f".{out.name}.old"]
+                       if p.name.startswith(f".{out.name}.") and _TMP_NAME.match(p.name)]
     if out.is_dir():
         candidates += [p for p in out.iterdir() if _TMP_NAME.match(p.name)]
     for path in candidates:
@@ -377,7 +531,12 @@ def claim_output(out: str | os.PathLike, command: str, *, inputs: Sequence[str |
 
     `in_place` commands (analyze, demo) write into the directory itself: it is created and marked now.
     Commands that replace the directory whole mark it through ``atomic_directory(command=...)``.
+    Re-entrant: a claim of an output this process already holds (a library writer called by a
+    command that claimed its output) yields at once; the outer claim did the checks.
     """
+    if OutputLock(out).held_here():  # claimed by this process already (a command around a library call)
+        yield Path(out)
+        return
     out = check_output_target(out, command, inputs=inputs, overwrite=overwrite, resumable=resumable)
     with OutputLock(out):
         check_output_target(out, command, inputs=inputs, overwrite=overwrite, resumable=resumable)  # now locked

@@ -119,7 +119,8 @@ def results(model):
     images, labels = batch()
     out = {}
     for form, quad, token, k in CASES:
-        config = PathConfig(topk=k, steps=4, quadrature=quad, jas=form, token=token, max_batch=5)
+        config = PathConfig(topk=k, steps=4, quadrature=quad, jas=form, token=token, max_batch=5,
+                            scoring="quadrature")  # the path JAS by the rule, as the oracle computes it
         out[(form, quad, token, k)] = (config, NeuronPathSearch(model, config).attribute(images, labels))
     return out
 
@@ -215,7 +216,8 @@ def test_paper_form_completeness(model, token):
     clean_prob = logits.softmax(-1).gather(1, labels[:, None])[:, 0]
     errors = {}
     for quad, steps in (("gauss", 32), ("gauss", 4), ("riemann", 4)):
-        search = NeuronPathSearch(model, PathConfig(topk=2, steps=steps, quadrature=quad, token=token))
+        search = NeuronPathSearch(model, PathConfig(topk=2, steps=steps, quadrature=quad, token=token,
+                                                    scoring="quadrature"))
         cp = search.prepare(images, labels)
         jas = search.path_jas(images, cp.target, cp.clean, list(found.path.unbind(1)))
         deltas = []

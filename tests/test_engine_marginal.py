@@ -61,10 +61,12 @@ def test_full_backward_choice_is_argmax_of_jas_of_path_plus_candidate(model):
     assert torch.equal(torch.topk(full, 2, dim=1).indices.sort(1).values, result.path[:, 2].sort(1).values)
 
 
-def test_backward_stops_at_the_chosen_layer(model):
+@pytest.mark.parametrize("scoring", ["quadrature", "exact"])
+def test_backward_stops_at_the_chosen_layer(model, scoring):
     """Paper form: at layer l nothing below block l carries gradients (sum over layers of L - l blocks),
     and blocks below l - 1 are not run again,
-    against L blocks per layer for the full-backward variant; the two final scoring passes are full."""
+    against L blocks per layer for the full-backward variant; the two final scoring passes are full
+    (quadrature scoring) or one forward each without gradients (exact scoring)."""
     images, labels = batch()
     counts = {}
 
@@ -77,14 +79,16 @@ def test_backward_stops_at_the_chosen_layer(model):
     try:
         for full_backward in (False, True):
             counts["n"] = counts["run"] = 0
-            NeuronPathSearch(model, PathConfig(steps=2), full_backward=full_backward).attribute(images, labels)
+            NeuronPathSearch(model, PathConfig(steps=2, scoring=scoring),
+                             full_backward=full_backward).attribute(images, labels)
             counts[full_backward], counts["run", full_backward] = counts["n"], counts["run"]
     finally:
         for handle in handles:
             handle.remove()
     final_passes = 2 * DEPTH  # the path's and the activation path's JAS
-    assert counts[False] == DEPTH * (DEPTH + 1) // 2 + final_passes
-    assert counts[True] == DEPTH * DEPTH + final_passes
+    final_grads = final_passes if scoring == "quadrature" else 0
+    assert counts[False] == DEPTH * (DEPTH + 1) // 2 + final_grads
+    assert counts[True] == DEPTH * DEPTH + final_grads
     # forwards: the layer-l pass resumes at block l - 1 from the block input the previous pass stored
     clean_pass = DEPTH
     assert counts["run", False] == clean_pass + DEPTH + sum(DEPTH - l + 1 for l in range(1, DEPTH)) + final_passes

@@ -112,7 +112,7 @@ def test_same_command_needs_overwrite_other_commands_are_refused(run_cli, analys
 
 def test_library_atomic_directory_never_replaces_foreign_content(tmp_path):
     out = _foreign_dir(tmp_path / "d")
-    with pytest.raises(OutputError, match="did not write"):
+    with pytest.raises(OutputError, match="not written by pathprune"):
         with atomic_directory(out, command="prune"):
             pass
     assert (out / "notes.txt").exists()

@@ -198,3 +198,38 @@ def test_reconstruct_stage_equals_prune_with_reconstruction(tmp_path):
         assert (one_go[key] == later[key]).all(), key
     recovery = json.loads((tmp_path / "r" / "model.json").read_text())["recovery"]
     assert [r["stage"] for r in recovery] == ["reconstruct"] and report["reconstruction"]["images"] == 64
+
+
+@pytest.mark.slow
+def test_compress_under_torchrun_equals_one_process(setup, tmp_path, run_cli):
+    """Two Gloo ranks: the analysis, the reconstruction (now a stage of its own, all-reduced) and the
+    rest on rank 0 give the model one process gives (up to float rounding of the all-reduce)."""
+    import os
+    import socket
+
+    import torch
+    from safetensors.torch import load_file
+
+    single, double = tmp_path / "one", tmp_path / "two"
+    res = run_cli(_cli_args(setup, single))
+    assert res.code == 0, res.output
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",
+           "--master-addr", "localhost", "--master-port", str(port), "-m", "pathprune",
+           *[str(a) for a in _cli_args(setup, double)[:-1]]]  # without --quiet: rank 0 alone shows progress
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("compressed in") == 1  # rank 0 reports once
+    summary = json.loads((double / "compress.json").read_text())
+    assert list(summary["commands"]) == ["analyze", "prune", "reconstruct", "export", "bench"]
+    assert summary["processes"] == 2 and summary["final_model"] == str(double / "pruned")
+    assert (double / "analysis" / "paths.jsonl").read_text() == (single / "analysis" / "paths.jsonl").read_text()
+    a, b = load_file(str(single / "pruned" / "model.safetensors")), load_file(str(double / "pruned" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    kept = [json.loads((d / "pruned" / "model.json").read_text())["kept"] for d in (single, double)]
+    assert kept[0] == kept[1]

@@ -158,7 +158,7 @@ def combine(part_dirs: list[str | Path], *, allow_partial: bool = False,
         raise InputError(f"the parts cover {coverage.describe()}, expected {want}")
     if expect_shard is False and shard is not None and not allow_partial:
         raise InputError(f"missing shards {', '.join(missing_shards(coverage))} (the parts cover "
-                        f"{coverage.describe()}); add them or pass --allow-partial")
+                        f"{coverage.describe()}); add them or pass `allow_partial`")
 
     records: list[dict[str, Any]] = []
     seen: dict[int, Path] = {}
@@ -245,9 +245,10 @@ def merge_in_place(part_dirs: list[str | Path], out: str | Path, shard: tuple[in
     The parts must cover exactly `shard` (None: all images). Each file is replaced atomically and
     summary.json, written last, marks the merged output complete.
     """
-    merged = combine(part_dirs, expect_shard=shard)
     out = Path(out)
-    if not os.access(out, os.W_OK):
-        raise InputError(f"output directory {out} is not writable")
-    write_output_marker(out, "analyze")
-    return write_merged(merged, out)
+    with claim_output(out, "analyze", resumable=True, in_place=True):  # rank 0's final merge holds OUT's lock
+        merged = combine(part_dirs, expect_shard=shard)
+        if not os.access(out, os.W_OK):
+            raise InputError(f"output directory {out} is not writable")
+        write_output_marker(out, "analyze")
+        return write_merged(merged, out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -34,7 +35,7 @@ from torch import nn
 
 from ..attribution import NeuronPathSearch, PathConfig
 from ..data.images import ImageSet, iterate_batches, shard_positions
-from ..errors import ConfigError, IncompatibleError, InputError, InterruptedRun, OutputError
+from ..errors import ConfigError, IncompatibleError, InputError, InterruptedRun, ModelError, OutputError
 from ..io import claim_output, package_versions, read_json, write_json_atomic
 from ..models import ModelSpec
 from ..progress import progress_bar
@@ -100,7 +101,36 @@ def run_manifest(spec: ModelSpec, image_set: ImageSet, settings: RunSettings,
     if rows is not None:
         manifest["class_names"] = [image_set.class_names[r] for r in rows]
         manifest["class_labels"] = rows
+    files = data_files_identity(image_set)
+    if files is not None:
+        manifest["data_files"] = files
     return manifest
+
+
+def data_files_identity(image_set: ImageSet) -> dict[str, Any] | None:
+    """Size and modification time (ns) of every image file, hashed: a resumed run refuses data whose
+    files changed under the same names (None for built-in data). Not part of IDENTITY_KEYS: copies
+    of the same images on other machines (other mtimes) still merge."""
+    root = Path(image_set.root)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for item in image_set.items:
+        try:
+            st = os.stat(root / item.file)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(f"{item.file}\t{size}\t{mtime}\n".encode("utf-8", "surrogateescape"))
+    return {"size_mtime_sha256": digest.hexdigest(), "files": len(image_set.items)}
+
+
+def check_data_files(old: dict[str, Any], new: dict[str, Any], where: str) -> None:
+    """Refuse to resume over images that changed (size or mtime) since the run in `where` started."""
+    if old.get("data_files") is not None and old.get("data_files") != new.get("data_files"):
+        raise IncompatibleError(f"{where} holds a run over images that have changed since (a file's size or "
+                                "modification time differs); its records would describe the old images: write to "
+                                "another output directory, or restore the images")
 
 
 def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=IDENTITY_KEYS + ("shard",)) -> None:
@@ -109,7 +139,7 @@ def check_compatible(old: dict[str, Any], new: dict[str, Any], where: str, keys=
         if old.get(key) != new.get(key):
             at, there, now = first_difference(old.get(key), new.get(key), key)
             raise IncompatibleError(f"{where} holds a run with different settings ({at}: {json.dumps(there)} there, "
-                            f"{json.dumps(now)} now); use another --out or the same settings")
+                            f"{json.dumps(now)} now); use another `out` or the same settings")
 
 
 def first_difference(a: Any, b: Any, prefix: str) -> tuple[str, Any, Any]:
@@ -205,8 +235,9 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
     started_before = stats_file.exists() or (paths_file.exists() and paths_file.stat().st_size > 0)
     if run_file.exists() and started_before:
         check_compatible(read_json(run_file), manifest, str(out))
+        check_data_files(read_json(run_file), manifest, str(out))
     elif started_before:
-        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty --out")
+        raise OutputError(f"{out} holds analysis files but no {RUN_FILE}; use an empty `out`")
     write_json_atomic(run_file, manifest)  # (a run.json of a run that analysed nothing is replaced)
 
     positions = shard_positions(len(image_set.items), shard)
@@ -243,6 +274,7 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
                 if images is not None:
                     labels = torch.tensor([image_set.items[p].label for p in batch_pos])
                     result = search.attribute(images, target=labels)
+                    check_finite_result(result, [image_set.items[p].file for p in batch_pos])
                     heads = head_search.attribute(images, labels) if head_search is not None else None
                 with deferred_interrupt():
                     committing = True
@@ -290,6 +322,15 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
     summary = summarize(out)
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
+
+
+def check_finite_result(result: Any, files: list[str]) -> None:
+    """Refuse non-finite model outputs (NaN/inf weights or activations): their paths would be noise."""
+    bad = ~(torch.isfinite(result.prob) & torch.isfinite(result.path_jas) & torch.isfinite(result.act_path_jas))
+    if bool(bad.any()):
+        first = files[int(bad.nonzero()[0, 0])] if files else "?"
+        raise ModelError(f"the model's outputs are not finite (NaN or inf) on {int(bad.sum())} of {len(files)} images "
+                         f"(first: {first}); check its weights")
 
 
 def summarize(out: Path) -> dict[str, Any]:

@@ -39,13 +39,16 @@ class JasForm:
     every candidate j of layer l ([B, F]; a_l and g_l are [B, T, F]); `freeze`: the other neurons
     of intervened layers keep their clean values (the published code's intervention); `marginal`
     (additive forms only): ``marginal(a_l, g_l)`` [B, F] with candidates = score(P) + marginal, so the
-    choice at layer l needs no gradients of the path (the search's backward stops at block l)."""
+    choice at layer l needs no gradients of the path (the search's backward stops at block l);
+    `complete`: the exact (infinitely many nodes) JAS of a path alone is F(x) - F(x with the path's
+    neurons zeroed), so the final scoring can take it from two forwards (``PathConfig.scoring``)."""
 
     name: str
     score: Callable[[PathTerms], torch.Tensor]
     candidates: Callable[[PathTerms, torch.Tensor, torch.Tensor], torch.Tensor]
     freeze: bool = False
     marginal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    complete: bool = False
 
 
 #: JAS forms by name
@@ -65,6 +68,7 @@ register_jas_form(JasForm(
     score=lambda t: t.ag,
     candidates=lambda p, a_l, g_l: p.ag[:, None] + (a_l * g_l).sum(1),
     marginal=lambda a_l, g_l: (a_l * g_l).sum(1),
+    complete=True,
 ), help="sum of a*IG over the path (integrated gradients of the joint scaling)")
 register_jas_form(JasForm(
     "reference",

@@ -65,6 +65,10 @@ def _debug_env() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors and non-zero exit codes unless --debug."""
+    import signal
+
+    if getattr(signal.getsignal(signal.SIGINT), "pathprune_import_guard", False):  # imports are done
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or _debug_env()
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {render_warning(msg)}\n"

@@ -80,6 +80,8 @@ def compress(out, **options) -> None:
                                 ema=source.ema, img_size=source.img_size, num_classes=source.num_classes,
                                 model_arg=source.model_arg, options=importance, **options)
     summary = run_compress(settings, out, echo=click.echo)
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     dense, final = summary["models"][0], summary["models"][-1]
     click.echo(f"dense top-1 {dense['top1']:.4f}; compressed (ratio {final['ratio']:.2f}) top-1 {final['top1']:.4f} "
                f"({final['top1_deviation']:+.4f}), MACs x{final['macs_ratio']:.3f}, params x{final['params_ratio']:.3f}")

@@ -23,7 +23,8 @@ D = defaults(FinetuneStageSettings)
 @click.option("--eval-data", default=None, help="Top-1 on these images before training and after every epoch.")
 @click.option("--epochs", type=int, default=D["epochs"], show_default=True, help="Passes over --data.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps (instead of --epochs).")
-@click.option("--batch-size", type=int, default=D["batch_size"], show_default=True)
+@click.option("--batch-size", type=int, default=D["batch_size"], show_default=True,
+              help="Images per optimizer step: the global batch, split across torchrun processes.")
 @click.option("--lr", type=float, default=D["lr"], show_default=True, help="Peak AdamW learning rate.")
 @click.option("--weight-decay", type=float, default=D["weight_decay"], show_default=True)
 @click.option("--warmup", type=float, default=D["warmup"], show_default=True,
@@ -39,7 +40,13 @@ D = defaults(FinetuneStageSettings)
 @device_option
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=D["dtype"], show_default=True,
               help="Autocast dtype of the forward passes (bfloat16 on GPU).")
+@click.option("--workers", type=int, default=None,
+              help="Image loading processes that prefetch batches [default: 0 on the CPU, on CUDA min(8, cores per "
+                   "process)].")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Channels-last images and patch embedding [default: on CUDA].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it holds a previous finetune output.")
 def finetune(**options) -> None:
     """Recover a pruned model's accuracy by distillation from the dense model it was made from.
 
@@ -49,6 +56,11 @@ def finetune(**options) -> None:
       pathprune finetune --model runs/p95 --data digits:train --eval-data digits:test --epochs 20 \\
           --out runs/p95-ft
     Re-running the same command after an interruption resumes where it stopped.
+
+    \b
+    On several GPUs or machines, under torchrun (see docs/distributed.md):
+      torchrun --standalone --nproc-per-node 8 -m pathprune finetune --model runs/p95 \\
+          --data /data/imagenet/train --batch-size 1024 --device cuda --dtype bfloat16 --out runs/p95-ft
     """
     from ..pipeline.stages import finetune as run_finetune
 

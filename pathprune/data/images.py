@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -14,7 +15,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, InputError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe", ".gif")
+
+
+def _is_image_entry(path: Path) -> bool:
+    """An image by its name: a file, or a link that is not a folder (a broken or looping link is
+    listed, then skipped as unreadable with the reason, never silently left out)."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
+    try:
+        return path.is_file() or (path.is_symlink() and not path.is_dir())
+    except OSError:  # e.g. a link loop on some Python versions
+        return path.is_symlink()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,7 +52,9 @@ class ImageSet:
 
     def describe(self) -> dict[str, Any]:
         """What identifies this selection (for run.json and resume checks)."""
-        digest = hashlib.sha256("\n".join(f"{i.file}\t{i.label}" for i in self.items).encode()).hexdigest()
+        # file names are bytes on POSIX: undecodable ones reach us as surrogate escapes
+        text = "\n".join(f"{i.file}\t{i.label}" for i in self.items)
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
         return {"root": self.root, "num_images": len(self.items), "num_classes": len(self.class_names),
                 "items_sha256": digest, **self.label_source}
 
@@ -243,13 +257,19 @@ def read_class_map(path: str) -> dict[str, int]:
 
 def imagenet_classes(num_classes: int | None) -> list[str] | None:
     """The ImageNet synsets (wnids) in the index order of a model with `num_classes` outputs (timm's info)."""
+    found = _imagenet_classes(num_classes)
+    return list(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _imagenet_classes(num_classes: int | None) -> tuple[str, ...] | None:
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
     subset = infer_imagenet_subset({"num_classes": num_classes}) if num_classes else None
     if subset is None:
         return None
     try:
-        return list(ImageNetInfo(subset).label_names())
+        return tuple(ImageNetInfo(subset).label_names())
     except (AssertionError, OSError, FileNotFoundError):
         return None
 
@@ -267,12 +287,12 @@ def folder_labels(folders: Sequence[str], num_classes: int | None, class_names: 
     if class_map is not None:
         missing = [f for f in folders if f not in class_map]
         if missing:
-            raise InputError(f"--class-map has no entry for the folder '{missing[0]}' (and {len(missing) - 1} more) of "
+            raise InputError(f"`class_map` has no entry for the folder '{missing[0]}' (and {len(missing) - 1} more) of "
                              f"{where}")
         size = num_classes or (max(class_map.values()) + 1)
         bad = [f for f in folders if not 0 <= class_map[f] < size]
         if bad:
-            raise InputError(f"--class-map maps '{bad[0]}' to {class_map[bad[0]]}, outside the model's "
+            raise InputError(f"`class_map` maps '{bad[0]}' to {class_map[bad[0]]}, outside the model's "
                              f"{size} classes (0-{size - 1})")
         names = [str(i) for i in range(size)]
         for name, index in class_map.items():
@@ -281,26 +301,81 @@ def folder_labels(folders: Sequence[str], num_classes: int | None, class_names: 
         return {f: class_map[f] for f in folders}, names
     if num_classes is None:
         return {f: i for i, f in enumerate(folders)}, folders
+    return _model_folder_labels(folders, num_classes, class_names, where)
+
+
+#: a folder name that reads as an integer (with sign or leading zeros too): never sorted-order material
+_INTEGER = re.compile(r"[+-]?\d+")
+_WNID = re.compile(r"n\d{8}")
+
+
+def _model_folder_labels(folders: list[str], num_classes: int, class_names: Sequence[str] | None,
+                         where: str) -> tuple[dict[str, int], list[str]]:
+    """The label rules of README "Data layouts and labels", for a model with `num_classes` classes.
+
+    Every folder is labelled by the same rule; a folder set that two rules read differently, or that
+    no rule reads, is refused (InputError naming --class-map).
+    """
+    shown = ", ".join(folders[:4]) + (", ..." if len(folders) > 4 else "")
+
+    def refuse(problem: str) -> InputError:
+        return InputError(f"(folder name -> class index) is needed: {where}: {problem}", param="class_map")
+
+    readings: list[tuple[str, dict[str, int], list[str]]] = []
     wnids = imagenet_classes(num_classes)
-    if wnids is not None and all(re.fullmatch(r"n\d{8}", f) for f in folders):
+    if wnids is not None and all(_WNID.fullmatch(f) for f in folders):
         index = {w: i for i, w in enumerate(wnids)}
         unknown = [f for f in folders if f not in index]
         if unknown:
-            raise InputError(f"{where}: folder '{unknown[0]}' is not one of the {num_classes} ImageNet classes of the "
-                             "model; pass --class-map FILE (folder name -> class index)")
-        return {f: index[f] for f in folders}, wnids
-    if class_names:
-        known = {str(n): i for i, n in enumerate(class_names)}
-        if all(f in known for f in folders):
-            return {f: known[f] for f in folders}, [str(n) for n in class_names]
-    if all(f.isdigit() for f in folders) and all(int(f) < num_classes for f in folders):
-        return {f: int(f) for f in folders}, [str(i) for i in range(num_classes)]
+            raise refuse(f"folder '{unknown[0]}' is not one of the {num_classes} ImageNet classes of the model")
+        readings.append(("ImageNet wnids", {f: index[f] for f in folders}, list(wnids)))
+    names = [str(n) for n in class_names] if class_names else []
+    if names and all(f in names for f in folders):
+        twice = [f for f in folders if names.count(f) > 1]
+        if twice:
+            raise refuse(f"the model has several classes named '{twice[0]}'")
+        readings.append(("class names", {f: names.index(f) for f in folders}, names))
+    integer_problem = None
+    if all(_INTEGER.fullmatch(f) for f in folders):
+        values = {f: int(f) for f in folders}
+        signed = [f for f in folders if f[0] in "+-"]
+        outside = [f for f in folders if not 0 <= values[f] < num_classes]
+        by_value: dict[int, list[str]] = {}
+        for f in folders:
+            by_value.setdefault(values[f], []).append(f)
+        same = next((fs for fs in by_value.values() if len(fs) > 1), None)
+        if signed:
+            integer_problem = f"folder '{signed[0]}' is a signed number, not a class index"
+        elif outside:
+            integer_problem = (f"folder '{outside[0]}' is outside the model's {num_classes} class indices "
+                               f"(0-{num_classes - 1})")
+        elif same:
+            integer_problem = f"folders '{same[0]}' and '{same[1]}' name the same class index {values[same[0]]}"
+        else:
+            readings.append(("class indices", values, [str(i) for i in range(num_classes)]))
+    if readings:
+        first = readings[0]
+        for other in readings[1:]:
+            if other[1] != first[1]:
+                f = next(f for f in folders if other[1][f] != first[1][f])
+                raise refuse(f"folder '{f}' is class {first[1][f]} as one of the model's {first[0]} but class "
+                             f"{other[1][f]} as one of its {other[0]}")
+        names_out = names if names and len(names) == num_classes else first[2]
+        return first[1], list(names_out)
+    if integer_problem is not None:
+        raise refuse(integer_problem)
+    numeric = [f for f in folders if _INTEGER.fullmatch(f)]
+    named = [f for f in folders if f in names]
+    wnid_like = [f for f in folders if wnids is not None and _WNID.fullmatch(f)]
+    for kind, found in (("a number", numeric), ("one of the model's class names", named),
+                        ("an ImageNet wnid", wnid_like)):
+        if found:
+            raise refuse(f"folder '{found[0]}' is {kind} but other folders ({shown}) are not, so the labels "
+                         "would be guessed")
     if len(folders) == num_classes:
         return {f: i for i, f in enumerate(folders)}, folders
-    shown = ", ".join(folders[:4]) + (", ..." if len(folders) > 4 else "")
-    raise InputError(f"{where}: {len(folders)} class folders ({shown}) do not match the model's {num_classes} "
-                     "classes; pass --class-map FILE (folder name -> class index), or name the folders by the "
-                     "model's class names, ImageNet wnids or class indices")
+    raise refuse(f"{len(folders)} class folders ({shown}) do not match the model's {num_classes} classes (or name "
+                 "the folders by the model's class names, ImageNet wnids or class indices)")
 
 
 def _read_labels_file(path: str, files: list[str], label_of: Callable[[str], int], where: str) -> dict[str, int]:
@@ -313,6 +388,7 @@ def _read_labels_file(path: str, files: list[str], label_of: Callable[[str], int
     stems = {Path(f).stem: f for f in files}
     names = {Path(f).name: f for f in files}
     out: dict[str, int] = {}
+    first_line: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
         fields = line.replace(",", " ").replace("\t", " ").split()
         if not fields or fields[0].startswith("#") or fields[0] == "ImageId":
@@ -325,9 +401,14 @@ def _read_labels_file(path: str, files: list[str], label_of: Callable[[str], int
         if file is None:
             continue  # a label for a file that is not in the directory
         try:
-            out[file] = label_of(fields[1])
+            label = label_of(fields[1])
         except InputError as exc:
             raise InputError(f"{path}:{number}: {exc.message}", param="labels") from None
+        if file in out and out[file] != label:
+            raise InputError(f"{path}:{number}: {file} is labelled {label} here but {out[file]} on line "
+                             f"{first_line[file]}; give each image one label", param="labels")
+        out[file] = label
+        first_line.setdefault(file, number)
     missing = [f for f in files if f not in out]
     if missing:
         raise InputError(f"{path} has no label for {missing[0]} (and {len(missing) - 1} more) of {where}",
@@ -343,8 +424,7 @@ def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, n
         raise InputError(f"{data}: not a directory (expected class folders, or digits[:train|:test])", param="data")
     mapping = read_class_map(class_map) if class_map else None
     if labels is not None:  # flat layout (ImageNet val): every image in one folder, labels in a file
-        files = sorted(str(f.relative_to(root)) for f in root.rglob("*")
-                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(str(f.relative_to(root)) for f in root.rglob("*") if _is_image_entry(f))
         if not files:
             raise InputError(f"{data}: no image files", param="data")
         names = list(class_names) if class_names else (imagenet_classes(num_classes) or [])
@@ -361,7 +441,7 @@ def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, n
                 if size is not None and not 0 <= index < size:
                     raise InputError(f"class index {index} outside the model's {size} classes")
                 return index
-            raise InputError(f"unknown class '{text}' (not an index, a class name or a --class-map entry)")
+            raise InputError(f"unknown class '{text}' (not an index, a class name or a `class_map` entry)")
 
         file_labels = _read_labels_file(labels, files, label_of, data)
         items = [ImageItem(f, file_labels[f]) for f in files]
@@ -371,12 +451,12 @@ def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, n
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not class_dirs:
             raise InputError(f"{data}: no class folders (ImageFolder layout: DIR/<class>/<image>; for all images "
-                             "in one folder give --labels FILE)", param="data")
+                             "in one folder give `labels` FILE)", param="data")
         index, class_list = folder_labels([d.name for d in class_dirs], num_classes, class_names, mapping, data)
         items = []
         for cdir in class_dirs:
             for f in sorted(cdir.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                if _is_image_entry(f):
                     items.append(ImageItem(str(f.relative_to(root)), index[cdir.name]))
         if not items:
             raise InputError(f"{data}: no image files in its class folders", param="data")
@@ -421,7 +501,7 @@ def _open_digits(data: str, preprocessing: dict[str, Any], preprocess: str) -> I
     if split not in ("train", "test", "all"):
         raise InputError(f"{data}: the digits split is 'train' or 'test'", param="data")
     if preprocessing.get("kind") != "digits":
-        raise InputError("digits needs a model trained on digits (8x8 grey images), e.g. --model digits", param="data")
+        raise InputError("digits needs a model trained on digits (8x8 grey images), e.g. `model` digits", param="data")
     if preprocess == "reference":
         raise ConfigError("reference is the published ImageNet pipeline; it does not apply to digits", param="preprocess")
     images, labels, indices = digits_arrays(split)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, ModelError, OutputError, PathpruneError
 from ..io import atomic_path
 from ..models import borrowed, model_input_shape
 from ..registry import Registry
@@ -129,7 +129,49 @@ def check_output_path(out: str | os.PathLike) -> Path:
             if not os.access(parent, os.W_OK):
                 raise ConfigError(f"{out}: {parent} is not writable", param="out")
             break
+    check_replaceable_file(path)
     return path
+
+
+def check_replaceable_file(path: Path) -> None:
+    """An existing `path` (and its ``NAME.data``) is replaced only when pathprune wrote it: an ONNX file
+    whose metadata carries pathprune's keys (every export writes them). Anything else is refused."""
+    data = path.with_name(path.name + ".data")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OutputError(f"{path} exists and is not a file pathprune wrote; it is not replaced: choose another "
+                          "file name", param="out")
+    if path.exists():
+        try:
+            ours = bool(read_metadata(path))
+        except PathpruneError:
+            ours = False
+        if not ours:
+            raise OutputError(f"{path} exists and was not written by pathprune export (no pathprune metadata); it "
+                              "is not replaced: choose another file name", param="out")
+    elif data.exists():
+        raise OutputError(f"{data} exists beside {path.name} and was not written by this export; it is not "
+                          "replaced: choose another file name", param="out")
+
+
+def check_export_options(*, tolerance: float = DEFAULT_TOLERANCE, min_agreement: float = DEFAULT_MIN_AGREEMENT) -> None:
+    """Refuse parity settings that no result can meet or that NaN would slip through, before any work."""
+    import math
+
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"must be a finite number >= 0, not {tolerance}", param="tolerance")
+    if not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
+        raise ConfigError(f"must be between 0 and 1, not {min_agreement}", param="min_agreement")
+
+
+def check_finite_outputs(model: nn.Module, input_shape: Sequence[int], seed: int = 0) -> None:
+    """Refuse a model whose outputs on random inputs are not finite (NaN/inf weights): its ONNX graph
+    would compute nothing useful and any parity check against it is meaningless."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        out = model(torch.randn(2, *input_shape, generator=gen))
+    if not bool(torch.isfinite(out).all()):
+        raise ModelError("the model's outputs are not finite (NaN or inf) on random inputs; check its weights; "
+                         "nothing written")
 
 
 @dataclass
@@ -337,6 +379,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     """
     from ..io import OutputLock, remove_stale_temporaries
 
+    check_export_options(tolerance=tolerance, min_agreement=min_agreement)
     if precision == "int8":  # the fastest int8 variant that passes its check (pathprune.deploy.select)
         return export_fastest_int8(model, out, input_shape=input_shape, opset=opset, exporter=exporter,
                                    tolerance=tolerance, batch_sizes=batch_sizes, seed=seed, optimize=optimize,
@@ -345,6 +388,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
                                    metadata=metadata, external_data_threshold=external_data_threshold)[0]
     path = check_output_path(out)
     with OutputLock(path):
+        check_replaceable_file(path)  # again, now that the file is ours to write
         remove_stale_temporaries(path)
         return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed,
                               (optimize, fuse_attention),
@@ -382,6 +426,7 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
                      else calib_batches)
 
     with borrowed(model, device="cpu", dtype=torch.float32) as placed:
+        check_finite_outputs(placed, shape, seed)
         fused, rewritten = {}, 0
         source = placed
         if optimize:

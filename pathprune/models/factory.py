@@ -273,12 +273,16 @@ def _from_directory(path: Path, weights: str | None, overrides: dict[str, Any],
         description = json.loads(desc_file.read_text())
     except json.JSONDecodeError as exc:
         raise ModelError(f"{desc_file}: not valid JSON ({exc.msg})") from None
+    if not isinstance(description, dict):
+        raise ModelError(f"{desc_file}: not a JSON object")
     for key in ("base", "mlp_hidden"):
         if key not in description:
             raise ModelError(f"{desc_file}: missing '{key}'")
+    from .description import validate_description
+
+    weights_file = validate_description(description, path, weights, str(desc_file))
     description.setdefault("name", str(path))
-    return _from_description(description, path / description.get("weights", MODEL_WEIGHTS), weights,
-                             overrides, seed)
+    return _from_description(description, weights_file, weights, overrides, seed)
 
 
 def _build(base: str, overrides: dict[str, Any], seed: int) -> nn.Module:

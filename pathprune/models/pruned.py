@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ..errors import InputError
+from .description import validate_description  # noqa: F401 - model.json checks, part of this format
 from .factory import MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelSpec, create_model
 
 #: file name of the pruning report inside a pruned-model directory
@@ -96,14 +97,17 @@ def compose_kept(previous: Sequence[Sequence[int]] | None, kept: Sequence[Sequen
 
 
 
-def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], report: dict[str, Any]) -> Path:
-    """Write model.safetensors, model.json and report.json atomically into directory `out`."""
+def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], report: dict[str, Any], *,
+                command: str = "prune", overwrite: bool = True) -> Path:
+    """Write model.safetensors, model.json and report.json atomically into directory `out`, claimed
+    for `command` (``prune``, ``finetune``): a previous output of that command is replaced when
+    `overwrite`, anything else there is refused (see :func:`pathprune.io.claim_output`)."""
     from safetensors.torch import save_file
 
     from ..io import _umask, atomic_directory
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_directory(out, command="prune") as tmp:
+    with atomic_directory(out, overwrite=overwrite, command=command) as tmp:
         save_file(state, str(tmp / MODEL_WEIGHTS))
         os.chmod(tmp / MODEL_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")

@@ -44,7 +44,7 @@ def load_weights(model: nn.Module, weights: str, ema: bool = False) -> str | Non
         raise ModelError(f"{weights}: unknown weights format '{suffix}' (use {', '.join(WEIGHT_FORMATS)})")
     loader = WEIGHT_FORMATS.get(suffix)
     if ema and suffix not in TORCH_SUFFIXES:
-        raise ModelError(f"{weights}: --ema applies to PyTorch training checkpoints (.pth.tar/.pth), not '{suffix}'")
+        raise ModelError(f"{weights}: `ema` applies to PyTorch training checkpoints (.pth.tar/.pth), not '{suffix}'")
     if suffix in TORCH_SUFFIXES:
         _load_torch(model, path, ema=ema)
     else:
@@ -62,8 +62,14 @@ def _load_npz(model: nn.Module, path: Path) -> None:
         keys = set(npz.files)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable .npz file ({exc})") from None
-    _check_npz_shapes(model, npz, keys, path)
-    _warn_if_resampled(model, npz, keys, path)
+    try:
+        _check_npz_shapes(model, npz, keys, path)
+        _warn_if_resampled(model, npz, keys, path)
+    except ValueError as exc:  # object arrays: pickled Python objects, which are never loaded
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ModelError(f"{path}: holds pickled Python objects (object arrays), which pathprune never loads; "
+                             "save the weights as plain numeric arrays") from None
+        raise ModelError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from None
     try:
         _load_weights(model, str(path))
     except (KeyError, RuntimeError, ValueError) as exc:
@@ -135,7 +141,7 @@ def _load_torch(model: nn.Module, path: Path, ema: bool = False) -> None:
         raw = _torch_load_checked(path)
     keys = (("state_dict_ema", "model_ema") if ema else ()) + ("state_dict", "model")  # timm's load_state_dict order
     if ema and not any(isinstance(raw, dict) and raw.get(k) is not None for k in keys[:2]):
-        raise ModelError(f"{path}: --ema: the checkpoint holds no EMA weights (state_dict_ema or model_ema)")
+        raise ModelError(f"{path}: `ema`: the checkpoint holds no EMA weights (state_dict_ema or model_ema)")
     if isinstance(raw, dict):
         key = next((k for k in keys if isinstance(raw.get(k), dict)), None)
         raw = raw[key] if key else raw
@@ -236,7 +242,7 @@ WEIGHT_FORMATS.register(".pth", _load_torch, help="PyTorch state dict, loaded wi
 WEIGHT_FORMATS.register(".pt", _load_torch, help="PyTorch state dict, loaded with weights_only=True")
 WEIGHT_FORMATS.register(".bin", _load_torch, help="PyTorch state dict, loaded with weights_only=True")
 WEIGHT_FORMATS.register(".pth.tar", _load_torch,
-                        help="timm train.py checkpoint (state_dict; --ema: state_dict_ema), weights_only=True")
+                        help="timm train.py checkpoint (state_dict; with ema: state_dict_ema), weights_only=True")
 WEIGHT_FORMATS.register(".safetensors", _load_safetensors, help="safetensors state dict")
 #: the suffixes loaded through torch.load(weights_only=True)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar")

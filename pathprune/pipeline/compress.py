@@ -153,8 +153,17 @@ def removed_fraction(model: str) -> float:
 
 
 
-def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0) -> list[Stage]:
-    """Every stage of `s` in order, with its settings (nothing runs; impossible requests raise)."""
+#: the stages every torchrun rank takes part in (the others run on rank 0 while the rest wait)
+ALL_RANKS = ("analyze", "reconstruct", "finetune")
+
+
+def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
+                distributed: bool = False) -> list[Stage]:
+    """Every stage of `s` in order, with its settings (nothing runs; impossible requests raise).
+
+    `distributed` (under torchrun): the reconstruction is a stage of its own after the prune stage
+    (``removed`` -> ``pruned``), so that every rank takes part in it (the same weights as a prune
+    with reconstruction, up to float rounding of the all-reduced sums)."""
     out = Path(out)
     source = s.source
     plan: list[Stage] = []
@@ -168,19 +177,26 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0) -> l
                 max_images=s.max_images or None, topk=s.topk, token=s.token, steps=s.steps,
                 quadrature=s.quadrature, batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
                 analysis, st.analyze))
+        separate = distributed and s.reconstruct
+        removed = out / f"removed{suffix}" if separate else pruned
         plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
             source=source, paths=str(analysis) if analysis_needed else None, importance=s.importance,
-            options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), reconstruct=s.reconstruct,
+            options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), reconstruct=s.reconstruct and not separate,
             reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target, compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
-            out=str(pruned), quiet=s.quiet), pruned, st.prune))
+            out=str(removed), quiet=s.quiet), removed, st.prune))
+        if separate:
+            plan.append(Stage(f"reconstruct{suffix}", "reconstruct", st.ReconstructStageSettings(
+                model=str(removed), calib_data=s.data, calib_images=s.calib_images,
+                reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
+                eval_data=s.eval_data, device=s.device, out=str(pruned), quiet=s.quiet), pruned, st.reconstruct))
         source = ModelSource(str(pruned))
         if s.finetunes:
             plan.append(Stage(f"finetune{suffix}", "finetune", st.FinetuneStageSettings(
                 model=str(pruned), data=s.data, eval_data=s.eval_data, steps=s.finetune_steps or None,
                 epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
                 batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature, device=s.device,
-                out=str(tuned), quiet=s.quiet), tuned, st.finetune))
+                out=str(tuned), quiet=s.quiet, overwrite=True), tuned, st.finetune))  # its own sub-output
             source = ModelSource(str(tuned))
     quantised = s.precision != "fp32"
     onnx = out / "pruned.onnx"
@@ -221,10 +237,15 @@ def compress(settings: CompressSettings | None = None, *, out: str | Path, echo:
 
 
 def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[str], None] | None = None, *,
-                 command: str = "compress") -> dict[str, Any]:
+                 command: str = "compress") -> dict[str, Any] | None:
     """Run every stage of `settings` into `out`, skipping stages finished earlier with the same key.
-    `out` is claimed (checked, locked, marked) for `command` for the whole run."""
+    `out` is claimed (checked, locked, marked) for `command` for the whole run.
+
+    Under torchrun every rank calls this: the analysis, reconstruction and distillation run on every
+    rank, prune, export and bench on rank 0 while the others wait; rank 0 decides what to skip and
+    returns the summary, the other ranks return None."""
     from ..io import claim_output
+    from ..repair.distributed import torchrun_process_group
 
     settings.validate()
     out = Path(out)
@@ -232,16 +253,32 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
     if model_path == out.resolve() or out.resolve() in model_path.parents:
         raise ConfigError("the model to compress cannot lie inside the output directory", param="out")
     already = removed_fraction(settings.model)
-    plan = plan_stages(settings, out, already)  # refuses impossible requests before anything is written
-    check_plan(settings, plan)
-    inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
-    with claim_output(out, command, inputs=inputs, resumable=True, in_place=True):
-        return _run_claimed(settings, out, echo or (lambda _: None), already, plan)
+    with torchrun_process_group(settings.device) as (ranks, _):
+        plan = plan_stages(settings, out, already, distributed=ranks.distributed)  # refuses impossible requests
+        check_plan(settings, plan)
+        if not ranks.is_main:
+            _follow(plan, ranks)
+            return None
+        inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
+        with claim_output(out, command, inputs=inputs, resumable=True, in_place=True):
+            return _run_claimed(settings, out, echo or (lambda _: None), already, plan, ranks)
+
+
+def _follow(plan: list[Stage], ranks: Any) -> None:
+    """A torchrun rank other than 0: take part in the stages rank 0 runs on every rank."""
+    from ..repair.distributed import barrier, broadcast_object
+
+    for stage in plan:
+        run = broadcast_object(None, ranks)  # rank 0's decision: run this stage or skip it
+        if run and stage.command in ALL_RANKS:
+            stage.run(stage.settings)
+        barrier(ranks)
 
 
 def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], None], already: float,
-                 plan: list[Stage]) -> dict[str, Any]:
+                 plan: list[Stage], ranks: Any) -> dict[str, Any]:
     from ..io import write_json_atomic
+    from ..repair.distributed import barrier, broadcast_object
 
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGES_DIR).mkdir(exist_ok=True)
@@ -260,11 +297,13 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
         if done.exists() and json.loads(done.read_text()).get("key") == key and stage.output.exists():
             echo(f"== {stage.name}: done earlier with the same settings, skipped")
             skipped.append(stage.name)
+            broadcast_object(False, ranks)
         else:
             if done.exists():
                 done.unlink()
             if stage.output.exists() and stage.command != "finetune":  # finetune resumes from its checkpoint
                 shutil.rmtree(stage.output) if stage.output.is_dir() else stage.output.unlink()
+            broadcast_object(True, ranks)
             echo(f"== {stage.name}: {' '.join(record)}")
             t0 = time.perf_counter()
             stage.run(stage.settings, echo=echo)
@@ -272,12 +311,14 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
             if not stage.output.exists():
                 raise OutputError(f"stage {stage.name} finished without writing {stage.output}")
             write_json_atomic(done, {"key": key, "command": record, "seconds": seconds[stage.name]})
-        if stage.command in ("prune", "finetune"):
+        barrier(ranks)
+        if stage.command in ("prune", "reconstruct", "finetune"):
             final_model = str(stage.output)
         upstream = key
     report = json.loads((out / "bench" / "report.json").read_text())
     summary = {"settings": asdict(settings), "ratio_already_removed": already,
                "round_ratios": round_ratios(settings.ratio, settings.rounds, already),
+               "processes": ranks.world_size,
                "commands": {stage.name: stage.record() for stage in plan},
                "skipped": skipped, "seconds": {**seconds, "total": time.perf_counter() - started},
                "final_model": final_model, "onnx": str(out / "pruned.onnx"),

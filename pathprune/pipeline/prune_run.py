@@ -85,11 +85,11 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     reconstruct: re-fit fc2 on `calib` afterwards so the pruned MLPs reproduce the model as it was
     before this pruning (:func:`~pathprune.repair.reconstruct.reconstruct_mlp`).
     """
-    from ..io import check_output_dir
+    from ..io import check_output_target
 
     started = time.perf_counter()
     config.validate()
-    check_output_dir(out)
+    check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
     if not config.ratio:  # heads only

@@ -330,40 +330,48 @@ class ReconstructStageSettings:
 
 
 def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None) -> dict[str, Any]:
-    """Run `settings`; return the report (also OUT/report.json)."""
+    """Run `settings`; return the report (also OUT/report.json). Under torchrun every rank calls this:
+    the Gram matrices of each rank's calibration shard are all-reduced, rank 0 evaluates and writes."""
+    import contextlib
     import copy
 
     from ..data import open_images
-    from ..device import resolve_device
     from ..evaluate.accuracy import top1
     from ..io import claim_output
     from ..models import create_model, save_pruned
     from ..pruning import spread_subset
     from ..repair import find_teacher, read_model_description, reconstruct_mlp
+    from ..repair.distributed import barrier, torchrun_process_group
 
     s = settings.validate()
     config = s.reconstruct_config()
     inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
-    with claim_output(s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite):
-        description = read_model_description(s.model)
-        student, spec = create_model(str(s.model))
-        dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
-        device = resolve_device(s.device)
-        labels = label_arguments(student, spec, s.class_map, s.labels)
-        calib = spread_subset(open_images(s.calib_data, spec.preprocessing, **labels), s.calib_images)
-        eval_images = open_images(s.eval_data, spec.preprocessing, **labels) if s.eval_data else None
-        evaluate = (lambda m: top1(m, eval_images, batch_size=s.batch_size, device=device, progress=not s.quiet))
-        before = evaluate(student) if eval_images is not None else None
-        result = reconstruct_mlp(student, dense, calib, config, kept=description.get("kept"),
-                                 batch_size=s.batch_size, device=device, progress=not s.quiet).to_dict()
-        after = evaluate(student) if eval_images is not None else None
-        described = copy.deepcopy(description)
-        described["recovery"] = list(description.get("recovery") or []) + [
-            {"stage": "reconstruct", **config.to_dict(), "calibration_images": result["images"]}]
-        report = {"reconstruction": result, "top1_before": before, "top1_after": after,
-                  "eval_data": s.eval_data, "source": str(s.model)}
-        save_pruned(s.out, student, described, report)
-    if echo is not None:
+    with torchrun_process_group(s.device) as (ranks, device):
+        claim = (claim_output(s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite) if ranks.is_main
+                 else contextlib.nullcontext())
+        with claim:
+            description = read_model_description(s.model)
+            student, spec = create_model(str(s.model))
+            dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
+            labels = label_arguments(student, spec, s.class_map, s.labels)
+            calib = spread_subset(open_images(s.calib_data, spec.preprocessing, **labels), s.calib_images)
+            eval_images = (open_images(s.eval_data, spec.preprocessing, **labels)
+                           if s.eval_data and ranks.is_main else None)
+            evaluate = (lambda m: top1(m, eval_images, batch_size=s.batch_size, device=device, progress=not s.quiet))
+            before = evaluate(student) if eval_images is not None else None
+            result = reconstruct_mlp(student, dense, calib, config, kept=description.get("kept"),
+                                     batch_size=s.batch_size, device=device,
+                                     progress=not s.quiet and ranks.is_main).to_dict()
+            after = evaluate(student) if eval_images is not None else None
+            described = copy.deepcopy(description)
+            described["recovery"] = list(description.get("recovery") or []) + [
+                {"stage": "reconstruct", **config.to_dict(), "calibration_images": result["images"]}]
+            report = {"reconstruction": result, "top1_before": before, "top1_after": after,
+                      "eval_data": s.eval_data, "source": str(s.model)}
+            if ranks.is_main:
+                save_pruned(s.out, student, described, report, command="reconstruct")  # its marker matches its claim
+        barrier(ranks)  # every rank returns once the output exists
+    if echo is not None and ranks.is_main:
         echo(f"reconstructed fc2 on {result['images']} calibration images ({result['tokens']:,} tokens): MLP output "
              f"error {sum(result['error_before']) / len(result['error_before']):.4f} -> "
              f"{sum(result['error_after']) / len(result['error_after']):.4f} (mean over blocks)")
@@ -400,7 +408,10 @@ class FinetuneStageSettings:
     checkpoint_every: int = 25
     device: str = "auto"
     dtype: str = "float32"
+    workers: int | None = display_field(None)  # None: 0 on the CPU, on CUDA min(8, cores per process)
+    channels_last: bool | None = None  # None: on CUDA
     quiet: bool = display_field(False)
+    overwrite: bool = display_field(False)
 
     def finetune_settings(self):
         from ..repair import FinetuneSettings
@@ -416,28 +427,48 @@ class FinetuneStageSettings:
 
 
 def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None):
-    """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`."""
-    from ..data import open_images
-    from ..device import resolve_device
-    from ..io import check_output_dir
-    from ..models import create_model
-    from ..repair import find_teacher, finetune as run_finetune, read_model_description
+    """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`. Under torchrun every rank
+    calls this (DistributedDataParallel, global batch); rank 0 claims and writes the output and echoes.
+
+    `out` is claimed for ``finetune`` (checked and locked): never one of the inputs (the student's
+    directory), another command's output or foreign files; a previous finetune output only with
+    `overwrite`."""
+    import contextlib
+
+    from ..io import claim_output
+    from ..repair.distill import FINETUNE_COMMAND
+    from ..repair.distributed import torchrun_process_group
 
     s = settings.validate()
-    check_output_dir(s.out)
+    with torchrun_process_group(s.device) as (ranks, device):
+        claim = (claim_output(s.out, FINETUNE_COMMAND, inputs=[s.model, s.data, s.eval_data, s.teacher,
+                                                                 s.teacher_weights], overwrite=s.overwrite)
+                 if ranks.is_main else contextlib.nullcontext())
+        with claim:
+            return _finetune_claimed(s, echo, ranks, device)
+
+
+def _finetune_claimed(s: FinetuneStageSettings, echo: Echo | None, ranks: Any, device: str):
+    from ..data import open_images
+    from ..models import create_model
+    from ..repair import find_teacher, finetune as run_finetune, read_model_description
+    from ..repair.distributed import default_workers
+
     description = read_model_description(s.model)
     student, spec = create_model(str(s.model))
     teacher_model, teacher_spec = find_teacher(description, s.teacher, s.teacher_weights)
     images = open_images(s.data, spec.preprocessing)
     eval_images = open_images(s.eval_data, spec.preprocessing) if s.eval_data else None
     result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,
-                          s.finetune_settings(), eval_images=eval_images, device=resolve_device(s.device),
-                          progress=not s.quiet)
-    if echo is not None:
+                          s.finetune_settings(), eval_images=eval_images, device=device, progress=not s.quiet,
+                          workers=default_workers(device, s.data) if s.workers is None else s.workers,
+                          channels_last=s.channels_last, overwrite=s.overwrite)
+    if echo is not None and ranks.is_main:
         if result.resumed_from_step:
             echo(f"resumed at step {result.resumed_from_step}")
         echo(f"distilled {teacher_spec.name} into {s.model}: {result.steps} steps on {result.images} images "
-             f"in {result.seconds:.0f} s; final loss {result.loss_history[-1]:.4f}")
+             f"in {result.seconds:.0f} s{f' on {ranks.world_size} processes' if ranks.distributed else ''}; "
+             f"final loss {result.loss_history[-1]:.4f}")
         if result.top1_after is not None:
             echo(f"top-1 on {s.eval_data}: teacher {result.teacher_top1:.4f}, before {result.top1_before:.4f}, "
                  f"after {result.top1_after:.4f}")

@@ -25,6 +25,16 @@ def _min_keep(width: int, min_per_layer: float) -> int:
 
 
 
+def _check_removes_some(widths: Sequence[int], counts: Sequence[int], ratio: float, total: int | None = None) -> None:
+    """Refuse a selection that removes no neuron at a ratio above 0 (a model already pruned to one
+    neuron per block, or a ratio too small for these widths): exit 0 with nothing done would mislead."""
+    kept = total if total is not None else sum(counts)
+    if ratio > 0 and kept >= sum(widths):
+        shown = ", ".join(map(str, widths[:6])) + (", ..." if len(widths) > 6 else "")
+        raise ConfigError(f"{ratio} removes no neuron from MLP widths {shown} (every block keeps at least one); "
+                          "nothing would be pruned", param="ratio")
+
+
 def select_kept(scores: Sequence[torch.Tensor], ratio: float, scope: str = "uniform",
                 min_per_layer: float = 1) -> list[torch.Tensor]:
     """Indices (ascending) of the neurons to keep in every block; the highest scores are kept.
@@ -36,6 +46,7 @@ def select_kept(scores: Sequence[torch.Tensor], ratio: float, scope: str = "unif
     widths = [len(s) for s in scores]
     if scope == "uniform":
         counts = keep_counts(widths, ratio)
+        _check_removes_some(widths, counts, ratio)
         return [torch.sort(torch.topk(s.double(), k).indices).values for s, k in zip(scores, counts)]
     if scope != "global":
         raise ConfigError(f"'{scope}': choose one of {', '.join(SCOPES)}", param="scope")
@@ -43,6 +54,7 @@ def select_kept(scores: Sequence[torch.Tensor], ratio: float, scope: str = "unif
     minimum = [_min_keep(w, min_per_layer) for w in widths]
     if sum(minimum) > total:
         raise ConfigError(f"keeps {sum(minimum)} neurons but ratio {ratio} keeps only {total}", param="min_per_layer")
+    _check_removes_some(widths, [], ratio, total=min(total, sum(widths)))
     chosen = [set(torch.topk(s.double(), m).indices.tolist()) for s, m in zip(scores, minimum)]
     rest = [(float(s[j]), layer, j) for layer, s in enumerate(scores) for j in range(len(s)) if j not in chosen[layer]]
     rest.sort(key=lambda t: (-t[0], t[1], t[2]))

@@ -85,6 +85,9 @@ def _closest(key: Any, choices: Any) -> str:
 
 def _checked_value(path: str | Path, key: Any, value: Any, kind: str | None) -> Any:
     """A recipe value checked against its option's type: no float silently truncated to an int."""
+    if kind in ("int", "float") and not isinstance(value, (int, float, str)):  # a list, a mapping, null
+        raise ConfigError(f"{path}: '{key}: {value}' must be {'an integer' if kind == 'int' else 'a number'}",
+                          param="recipe")
     if kind == "int" and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
                           or isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
         raise ConfigError(f"{path}: '{key}: {value}' must be an integer", param="recipe")

@@ -33,6 +33,8 @@ from ..errors import ConfigError, IncompatibleError, InputError, ModelError
 from ..models import MODEL_DESCRIPTION, ModelSpec, create_model, mlp_widths, save_pruned
 from ..models.borrow import borrowed
 from ..progress import progress_bar
+from .distributed import Ranks, current_ranks, rank_seed
+from .loading import StepPlan, epoch_order, seed_all, step_batches  # noqa: F401 (epoch_order: re-exported)
 
 #: checkpoint file inside the run's work directory
 CHECKPOINT = "checkpoint.pt"
@@ -106,6 +108,8 @@ class FinetuneResult:
     teacher_top1: float | None = None
     resumed_from_step: int = 0
     seconds: float = 0.0
+    world_size: int = 1  # processes that trained (torchrun ranks)
+    images_per_second: float | None = None  # training steps only (global images, all ranks together)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,23 +144,23 @@ def find_teacher(description: dict[str, Any], teacher: str | None = None,
     else:
         chain = source_chain(description)
         if not chain or not chain[-1].get("model"):
-            raise InputError("the model.json records no source model; pass --teacher", param="model")
+            raise InputError("the model.json records no source model; pass `teacher`", param="model")
         root = chain[-1]
         name, weights, sha = root["model"], root.get("weights"), root.get("weights_sha256")
         missing = weights not in (None, "random") and not Path(weights).is_file() and name != "digits"
         if missing or (name != "digits" and not Path(name).is_dir() and weights is None):
             raise InputError(f"the dense model it was pruned from ({name}, weights {weights}) cannot be found; "
-                             "pass --teacher (and --teacher-weights)", param="model")
+                             "pass `teacher` (and `teacher_weights`)", param="model")
         if name == "digits" and weights is not None and not Path(weights).is_file():
             weights = None  # the embedded asset moved with the installation; the sha check below decides
         try:
             model, spec = _build(name, weights if weights != "random" else "random", overrides)
         except (ModelError, InputError) as exc:
-            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass --teacher",
+            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass `teacher`",
                              param="model") from None
         if sha is not None and spec.weights_sha256 != sha:
             raise InputError(f"the dense model's weights {spec.weights} changed since pruning (sha256 differs); "
-                             "pass --teacher", param="model")
+                             "pass `teacher`", param="model")
     check_teacher(description, spec)
     return model, spec
 
@@ -218,17 +222,8 @@ def training_loader(images: ImageSet, spec: ModelSpec, augment: bool) -> Callabl
     return load
 
 
-def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
-    """The data order of an epoch (a generator seeded by (seed, epoch): the same on resume)."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(num_images, generator=generator)
-
-
-def _seed_step(seed: int, step: int) -> None:
-    s = (seed * 1_000_003 + step) % (2 ** 31)
-    random.seed(s)
-    np.random.seed(s)
-    torch.manual_seed(s)
+def _seed_step(seed: int, step: int, rank: int = 0) -> None:
+    seed_all(rank_seed(seed, step, rank))
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,11 +231,11 @@ def _seed_step(seed: int, step: int) -> None:
 
 
 def fingerprint(description: dict[str, Any], settings: FinetuneSettings, data: str, teacher: ModelSpec,
-                num_images: int, student_sha: str) -> str:
-    """What a checkpoint must match to be resumed."""
+                num_images: int, student_sha: str, **extra: Any) -> str:
+    """What a checkpoint must match to be resumed (`extra`: more of it, e.g. how images are loaded)."""
     blob = json.dumps({"settings": settings.to_dict(), "data": data, "images": num_images,
                        "teacher": [teacher.name, teacher.weights_sha256], "student": student_sha,
-                       "mlp_hidden": description.get("mlp_hidden")}, sort_keys=True, default=str)
+                       "mlp_hidden": description.get("mlp_hidden"), **extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -309,11 +304,28 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], teacher: nn.Module,
              teacher_spec: ModelSpec, images: ImageSet, out: str | os.PathLike,
              settings: FinetuneSettings | None = None, *, eval_images: Any = None, device: str = "cpu",
-             progress: bool = False, stop_after: int | None = None) -> FinetuneResult:
+             progress: bool = False, stop_after: int | None = None, workers: int = 0, prefetch: int = 2,
+             channels_last: bool | None = None, distributed: bool | None = None,
+             overwrite: bool = True) -> FinetuneResult:
     """Distil `teacher` into `student` (a copy is trained; the caller's models are unchanged) on
     `images`; write the trained model as a pruned-model directory `out` (model.json records the
     recovery) and return the result. Resumes from the checkpoint of an interrupted run with the same
-    settings. `stop_after`: stop (without writing `out`) after this many steps (tests).
+    settings. `stop_after`: stop (without writing `out`) after this many steps (tests). `out` is
+    claimed for ``finetune`` (:func:`check_finetune_output`): never the student's own directory, never
+    another command's output; a previous finetune output is replaced only when `overwrite`.
+
+    Throughput: `workers` DataLoader processes load (and augment) images `prefetch` batches ahead, into
+    pinned memory on CUDA; `channels_last` (default: on CUDA) stores the patch embedding's convolution
+    and the images channels-last; ``settings.dtype`` bfloat16 autocasts the forward passes; the
+    teacher's logits are computed under no_grad in the same step.
+
+    Distributed (`distributed` None with an initialised process group of several processes, e.g. under
+    torchrun; call it on every rank with the same arguments and each rank's own `device`): the student
+    is wrapped in DistributedDataParallel; ``settings.batch_size`` is the global batch, of which each
+    rank takes every W-th image; gradients are all-reduced (averaged so that they equal the global
+    batch's); evaluation is sharded and summed; rank 0 alone reads and writes the checkpoint (broadcast
+    to the others on resume) and writes `out`, and every rank returns the same result after it is
+    written. A checkpoint is resumed only by the world size that wrote it.
 
     Example::
 
@@ -322,11 +334,16 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     """
     import copy
 
-    from ..evaluate.accuracy import top1
-    from ..io import check_output_dir
+    from . import distributed as dd
 
     settings = (settings or FinetuneSettings()).validate()
-    check_output_dir(out)
+    if workers < 0:
+        raise ConfigError("must be >= 0", param="workers")
+    if prefetch < 1:
+        raise ConfigError("must be at least 1", param="prefetch")
+    ranks = current_ranks(distributed)
+    if ranks.is_main:
+        check_finetune_output(out, [spec.name, images.root], overwrite=overwrite)
     started = time.perf_counter()
     num_images = len(images.items)
     if num_images == 0:
@@ -334,28 +351,38 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     if _num_classes(teacher) != _num_classes(student):
         raise IncompatibleError(f"the teacher has {_num_classes(teacher)} classes, the student "
                                 f"{_num_classes(student)}", param="teacher")
-    check_classes(images, spec, _num_classes(student), "--data", labels_used=settings.alpha > 0)
+    check_classes(images, spec, _num_classes(student), "`data`", labels_used=settings.alpha > 0)
     if eval_images is not None:
-        check_classes(eval_images, spec, _num_classes(student), "--eval-data", labels_used=True)
+        check_classes(eval_images, spec, _num_classes(student), "`eval_data`", labels_used=True)
     augment = settings.augment if settings.augment is not None else spec.preprocessing.get("kind") != "digits"
     load = training_loader(images, spec, augment)
+    labels = [item.label for item in images.items]
     total = settings.total_steps(num_images)
     per_epoch = settings.steps_per_epoch(num_images)
     warmup_steps = int(round(settings.warmup * total))
+    plan = StepPlan(num_images, settings.batch_size, settings.seed, ranks)
+    scheme = "step" if workers == 0 and not ranks.distributed else "sample"
     work = work_dir(out)
-    key = fingerprint(description, settings, images.root, teacher_spec, num_images, state_sha256(student))
+    key = fingerprint(description, settings, images.root, teacher_spec, num_images, state_sha256(student),
+                      **({"loading": scheme} if scheme != "step" else {}))
     ckpt_path = work / CHECKPOINT
-    state = _load_checkpoint(ckpt_path)
-    if state is not None and state.get("fingerprint") != key:
-        warnings.warn(f"{ckpt_path} belongs to a run with other settings; starting over", stacklevel=2)
-        state = None
+    state = _resume_state(ckpt_path, key, ranks)
 
     model = copy.deepcopy(student)
     autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(settings.dtype)
     device_type = torch.device(device).type
-    evaluate = (lambda m: top1(m, eval_images, batch_size=max(64, settings.batch_size), device=device))  # noqa: E731
+    on_cuda = device_type == "cuda"
+    channels_last = on_cuda if channels_last is None else channels_last
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    eval_batch = max(64, settings.batch_size)
+
+    def evaluate(m: nn.Module) -> float:
+        return dd.sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks)
+
     with borrowed(teacher, device=device, requires_grad=False) as tmodel:
         model.to(device).train()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
         decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "token" not in n]
         no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "token" not in n)]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
@@ -375,13 +402,25 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
         elif eval_images is not None:
             top1_before, teacher_top1 = evaluate(model), evaluate(tmodel)
             model.train()
+        train_model = model
+        if ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if on_cuda else None,
+                                                  broadcast_buffers=False)
         resumed_from = step
-        bar = progress_bar(total, "finetune", progress, unit="step", initial=step)
+        bar = progress_bar(total, "finetune", progress and ranks.is_main, unit="step", initial=step)
+        batches = (step_batches(load, labels, plan, step, total, workers=workers, pin_memory=on_cuda,
+                                prefetch=prefetch) if scheme == "sample" else None)
+        rate = _Rate()
 
         def checkpoint() -> None:
+            if not ranks.is_main:
+                return
             work.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt_path, {
-                "fingerprint": key, "step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "fingerprint": key, "step": step, "world_size": ranks.world_size,
+                "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "losses": list(losses),
                 "evaluations": json.dumps(evaluations), "rng": _rng_state(),
                 "data_generator": torch.Generator().manual_seed(settings.seed * 100_003 + step // per_epoch).get_state(),
@@ -390,50 +429,73 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
 
         try:
             while step < total:
-                epoch, within = divmod(step, per_epoch)
-                order = epoch_order(num_images, settings.seed, epoch)
-                batch_pos = order[within * settings.batch_size:(within + 1) * settings.batch_size].tolist()
-                _seed_step(settings.seed, step)
-                x = torch.stack([load(p) for p in batch_pos]).to(device)
-                y = torch.tensor([images.items[p].label for p in batch_pos], device=device)
+                if batches is None:  # one process loading in the loop (the scheme of earlier versions)
+                    batch_pos, weight = plan.global_batch(step), 1.0
+                    _seed_step(settings.seed, step)
+                    x = torch.stack([load(p) for p in batch_pos]).to(device)
+                    y = torch.tensor([labels[p] for p in batch_pos], device=device)
+                else:
+                    batch_pos, weight = plan.local_batch(step)
+                    x, y = next(batches)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    _seed_step(settings.seed, step, ranks.rank)
+                if channels_last:
+                    x = x.contiguous(memory_format=memory_format)
                 with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     with torch.no_grad():
                         t_logits = tmodel(x)
-                    s_logits = model(x)
+                    s_logits = train_model(x)
                 loss = distillation_loss(s_logits, t_logits, y, settings.temperature, settings.alpha)
-                if not torch.isfinite(loss):
-                    raise ModelError(f"the loss became {loss.item()} at step {step}; lower --lr")
+                if ranks.distributed:  # the global batch's mean loss, summed while the step runs (no extra wait)
+                    global_loss = dd.all_reduce_async(loss.detach().double() * (weight / ranks.world_size), ranks)
+                else:
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise ModelError(f"the loss became {value} at step {step}; lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight if ranks.distributed else loss).backward()
                 if settings.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if ranks.distributed:  # every rank sees the same value, so all stop together
+                    value = float(global_loss())
+                    if not math.isfinite(value):
+                        raise ModelError(f"the loss became {value} at step {step}; lower `lr`")
                 step += 1
-                losses.append(loss.item())
+                losses.append(value)
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                **{"img/s": f"{rate.update(len(plan.global_batch(step - 1))):.1f}"})
                 end_of_epoch = step % per_epoch == 0 or step == total
                 if end_of_epoch and eval_images is not None:
                     evaluations.append({"step": step, "epoch": step / per_epoch, "top1": evaluate(model)})
                     model.train()
-                    bar.write(f"step {step}: top-1 {evaluations[-1]['top1']:.4f}")
+                    if ranks.is_main:
+                        bar.write(f"step {step}: top-1 {evaluations[-1]['top1']:.4f}")
+                    rate.pause()
                 if step % settings.checkpoint_every == 0 or end_of_epoch:
                     if step < total:
                         checkpoint()
+                        rate.pause()
                 if stop_after is not None and step >= stop_after and step < total:
                     checkpoint()
+                    dd.barrier(ranks)
                     return None  # type: ignore[return-value]
         finally:
             bar.close()
+            del batches
         model.eval().cpu()
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     result = FinetuneResult(settings=settings.to_dict(), data=images.root, images=num_images, steps=total,
                             epochs_run=total / per_epoch, loss_history=losses, evaluations=evaluations,
                             teacher={"model": teacher_spec.name, "weights": teacher_spec.weights,
                                      "weights_sha256": teacher_spec.weights_sha256},
                             top1_before=top1_before, teacher_top1=teacher_top1,
                             top1_after=evaluations[-1]["top1"] if evaluations else None,
-                            resumed_from_step=resumed_from, seconds=time.perf_counter() - started)
+                            resumed_from_step=resumed_from, seconds=time.perf_counter() - started,
+                            world_size=ranks.world_size, images_per_second=rate.overall())
     new_description = json.loads(json.dumps(description))
     new_description["recovery"] = list(description.get("recovery") or []) + [{
         "stage": "finetune", "teacher": result.teacher, "data": images.root, "images": num_images,
@@ -441,9 +503,77 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
         "augment": augment, "top1_before": top1_before, "top1_after": result.top1_after}]
     new_description["finetuned_from"] = str(spec.name)
     new_description["mlp_hidden"] = mlp_widths(model)
-    save_pruned(out, model, new_description, {"finetune": result.to_dict()})
-    shutil.rmtree(work, ignore_errors=True)
+    if ranks.is_main:
+        save_pruned(out, model, new_description, {"finetune": result.to_dict()}, command=FINETUNE_COMMAND,
+                    overwrite=overwrite)
+        shutil.rmtree(work, ignore_errors=True)
+    dd.barrier(ranks)  # every rank returns once the output exists
     return result
+
+
+class _Rate:
+    """Images per second of the training steps (exponentially smoothed for the progress bar; overall
+    without the first step, which pays for start-up; evaluation and checkpoint pauses excluded)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.smooth: float | None = None
+        self.steps, self.images, self.seconds = 0, 0, 0.0
+
+    def update(self, images: int) -> float:
+        now = time.perf_counter()
+        dt, self.last = max(now - self.last, 1e-9), now
+        self.steps += 1
+        if self.steps > 1:
+            self.images, self.seconds = self.images + images, self.seconds + dt
+        self.smooth = images / dt if self.smooth is None else 0.9 * self.smooth + 0.1 * images / dt
+        return self.smooth
+
+    def pause(self) -> None:
+        """Exclude the time since the last step (evaluation, checkpoints) from the rate."""
+        self.last = time.perf_counter()
+
+    def overall(self) -> float | None:
+        return self.images / self.seconds if self.seconds else None
+
+
+def _resume_state(path: Path, key: str, ranks: Ranks) -> dict[str, Any] | None:
+    """The checkpoint to resume from (read by rank 0, broadcast to the others), or None; refuses (on every
+    rank) a checkpoint written by another number of processes."""
+    from . import distributed as dd
+
+    answer: tuple[str, Any] = ("none", None)
+    if ranks.is_main:
+        state = _load_checkpoint(path)
+        if state is not None and int(state.get("world_size", 1)) != ranks.world_size:  # checked first: never
+            # start over (and so discard) a checkpoint of another world size, whatever its settings
+            wrote = int(state.get("world_size", 1))
+            answer = ("error", f"the checkpoint {path} (step {int(state['step'])}) was written by {wrote} "
+                               f"process{'es' if wrote > 1 else ''}, this run has {ranks.world_size}: resume it "
+                               f"with {wrote} (the same torchrun world size) or choose another output directory")
+        elif state is not None and state.get("fingerprint") != key:
+            warnings.warn(f"{path} belongs to a run with other settings; starting over", stacklevel=3)
+        elif state is not None:
+            answer = ("state", state)
+    answer = dd.broadcast_object(answer, ranks)
+    if answer[0] == "error":
+        raise ConfigError(answer[1])
+    return answer[1]
+
+
+#: the command name finetune outputs are claimed and marked with (prune outputs: "prune")
+FINETUNE_COMMAND = "finetune"
+
+
+def check_finetune_output(out: str | os.PathLike, inputs: list[Any], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an `out` finetune must not write: one of its `inputs` (the student's
+    directory, the data), another command's output or foreign files, and a previous finetune output
+    unless `overwrite` (see :func:`pathprune.io.check_output_target`)."""
+    from ..io import OutputLock, check_output_target
+
+    if OutputLock(out).held_here():  # the caller claimed it (and checked it) already
+        return Path(out)
+    return check_output_target(out, FINETUNE_COMMAND, inputs=[i for i in inputs if i], overwrite=overwrite)
 
 
 def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:

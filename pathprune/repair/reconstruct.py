@@ -36,6 +36,7 @@ from ..errors import ConfigError, IncompatibleError, InputError, ModelError
 from ..models.adapters import family_of, mlp_layouts, mlp_output_scales
 from ..models.borrow import borrowed
 from ..progress import progress_bar
+from .distributed import Ranks, all_reduce_sum, broadcast_tensor, current_ranks, shard_images
 
 #: reconstruction modes: inputs from the pruned model block after block, or from the reference model
 RECONSTRUCT_MODES = ("sequential", "independent")
@@ -114,6 +115,14 @@ class _Accumulator:
         self.cross += (x.T @ y).cpu()
         self.yy += (y * y).sum().cpu()
         self.rows += len(x)
+
+    def reduce(self, ranks: Ranks) -> "_Accumulator":
+        """Sum the sums over ranks (float64 all-reduce; nothing for one process)."""
+        if ranks.distributed:
+            rows = torch.tensor([self.rows], dtype=torch.float64)
+            self.gram, self.cross, self.yy, rows = all_reduce_sum([self.gram, self.cross, self.yy, rows], ranks)
+            self.rows = int(rows.item())
+        return self
 
     def relative_error(self, w: torch.Tensor) -> float:
         """||[X 1] w - Y||^2 / ||Y||^2 from the sums (w: [in(+1), out], float64)."""
@@ -311,6 +320,7 @@ def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: 
 def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config: ReconstructConfig | None = None, *,
                     kept: Sequence[Sequence[int]] | None = None, batch_size: int = 32, device: str = "cpu",
                     progress: bool = False, cache_bytes: int = 1 << 30,
+                    distributed: bool | None = None,
                     kept_heads: Sequence[Sequence[int]] | None = None) -> Reconstruction:
     """Re-fit every block's fc2 of the pruned `model` (in place) to reproduce `reference`, the model
     it was pruned from, on the calibration `images` (ImageSet or (images, labels)); all tokens.
@@ -321,6 +331,13 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
     then its fc2; the independent mode then needs `kept_heads` (per block, the reference head indices). Neither model's device, dtype or mode changes. The sequential mode keeps
     every block's input tokens of both models in memory when they fit in `cache_bytes` (one block
     forward per block and image); otherwise it re-runs the models up to each block (constant memory).
+
+    Distributed (`distributed` None with an initialised process group of several processes, e.g. under
+    torchrun; call it on every rank with the same arguments and each rank's own `device`): rank r
+    accumulates the sums of every W-th calibration image from r, a float64 all-reduce adds them up,
+    every rank solves the same system and takes rank 0's solution, so every rank ends with the same
+    weights, equal to a single-process reconstruction up to float rounding. `cache_bytes` then
+    bounds each rank's own cache.
 
     Example::
 
@@ -341,6 +358,10 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
     num_images = count_images(images)
     if num_images == 0:
         raise InputError("no calibration images for reconstruction")
+    ranks = current_ranks(distributed)
+    images = shard_images(images, ranks)  # this rank's calibration images (all of them for one process)
+    mine = count_images(images)
+    progress = progress and ranks.is_main
     started = time.perf_counter()
     layouts = mlp_layouts(model)
     result = Reconstruction(config=config.to_dict(), images=num_images, tokens=0)
@@ -351,17 +372,17 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 raise ConfigError("the independent mode needs the kept neuron indices", param="kept")
             if [len(k) for k in kept] != [lay.width for lay in layouts]:
                 raise ConfigError("kept indices do not match the pruned model's widths", param="kept")
-            bar = progress_bar(num_images, "reconstruct", progress, leave=False)
+            bar = progress_bar(mine, "reconstruct", progress, leave=False)
             try:
                 accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar)
             finally:
                 bar.close()
             for layer, acc in _fit_independent_heads(student, teacher, images, kept_heads, batch_size, device):
-                _solve_proj_into(layer, _proj(student, layer), acc, config.ridge, result)
+                _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result, ranks)
             for layout, acc in zip(mlp_layouts(student), accs):
-                _solve_into(layout.output, acc, config.ridge, result)
+                _solve_into(layout.output, acc.reduce(ranks), config.ridge, result, ranks)
         else:
-            bar = progress_bar(len(layouts) * num_images, "reconstruct", progress, leave=False)
+            bar = progress_bar(len(layouts) * mine, "reconstruct", progress, leave=False)
             cache = (_cache_block_inputs(student, teacher, images, batch_size, device, cache_bytes)
                      if cache_bytes > 0 else None)
             blocks = family_of(student).blocks(student)
@@ -369,23 +390,39 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 for layer in range(len(layouts)):
                     if _heads_removed(student, teacher, layer):
                         acc = _fit_attention(layer, student, teacher, images, config.target, batch_size, device, cache)
-                        _solve_proj_into(layer, _proj(student, layer), acc, config.ridge, result)
+                        _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result,
+                                         ranks)
                     acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache)
-                    _solve_into(mlp_layouts(student)[layer].output, acc, config.ridge, result)
+                    _solve_into(mlp_layouts(student)[layer].output, acc.reduce(ranks), config.ridge, result, ranks)
                     if cache is not None and layer + 1 < len(layouts):
                         cache.advance(blocks[layer], device)
-                    bar.update(num_images)
+                    bar.update(mine)
             finally:
                 bar.close()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _solve_into(fc2: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction) -> None:
+def _check_determined(rows: int, unknowns: int, block: int, images: int) -> None:
+    """Refuse a fit with fewer calibration tokens than unknowns per output (kept neurons, + bias): the
+    least-squares system is underdetermined and the re-fit weights would damage the model."""
+    if rows < unknowns:
+        per_image = max(1, rows // max(1, images))
+        need = -(-unknowns // per_image)
+        raise ConfigError(f"gives {rows} calibration tokens for the {unknowns} unknowns of block {block}'s fit (its "
+                          f"kept neurons and bias): too few to determine it; use at least {need} calibration images",
+                          param="calib_images")
+
+
+def _solve_into(fc2: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction,
+                ranks: Ranks | None = None) -> None:
     if acc.rows == 0:
         raise InputError("no calibration tokens reached the MLPs")
+    _check_determined(acc.rows, int(acc.gram.shape[0]), len(result.solvers), result.images)
     before = acc.relative_error(_current(fc2))
     w, solver = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
+    if ranks is not None and ranks.distributed:  # the same weights on every rank, whatever its arithmetic
+        w = broadcast_tensor(w, ranks)
     _assign(fc2, w)
     result.tokens = acc.rows
     result.error_before.append(before)
@@ -512,11 +549,14 @@ def _fit_independent_heads(model: nn.Module, reference: nn.Module, images: Any,
     return [(layer, accs[layer]) for layer in layers]
 
 
-def _solve_proj_into(layer: int, proj: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction) -> None:
+def _solve_proj_into(layer: int, proj: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction,
+                     ranks: Ranks | None = None) -> None:
     if acc.rows == 0:
         raise InputError("no calibration tokens reached the attention")
     before = acc.relative_error(_current(proj))
     w, _ = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
+    if ranks is not None and ranks.distributed:  # the same weights on every rank (all-reduced sums)
+        w = broadcast_tensor(w, ranks)
     _assign(proj, w)
     result.proj_blocks.append(layer)
     result.proj_error_before.append(before)

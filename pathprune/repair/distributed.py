@@ -1,0 +1,270 @@
+"""Process groups, sharding and reductions for repair under torchrun (DDP fine-tuning, all-reduced
+reconstruction).
+
+The repair calls (:func:`~pathprune.repair.distill.finetune`,
+:func:`~pathprune.repair.reconstruct.reconstruct_mlp`) take part in an *already initialised* default
+process group when there is one with more than one process (``distributed=None``, the default), so a
+pipeline calls them on every rank; ``distributed=False`` makes a call local to its process. The
+command line initialises the group itself under torchrun (:func:`torchrun_process_group`).
+
+    >>> ranks = current_ranks(False)
+    >>> (ranks.rank, ranks.world_size, ranks.is_main)
+    (0, 1, True)
+    >>> shard_positions(10, Ranks(rank=1, world_size=4))
+    [1, 5, 9]
+    >>> split_batch([7, 3, 9, 4, 0], Ranks(rank=1, world_size=2))
+    ([3, 4], 0.8)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from ..analysis.distributed import _timeout as collective_timeout
+from ..analysis.distributed import rank_device, torchrun_env
+from ..data.images import ImageSet, _reindexed
+from ..device import resolve_device
+from ..errors import ConfigError, InputError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job: rank, world size, local rank (one process: 0, 1, 0)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that reads and writes checkpoints and outputs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one process takes part."""
+        return self.world_size > 1
+
+
+def current_ranks(distributed: bool | None = None) -> Ranks:
+    """The ranks of this call: the default process group's when it is initialised with more than one
+    process (`distributed` None or True), else this process alone. `distributed=True` without an
+    initialised group is an error; `distributed=False` always means this process alone."""
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    if distributed is True and not ready:
+        raise ConfigError("needs an initialised torch.distributed process group (run under torchrun)",
+                          param="distributed")
+    if distributed is False or not ready or dist.get_world_size() == 1:
+        return Ranks()
+    return Ranks(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                 local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+
+
+# --------------------------------------------------------------------------------------------
+# the command line's process group
+
+
+@contextlib.contextmanager
+def torchrun_process_group(device: str) -> Iterator[tuple[Ranks, str]]:
+    """(ranks, device) of this process: under torchrun the default process group is initialised (NCCL
+    on CUDA, Gloo on the CPU; destroyed again on exit unless it existed already) and every rank gets
+    ``cuda:LOCAL_RANK`` or the CPU; without torchrun, one process on `device`."""
+    env = torchrun_env()
+    if env is None:
+        yield Ranks(), resolve_device(device)
+        return
+    import torch.distributed as dist
+
+    rank, world, local = env
+    my_device = rank_device(device, local)
+    backend = "nccl" if my_device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(my_device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend=backend, timeout=collective_timeout())
+    try:
+        yield Ranks(rank=rank, world_size=world, local_rank=local), my_device
+    finally:
+        if owns and dist.is_initialized():
+            dist.destroy_process_group()
+        _CONTROL.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# collectives (no-ops for one process)
+
+_CONTROL: dict[int, Any] = {}
+
+
+def _control_group() -> Any:
+    """A Gloo group for Python objects and barriers (the default group when it is Gloo already)."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "gloo":
+        return None
+    key = id(dist.distributed_c10d._get_default_group())
+    if key not in _CONTROL:
+        _CONTROL.clear()
+        _CONTROL[key] = dist.new_group(backend="gloo", timeout=collective_timeout())
+    return _CONTROL[key]
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait for every rank (nothing for one process)."""
+    if ranks.distributed:
+        import torch.distributed as dist
+
+        dist.barrier(group=_control_group())
+
+
+def broadcast_object(obj: Any, ranks: Ranks, src: int = 0) -> Any:
+    """Rank `src`'s `obj` on every rank (pickled, through Gloo)."""
+    if not ranks.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if ranks.rank == src else None]
+    dist.broadcast_object_list(box, src=src, group=_control_group())
+    return box[0]
+
+
+def _collective_device() -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_reduce_sum(tensors: Sequence[torch.Tensor], ranks: Ranks) -> list[torch.Tensor]:
+    """The sums over ranks of `tensors` (new tensors of the same dtype and device; one all-reduce of
+    one flat buffer per dtype)."""
+    if not ranks.distributed:
+        return [t.clone() for t in tensors]
+    import torch.distributed as dist
+
+    where = _collective_device()
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    for dtype in dict.fromkeys(t.dtype for t in tensors):
+        idx = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+        flat = torch.cat([tensors[i].detach().reshape(-1).to(where) for i in idx])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for i in idx:
+            n = tensors[i].numel()
+            out[i] = flat[offset:offset + n].reshape(tensors[i].shape).to(tensors[i].device)
+            offset += n
+    return out  # type: ignore[return-value]
+
+
+def all_reduce_async(tensor: torch.Tensor, ranks: Ranks) -> Callable[[], torch.Tensor]:
+    """Start summing `tensor` over ranks; the returned function waits and gives the sum (on the tensor's
+    device). Nothing to sum for one process."""
+    if not ranks.distributed:
+        return lambda: tensor
+    import torch.distributed as dist
+
+    buf = tensor.detach().to(_collective_device()).contiguous()
+    work = dist.all_reduce(buf, op=dist.ReduceOp.SUM, async_op=True)
+
+    def result() -> torch.Tensor:
+        work.wait()
+        return buf.to(tensor.device)
+
+    return result
+
+
+def broadcast_tensor(tensor: torch.Tensor, ranks: Ranks, src: int = 0) -> torch.Tensor:
+    """Rank `src`'s `tensor` on every rank (same dtype and device as given)."""
+    if not ranks.distributed:
+        return tensor
+    import torch.distributed as dist
+
+    buf = tensor.detach().to(_collective_device()).contiguous()
+    dist.broadcast(buf, src=src)
+    return buf.to(tensor.device)
+
+
+# --------------------------------------------------------------------------------------------
+# sharding
+
+
+def shard_positions(num_items: int, ranks: Ranks) -> list[int]:
+    """The positions rank r of W handles: every W-th starting at r."""
+    return list(range(ranks.rank, num_items, ranks.world_size))
+
+
+def shard_images(images: Any, ranks: Ranks) -> Any:
+    """This rank's shard of an ImageSet or an (images, labels) pair (every W-th image from r)."""
+    if not ranks.distributed:
+        return images
+    if isinstance(images, ImageSet):
+        return _reindexed(images, [images.items[p] for p in shard_positions(len(images.items), ranks)])
+    x, y = images
+    return x[ranks.rank::ranks.world_size], y[ranks.rank::ranks.world_size]
+
+
+def split_batch(positions: Sequence[int], ranks: Ranks) -> tuple[list[int], float]:
+    """This rank's part of a global batch (every W-th position from r) and the weight of its mean loss,
+    n_r * W / N, so that DDP's gradient average over W ranks is the gradient of the global batch's mean.
+    A rank left without images gets the batch's first one with weight 0 (it must still take part)."""
+    positions = list(positions)
+    mine = positions[ranks.rank::ranks.world_size]
+    if not ranks.distributed:
+        return mine, 1.0
+    if not mine:
+        return positions[:1], 0.0
+    return mine, len(mine) * ranks.world_size / len(positions)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and seeds
+
+
+def sharded_top1(model: torch.nn.Module, images: Any, *, batch_size: int = 64, device: str = "cpu",
+                 ranks: Ranks | None = None) -> float:
+    """Top-1 of `model` on `images` (ImageSet or (images, labels)); with several ranks (default: the
+    initialised process group's, call it on every rank) each evaluates its shard and the counts are summed."""
+    from ..data.images import count_images
+    from ..evaluate.accuracy import evaluate_models, top1
+
+    ranks = ranks or current_ranks()
+    if not ranks.distributed:
+        return top1(model, images, batch_size=batch_size, device=device)
+    shard = shard_images(images, ranks)
+    correct = seen = 0
+    if count_images(shard):
+        try:
+            ev = evaluate_models({"model": model}, shard, batch_size=batch_size, device=device)
+            correct, seen = int((ev.preds["model"] == ev.labels).sum()), len(ev.labels)
+        except InputError:  # no image of this shard could be read
+            pass
+    counts = all_reduce_sum([torch.tensor([correct, seen], dtype=torch.float64)], ranks)[0]
+    if counts[1] == 0:
+        raise InputError("no image could be read", param="eval_data")
+    return float(counts[0] / counts[1])
+
+
+def rank_seed(seed: int, step: int, rank: int = 0, position: int | None = None) -> int:
+    """The RNG seed of a training step (rank 0: the single-process seed of earlier versions) or, with
+    `position`, of one image's augmentation at that step (the same whatever rank or worker loads it)."""
+    if position is None and rank == 0:
+        return (seed * 1_000_003 + step) % (2 ** 31)
+    blob = f"{seed}:{step}:{rank}:{position}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def default_workers(device: str, data: str) -> int:
+    """Image loading processes of a training run: none on the CPU or for the embedded digits (loading
+    in the loop keeps the CPU for training), else min(8, cores per local process)."""
+    if not str(device).startswith("cuda") or str(data).startswith("digits"):
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
