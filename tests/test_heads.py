@@ -190,6 +190,15 @@ def test_prune_run_writes_format_2_that_timm_and_create_model_rebuild(tiny, tmp_
     assert all(set(k2) <= set(k1) for k1, k2 in zip(desc["kept_heads"], desc2["kept_heads"]))
     assert desc2["mlp_hidden"] == desc["mlp_hidden"] and desc2["kept"] == desc["kept"]
 
+    # an edited description is a one-line ModelError
+    from pathprune.errors import ModelError
+
+    for field, value in (("num_heads", [5, 2]), ("kept_heads", [[0, 0], [1, 2]])):
+        broken = dict(desc, **{field: value})
+        (out / "model.json").write_text(json.dumps(broken))
+        with pytest.raises(ModelError, match=field):
+            create_model(str(out))
+
 
 def test_onnx_export_of_a_head_pruned_model_matches_torch(tiny, tmp_path):
     from pathprune.pruning.heads import prune_heads
