@@ -421,7 +421,7 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
     shape = tuple(input_shape or model_input_shape(model))
     calib_batches = _as_batches(calibration, limit=max_check_images) if calibration is not None else []
     if entry.meta.get("needs_calibration") and not calib_batches:
-        raise ConfigError(f"is needed by --precision {precision}", param="calib_data")
+        raise ConfigError(f"is needed by `precision` {precision}", param="calib_data")
     check_batches = (_as_batches(check_images, limit=max_check_images) if check_images is not None
                      else calib_batches)
 

@@ -113,7 +113,7 @@ def attention_shape(model: nn.Module) -> tuple[int, int]:
     """(num_heads, hidden_size) of a timm ViT, as the optimiser wants them."""
     blocks = getattr(model, "blocks", None)
     if not blocks:
-        raise ConfigError("--optimize needs a ViT with transformer blocks", param="optimize")
+        raise ConfigError("needs a ViT with transformer blocks", param="optimize")
     return int(blocks[0].attn.num_heads), int(model.embed_dim)
 
 
