@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["engine", "paper_claims", "prune", "repair", "repair_synthetic", "latency", "scaling"]
+ORDER = ["engine", "engine_fidelity", "paper_claims", "prune", "repair", "repair_synthetic", "latency", "scaling"]
 
 
 def main() -> None:

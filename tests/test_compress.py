@@ -32,7 +32,7 @@ def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, s
 
     out = tmp_path / "c"
     res = run_cli(_args(setup, out, "--ratio", "0.75", "--rounds", "2", "--finetune-steps", "2",
-                        "--finetune-batch-size", "4"))
+                        "--finetune-batch-size", "4", "--importance", "path"))
     assert res.code == 0, res.output
     summary = json.loads((out / "compress.json").read_text())
     assert list(summary["commands"]) == ["analyze", "prune", "finetune", "analyze-2", "prune-2", "finetune-2",
@@ -51,12 +51,12 @@ def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, s
     assert "report:" in res.out and (out / "pruned.onnx").is_file()
 
     res = run_cli(_args(setup, out, "--ratio", "0.75", "--rounds", "2", "--finetune-steps", "2",
-                        "--finetune-batch-size", "4"))
+                        "--finetune-batch-size", "4", "--importance", "path"))
     assert res.code == 0, res.output
     assert json.loads((out / "compress.json").read_text())["skipped"] == list(summary["commands"])
     # a changed fine-tuning setting reruns from the first fine-tuning on
     res = run_cli(_args(setup, out, "--ratio", "0.75", "--rounds", "2", "--finetune-steps", "3",
-                        "--finetune-batch-size", "4"))
+                        "--finetune-batch-size", "4", "--importance", "path"))
     assert res.code == 0, res.output
     assert json.loads((out / "compress.json").read_text())["skipped"] == ["analyze", "prune"]
 

@@ -30,7 +30,7 @@ def setup(tmp_path_factory) -> dict:
 def _library_options(setup, **changes) -> dict:
     options = dict(model=BASE, weights=str(setup["weights"]), img_size=TINY_IMG, num_classes=TINY_CLASSES,
                    model_arg=tuple(f"{k}={v}" for k, v in tiny_model_args().items()), data=str(setup["data"]),
-                   eval_data=str(setup["data"]), ratio=0.5, images_per_class=2, steps=2, calib_images=8,
+                   eval_data=str(setup["data"]), ratio=0.5, importance="path", images_per_class=2, steps=2, calib_images=8,
                    batch_sizes="1", repeats=1, backends="torch-cpu,ort-cpu", device="cpu")
     options.update(changes)
     return options
@@ -38,7 +38,7 @@ def _library_options(setup, **changes) -> dict:
 
 def _cli_args(setup, out) -> list[str]:
     return ["compress", *cli_model_args(setup["weights"]), "--data", setup["data"], "--eval-data", setup["data"],
-            "--ratio", "0.5", "--images-per-class", "2", "--steps", "2", "--calib-images", "8",
+            "--ratio", "0.5", "--importance", "path", "--images-per-class", "2", "--steps", "2", "--calib-images", "8",
             "--batch-sizes", "1", "--repeats", "1", "--backends", "torch-cpu,ort-cpu", "--device", "cpu",
             "--out", out, "--quiet"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, TARGETS
+from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, SCORINGS, TARGETS
 from ..models import TOKEN_SCOPES
 from ..pipeline.stages import AnalyzeSettings
 from .options import CONTEXT, RegistryOption, defaults, label_options, model_options, model_source, recipe_option
@@ -26,6 +26,9 @@ D = defaults(AnalyzeSettings)
               help="Token scope [default: cls for class-token models, patches for pooled models/MAE].")
 @click.option("--target", type=click.Choice(TARGETS), default=D["target"], show_default=True)
 @click.option("--objective", type=click.Choice(OBJECTIVES), default=D["objective"], show_default=True)
+@click.option("--scoring", type=click.Choice(SCORINGS), default=D["scoring"], show_default=True,
+              help="How the final path's JAS is computed: exact (paper form: F(x) - F(x with the path zeroed), one "
+                   "forward) or quadrature (the m-node integral; the reference form always uses it).")
 @click.option("--preprocess", type=click.Choice(["model", "reference"]), default=D["preprocess"], show_default=True,
               help="model: timm eval transform; reference: the published resize + ImageNet mean/std.")
 @click.option("--batch-size", type=int, default=D["batch_size"], show_default=True)

@@ -32,7 +32,8 @@ D = defaults(CompressSettings)
 @click.option("--token", type=click.Choice(["cls", "patches", "all"]), default=D["token"], show_default=True,
               help="Analysis: token scope (all prunes best).")
 @click.option("--steps", type=int, default=D["steps"], show_default=True, help="Analysis: quadrature nodes.")
-@click.option("--importance", default=D["importance"], show_default=True, cls=RegistryOption, registry=IMPORTANCES)
+@click.option("--importance", default=D["importance"], cls=RegistryOption, registry=IMPORTANCES,
+              help_prefix="[default: obs with --reconstruct, path without: the best measured, benchmarks/results_quality.md] ")
 @importance_options
 @click.option("--scope", type=click.Choice(["uniform", "global"]), default=D["scope"], show_default=True)
 @click.option("--reconstruct/--no-reconstruct", default=D["reconstruct"], show_default=True,

@@ -12,7 +12,8 @@ checked before the first stage runs.
 Example::
 
     >>> from pathprune.pipeline.compress import CompressSettings, plan_stages
-    >>> s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9, rounds=2)
+    >>> s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9, rounds=2,
+    ...                      importance="path")
     >>> [stage.name for stage in plan_stages(s, "runs/c")]
     ['analyze', 'prune', 'analyze-2', 'prune-2', 'export', 'bench']
 """
@@ -38,11 +39,13 @@ STAGES_DIR = "stages"
 @dataclass
 class CompressSettings:
     """Everything `compress` runs with (field names are the command's option names); defaults are
-    the settings that prune best (see benchmarks/results_prune.md): a top-5, all-token analysis,
-    path importance, sequential reconstruction on calibration images, optional distillation.
+    the settings that prune best as measured (benchmarks/results_quality.md, results_prune.md):
+    sequential reconstruction on calibration images with the reconstruction-aware OBS selection;
+    without reconstruction, path importance from a top-5, all-token analysis; optional distillation.
 
-    >>> CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.5).validate().topk
-    5
+    >>> s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.5).validate()
+    >>> s.method, CompressSettings(model="digits", data="d", eval_data="e", ratio=0.5, reconstruct=False).method
+    ('obs', 'path')
     """
 
     model: str
@@ -65,7 +68,7 @@ class CompressSettings:
     quadrature: str = "gauss"
     analyze_batch_size: int = 32
     # prune
-    importance: str = "path"
+    importance: str | None = None  # None: obs with reconstruction, path without (benchmarks/results_quality.md)
     options: dict[str, Any] = field(default_factory=dict)  # the importance method's own options
     scope: str = "uniform"
     reconstruct: bool = True
@@ -105,6 +108,13 @@ class CompressSettings:
             raise ConfigError("must be >= 0", param="finetune_epochs")
         self.source.validate()
         return self
+
+    @property
+    def method(self) -> str:
+        """The importance method: the one asked for, else the measured best for the repair chosen (with
+        reconstruction the reconstruction-aware OBS selection beat path importance at 0.9-0.95 on the
+        hard benchmark models; without repair path importance leads)."""
+        return self.importance or ("obs" if self.reconstruct else "path")
 
     @property
     def finetunes(self) -> bool:
@@ -167,7 +177,8 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
     out = Path(out)
     source = s.source
     plan: list[Stage] = []
-    analysis_needed = s.importance in ("path", "activation-path")
+    method = s.method
+    analysis_needed = method in ("path", "activation-path")
     for k, ratio in enumerate(round_ratios(s.ratio, s.rounds, already), start=1):
         suffix = "" if k == 1 else f"-{k}"
         analysis, pruned, tuned = out / f"analysis{suffix}", out / f"pruned{suffix}", out / f"finetuned{suffix}"
@@ -180,7 +191,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         separate = distributed and s.reconstruct
         removed = out / f"removed{suffix}" if separate else pruned
         plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
-            source=source, paths=str(analysis) if analysis_needed else None, importance=s.importance,
+            source=source, paths=str(analysis) if analysis_needed else None, importance=method,
             options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), reconstruct=s.reconstruct and not separate,
             reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target, compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,

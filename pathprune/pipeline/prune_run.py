@@ -8,6 +8,7 @@ Importance methods are the registry ``IMPORTANCES`` (see :mod:`.importance`); ``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 import warnings
@@ -92,6 +93,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
+    if getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate:
+        config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
     if not config.ratio:  # heads only
         from ..pruning.heads import NoNeurons
         importance = NoNeurons()

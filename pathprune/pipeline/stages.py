@@ -65,6 +65,7 @@ class AnalyzeSettings:
     token: str | None = None  # None: the model's own scope (cls, or patches for pooled models)
     target: str = PathConfig.target
     objective: str = PathConfig.objective
+    scoring: str = PathConfig.scoring
     preprocess: str = "model"
     batch_size: int = 10
     max_batch: int | None = field(default=None, metadata=DISPLAY)  # speed and memory, not records
@@ -83,7 +84,8 @@ class AnalyzeSettings:
     def path_config(self, default_token: str | None) -> PathConfig:
         return PathConfig(topk=self.topk, steps=self.steps, quadrature=self.quadrature, jas=self.jas,
                           token=self.token or default_token or PathConfig.token, target=self.target,
-                          objective=self.objective, max_batch=self.max_batch, dtype=self.dtype).validate()
+                          objective=self.objective, scoring=self.scoring, max_batch=self.max_batch,
+                          dtype=self.dtype).validate()
 
     def validate(self) -> "AnalyzeSettings":
         from ..data import parse_shard

@@ -8,10 +8,15 @@ from .importance import (IMPORTANCES, PATH_KINDS, PRIMARY_SCORES, TIE_SCALE, Act
                          ActivationPathImportance, MagnitudeImportance, NeuronImportance, PathImportance,
                          RandomImportance, TaylorImportance, create_importance, group_scores, list_importances,
                          path_frequency, path_importance, register_importance)
+from .posttraining import (ActivationMoments, FlapImportance, ObsImportance, PostTrainingImportance,
+                           VarianceImportance, WandaImportance, activation_moments, obs_order)
+from .recoverability import PathObsImportance, path_cost_weights
 from .removal import PruneConfig, PruneResult, compensate_bias, prune_mlp, remove_neurons
 from .selection import SCOPES, keep_counts, select_kept
 
-__all__ = ["ActivationImportance", "ActivationPathImportance", "Analysis", "CalibrationStats", "IMPORTANCES",
+__all__ = ["ActivationMoments", "FlapImportance", "ObsImportance", "PathObsImportance",
+           "PostTrainingImportance", "VarianceImportance", "WandaImportance", "activation_moments", "obs_order",
+           "path_cost_weights", "ActivationImportance", "ActivationPathImportance", "Analysis", "CalibrationStats", "IMPORTANCES",
            "MagnitudeImportance", "NeuronImportance", "PATH_KINDS", "PRIMARY_SCORES",
            "PathImportance", "PruneConfig", "PruneResult", "RandomImportance", "SCOPES", "TIE_SCALE",
            "TaylorImportance", "calibration_statistics", "compensate_bias",

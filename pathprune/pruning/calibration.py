@@ -23,15 +23,17 @@ class CalibrationStats:
     mean_abs: list[torch.Tensor]  # [F_l] mean |activation|
     num_tokens: int = 0
     num_images: int = 0
+    mean_sq: list[torch.Tensor] | None = None  # [F_l] mean squared activation
 
 
 @torch.no_grad()
 def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
                            progress: bool = False, device: str = "cpu") -> CalibrationStats:
-    """Mean activation and mean |activation| of every MLP neuron over all tokens of the images."""
+    """Mean activation, mean |activation| and mean squared activation of every MLP neuron over all tokens of the images."""
     widths = mlp_widths(model)
     sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
     abs_sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
+    sq_sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
     tokens = [0]
 
     def recorder(layer: int):
@@ -39,6 +41,7 @@ def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
             a = hidden.detach().double().reshape(-1, hidden.shape[-1]).cpu()
             sums[layer] += a.sum(0)
             abs_sums[layer] += a.abs().sum(0)
+            sq_sums[layer] += (a * a).sum(0)
             if layer == 0:
                 tokens[0] += a.shape[0]
         return record
@@ -57,7 +60,7 @@ def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
     if tokens[0] == 0:
         raise InputError("no calibration images could be read")
     return CalibrationStats(mean=[s / tokens[0] for s in sums], mean_abs=[s / tokens[0] for s in abs_sums],
-                            num_tokens=tokens[0], num_images=n)
+                            num_tokens=tokens[0], num_images=n, mean_sq=[s / tokens[0] for s in sq_sums])
 
 
 def spread_subset(image_set: Any, count: int | None) -> Any:

@@ -1,0 +1,88 @@
+"""Path importance that survives repair: keep the neurons that least-squares reconstruction cannot
+recover *and* that the influential paths use. An experiment, not a registered importance
+choice (it needs an analysis and calibration data; benchmarks/results_quality.md measures it).
+
+``path-obs`` runs the OBS greedy selection of :mod:`.posttraining` (remove the neuron whose removal
+costs least after the optimal least-squares update of the others, on the Gram matrix of fc2's
+inputs) with every neuron's removal cost multiplied by ``1 + path_weight * f_j / mean(f)``, f_j the
+class-balanced path frequency of neuron j from an analysis: neurons on many influential paths are
+expensive to remove, neurons that reconstruction can replace go first. Default path_weight 4: with
+reconstruction never significantly below ``obs`` on the three benchmark models, above it on two of six
+cells (benchmarks/results_quality.md).
+
+Example::
+
+    >>> imp = PathObsImportance.from_analysis(load_analysis("runs/paths")).fit(model, calib)  # doctest: +SKIP
+    >>> prune_mlp(model, imp, 0.9)                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..analysis.reader import Analysis
+from ..errors import ConfigError
+from ..models.adapters import mlp_layouts
+from .importance import path_frequency
+from .posttraining import ObsImportance, obs_order
+
+
+def path_cost_weights(frequency: Sequence[torch.Tensor], path_weight: float) -> list[torch.Tensor]:
+    """Per block 1 + path_weight * f / mean(f) (1 where no path passes the block)."""
+    out = []
+    for f in frequency:
+        f = f.double()
+        mean = float(f.mean())
+        out.append(1.0 + path_weight * f / mean if mean > 0 else torch.ones_like(f))
+    return out
+
+
+class PathObsImportance(ObsImportance):
+    """Reconstruction-aware selection that protects the neurons on influential paths."""
+
+    needs = "analysis"
+    options: ClassVar[dict[str, Any]] = {"ridge": 1e-3, "path_weight": 4.0, "classes": None}
+
+    def __init__(self, frequency: Sequence[torch.Tensor], **options: Any) -> None:
+        super().__init__(**options)
+        self.frequency = [torch.as_tensor(f).double() for f in frequency]
+
+    @classmethod
+    def from_analysis(cls, analysis: Analysis, classes: str | None = None, **options: Any) -> "PathObsImportance":
+        options.pop("classes", None)
+        return cls(path_frequency(analysis, "path", classes), **options)
+
+    @classmethod
+    def from_settings(cls, *, analysis: Analysis | None = None, **options: Any) -> "PathObsImportance":
+        if analysis is None:
+            raise ConfigError("'path-obs' needs an analysis", param="paths")
+        return cls.from_analysis(analysis, **cls.check_options(options))
+
+    def fit(self, model: nn.Module, calibration: Any = None, **kwargs: Any) -> "PathObsImportance":
+        if calibration is None:
+            raise ConfigError("'path-obs' needs calibration images", param="calib_data")
+        return super().fit(model, calibration, **kwargs)
+
+    def from_moments(self, model, moments):
+        ridge, beta = self.settings["ridge"], self.settings["path_weight"]
+        if not (isinstance(ridge, (int, float)) and ridge >= 0):
+            raise ConfigError(f"{ridge}: must be >= 0", param="ridge")
+        if not (isinstance(beta, (int, float)) and beta >= 0):
+            raise ConfigError(f"{beta}: must be >= 0", param="path_weight")
+        layouts = mlp_layouts(model)
+        if [len(f) for f in self.frequency] != [lay.width for lay in layouts]:
+            raise ConfigError("the analysis does not match the model's MLP widths", param="paths")
+        out = []
+        for layout, gram, weights in zip(layouts, moments.grams, path_cost_weights(self.frequency, beta)):
+            fc2 = layout.output
+            bias = (fc2.bias.detach().double().cpu() if fc2.bias is not None
+                    else torch.zeros(fc2.out_features, dtype=torch.float64))
+            w = torch.cat([fc2.weight.detach().double().cpu().T, bias[None]], 0)
+            order, loss = obs_order(gram, w, ridge, cost_weights=weights)
+            scores = torch.empty(len(order), dtype=torch.float64)
+            scores[order] = torch.arange(len(order), dtype=torch.float64) / len(order)  # removal order
+            out.append(scores)
+        return out
