@@ -93,7 +93,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
-    if getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate:
+    if (getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate
+            and config.ratio):
         config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
     if not config.ratio:  # heads only
         from ..pruning.heads import NoNeurons
