@@ -149,17 +149,18 @@ def main() -> None:
     parser.add_argument("--efficiency", type=float, default=0.9,
                         help="multi-GPU scaling efficiency assumed by the projection when 8 GPUs are not measured")
     parser.add_argument("--report", default=str(Path(__file__).with_name("results_repair_scaling.md")))
+    parser.add_argument("--append", action="store_true", help="add the section to --report instead of replacing it")
     args = parser.parse_args()
     gpu = args.device == "cuda"
     args.configs = parse_configs(args.configs or ("1x8" if gpu else "1x1,1x2,2x1"))
     args.model = args.model or ("vit_base_patch16_224" if gpu else "vit_tiny_patch16_224")
     if args.model_arg is None:
         args.model_arg = [] if gpu else ["patch_size=8", "depth=4", "embed_dim=192", "num_heads=3"]
-    args.img_size = args.img_size or (224 if gpu else 32)
+    args.img_size = args.img_size or (224 if gpu else 64)
     args.images = args.images or (4096 if gpu else 256)
     args.data_size = args.data_size or (96 if gpu else args.img_size)
-    args.steps = args.steps or (60 if gpu else 30)
-    args.batch_size = args.batch_size or (256 if gpu else 16)
+    args.steps = args.steps or (60 if gpu else 12)
+    args.batch_size = args.batch_size or (256 if gpu else 32)
     args.dtype = args.dtype or ("bfloat16" if gpu else "float32")
     where = machine(args.device)
     started = time.perf_counter()
@@ -182,7 +183,8 @@ def main() -> None:
         rows.append({"ranks": ranks, "threads": threads,
                      **{k: statistics.median(r[k] for r in mine) for k in ("images_per_s", "steps_per_s", "wall_s")}})
     text = report(rows, runs, args, where, time.perf_counter() - started)
-    Path(args.report).write_text(text)
+    previous = Path(args.report).read_text().rstrip() + "\n\n" if args.append and Path(args.report).exists() else ""
+    Path(args.report).write_text(previous + text)
     print(text)
 
 

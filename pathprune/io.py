@@ -241,6 +241,27 @@ def _remove_recorded(directory: Path, fallback: list[str] | None = None) -> list
     return left
 
 
+def remove_output(directory: str | os.PathLike, command: str, fallback: list[str] | None = None) -> None:
+    """Remove a previous output of `command` (e.g. a pipeline stage that must run again), deleting only
+    what pathprune wrote there: refused with one line when it is another command's output or holds
+    anything else. `fallback`: the entries such an output has when its marker records none."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    owner = output_owner(directory)
+    if owner is not None and owner != command:
+        raise OutputError(f"{directory} holds the output of '{owner}', not of '{command}'; nothing was removed",
+                          param="out")
+    foreign = foreign_entries(directory, fallback)
+    if foreign:
+        raise OutputError(f"{directory} must be written again but holds {foreign[0]}, which pathprune did not "
+                          "write; move it away and re-run (nothing was removed)", param="out")
+    left = _remove_recorded(directory, fallback)
+    if left:
+        raise OutputError(f"{directory} must be written again but still holds {left[0]}; move it away and re-run",
+                          param="out")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

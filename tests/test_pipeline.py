@@ -73,7 +73,7 @@ print(json.dumps(summary["final_model"]))
     assert [c.replace(str(lib_out), str(cli_out)) for c in lib_summary["commands"]["prune"]] == \
         cli_summary["commands"]["prune"]
     # the bench report measured the exported file itself, next to the dense model
-    exported = [v for v in cli_summary["variants"] if v["kind"] == "onnx" and v["model"] == "pruned"]
+    exported = [v for v in cli_summary["variants"] if v["kind"] == "onnx"]  # the file itself (no torch model)
     assert exported and {v["backend"] for v in exported} == {"ort-cpu"} and exported[0]["top1"] is not None
     assert cli_summary["models"][0]["kind"] == "dense"
     # re-running from Python without --quiet (a display option) skips every stage the command finished
@@ -233,3 +233,17 @@ def test_compress_under_torchrun_equals_one_process(setup, tmp_path, run_cli):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     kept = [json.loads((d / "pruned" / "model.json").read_text())["kept"] for d in (single, double)]
     assert kept[0] == kept[1]
+
+
+def test_compress_never_deletes_a_file_the_user_put_into_a_stage_output(setup, tmp_path, run_cli):
+    out = tmp_path / "c"
+    args = [a for a in _cli_args(setup, out)]
+    args[args.index("path")] = "magnitude"
+    res = run_cli([*args, "--no-reconstruct"])
+    assert res.code == 0, res.output
+    (out / "pruned" / "MY_NOTES.txt").write_text("mine")
+    args[args.index("--ratio") + 1] = "0.6"  # the prune stage must run again
+    res = run_cli([*args, "--no-reconstruct"])
+    assert res.code == 2 and res.err.count("error:") == 1 and "MY_NOTES.txt" in res.err, res.output
+    assert (out / "pruned" / "MY_NOTES.txt").read_text() == "mine"
+    assert (out / "pruned" / "model.safetensors").is_file()  # nothing was removed

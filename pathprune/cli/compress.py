@@ -86,8 +86,7 @@ def compress(out, **options) -> None:
     dense, final = summary["models"][0], summary["models"][-1]
     click.echo(f"dense top-1 {dense['top1']:.4f}; compressed (ratio {final['ratio']:.2f}) top-1 {final['top1']:.4f} "
                f"({final['top1_deviation']:+.4f}), MACs x{final['macs_ratio']:.3f}, params x{final['params_ratio']:.3f}")
-    onnx_name = summary["onnx"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    exported = next((v for v in summary["variants"] if v["kind"] == "onnx" and v["model"] == onnx_name), None)
+    exported = next((v for v in summary["variants"] if v["kind"] == "onnx"), None)  # the exported file itself
     if exported is not None:
         click.echo(f"exported {summary['onnx']} ({exported.get('precision')}): top-1 {exported['top1']:.4f} "
                    f"({exported['top1_deviation']:+.4f}) on {exported['backend']}")

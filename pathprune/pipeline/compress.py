@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,13 @@ from .settings import ModelSource, command_record, display_field, stage_key
 
 #: the marker of a compress output directory
 MARKER = "compress.json"
+#: what each stage's output directory holds when its marker records no file list (older outputs)
+STAGE_FILES = {
+    "analyze": ("run.json", "paths.jsonl", "stats.safetensors", "summary.json", "parts/"),
+    "prune": ("model.safetensors", "model.json", "config.json", "report.json"),
+    "reconstruct": ("model.safetensors", "model.json", "config.json", "report.json"),
+    "bench": ("report.json", "report.md", "accuracy.png", "latency.png", "pareto.png", "onnx/"),
+}
 STAGES_DIR = "stages"
 
 
@@ -288,7 +294,7 @@ def _follow(plan: list[Stage], ranks: Any) -> None:
 
 def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], None], already: float,
                  plan: list[Stage], ranks: Any) -> dict[str, Any]:
-    from ..io import write_json_atomic
+    from ..io import remove_output, write_json_atomic
     from ..repair.distributed import barrier, broadcast_object
 
     out.mkdir(parents=True, exist_ok=True)
@@ -312,8 +318,10 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
         else:
             if done.exists():
                 done.unlink()
-            if stage.output.exists() and stage.command != "finetune":  # finetune resumes from its checkpoint
-                shutil.rmtree(stage.output) if stage.output.is_dir() else stage.output.unlink()
+            if stage.output.is_dir() and stage.command != "finetune":  # finetune resumes from its checkpoint
+                # only what pathprune wrote there goes; a file the user added stops the run (one line).
+                # Files (the ONNX export) are replaced by their stage, which replaces only its own files.
+                remove_output(stage.output, stage.command, fallback=list(STAGE_FILES.get(stage.command, ())))
             broadcast_object(True, ranks)
             echo(f"== {stage.name}: {' '.join(record)}")
             t0 = time.perf_counter()
