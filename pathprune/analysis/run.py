@@ -35,11 +35,11 @@ from torch import nn
 
 from ..attribution import NeuronPathSearch, PathConfig
 from ..data.images import ImageSet, iterate_batches, shard_positions
-from ..errors import IncompatibleError, InputError, InterruptedRun, ModelError, OutputError
+from ..errors import ConfigError, IncompatibleError, InputError, InterruptedRun, ModelError, OutputError
 from ..io import claim_output, package_versions, read_json, write_json_atomic
 from ..models import ModelSpec
 from ..progress import progress_bar
-from .statistics import (FORMAT, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics, make_records,
+from .statistics import (FORMAT, HEADS_FORMAT, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics, make_records,
                          read_records)
 
 
@@ -71,11 +71,16 @@ class RunSettings:
     path: PathConfig
     batch_size: int = 10
     preprocess: str = "model"
+    #: ``neurons`` (MLP neurons only) or ``heads`` (also a heads-only path search per image, format 3)
+    units: str = "neurons"
 
     def to_dict(self) -> dict[str, Any]:
         path = dataclasses.asdict(self.path)
         path.pop("max_batch")  # chunking changes speed and memory, not the records
-        return {"path": path, "batch_size": self.batch_size, "preprocess": self.preprocess}
+        out = {"path": path, "batch_size": self.batch_size, "preprocess": self.preprocess}
+        if self.units != "neurons":  # absent for neuron analyses: their identities stay as they were
+            out["units"] = self.units
+        return out
 
 
 def model_identity(spec: ModelSpec) -> dict[str, Any]:
@@ -187,10 +192,21 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     # everything that can be refused is checked before anything is written (a bad --topk must not
     # leave a run.json behind that blocks the corrected rerun)
     search = NeuronPathSearch(model, settings.path, device, compile=compile)
+    head_search = None
+    if settings.units != "neurons":
+        from ..attribution.units import UnitPathSearch
+
+        if settings.units != "heads":
+            raise ConfigError(f"'{settings.units}': choose neurons or heads", param="units")
+        head_search = UnitPathSearch(model, settings.path, "heads", device)
     manifest = run_manifest(spec, image_set, settings, shard)
+    if head_search is not None:
+        manifest["format"] = HEADS_FORMAT
+        manifest["num_heads"] = list(head_search.counts)
     with claim_output(out, "analyze", resumable=True, in_place=True):
         return _analyze_locked(search, image_set, settings, manifest, out, shard=shard, workers=workers,
-                               checkpoint_seconds=checkpoint_seconds, progress=progress, on_batch=on_batch)
+                               checkpoint_seconds=checkpoint_seconds, progress=progress, on_batch=on_batch,
+                               head_search=head_search)
 
 
 @contextlib.contextmanager
@@ -213,7 +229,8 @@ def deferred_interrupt() -> Iterator[None]:
 
 
 def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: RunSettings, manifest: dict[str, Any],
-                    out: Path, *, shard, workers, checkpoint_seconds, progress, on_batch) -> dict[str, Any]:
+                    out: Path, *, shard, workers, checkpoint_seconds, progress, on_batch,
+                    head_search=None) -> dict[str, Any]:
     run_file, paths_file, stats_file = out / RUN_FILE, out / PATHS_FILE, out / STATS_FILE
     started_before = stats_file.exists() or (paths_file.exists() and paths_file.stat().st_size > 0)
     if run_file.exists() and started_before:
@@ -225,7 +242,8 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
 
     positions = shard_positions(len(image_set.items), shard)
     rows = manifest.get("class_labels")
-    stats = PathStatistics(len(rows) if rows else len(image_set.class_names), search.widths)
+    stats = PathStatistics(len(rows) if rows else len(image_set.class_names), search.widths,
+                           head_counts=list(head_search.counts) if head_search is not None else None)
     row_of = None
     if rows:
         row_of = torch.full((max(rows) + 1,), -1, dtype=torch.long)
@@ -252,16 +270,22 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
     try:
         with open(paths_file, "a") as fh, search.placed():
             for images, batch_pos, skipped in iterate_batches(image_set, todo, settings.batch_size, workers):
-                result = None
+                result = heads = None
                 if images is not None:
                     labels = torch.tensor([image_set.items[p].label for p in batch_pos])
                     result = search.attribute(images, target=labels)
                     check_finite_result(result, [image_set.items[p].file for p in batch_pos])
+                    heads = head_search.attribute(images, labels) if head_search is not None else None
                 with deferred_interrupt():
                     committing = True
                     if result is not None:
                         stats.add(labels if row_of is None else row_of[labels], result)
-                        for record in make_records(image_set, batch_pos, result):
+                        if heads is not None:
+                            stats.add_heads(labels if row_of is None else row_of[labels], heads)
+                        for i, record in enumerate(make_records(image_set, batch_pos, result)):
+                            if heads is not None:
+                                record["head_path"] = [p[i].tolist() for p in heads.path]
+                                record["head_path_jas"] = float(heads.path_jas[i])
                             fh.write(json.dumps(record) + "\n")
                         fh.flush()
                         os.fsync(fh.fileno())

@@ -41,15 +41,29 @@ SUMMARY_FILE = "summary.json"
 FORMAT = "pathprune.analyze/2"
 #: statistics files written before the format was recorded in them
 LEGACY_FORMAT = "pathprune.analyze/1"
-KNOWN_FORMATS = (LEGACY_FORMAT, FORMAT)
+#: format 2 plus per-head statistics (``head_path_count.L``, ``head_act_path_count.L``, ``head_jas_sum.L``,
+#: ``head_act_sum.L``: [classes, H_l]) of an analysis with attention heads as units; format 2 readers
+#: of the neuron tensors are unaffected
+HEADS_FORMAT = "pathprune.analyze/3"
+KNOWN_FORMATS = (LEGACY_FORMAT, FORMAT, HEADS_FORMAT)
+#: the per-head tensors of format 3 (name prefixes)
+HEAD_TENSORS = ("head_path_count", "head_act_path_count", "head_jas_sum", "head_act_sum")
 
 
 
 class PathStatistics:
     """Per-class, per-neuron accumulators over analysed images (float64 sums, int64 counts)."""
 
-    def __init__(self, num_classes: int, widths: list[int], format: str = FORMAT):
-        self.format = format
+    def __init__(self, num_classes: int, widths: list[int], format: str = FORMAT,
+                 head_counts: list[int] | None = None):
+        self.format = HEADS_FORMAT if head_counts is not None else format
+        #: per-block attention head counts when heads are analysed too (format 3), else None
+        self.head_counts = list(head_counts) if head_counts is not None else None
+        self.heads: dict[str, list[torch.Tensor]] = {}
+        if head_counts is not None:
+            for name in HEAD_TENSORS:
+                dtype = torch.int64 if "count" in name else torch.float64
+                self.heads[name] = [torch.zeros(num_classes, h, dtype=dtype) for h in head_counts]
         self.num_classes = num_classes
         self.widths = list(widths)
         self.class_count = torch.zeros(num_classes, dtype=torch.int64)
@@ -71,8 +85,27 @@ class PathStatistics:
             self.jas_sum[layer].index_add_(0, labels, result.candidate_jas[layer].double())
             self.act_sum[layer].index_add_(0, labels, result.clean_act[layer].double())
 
+    def add_heads(self, labels: torch.Tensor, result: Any) -> None:
+        """Accumulate one batch's head paths (a heads-only ``UnitPathResult``) under each image's label;
+        call it for the same images as :meth:`add` (the class counts are counted there)."""
+        if self.head_counts is None:
+            raise IncompatibleError("these statistics have no head accumulators (head_counts)")
+        labels = labels.long()
+        for block, count in enumerate(self.head_counts):
+            for name, paths in (("head_path_count", result.path[block]), ("head_act_path_count", result.act_path[block])):
+                hits = torch.zeros(len(labels), count, dtype=torch.int64)
+                hits.scatter_(1, paths.long(), 1)
+                self.heads[name][block].index_add_(0, labels, hits)
+            self.heads["head_jas_sum"][block].index_add_(0, labels, result.candidate_jas[block].double())
+            self.heads["head_act_sum"][block].index_add_(0, labels, result.clean_act[block].double())
+
     def merge(self, other: "PathStatistics") -> None:
         """Add another run's statistics (same classes and widths)."""
+        if other.head_counts != self.head_counts:
+            raise IncompatibleError("statistics with and without (or with other) attention heads cannot be merged")
+        for name, layers in self.heads.items():
+            for a, b in zip(layers, other.heads[name]):
+                a += b
         if other.widths != self.widths or other.num_classes != self.num_classes:
             raise IncompatibleError("statistics of different models or class lists cannot be merged")
         if other.format != self.format:
@@ -91,6 +124,9 @@ class PathStatistics:
             out[f"act_path_count.{layer}"] = self.act_path_count[layer]
             out[f"jas_sum.{layer}"] = self.jas_sum[layer]
             out[f"act_sum.{layer}"] = self.act_sum[layer]
+        for name, layers in self.heads.items():
+            for block, tensor in enumerate(layers):
+                out[f"{name}.{block}"] = tensor
         return out
 
     def save(self, path: Path, metadata: dict[str, Any]) -> None:
@@ -111,7 +147,11 @@ class PathStatistics:
                                     f"(reads {', '.join(KNOWN_FORMATS)}); upgrade pathprune")
         layers = sum(1 for k in tensors if k.startswith("path_count."))
         widths = [tensors[f"path_count.{i}"].shape[1] for i in range(layers)]
-        stats = cls(int(tensors["class_count"].shape[0]), widths, format=format)
+        blocks = sum(1 for k in tensors if k.startswith("head_path_count."))
+        head_counts = [int(tensors[f"head_path_count.{i}"].shape[1]) for i in range(blocks)] if blocks else None
+        stats = cls(int(tensors["class_count"].shape[0]), widths, format=format, head_counts=head_counts)
+        for name in stats.heads:
+            stats.heads[name] = [tensors[f"{name}.{i}"] for i in range(blocks)]
         stats.class_count = tensors["class_count"]
         for i in range(layers):
             stats.path_count[i] = tensors[f"path_count.{i}"]

@@ -46,6 +46,8 @@ D = defaults(AnalyzeSettings)
 @click.option("--compile", is_flag=True,
               help="torch.compile the attention modules for the repeated batch (same paths; a one-off "
                    "compile of about a minute; no consistent gain on CPU, unmeasured on GPU: benchmarks/results_engine.md).")
+@click.option("--units", type=click.Choice(["neurons", "heads"]), default="neurons", show_default=True,
+              help="heads: also a heads-only path search per image (per-head statistics for head path importance).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(**options) -> None:
     """Find each image's influential neuron path (layer-progressive JAS search)."""

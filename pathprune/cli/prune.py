@@ -18,7 +18,9 @@ D = defaults(PruneSettings)
 @model_options
 @click.option("--paths", default=None, type=click.Path(file_okay=False),
               help="'analyze --out' directory (needed by --importance path and activation-path).")
-@click.option("--ratio", type=float, required=True, help="Fraction of MLP neurons to remove, 0 < R < 1.")
+@click.option("--ratio", type=float, default=0.0, help="Fraction of MLP neurons to remove, 0 < R < 1 (0 with --heads-ratio: heads only).")
+@click.option("--heads-ratio", type=float, default=0.0, help="Fraction of attention heads to remove (whole heads; every block keeps one).")
+@click.option("--heads-importance", default=None, help="Head importance method (pathprune.pruning.heads) [default: --importance].")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
 @click.option("--importance", default=D["importance"], show_default=True, cls=RegistryOption,

@@ -356,7 +356,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
                 optimizer: str = "ort-vit", precision: str = "fp32", calibration: Any = None,
                 check_images: Any = None, max_check_images: int = 256, min_agreement: float = DEFAULT_MIN_AGREEMENT,
                 spec: Any = None, metadata: dict[str, Any] | None = None,
-                external_data_threshold: int = _PROTOBUF_LIMIT) -> ExportResult:
+                external_data_threshold: int = _PROTOBUF_LIMIT, fuse_attention: bool | None = None) -> ExportResult:
     """Export `model` to `out` if onnxruntime reproduces it closely enough.
 
     - fp32 (optimised or not): max |onnxruntime - torch| logit difference on random inputs of
@@ -364,7 +364,13 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     - fp16 / int8: top-1 agreement with torch >= `min_agreement` on `check_images` (else on the
       `calibration` images, else on random inputs), max and mean logit error reported.
     `calibration` (ImageSet, (images, labels) pair or list of float32 arrays, already preprocessed)
-    is required by int8-static. `exporter` None picks the precision's preferred exporter (TorchScript
+    is required by int8-static; ``int8`` exports int8-dynamic (and int8-static when `calibration` is
+    given), keeps the fastest that passes its check and records the choice in the metadata
+    (``int8_choice``; :func:`~pathprune.deploy.select.export_fastest_int8`). `fuse_attention` (with
+    `optimize`; None: all precisions but int8-static): False leaves attention unfused, keeping the
+    other fusions; optimised int8-static does so by default because the fused Attention has no QDQ
+    kernel and would stay float32; unfused, the attention projections run in int8 and the score
+    products stay float32. `exporter` None picks the precision's preferred exporter (TorchScript
     for int8-static, dynamo otherwise). On a failed check or any error no file is left at `out` (an
     existing file is kept unchanged), and stale temporaries of an interrupted export of `out` are
     removed (under `out`'s lock).
@@ -374,21 +380,33 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     from ..io import OutputLock, remove_stale_temporaries
 
     check_export_options(tolerance=tolerance, min_agreement=min_agreement)
+    if precision == "int8":  # the fastest int8 variant that passes its check (pathprune.deploy.select)
+        return export_fastest_int8(model, out, input_shape=input_shape, opset=opset, exporter=exporter,
+                                   tolerance=tolerance, batch_sizes=batch_sizes, seed=seed, optimize=optimize,
+                                   optimizer=optimizer, calibration=calibration, check_images=check_images,
+                                   max_check_images=max_check_images, min_agreement=min_agreement, spec=spec,
+                                   metadata=metadata, external_data_threshold=external_data_threshold)[0]
     path = check_output_path(out)
     with OutputLock(path):
         check_replaceable_file(path)  # again, now that the file is ours to write
         remove_stale_temporaries(path)
-        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize,
+        return _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed,
+                              (optimize, fuse_attention),
                               optimizer, precision, calibration, check_images, max_check_images, min_agreement,
                               spec, metadata, external_data_threshold)
 
 
-def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize, optimizer,
+def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_sizes, seed, optimize_attention,
+                   optimizer,
                    precision, calibration, check_images, max_check_images, min_agreement, spec, metadata,
                    external_data_threshold) -> ExportResult:
     import onnx
 
     from .optimize import fusion_friendly, optimize_proto
+
+    optimize, fuse_attention = optimize_attention
+    if fuse_attention is None:
+        fuse_attention = precision != "int8-static"
     from .quantize import PRECISIONS
 
     entry = PRECISIONS.entry(precision)
@@ -416,8 +434,11 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
         raw = onnx_proto(source, shape, opset=opset, exporter=exporter)
         proto = onnx.load_model_from_string(raw) if isinstance(raw, bytes) else raw
         if optimize:
-            proto, fused = optimize_proto(proto, placed, optimizer)
-        proto = PRECISIONS.get(precision)(proto, calib_batches)
+            proto, fused = optimize_proto(proto, placed, optimizer, attention=fuse_attention)
+        if optimize and not fuse_attention and precision == "int8-static":  # score products stay float32
+            proto = PRECISIONS.get(precision)(proto, calib_batches, float_activation_matmuls=True)
+        else:
+            proto = PRECISIONS.get(precision)(proto, calib_batches)
         session = _session_of(proto)
         parity = entry.meta.get("parity", "logits")
         agreement, mean_diff, checked = None, 0.0, 0
@@ -440,6 +461,7 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
                                   f"{diff:.3g}); nothing written")
     meta = export_metadata(model, spec, optimize=optimize, precision=precision,
                            extra={"exporter": exporter, "opset": opset, "input_shape": list(shape),
+                                  **({} if fuse_attention or not optimize else {"attention_fused": False}),
                                   "fused": fused, **(metadata or {})})
     write_metadata(proto, meta)
     external = save_onnx(proto, path, external_data_threshold=external_data_threshold)
@@ -461,3 +483,69 @@ def _session_of(proto):
         file = Path(tmp) / "model.onnx"
         onnx.save_model(proto, str(file), save_as_external_data=True, location="model.onnx.data")
         return ort_session(file, "cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# --precision int8: the fastest int8 variant that passes its check (pathprune.deploy.select)
+
+#: the int8 precisions ``int8`` chooses from
+INT8_VARIANTS = ("int8-dynamic", "int8-static")
+
+
+def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration: Any = None, optimize: bool = False,
+                        batch_size: int = 8, repeats: int = 10, threads: int | None = None,
+                        **export_args: Any) -> tuple[Any, dict[str, float]]:
+    """(ExportResult of the chosen variant written to `out`, median ms of every candidate that passed).
+
+    `export_args` go to every :func:`export_onnx` call (``min_agreement``, ``check_images``, ``spec``, ...).
+    An OutputError when no candidate passes its check.
+    """
+    from .runtimes import make_runner
+
+    # (name, precision, fuse attention): optimised static int8 also without the fused Attention, whose
+    # QDQ graph has no kernel (the attention projections then run in int8)
+    candidates = [(p, p, None) for p in INT8_VARIANTS if p != "int8-static" or calibration is not None]
+    if optimize and calibration is not None:
+        candidates.append(("int8-static (attention fused)", "int8-static", True))
+    failures: dict[str, str] = {}
+    runners = {}
+    with tempfile.TemporaryDirectory(prefix="pathprune-int8-") as tmp:
+        for i, (name, precision, fuse) in enumerate(candidates):
+            try:
+                args = {k: v for k, v in export_args.items() if k != "metadata"}
+                res = export_onnx(model, Path(tmp) / f"{i}.onnx", optimize=optimize, precision=precision,
+                                  calibration=calibration, fuse_attention=fuse, **args)
+            except OutputError as exc:  # its agreement check failed
+                failures[name] = str(exc)
+                continue
+            runners[name] = make_runner("ort-cpu", None, res.path, threads)
+        if not runners:
+            raise OutputError("no int8 variant passed its check: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+        x = np.random.default_rng(0).standard_normal((batch_size, *model_input_shape(model))).astype(np.float32)
+        timings = _interleaved_medians(runners, x, repeats)
+        runners.clear()
+    chosen = min(timings, key=timings.get)
+    _, precision, fuse = next(c for c in candidates if c[0] == chosen)
+    meta = {"int8_choice": {"chosen": chosen, "median_ms": timings, "failed": failures, "batch_size": batch_size,
+                            "optimize": optimize}}
+    metadata = {**(export_args.pop("metadata", None) or {}), **meta}
+    export_args.pop("precision", None)
+    result = export_onnx(model, out, optimize=optimize, precision=precision, calibration=calibration,
+                         metadata=metadata, fuse_attention=fuse, **export_args)
+    return result, timings
+
+
+def _interleaved_medians(runners: dict[str, Any], x: np.ndarray, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median ms per runner, every repeat running each once in a rotating order (after `warmup` rounds)."""
+    import statistics
+    import time
+
+    names = list(runners)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            runners[name](x)
+            if r >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {n: statistics.median(t) for n, t in times.items()}

@@ -123,13 +123,14 @@ OPTIMIZERS: Registry[Callable[..., Any]] = Registry("optimizer", param="optimize
 
 @OPTIMIZERS.register("ort-vit", help="onnxruntime.transformers optimizer, model_type='vit' (fused Attention, "
                      "SkipLayerNorm, BiasGelu), portable (no hardware-specific rewrites)")
-def _ort_vit(proto, num_heads: int, hidden_size: int):
+def _ort_vit(proto, num_heads: int, hidden_size: int, attention: bool = True):
     import logging
 
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions("vit")
+    options.enable_attention = attention  # off for static int8: the fused Attention has no QDQ kernel
     quiet = [logging.getLogger(n) for n in ("onnxruntime.transformers", "fusion_base", "onnx_model",
                                              "onnx_model_bert", "fusion_attention", "optimizer")]
     levels = [lg.level for lg in quiet]
@@ -149,8 +150,14 @@ def _ort_vit(proto, num_heads: int, hidden_size: int):
     return model
 
 
-def optimize_proto(proto, model: nn.Module, optimizer_name: str = "ort-vit"):
-    """(optimised ModelProto, fused-operator counts)."""
+def optimize_proto(proto, model: nn.Module, optimizer_name: str = "ort-vit", *, attention: bool = True):
+    """(optimised ModelProto, fused-operator counts). `attention=False` keeps the attention unfused
+    (the other fusions still apply): for static int8, whose QDQ graph has no fused-Attention kernel,
+    so that the attention MatMuls are quantised instead of running in float32. Head-pruned models:
+    every fused Attention node takes its block's own head count (read from the graph's reshapes)."""
     heads, hidden = attention_shape(model)
-    out = OPTIMIZERS.get(optimizer_name)(proto, heads, hidden)
+    if attention:
+        out = OPTIMIZERS.get(optimizer_name)(proto, heads, hidden)
+    else:
+        out = OPTIMIZERS.get(optimizer_name)(proto, heads, hidden, attention=False)
     return out, fused_operator_counts(out)

@@ -18,7 +18,7 @@ reported) and ``needs_calibration``.
   onnxruntime's CPU provider runs it slowly or inserts casts).
 
     >>> PRECISIONS.names()
-    ['fp32', 'fp16', 'int8-dynamic', 'int8-static']
+    ['fp32', 'fp16', 'int8-dynamic', 'int8', 'int8-static']
 """
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ def _int8_dynamic(proto, calibration: Sequence[np.ndarray] | None = None):
         return _load(dst)
 
 
+@PRECISIONS.register("int8", help="the fastest int8 variant that passes the agreement check (int8-dynamic, "
+                     "and int8-static with calibration data; see pathprune.deploy.select)", parity="top1",
+                     needs_calibration=False, exporter=None, selects=("int8-dynamic", "int8-static"))
+def _int8_choice(proto, calibration: Sequence[np.ndarray] | None = None):
+    from ..errors import ConfigError
+
+    raise ConfigError("int8 chooses among int8-dynamic and int8-static at export (export_onnx); it is not a "
+                      "conversion of its own", param="precision")
+
+
 class _Batches:
     """onnxruntime CalibrationDataReader over a list of float32 batches."""
 
@@ -111,12 +121,25 @@ class _Batches:
 
 @PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from calibration images",
                      parity="top1", needs_calibration=True, exporter=None)
-def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None):
+def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None, *,
+                 float_activation_matmuls: bool = False):
+    """`float_activation_matmuls`: leave MatMuls of two activations (attention scores, attention times
+    values) in float32; the optimised graph uses it, where attention is left unfused so that its
+    projections are quantised (quantising the score products cost 2 points of digits top-1)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not calibration:
         raise ConfigError("int8-static needs calibration images", param="calib_data")
+    exclude: list[str] = []
+    if float_activation_matmuls:
+        weights = {init.name for init in proto.graph.initializer}
+        weights |= {n.output[0] for n in proto.graph.node if n.op_type == "Constant"}
+        for i, node in enumerate(proto.graph.node):
+            if node.op_type == "MatMul" and not any(name in weights for name in node.input):
+                if not node.name:
+                    node.name = f"pathprune_matmul_{i}"
+                exclude.append(node.name)
     with tempfile.TemporaryDirectory(prefix="pathprune-q-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         _save(proto, src)
@@ -124,7 +147,7 @@ def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None):
         with _QuietRootLogger():
             quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax,
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
                             use_external_data_format=proto.ByteSize() > 1_500_000_000,
                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "QuantizeBias": False})
         return _load(dst)

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ModelError
 
 #: description formats this version reads
-MODEL_FORMATS = ("pathprune.model/1",)
+MODEL_FORMATS = ("pathprune.model/1", "pathprune.model/2")  # 2: per-block attention heads
 #: fc2 (the MLP's output projection) of block i in every supported family's state dict
 _FC2 = re.compile(r"^blocks\.(\d+)\.mlp\.fc2\.weight$")
 
@@ -80,6 +80,7 @@ def validate_description(description: Any, directory: str | os.PathLike, weights
                 raise ModelError(f"{where}: 'kept' of block {i} must list {width} neurons (its width)")
             if not all(_is_int(k) and 0 <= k < full for k in keep) or len(set(keep)) != len(keep):
                 raise ModelError(f"{where}: 'kept' of block {i} must hold distinct neuron indices in 0-{full - 1}")
+    _check_heads(description, len(hidden), where)
     shapes = None
     if weights_file is None:
         if not weights.is_file():
@@ -108,6 +109,36 @@ def validate_description(description: Any, directory: str | os.PathLike, weights
         if classes is not None and len(names) != int(classes):
             raise ModelError(f"{where}: 'class_names' has {len(names)} names for {classes} classes")
     return weights
+
+
+def _check_heads(description: dict[str, Any], blocks: int, where: str) -> None:
+    """Format 2: ``num_heads`` (one positive count per block, at most the dense model's) and
+    ``kept_heads`` (per block, that many distinct head indices of the dense model)."""
+    heads = description.get("num_heads")
+    if heads is None:
+        return
+    if not isinstance(heads, list) or len(heads) != blocks or not all(_is_int(h) and h >= 1 for h in heads):
+        raise ModelError(f"{where}: 'num_heads' must hold one positive head count per block ({blocks})")
+    import timm
+    import torch
+
+    from .adapters import head_counts
+
+    with torch.device("meta"):
+        dense = head_counts(timm.create_model(description["base"], pretrained=False,
+                                              **description.get("overrides", {})))
+    more = next((i for i, (h, d) in enumerate(zip(heads, dense)) if h > d), None)
+    if more is not None:
+        raise ModelError(f"{where}: 'num_heads' of block {more} is {heads[more]}, more than the dense model's {dense[more]}")
+    kept = description.get("kept_heads")
+    if kept is not None:
+        if not isinstance(kept, list) or len(kept) != blocks:
+            raise ModelError(f"{where}: 'kept_heads' must hold one list of head indices per block ({blocks})")
+        for i, (keep, count, full) in enumerate(zip(kept, heads, dense)):
+            if (not isinstance(keep, list) or len(keep) != count or len(set(keep)) != len(keep)
+                    or not all(_is_int(k) and 0 <= k < full for k in keep)):
+                raise ModelError(f"{where}: 'kept_heads' of block {i} must hold {count} distinct head indices "
+                                 f"in 0-{full - 1}")
 
 
 def _tensor_shapes(path: Path, where: str) -> dict[str, list[int]]:

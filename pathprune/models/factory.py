@@ -19,7 +19,8 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..io import sha256_file
-from .adapters import default_token_scope, family_of, mlp_widths, model_input_shape, set_mlp_widths
+from .adapters import (default_token_scope, family_of, head_counts, mlp_widths, model_input_shape, set_head_counts,
+                       set_mlp_widths)
 from .weights import load_weights
 
 #: file name of the model description inside a pruned-model directory
@@ -72,6 +73,8 @@ class ModelSpec:
     mlp_hidden: list[int]
     class_names: list[str] | None = None
     source: dict[str, Any] | None = None
+    #: per-block attention head counts of a head-pruned model (None: the architecture's own counts)
+    num_heads: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +82,10 @@ class ModelSpec:
     @property
     def architecture(self) -> dict[str, Any]:
         """The part that must match for analyses and models to be combined."""
-        return {"base": self.base.split(".")[0], "overrides": self.overrides, "mlp_hidden": self.mlp_hidden}
+        arch = {"base": self.base.split(".")[0], "overrides": self.overrides, "mlp_hidden": self.mlp_hidden}
+        if self.num_heads is not None:  # head-pruned models only: older identities stay comparable
+            arch["num_heads"] = self.num_heads
+        return arch
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,6 +172,8 @@ def build_from_description(description: dict[str, Any], weights_file: str | os.P
     hidden = description.get("mlp_hidden")
     if hidden is not None:
         set_mlp_widths(model, hidden)
+    if description.get("num_heads") is not None:
+        set_head_counts(model, description["num_heads"])
     load_weights(model, str(weights_file))
     return model.eval()
 
@@ -176,6 +184,8 @@ def _from_description(description: dict[str, Any], weights_file: Path, weights: 
         model = _build(description["base"], dict(description.get("overrides", {})), seed)
         if description.get("mlp_hidden") is not None:
             set_mlp_widths(model, description["mlp_hidden"])
+        if description.get("num_heads") is not None:
+            set_head_counts(model, description["num_heads"])
         sha = None
         weights_name = "random"
     else:
@@ -189,9 +199,21 @@ def _from_description(description: dict[str, Any], weights_file: Path, weights: 
                      weights_sha256=sha, token_scope=description.get("token_scope", "cls"),
                      preprocessing=description.get("preprocessing") or timm_preprocessing(model),
                      mlp_hidden=mlp_widths(model), class_names=description.get("class_names"),
-                     source=description.get("source"))
+                     source=description.get("source"), num_heads=pruned_head_counts(model, description))
     _check_fixed_overrides(model, description, overrides)
     return model, spec
+
+
+def pruned_head_counts(model: nn.Module, description: dict[str, Any]) -> list[int] | None:
+    """The model's per-block head counts when its description changed them (head-pruned), else None."""
+    if description.get("num_heads") is None:
+        return None
+    import torch
+
+    with torch.device("meta"):
+        dense = timm.create_model(description["base"], pretrained=False, **description.get("overrides", {}))
+    counts = head_counts(model)
+    return counts if counts != head_counts(dense) else None
 
 
 def _check_fixed_overrides(model: nn.Module, description: dict[str, Any], overrides: dict[str, Any]) -> None:

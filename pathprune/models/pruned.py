@@ -1,5 +1,9 @@
 """The pruned-model format: ``model.safetensors`` + ``model.json`` (base architecture, per-block MLP
-widths, kept neuron indices, how it was made), rebuilt by ``create_model(DIR)`` without pickles."""
+widths, kept neuron indices, how it was made), rebuilt by ``create_model(DIR)`` without pickles.
+
+Format ``pathprune.model/2`` adds ``num_heads`` (per-block attention head counts) and ``kept_heads``
+(kept head indices of the dense model); a reader of version 1 directories sees neither and keeps
+every block's heads (version 1 directories load unchanged)."""
 
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ def timm_config(description: dict[str, Any], model: nn.Module) -> dict[str, Any]
               "model_args": {"base": description["base"], "overrides": description.get("overrides", {}),
                              "mlp_hidden": list(description["mlp_hidden"])},
               "pretrained_cfg": pretrained_cfg}
+    if description.get("num_heads") is not None:
+        config["model_args"]["num_heads_per_block"] = [int(h) for h in description["num_heads"]]
     if description.get("class_names"):
         config["label_names"] = list(description["class_names"])
     return config
@@ -52,18 +58,22 @@ def _register_timm_entrypoint() -> None:
         return
 
     def pathprune_vit(pretrained: bool = False, *, base: str, overrides: dict[str, Any] | None = None,
-                      mlp_hidden: Sequence[int] | None = None, pretrained_cfg: Any = None,
+                      mlp_hidden: Sequence[int] | None = None, num_heads_per_block: Sequence[int] | None = None,
+                      pretrained_cfg: Any = None,
                       pretrained_cfg_overlay: Any = None, cache_dir: Any = None,
                       pretrained_model_args: Any = None, **kwargs: Any) -> nn.Module:
-        """A pathprune pruned ViT: timm's `base` with `overrides`, MLP widths `mlp_hidden`."""
+        """A pathprune pruned ViT: timm's `base` with `overrides`, MLP widths `mlp_hidden`, per-block
+        attention head counts `num_heads_per_block`."""
         from timm.models import load_pretrained
 
-        from .adapters import set_mlp_widths
+        from .adapters import set_head_counts, set_mlp_widths
 
         args = {**(overrides or {}), **kwargs}
         model = timm.create_model(base, pretrained=False, **args)
         if mlp_hidden is not None:
             set_mlp_widths(model, list(mlp_hidden))
+        if num_heads_per_block is not None:
+            set_head_counts(model, list(num_heads_per_block))
         cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else dict(pretrained_cfg or {})
         if cfg:
             model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **cfg}
@@ -124,6 +134,18 @@ def read_description(model_name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
+
+
+def dense_head_counts(description: dict[str, Any]) -> list[int]:
+    """Per-block attention head counts of the dense architecture a pruned model was made from."""
+    import timm
+    import torch
+
+    from .adapters import head_counts
+
+    with torch.device("meta"):
+        dense = timm.create_model(description["base"], pretrained=False, **description.get("overrides", {}))
+    return head_counts(dense)
 
 
 def dense_widths(description: dict[str, Any]) -> list[int]:

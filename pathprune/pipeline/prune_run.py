@@ -25,7 +25,7 @@ from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_para
 from ..pruning.calibration import calibration_statistics
 from ..pruning.importance import PATH_KINDS, create_importance
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
-from ..pruning.removal import PruneConfig, prune_mlp
+from ..pruning.removal import PruneConfig, PruneResult, prune_mlp
 
 #: the importance methods read from an analysis
 PATH_METHODS = tuple(PATH_KINDS)
@@ -93,13 +93,19 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
-    if getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate:
+    if (getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate
+            and config.ratio):
         config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
+    if not config.ratio:  # heads only
+        from ..pruning.heads import NoNeurons
+        importance = NoNeurons()
     if analysis is not None:
         check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
-    needs_calib = config.compensate or importance.needs == "calibration" or reconstruct is not None
+    from ..pruning.heads import heads_need_calibration
+    needs_calib = (config.compensate or importance.needs == "calibration" or reconstruct is not None
+                   or heads_need_calibration(config))
     if needs_calib and calib is None:
         user = ("compensation" if config.compensate else "reconstruction" if reconstruct is not None
                 else "importance " + config.method)
@@ -112,12 +118,17 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_statistics else None)
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
     reference = copy.deepcopy(model) if reconstruct is not None else None
-    result = prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
-                       calibration=calibration, compensate=config.compensate, inplace=True)
+    result = (prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
+                        calibration=calibration, compensate=config.compensate, inplace=True) if config.ratio
+              else PruneResult(model=model, kept=[list(range(w)) for w in widths_before]))
+    from ..pruning.heads import prune_heads_stage
+    heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
+                              batch_size=batch_size, progress=progress, device=device)
     pruned = result.model
     reconstruction = None
     if reconstruct is not None:
         reconstruction = reconstruct_mlp(pruned, reference, calib, reconstruct, kept=result.kept,
+                                         kept_heads=heads["report"]["kept_heads"],
                                          batch_size=batch_size, device=device, progress=progress).to_dict()
         del reference
     widths_after = mlp_widths(pruned)
@@ -135,6 +146,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
                         if needs_calib else None),
     }
     description = model_description(spec, kept, config, source, widths_after)
+    description.update({"format": "pathprune.model/2", **heads["description"]})
     description["reconstruct"] = reconstruct.to_dict() if reconstruct is not None else None
     if previous is not None:  # the fraction of the dense model's neurons removed by all rounds together
         from ..models.pruned import dense_widths
@@ -158,6 +170,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "eval_images": count_images(eval_images) if eval_images is not None else None,
         "reconstruction": reconstruction,
         "seconds": time.perf_counter() - started,
+        **heads["report"],
     }
     save_pruned(out, pruned, description, report)
     return report

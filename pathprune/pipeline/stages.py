@@ -79,6 +79,7 @@ class AnalyzeSettings:
     checkpoint_seconds: float = display_field(60.0)
     compile: bool = False
     quiet: bool = display_field(False)
+    units: str = "neurons"  # heads: also a heads-only path search, per-head statistics (issue 17)
 
     def path_config(self, default_token: str | None) -> PathConfig:
         return PathConfig(topk=self.topk, steps=self.steps, quadrature=self.quadrature, jas=self.jas,
@@ -122,7 +123,7 @@ def analyze(settings: AnalyzeSettings, *, echo: Echo | None = None) -> dict[str,
     workers = s.workers
     if workers is None:
         workers = 0 if s.data.startswith("digits") else min(4, os.cpu_count() or 1)
-    run_settings = RunSettings(path=config, batch_size=s.batch_size, preprocess=s.preprocess)
+    run_settings = RunSettings(path=config, batch_size=s.batch_size, preprocess=s.preprocess, units=s.units)
     with distributed_context(s.device, shard, s.out) as dist:
         summary = run_analyze(model, spec, image_set, run_settings, dist.out, device=resolve_device(dist.device),
                               shard=dist.shard, workers=workers, checkpoint_seconds=s.checkpoint_seconds,
@@ -174,13 +175,16 @@ class PruneSettings:
     allow_partial: bool = False
     overwrite: bool = display_field(False)
     quiet: bool = display_field(False)
+    heads_ratio: float = 0.0  # fraction of attention heads removed (issue 17)
+    heads_importance: str | None = None  # None: `importance`
 
     def prune_config(self):
         from ..pruning import PruneConfig
 
         return PruneConfig(method=self.importance, ratio=self.ratio, scope=self.scope,
                            min_per_layer=self.min_per_layer, compensate=self.compensate,
-                           options=dict(self.options)).validate()
+                           options=dict(self.options), heads_ratio=self.heads_ratio,
+                           heads_method=self.heads_importance).validate()
 
     def reconstruct_config(self):
         from ..repair import ReconstructConfig
@@ -208,7 +212,10 @@ class PruneSettings:
         return self
 
     def needs_calibration(self) -> bool:
-        return self.compensate or self.reconstruct or self.needs == "calibration"
+        from ..pruning.heads import heads_need_calibration
+
+        return (self.compensate or self.reconstruct or self.needs == "calibration"
+                or heads_need_calibration(self.prune_config()))
 
 
 def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str, str | None, str | None]:
@@ -267,6 +274,8 @@ def echo_prune_report(report: dict[str, Any], s: PruneSettings, echo: Echo) -> N
          f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
          f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
          f"({report['macs_ratio']:.1%})")
+    if report.get("heads_removed"):
+        echo(f"removed {report['heads_removed']} of {sum(report['heads_before'])} attention heads")
     if report["top1_before"] is not None:
         echo(f"top-1 on {s.eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
              f"deviation {report['top1_deviation']:+.4f}")

@@ -34,12 +34,22 @@ class PruneConfig:
     compensate: bool = False
     #: the importance method's own options (e.g. seed for random, classes/path_score for path)
     options: dict[str, Any] = field(default_factory=dict)
+    #: fraction of attention heads removed (0: none), their importance method (None: `method`) and its
+    #: options (None: those of `options` that the head method declares)
+    heads_ratio: float = 0.0
+    heads_method: str | None = None
+    heads_options: dict[str, Any] | None = None
 
     def validate(self) -> "PruneConfig":
         from .importance import select_options
 
         self.options = select_options(self.method, self.options)
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 < self.ratio < 1:
+        if self.heads_ratio:  # heads only (ratio 0) or both
+            from .heads import validate_heads
+
+            validate_heads(self)
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (
+                0 < self.ratio < 1 or (self.ratio == 0 and self.heads_ratio)):
             raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1 (fraction of MLP neurons removed)",
                               param="ratio")
         if self.scope not in SCOPES:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..data.images import count_images, labelled_batches
-from ..errors import ConfigError, IncompatibleError, InputError
+from ..errors import ConfigError, IncompatibleError, InputError, ModelError
 from ..models.adapters import family_of, mlp_layouts, mlp_output_scales
 from ..models.borrow import borrowed
 from ..progress import progress_bar
@@ -82,6 +82,10 @@ class Reconstruction:
     error_after: list[float] = field(default_factory=list)
     solvers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: blocks whose attention lost heads, where attn.proj was re-fitted too (before fc2), and its errors
+    proj_blocks: list[int] = field(default_factory=list)
+    proj_error_before: list[float] = field(default_factory=list)
+    proj_error_after: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -316,12 +320,15 @@ def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: 
 def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config: ReconstructConfig | None = None, *,
                     kept: Sequence[Sequence[int]] | None = None, batch_size: int = 32, device: str = "cpu",
                     progress: bool = False, cache_bytes: int = 1 << 30,
-                    distributed: bool | None = None) -> Reconstruction:
+                    distributed: bool | None = None,
+                    kept_heads: Sequence[Sequence[int]] | None = None) -> Reconstruction:
     """Re-fit every block's fc2 of the pruned `model` (in place) to reproduce `reference`, the model
     it was pruned from, on the calibration `images` (ImageSet or (images, labels)); all tokens.
 
     `kept` (per block, the reference neuron indices the pruned model kept) is needed by the
-    independent mode only. Neither model's device, dtype or mode changes. The sequential mode keeps
+    independent mode only. Where a block's attention lost heads, its ``attn.proj`` is re-fitted on
+    the kept heads first (same mode and target, the attention sublayer's output in place of the MLP's),
+    then its fc2; the independent mode then needs `kept_heads` (per block, the reference head indices). Neither model's device, dtype or mode changes. The sequential mode keeps
     every block's input tokens of both models in memory when they fit in `cache_bytes` (one block
     forward per block and image); otherwise it re-runs the models up to each block (constant memory).
 
@@ -370,6 +377,8 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar)
             finally:
                 bar.close()
+            for layer, acc in _fit_independent_heads(student, teacher, images, kept_heads, batch_size, device):
+                _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result, ranks)
             for layout, acc in zip(mlp_layouts(student), accs):
                 _solve_into(layout.output, acc.reduce(ranks), config.ridge, result, ranks)
         else:
@@ -379,6 +388,10 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
             blocks = family_of(student).blocks(student)
             try:
                 for layer in range(len(layouts)):
+                    if _heads_removed(student, teacher, layer):
+                        acc = _fit_attention(layer, student, teacher, images, config.target, batch_size, device, cache)
+                        _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result,
+                                         ranks)
                     acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache)
                     _solve_into(mlp_layouts(student)[layer].output, acc.reduce(ranks), config.ridge, result, ranks)
                     if cache is not None and layer + 1 < len(layouts):
@@ -415,3 +428,136 @@ def _solve_into(fc2: nn.Linear, acc: _Accumulator, ridge: float, result: Reconst
     result.error_before.append(before)
     result.error_after.append(acc.relative_error(_current(fc2)))
     result.solvers.append(solver)
+
+
+# --------------------------------------------------------------------------------------------
+# attention heads (issue 17): re-fit attn.proj on the kept heads
+
+
+def _proj(model: nn.Module, layer: int) -> nn.Linear:
+    return family_of(model).blocks(model)[layer].attn.proj
+
+
+def _heads_removed(model: nn.Module, reference: nn.Module, layer: int) -> bool:
+    """Whether block `layer` of the pruned model has fewer attention heads than the reference's."""
+    mine = getattr(family_of(model).blocks(model)[layer], "attn", None)
+    theirs = getattr(family_of(reference).blocks(reference)[layer], "attn", None)
+    proj, ref_proj = getattr(mine, "proj", None), getattr(theirs, "proj", None)
+    return (isinstance(proj, nn.Linear) and isinstance(ref_proj, nn.Linear)
+            and proj.in_features != ref_proj.in_features)
+
+
+def _check_pre_norm_block(block: nn.Module, layer: int) -> None:
+    if not all(hasattr(block, n) for n in ("norm1", "attn", "ls1")) or type(block).__name__ != "Block":
+        raise ModelError(f"block {layer}: '{type(block).__name__}' is not a pre-norm ViT block "
+                         "(x + ls1(attn(norm1(x)))); its attention cannot be reconstructed")
+
+
+def _fit_attention(layer: int, model: nn.Module, reference: nn.Module, images: Any, target: str, batch_size: int,
+                   device: str, cache: "_BlockInputs | None" = None) -> _Accumulator:
+    """Least-squares sums for block `layer`'s attn.proj (sequential mode): inputs are the pruned model's
+    kept head outputs; the target is the reference attention output (dense), the reference attention
+    on the pruned inputs (local), or the attention output that makes the pruned block's residual stream
+    after attention equal the reference's (residual)."""
+    from ..models.adapters import attention_output_scales
+
+    block, ref_block = family_of(model).blocks(model)[layer], family_of(reference).blocks(reference)[layer]
+    _check_pre_norm_block(block, layer)
+    _check_pre_norm_block(ref_block, layer)
+    proj = block.attn.proj
+    scale, ref_scale = attention_output_scales(model)[layer], attention_output_scales(reference)[layer]
+    acc = _Accumulator(proj.in_features, proj.out_features, proj.bias is not None)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, end: bool = False, output: bool = False):
+        def hook(module, args, out=None):
+            seen[name] = (out if output else args[0]).detach()
+            if end:
+                raise _Stop
+        return hook
+
+    handles = [block.register_forward_pre_hook(keep("h_p")), proj.register_forward_pre_hook(keep("x")),
+               block.attn.register_forward_hook(keep("a_p", end=True, output=True))]
+    if target != "local":
+        handles += [ref_block.register_forward_pre_hook(keep("h_r")),
+                    ref_block.attn.register_forward_hook(keep("a_r", end=True, output=True))]
+
+    def run(net: nn.Module, inputs: torch.Tensor) -> None:
+        try:
+            net(inputs)
+        except _Stop:
+            pass
+
+    def gamma(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+        return g.to(like) if g is not None else 1.0
+
+    try:
+        batches = (zip(cache.pruned, cache.reference) if cache is not None
+                   else ((x, x) for x, _ in labelled_batches(images, batch_size)))
+        for hp, hr in batches:
+            seen.clear()
+            run(block if cache is not None else model, hp.to(device))
+            if target == "local":
+                y = ref_block.attn(ref_block.norm1(seen["h_p"]))
+            else:
+                run(ref_block if cache is not None else reference, hr.to(device))
+                if target == "dense":
+                    y = seen["a_r"]
+                else:
+                    a_p = seen["a_p"]
+                    g = gamma(scale, a_p)
+                    mid_r = seen["h_r"] + gamma(ref_scale, a_p) * seen["a_r"]
+                    y = (mid_r - seen["h_p"]) / g
+            acc.add(seen["x"], y)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return acc
+
+
+def _fit_independent_heads(model: nn.Module, reference: nn.Module, images: Any,
+                           kept_heads: Sequence[Sequence[int]] | None, batch_size: int,
+                           device: str) -> list[tuple[int, _Accumulator]]:
+    """Independent mode: per block that lost heads, the reference's kept head outputs and its
+    attention output, from one pass of the reference model."""
+    layers = [i for i in range(len(family_of(model).blocks(model))) if _heads_removed(model, reference, i)]
+    if not layers:
+        return []
+    if kept_heads is None:
+        raise ConfigError("the independent mode needs the kept head indices", param="kept_heads")
+    ref_blocks = family_of(reference).blocks(reference)
+    accs, handles = {}, []
+    for layer in layers:
+        attn = ref_blocks[layer].attn
+        dh = int(attn.head_dim)
+        cols = torch.cat([torch.arange(int(h) * dh, (int(h) + 1) * dh) for h in kept_heads[layer]]).to(device)
+        proj = _proj(model, layer)
+        if len(cols) != proj.in_features:
+            raise ConfigError(f"block {layer}: kept heads do not match the pruned model's head count",
+                              param="kept_heads")
+        accs[layer] = _Accumulator(proj.in_features, proj.out_features, proj.bias is not None)
+
+        def record(module, args, out, layer=layer, cols=cols):
+            accs[layer].add(args[0].index_select(-1, cols), out)
+        handles.append(attn.proj.register_forward_hook(record))
+    try:
+        for x, _ in labelled_batches(images, batch_size):
+            reference(x.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(layer, accs[layer]) for layer in layers]
+
+
+def _solve_proj_into(layer: int, proj: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction,
+                     ranks: Ranks | None = None) -> None:
+    if acc.rows == 0:
+        raise InputError("no calibration tokens reached the attention")
+    before = acc.relative_error(_current(proj))
+    w, _ = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
+    if ranks is not None and ranks.distributed:  # the same weights on every rank (all-reduced sums)
+        w = broadcast_tensor(w, ranks)
+    _assign(proj, w)
+    result.proj_blocks.append(layer)
+    result.proj_error_before.append(before)
+    result.proj_error_after.append(acc.relative_error(_current(proj)))
