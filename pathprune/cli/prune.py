@@ -6,6 +6,7 @@ import click
 
 from ..pipeline.stages import PruneSettings
 from ..pruning import IMPORTANCES
+from ..pruning.heads import HEAD_IMPORTANCES
 from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 from .options import (CONTEXT, RegistryOption, defaults, device_option, importance_options, label_options,
                       model_options, model_source, overwrite_option, pop_importance_options, recipe_option)
@@ -20,7 +21,8 @@ D = defaults(PruneSettings)
               help="'analyze --out' directory (needed by --importance path and activation-path).")
 @click.option("--ratio", type=float, default=0.0, help="Fraction of MLP neurons to remove, 0 < R < 1 (0 with --heads-ratio: heads only).")
 @click.option("--heads-ratio", type=float, default=0.0, help="Fraction of attention heads to remove (whole heads; every block keeps one).")
-@click.option("--heads-importance", default=None, help="Head importance method (pathprune.pruning.heads) [default: --importance].")
+@click.option("--heads-importance", default=None, cls=RegistryOption, registry=HEAD_IMPORTANCES,
+              help_prefix="Head importance method [default: --importance]: ")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
 @click.option("--importance", default=D["importance"], show_default=True, cls=RegistryOption,

@@ -556,8 +556,13 @@ def echo_export_result(result: Any, s: ExportSettings, echo: Echo) -> None:
         fused = result.fused
         echo(f"optimised: fused Attention {fused['Attention']}, LayerNorm {fused['LayerNorm']}, Gelu "
              f"{fused['Gelu']} ({', '.join(f'{k} {v}' for k, v in fused['ops'].items()) or 'none'})")
+    choice = (result.metadata or {}).get("int8_choice")
+    if choice:
+        timings = ", ".join(f"{k} {v:.2f} ms" for k, v in choice["median_ms"].items())
+        echo(f"int8: chose {choice['chosen']}, the fastest that passed the agreement check ({timings}, batch "
+             f"{choice['batch_size']})")
     extra = f", weights in {result.external_data}" if result.external_data else ""
-    echo(f"wrote {result.path} ({result.file_bytes / 1e6:.1f} MB, {s.precision}, opset {s.opset}, input "
+    echo(f"wrote {result.path} ({result.file_bytes / 1e6:.1f} MB, {result.precision}, opset {s.opset}, input "
          f"[batch, {', '.join(map(str, result.input_shape))}]{extra})")
 
 
