@@ -15,9 +15,11 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
         return value
     from ..recipes import recipe_defaults
 
-    root = ctx.find_root().command  # one recipe serves every command: checked against all their options
-    table = dict(getattr(root, "commands", None) or {ctx.command.name: ctx.command})
-    known = {name: set(option_spellings(command.params)) for name, command in table.items()}
+    # one recipe serves every command: run through the pathprune group, it is checked against all their
+    # options; a command invoked on its own (e.g. click's CliRunner) checks only its own section
+    root = ctx.find_root().command
+    table = dict(getattr(root, "commands", None) or {})
+    known = {name: set(option_spellings(command.params)) for name, command in table.items()} if table else None
     types = {p.name: ("int" if isinstance(p.type, click.types.IntParamType) else
                       "float" if isinstance(p.type, click.types.FloatParamType) else None)
              for p in ctx.command.params if p.name}

@@ -19,7 +19,8 @@ D = defaults(PruneSettings)
 @model_options
 @click.option("--paths", default=None, type=click.Path(file_okay=False),
               help="'analyze --out' directory (needed by --importance path and activation-path).")
-@click.option("--ratio", type=float, default=0.0, help="Fraction of MLP neurons to remove, 0 < R < 1 (0 with --heads-ratio: heads only).")
+@click.option("--ratio", type=float, default=None,
+              help="Fraction of MLP neurons to remove, 0 < R < 1 (0 or absent with --heads-ratio: heads only).")
 @click.option("--heads-ratio", type=float, default=0.0, help="Fraction of attention heads to remove (whole heads; every block keeps one).")
 @click.option("--heads-importance", default=None, cls=RegistryOption, registry=HEAD_IMPORTANCES,
               help_prefix="Head importance method [default: --importance]: ")
@@ -71,6 +72,11 @@ def prune(**options) -> None:
     """
     from ..pipeline.stages import prune as run_prune
 
+    if options["ratio"] is None:  # required, unless heads alone are pruned
+        if not options["heads_ratio"]:
+            ctx = click.get_current_context()
+            raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "ratio"))
+        options["ratio"] = 0.0
     importance = pop_importance_options(options)
     run_prune(PruneSettings(source=model_source(options), options=importance, **options), echo=click.echo)
 
