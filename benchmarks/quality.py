@@ -7,7 +7,8 @@ from their cached weights (benchmarks/fixtures/models/; never retrained here).
 Repairs: ``none``; ``comp.`` (the removed neurons' mean activation folded into fc2's bias: VBP's
 and FLAP's own compensation, applied to every method); ``recon.`` (sequential least-squares
 reconstruction of fc2, residual target, ridge 1e-3); ``recon.+distill`` (then the same number of
-distillation steps for every method). Per cell: top-1 and cross-entropy on the test split, the
+distillation steps for every method); ``recon.w`` (the reconstruction with its tokens weighted by the
+reference's logit-margin gradients, ``ReconstructConfig(weighting="margin", weight_mix=0.5)``). Per cell: top-1 and cross-entropy on the test split, the
 paired bootstrap interval of top-1 against the best baseline of the cell (pathprune's
 ``paired_interval``, 95 %, images resampled), the importance time (the path analysis included) and
 the repair time.
@@ -15,7 +16,7 @@ the repair time.
     python -m benchmarks.quality [--models digits,pairs,glyphs] [--ratios 0.5,0.7,0.9,0.95]
         [--repairs none,comp.,recon.,recon.+distill] [--methods ...] [--distill-steps 60] [--work /tmp/quality]
 
-A method ``path-obs:B`` is path-obs with path_weight B (the default row ``path-obs`` uses 1).
+A method ``path-obs:B`` is path-obs with path_weight B (the row ``path-obs`` is the registered method, path_weight 4).
 
 Cells are cached in WORK/<model>/cells.json (a rerun resumes; pass another --work to start over);
 writes benchmarks/results_quality.md and benchmarks/figures/quality_<model>.png.
@@ -36,7 +37,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 MODELS = ("digits", "pairs", "glyphs")
 RATIOS = (0.5, 0.7, 0.9, 0.95)
-REPAIRS = ("none", "comp.", "recon.", "recon.+distill")
+REPAIRS = ("none", "comp.", "recon.", "recon.+distill", "recon.w")
+#: the weighted reconstruction of the ``recon.w`` repair (ReconstructConfig.weighting / weight_mix)
+WEIGHTED = {"weighting": "margin", "weight_mix": 0.5}
 #: baselines (compared with the path methods)
 BASELINES = ("magnitude", "taylor", "activation", "random", "variance", "wanda", "flap", "obs")
 #: methods that use the path analysis
@@ -128,11 +131,10 @@ def importance_scores(method: str, dense, calib, calibration, analysis, analysis
         scores = create_importance("path", analysis=analysis).fit(dense).neuron_scores()
         scope = "global" if method == "path global" else "uniform"
         extra = analysis_seconds
-    elif method.split(":")[0] == "path-obs":  # "path-obs:4" = path_weight 4 (the grid row: 1)
-        from pathprune.pruning.recoverability import PathObsImportance
-
-        beta = float(method.split(":")[1]) if ":" in method else 1.0
-        scores = PathObsImportance.from_analysis(analysis, path_weight=beta).fit(dense, calib).neuron_scores()
+    elif method.split(":")[0] == "path-obs":  # "path-obs:1" = path_weight 1 (the registered default: 4)
+        options = {"path_weight": float(method.split(":")[1])} if ":" in method else {}
+        scores = create_importance("path-obs", analysis=analysis, **options).fit(
+            dense, calib, batch_size=100).neuron_scores()
         extra = analysis_seconds
     elif method in ("activation", "variance", "wanda", "flap"):  # one calibration pass
         stats = calibration_statistics(dense, calib, batch_size=100)
@@ -162,7 +164,8 @@ def run_cell(dense, spec, scores, scope: str, ratio: float, repair: str, calib, 
     model = result.model
     started = time.perf_counter()
     if repair.startswith("recon."):
-        reconstruct_mlp(model, dense, calib, ReconstructConfig(), batch_size=250)
+        config = ReconstructConfig(**WEIGHTED) if repair == "recon.w" else ReconstructConfig()
+        reconstruct_mlp(model, dense, calib, config, batch_size=250)
     if repair == "recon.+distill":
         model = distill(model, result.kept, dense, spec, calib, distill_steps, seed)
     seconds = time.perf_counter() - started
@@ -340,7 +343,7 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
              "reconstruction, the same for every method. `path global`: path importance with one ranking over "
              "all blocks (per-layer ratios from the path statistics, >= 2 % of each block kept); `path-obs`: "
              "OBS greedy selection whose removal costs are weighted by the path frequency "
-             "(pathprune/pruning/recoverability.py, path_weight 1 in this grid). Uniform scope otherwise. Bold: highest top-1 of the column.",
+             "(pathprune/pruning/recoverability.py, its default path_weight 4). Uniform scope otherwise. Bold: highest top-1 of the column.",
              ""]
     for name, cache in caches.items():
         covered = {rep: [r for r in args.ratios if all(f"{m}|{rep}|{r}" in cache for m in args.methods)]

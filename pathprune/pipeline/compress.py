@@ -184,7 +184,8 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
     source = s.source
     plan: list[Stage] = []
     method = s.method
-    analysis_needed = method in ("path", "activation-path")
+    from ..pruning.importance import needs_of
+    analysis_needed = "analysis" in needs_of(method)
     for k, ratio in enumerate(round_ratios(s.ratio, s.rounds, already), start=1):
         suffix = "" if k == 1 else f"-{k}"
         analysis, pruned, tuned = out / f"analysis{suffix}", out / f"pruned{suffix}", out / f"finetuned{suffix}"

@@ -89,7 +89,11 @@ class ReconstructConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings (the token weighting only when it is not uniform, as model.json had it before)."""
+        out = asdict(self)
+        if self.weighting == "uniform":
+            del out["weighting"], out["weight_mix"]
+        return out
 
 
 @dataclass
