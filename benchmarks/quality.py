@@ -291,6 +291,81 @@ def tables(name: str, cache, methods, ratios, repairs) -> list[str]:
     return lines + [""]
 
 
+def versus(cache, method: str, repair: str, ratio: float, methods) -> tuple[str, float, tuple | None, str | None]:
+    """(rank text, top-1, (diff, lo, hi) against the best *other* method of the cell or None, that method)."""
+    cells = {m: cache[f"{m}|{repair}|{ratio}"] for m in methods if f"{m}|{repair}|{ratio}" in cache}
+    if method not in cells:
+        return "—", float("nan"), None, None
+    order = sorted(cells, key=lambda m: (-cells[m]["top1"], cells[m]["ce"]))
+    others = [m for m in order if m != method]
+    best = others[0] if others else None
+    return (f"{order.index(method) + 1}/{len(order)}", cells[method]["top1"],
+            interval(cache, method, best, repair, ratio) if best else None, best)
+
+
+def summary(caches: dict[str, Any], methods, ratios, repairs) -> list[str]:
+    """Headline tables: candidates for the compress default with reconstruction, the token-weighted
+    reconstruction against the plain one, and path importance without repair."""
+    lines = ["### Summary", ""]
+    high = [r for r in ratios if r >= 0.9]
+    for repair in [r for r in ("recon.", "recon.+distill", "recon.w") if r in repairs]:
+        lines += [f"#### With `{repair}`: each candidate against the best other method of the cell "
+                  "(rank among all methods, top-1, difference [95 % paired interval], that method)", "",
+                  "| method | " + " | ".join(f"{n} r={r}" for n in caches for r in high) + " |",
+                  "|---|" + "---|" * (len(caches) * len(high))]
+        for m in [m for m in ("path-obs", "obs", "path") if m in methods]:
+            cells = []
+            for cache in caches.values():
+                for r in high:
+                    rank, top1, diff, best = versus(cache, m, repair, r, methods)
+                    cells.append("—" if diff is None else
+                                 f"{rank}: {top1:.3f} {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}] vs {best}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "recon.w" in repairs and "recon." in repairs:
+        lines += ["#### Token-weighted reconstruction (`recon.w`, logit-margin weights, mix 0.5) minus plain "
+                  "reconstruction, same pruned model: top-1 difference [95 % paired interval]", "",
+                  "| method | " + " | ".join(f"{n} r={r}" for n in caches for r in high) + " |",
+                  "|---|" + "---|" * (len(caches) * len(high))]
+        for m in methods:
+            cells = []
+            for cache in caches.values():
+                for r in high:
+                    if f"{m}|recon.w|{r}" in cache and f"{m}|recon.|{r}" in cache:
+                        d, lo, hi = _cross(cache, m, r)
+                        cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+                    else:
+                        cells.append("—")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "none" in repairs and "path" in methods:
+        mid = [r for r in ratios if r >= 0.7]
+        lines += ["#### Without repair: `path` (top-5, all tokens) against the best baseline of the cell "
+                  "(difference [95 % paired interval], that baseline)", "",
+                  "| model | " + " | ".join(f"r={r}" for r in mid) + " |", "|---|" + "---|" * len(mid)]
+        for name, cache in caches.items():
+            cells = []
+            for r in mid:
+                best = best_baseline(cache, "none", r, methods)
+                if best is None or f"path|none|{r}" not in cache:
+                    cells.append("—")
+                    continue
+                d, lo, hi = interval(cache, "path", best, "none", r)
+                cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] vs {best}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _cross(cache, method: str, ratio: float) -> tuple[float, float, float]:
+    """recon.w minus recon. of one method at one ratio (paired over the test images)."""
+    from pathprune.evaluate.accuracy import paired_interval
+
+    a = [int(c) for c in cache[f"{method}|recon.w|{ratio}"]["correct"]]
+    b = [int(c) for c in cache[f"{method}|recon.|{ratio}"]["correct"]]
+    return paired_interval(a, b)
+
+
 def plot(name: str, cache, methods, ratios, repairs, path: Path) -> None:
     import matplotlib
 
@@ -340,11 +415,15 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
              f"max(4, {ANALYSIS['images']} / classes) calibration images per class. Calibration (activation, Taylor, "
              "variance, Wanda, FLAP, OBS, compensation, reconstruction, distillation data): the calibration split. "
              f"Distillation: {args.distill_steps} AdamW steps of batch 64 (lr 5e-4, KL at T=2) after the "
-             "reconstruction, the same for every method. `path global`: path importance with one ranking over "
+             "reconstruction, the same for every method. `recon.w`: the same reconstruction with every calibration "
+             "token's squared error weighted by the squared gradient norm of the dense model's top-1 vs runner-up "
+             f"logit margin at that token's MLP output (`ReconstructConfig(weighting={WEIGHTED['weighting']!r}, "
+             f"weight_mix={WEIGHTED['weight_mix']})`). `path global`: path importance with one ranking over "
              "all blocks (per-layer ratios from the path statistics, >= 2 % of each block kept); `path-obs`: "
              "OBS greedy selection whose removal costs are weighted by the path frequency "
              "(pathprune/pruning/recoverability.py, its default path_weight 4). Uniform scope otherwise. Bold: highest top-1 of the column.",
              ""]
+    lines += summary(caches, args.methods, args.ratios, args.repairs)
     for name, cache in caches.items():
         covered = {rep: [r for r in args.ratios if all(f"{m}|{rep}|{r}" in cache for m in args.methods)]
                    for rep in args.repairs}
