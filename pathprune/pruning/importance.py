@@ -212,16 +212,16 @@ NEEDS = ("analysis", "calibration")
 
 
 def needs_of(needs: Any) -> frozenset[str]:
-    """What a method needs, as a set: from its ``needs`` (None, one name or several), a
-    NeuronImportance class or instance, or a registered method's name.
+    """What a method needs, as a set: from its ``needs`` (None, one name or several), an importance
+    class or instance (its ``needs`` attribute; none without one), or a registered method's name.
 
     >>> sorted(needs_of(("analysis", "calibration"))), sorted(needs_of(None)), sorted(needs_of("calibration"))
     (['analysis', 'calibration'], [], ['calibration'])
     """
     if isinstance(needs, str) and needs not in NEEDS:
         needs = IMPORTANCES.entry(needs).meta.get("needs")
-    elif isinstance(needs, NeuronImportance) or (isinstance(needs, type) and issubclass(needs, NeuronImportance)):
-        needs = needs.needs
+    elif needs is not None and not isinstance(needs, (str, tuple, list, set, frozenset)):
+        needs = getattr(needs, "needs", None)  # an importance object or class (any with a `needs`)
     found = frozenset([needs] if isinstance(needs, str) else (needs or ()))
     unknown = sorted(found - set(NEEDS))
     if unknown:
