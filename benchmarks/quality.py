@@ -14,7 +14,7 @@ paired bootstrap interval of top-1 against the best baseline of the cell (pathpr
 the repair time.
 
     python -m benchmarks.quality [--models digits,pairs,glyphs] [--ratios 0.5,0.7,0.9,0.95]
-        [--repairs none,comp.,recon.,recon.+distill] [--methods ...] [--distill-steps 60] [--work /tmp/quality]
+        [--repairs none,comp.,recon.,recon.+distill,recon.w] [--methods ...] [--distill-steps 60] [--work /tmp/quality]
 
 A method ``path-obs:B`` is path-obs with path_weight B (the row ``path-obs`` is the registered method, path_weight 4).
 
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repairs", type=split(str), default=REPAIRS)
     parser.add_argument("--ratios", type=split(float), default=RATIOS)
     parser.add_argument("--distill-steps", type=int, default=60)
-    parser.add_argument("--calib-images", type=int, default=1000)
+    parser.add_argument("--calib-images", type=int, default=600)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/quality"))
     parser.add_argument("--threads", type=int, default=1)
