@@ -75,8 +75,8 @@ def validate_budget(config: PruneConfig) -> None:
     if isinstance(macs, bool) or not isinstance(macs, (int, float)) or not 0 < macs < 1:
         raise ConfigError(f"{macs}: must be strictly between 0 and 1 (fraction of the MACs kept)", param="macs")
     if config.ratio or config.heads_ratio:
-        raise ConfigError("give either a MAC budget or explicit ratios (`ratio`, `heads_ratio`), not both",
-                          param="macs")
+        raise ConfigError("give either a MAC budget or explicit ratios (`ratio`, `heads_ratio`), not both "
+                          "(`ratio` 0 with `macs`)", param="macs")
     name = config.heads_method or "activation"
     if name not in HEAD_IMPORTANCES.names():
         raise ConfigError(f"'{name}' has no head importance; choose one of {', '.join(HEAD_IMPORTANCES.names())}",
