@@ -1,16 +1,25 @@
 """Attention heads and MAC budgets: MLP-only vs heads-only vs budget allocation, each with reconstruction.
 
-For the digits model and the synthetic-shapes model (benchmarks/fixtures/train_synthetic.py), at MAC
-budgets (fractions of the dense model's MACs by :func:`pathprune.pruning.budget.model_macs`):
+For the digits model, the synthetic-shapes ViT (benchmarks/fixtures/shapes_model.py, committed weights)
+and the hard ``pairs`` model (benchmarks/fixtures/train_hard.py, look-ups stored in its MLPs), at MAC
+budgets 0.7 / 0.5 / 0.35 of the dense model's MACs (:func:`pathprune.pruning.budget.model_macs`):
 
-- MLP-only: ``plan_budget(neuron_scores, None, F)``; heads-only: ``plan_budget(None, head_scores, F)``;
-  budget allocation: ``plan_budget(neuron_scores, head_scores, F)`` (activation importance for both kinds,
-  256 calibration images), every variant then reconstructed (sequential, residual target, same images);
-  a kind alone cannot always reach a budget (the rest of the model is fixed): reported as infeasible;
+- MLP-only ``plan_budget(neurons, None, F)``, heads-only ``plan_budget(None, heads, F)``, the fixed
+  allocation ``plan_budget(neurons, heads, F)`` (head weight 1, the first rule) and the held-out choice
+  :func:`pathprune.pipeline.budget_run.choose_allocation` (what ``prune --macs`` runs); neurons by ``obs``
+  (compress's default with reconstruction), heads by ``activation`` (the ``--macs`` default), 256
+  calibration images; every variant then reconstructed (sequential, residual target, same images);
+  a kind alone cannot always reach a budget: reported as infeasible. Where MLP-only cannot reach the
+  budget (0.35), the comparison is with MLP-only at its deepest feasible point (one neuron per block,
+  more MACs than the budget) and with the fixed allocation;
 - top-1 on the test split with paired bootstrap intervals against MLP-only at the same budget;
-- onnxruntime CPU latency (fp32 exports, batch 32, interleaved round-robin, medians);
-- head importance methods at half the heads removed (uniform, no repair);
-- a Pareto plot (top-1 vs latency) per model.
+- onnxruntime CPU latency (fp32 exports, batch 32, 1 thread, interleaved round-robin, medians);
+- head importance methods at half the heads removed (uniform, no repair), path with several search
+  settings (units, images, top-k), random over 10 seeds, and the best of every choice where few;
+- a Pareto plot (top-1 vs latency) per model, benchmarks/figures/heads_pareto_<model>.png.
+
+    python -m benchmarks.heads --sections budget --repeats 100 --out budget.md
+    python -m benchmarks.heads --sections heads --models digits --out heads_digits.md
 
 ``--vit``: ViT-B/16 with random weights, half the MLP neurons and half the heads removed, onnxruntime CPU
 batch 8: fp32 speed-up against the MAC ratio, and int8 variants against the dense fp32 export, all
