@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -220,7 +221,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
             reconstruct=s.reconstruct and not separate,
             reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target, compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
-            out=str(removed), quiet=s.quiet), removed, st.prune))
+            out=str(removed), quiet=s.quiet), removed, partial(st.prune, distributed=False)))  # rank 0 alone
         if separate:
             plan.append(Stage(f"reconstruct{suffix}", "reconstruct", st.ReconstructStageSettings(
                 model=str(removed), calib_data=s.data, calib_images=s.calib_images,

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ..data.images import count_images
-from ..errors import ConfigError, IncompatibleError
+from ..errors import ConfigError, IncompatibleError, ModelError
 from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
@@ -75,7 +75,7 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
 def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Path, *,
           analysis=None, calib: Any = None, eval_images: Any = None, previous: dict[str, Any] | None = None,
           batch_size: int = 32, progress: bool = False, device: str = "cpu",
-          reconstruct: ReconstructConfig | None = None) -> dict[str, Any]:
+          reconstruct: ReconstructConfig | None = None, distributed: bool | None = None) -> dict[str, Any]:
     """Prune `model` in place by `config` (as torch-pruning's pruners do) and write the output
     directory `out`; return the report. For a pruned copy that leaves the model alone, use
     :func:`~pathprune.prune_mlp`.
@@ -85,11 +85,17 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     previous: model.json of the model when it is itself a pruned directory (kept indices compose);
     reconstruct: re-fit fc2 on `calib` afterwards so the pruned MLPs reproduce the model as it was
     before this pruning (:func:`~pathprune.repair.reconstruct.reconstruct_mlp`).
+    distributed: in an initialised process group (None: when there is one; False: this process
+    alone), every rank calls this with the same inputs and makes the same selection, the
+    reconstruction is all-reduced across the ranks' calibration shards, and rank 0 writes `out`;
+    every rank returns once it exists.
     """
     from ..io import check_output_target
+    from ..repair.distributed import barrier, broadcast_object, current_ranks
 
     started = time.perf_counter()
     config.validate()
+    ranks = current_ranks(distributed)
     check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
@@ -137,11 +143,16 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
                                   batch_size=batch_size, progress=progress, device=device)
     pruned = result.model
+    if ranks.distributed:  # every rank must remove the same units (rank 0's selection decides the check)
+        chosen = (result.kept, heads["report"].get("kept_heads"))
+        if broadcast_object(chosen, ranks) != chosen:
+            raise ModelError(f"rank {ranks.rank} selected other units than rank 0 (the importance "
+                             f"'{config.method}' is not deterministic across processes); prune in one process")
     reconstruction = None
     if reconstruct is not None:
         reconstruction = reconstruct_mlp(pruned, reference, calib, reconstruct, kept=result.kept,
-                                         kept_heads=heads["report"]["kept_heads"],
-                                         batch_size=batch_size, device=device, progress=progress).to_dict()
+                                         kept_heads=heads["report"]["kept_heads"], batch_size=batch_size,
+                                         device=device, progress=progress, distributed=ranks.distributed).to_dict()
         del reference
     widths_after = mlp_widths(pruned)
     macs_after, params_after = count_ops_and_params(pruned)
@@ -186,7 +197,9 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "seconds": time.perf_counter() - started,
         **heads["report"],
     }
-    save_pruned(out, pruned, description, report, files=files)
+    if ranks.is_main:
+        save_pruned(out, pruned, description, report, files=files)
+    barrier(ranks)  # every rank returns once the output exists
     return report
 
 
