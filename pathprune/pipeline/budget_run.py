@@ -144,9 +144,11 @@ def choose_allocation(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | 
                       head_scores: Sequence[torch.Tensor] | None, fraction: float, images: Any, *,
                       reconstruct: ReconstructConfig | None = ReconstructConfig(),
                       weights: Sequence[float] = HEAD_WEIGHTS, min_neurons: int = 1, batch_size: int = 32,
-                      device: str = "cpu", progress: bool = False) -> AllocationChoice:
+                      device: str = "cpu", progress: bool = False,
+                      distributed: bool | None = None) -> AllocationChoice:
     """The allocation of least held-out loss after repair among :func:`allocation_candidates`
-    (module docstring). `model` is not changed."""
+    (module docstring). `model` is not changed. `distributed`: as for
+    :func:`~pathprune.repair.reconstruct.reconstruct_mlp` (every rank then chooses the same plan)."""
     plans = allocation_candidates(model, neuron_scores, head_scores, fraction, weights=weights,
                                   min_neurons=min_neurons)
     fit, held = split_calibration(images)
@@ -156,7 +158,7 @@ def choose_allocation(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | 
         pruned = apply_budget(model, plan)
         if reconstruct is not None:
             reconstruct_mlp(pruned, model, fit, reconstruct, kept=plan.kept, kept_heads=plan.kept_heads,
-                            batch_size=batch_size, device=device, progress=progress)
+                            batch_size=batch_size, device=device, progress=progress, distributed=distributed)
         loss = held_out_loss(pruned, reference, held, batch_size=batch_size, device=device)
         del pruned
         candidates.append({"label": label, "head_weight": plan.head_weight if label.startswith("head weight") else None,
@@ -174,7 +176,7 @@ def budget_heads_method(config: Any) -> str:
 def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, analysis: Any = None,
                     calib: Any = None, reconstruct: ReconstructConfig | None = None,
                     previous: dict[str, Any] | None = None, calibration: Any = None, batch_size: int = 32,
-                    progress: bool = False, device: str = "cpu") -> dict[str, Any]:
+                    progress: bool = False, device: str = "cpu", distributed: bool | None = None) -> dict[str, Any]:
     """The budget part of a prune run, in place: fit the head importance, choose the allocation
     (`config.head_weight` when given, else on held-out calibration images), remove the units. Returns
     ``plan``, ``choice`` (or None), ``kept`` and the model.json/report fields as ``prune_heads_stage``."""
@@ -197,7 +199,7 @@ def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, an
         if calib is None:
             raise ConfigError("needed to choose the head/neuron split of a MAC budget", param="calib_data")
         choice = choose_allocation(model, neuron_scores, head_scores, config.macs, calib, reconstruct=reconstruct,
-                                   batch_size=batch_size, device=device, progress=progress)
+                                   batch_size=batch_size, device=device, progress=progress, distributed=distributed)
         plan = choice.plan
     before = head_counts(model)
     if config.compensate:

@@ -132,7 +132,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         from .budget_run import budget_plot_bytes, prune_to_budget
         heads = prune_to_budget(model, importance, config, analysis=analysis, calib=calib, reconstruct=reconstruct,
                                 previous=previous, calibration=calibration, batch_size=batch_size,
-                                progress=progress, device=device)
+                                progress=progress, device=device, distributed=ranks.distributed)
         result = PruneResult(model=model, kept=heads["kept"])
         files["budget.png"] = budget_plot_bytes(heads["plan"])
     else:
