@@ -102,16 +102,19 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     if (getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate
             and config.ratio):
         config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
-    if not config.ratio:  # heads only
+    if not config.ratio and config.macs is None:  # heads only
         from ..pruning.heads import NoNeurons
         importance = NoNeurons()
+    if config.macs is not None:  # infeasible budgets fail before any work
+        from ..pruning.budget import check_fraction
+        check_fraction(model, config.macs)
     if analysis is not None:
         check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
     from ..pruning.heads import heads_need_calibration
     needs_calib = (config.compensate or importance.needs == "calibration" or reconstruct is not None
-                   or heads_need_calibration(config))
+                   or heads_need_calibration(config) or config.macs is not None)
     if needs_calib and calib is None:
         user = ("compensation" if config.compensate else "reconstruction" if reconstruct is not None
                 else "importance " + config.method)
@@ -124,12 +127,21 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_statistics else None)
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
     reference = copy.deepcopy(model) if reconstruct is not None else None
-    result = (prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
-                        calibration=calibration, compensate=config.compensate, inplace=True) if config.ratio
-              else PruneResult(model=model, kept=[list(range(w)) for w in widths_before]))
-    from ..pruning.heads import prune_heads_stage
-    heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
-                              batch_size=batch_size, progress=progress, device=device)
+    files = {}
+    if config.macs is not None:  # the head/neuron split allocated to meet the budget (pipeline.budget_run)
+        from .budget_run import budget_plot_bytes, prune_to_budget
+        heads = prune_to_budget(model, importance, config, analysis=analysis, calib=calib, reconstruct=reconstruct,
+                                previous=previous, calibration=calibration, batch_size=batch_size,
+                                progress=progress, device=device, distributed=ranks.distributed)
+        result = PruneResult(model=model, kept=heads["kept"])
+        files["budget.png"] = budget_plot_bytes(heads["plan"])
+    else:
+        result = (prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
+                            calibration=calibration, compensate=config.compensate, inplace=True) if config.ratio
+                  else PruneResult(model=model, kept=[list(range(w)) for w in widths_before]))
+        from ..pruning.heads import prune_heads_stage
+        heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
+                                  batch_size=batch_size, progress=progress, device=device)
     pruned = result.model
     if ranks.distributed:  # every rank must remove the same units (rank 0's selection decides the check)
         chosen = (result.kept, heads["report"].get("kept_heads"))
@@ -158,6 +170,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     }
     description = model_description(spec, kept, config, source, widths_after)
     description.update({"format": "pathprune.model/2", **heads["description"]})
+    if config.macs is not None:  # the fraction of this model's neurons the budget removed
+        description["ratio"] = 1.0 - sum(widths_after) / sum(widths_before)
     description["reconstruct"] = reconstruct.to_dict() if reconstruct is not None else None
     if previous is not None:  # the fraction of the dense model's neurons removed by all rounds together
         from ..models.pruned import dense_widths
@@ -184,7 +198,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         **heads["report"],
     }
     if ranks.is_main:
-        save_pruned(out, pruned, description, report)
+        save_pruned(out, pruned, description, report, files=files)
     barrier(ranks)  # every rank returns once the output exists
     return report
 

@@ -217,7 +217,8 @@ class PruneSettings:
     overwrite: bool = display_field(False)
     quiet: bool = display_field(False)
     heads_ratio: float = 0.0  # fraction of attention heads removed (issue 17)
-    heads_importance: str | None = None  # None: `importance`
+    heads_importance: str | None = None  # None: `importance` (with `macs`: activation)
+    macs: float | None = None  # fraction of the MACs kept, instead of `ratio`/`heads_ratio` (issue 17)
 
     def prune_config(self):
         from ..pruning import PruneConfig
@@ -225,7 +226,7 @@ class PruneSettings:
         return PruneConfig(method=self.importance, ratio=self.ratio, scope=self.scope,
                            min_per_layer=self.min_per_layer, compensate=self.compensate,
                            options=dict(self.options), heads_ratio=self.heads_ratio,
-                           heads_method=self.heads_importance).validate()
+                           heads_method=self.heads_importance, macs=self.macs).validate()
 
     def reconstruct_config(self):
         from ..repair import ReconstructConfig
@@ -256,7 +257,7 @@ class PruneSettings:
         from ..pruning.heads import heads_need_calibration
 
         return (self.compensate or self.reconstruct or self.needs == "calibration"
-                or heads_need_calibration(self.prune_config()))
+                or heads_need_calibration(self.prune_config()) or self.macs is not None)
 
 
 def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str, str | None, str | None]:
@@ -270,7 +271,7 @@ def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str
             return (recorded["root"], analysis.run.get("settings", {}).get("preprocess", "model"),
                     recorded.get("class_map"), recorded.get("labels"))
     user = ("`compensate`" if settings.compensate else "`reconstruct`" if settings.reconstruct
-            else f"importance '{settings.importance}'")
+            else "`macs`" if settings.macs is not None else f"importance '{settings.importance}'")
     raise ConfigError(f"{user} needs `calib_data`", param="calib_data")
 
 
@@ -321,6 +322,14 @@ def echo_prune_report(report: dict[str, Any], s: PruneSettings, echo: Echo) -> N
          f"({report['macs_ratio']:.1%})")
     if report.get("heads_removed"):
         echo(f"removed {report['heads_removed']} of {sum(report['heads_before'])} attention heads")
+    if report.get("budget"):
+        b = report["budget"]
+        echo(f"MAC budget {b['macs']}: allocation {b['allocation']} (heads: {b['heads_method']}), "
+             f"{b['macs_planned']:.3f} of the MACs kept; where the budget went:")
+        echo(b["table"])
+        if b.get("candidates_table"):
+            echo("candidates (held-out calibration images, after repair):")
+            echo(b["candidates_table"])
     if report["top1_before"] is not None:
         echo(f"top-1 on {s.eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
              f"deviation {report['top1_deviation']:+.4f}")
