@@ -123,14 +123,17 @@ def test_zero_tolerance_is_the_plain_search_and_infinite_is_the_fine_search(mode
     assert float((plain.candidate_jas[0] - fine.candidate_jas[0]).abs().max()) > 1e-4
 
 
-def test_refinement_settings_are_user_errors(model):
-    for changes, param in (({"refine_steps": 4}, "refine_steps"), ({"refine_steps": -1}, "refine_steps"),
-                           ({"steps": 1, "refine_steps": 8}, "steps"),
-                           ({"jas": "reference", "refine_steps": 16}, "refine_steps"),
-                           ({"refine_tol": -1.0}, "refine_tol")):
+def test_refinement_settings(model):
+    for changes, param in (({"refine_steps": -1}, "refine_steps"), ({"refine_tol": -1.0}, "refine_tol")):
         with pytest.raises(ConfigError) as err:
             PathConfig(**{"steps": 4, **changes}).validate()
         assert err.value.param == param
-    with pytest.raises(ConfigError) as err:
-        NeuronPathSearch(model, PathConfig(steps=4, refine_steps=8), full_backward=True)
-    assert err.value.param == "refine_steps"
+    assert PathConfig(steps=4, refine_steps=16).refining
+    # refinement applies only where it means something: more nodes, >= 2 nodes, an additive form
+    for changes in ({"refine_steps": 0}, {"refine_steps": 4}, {"steps": 1, "refine_steps": 8},
+                    {"jas": "reference", "quadrature": "riemann", "steps": 20, "refine_steps": 16}):
+        config = PathConfig(**{"steps": 4, **changes}).validate()
+        assert not config.refining
+        assert NeuronPathSearch(model, config).attribute(*batch(n=2)).refined is None
+    full = NeuronPathSearch(model, PathConfig(steps=3, refine_steps=8), full_backward=True)  # the oracle: plain
+    assert full.attribute(*batch(n=2)).refined is None

@@ -16,8 +16,10 @@ layer l, so the search requests only layer l's gradients; with frozen parameters
 do not require gradients, autograd's backward stops at block l (about (L + 1) / 2 backward passes over
 the search instead of L). The forward of layer l's pass also resumes at block l - 1 from the block
 input stored by layer l - 1's pass (timm ViTs; identical, since both passes scale only P_{<l-1} before
-it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once, by one
-full pass. The previous full-backward search (gradients of the path and of layer l, choice by
+it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once: exactly
+by completeness (``scoring="exact"``, complete forms) or by one full pass. Adaptive refinement
+(``refine_steps``) re-scores a layer with more nodes only for the images whose choice is ambiguous
+within the rule's error estimate (``_refined_scores``). The previous full-backward search (gradients of the path and of layer l, choice by
 JAS(P + j)) stays available as ``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a
 test oracle; both choose the same paths and record the same candidate scores.
 """
@@ -52,8 +54,15 @@ SCORINGS = ("exact", "quadrature")
 class PathConfig:
     """Settings of the path search (the `analyze` options that change results).
 
+    `refine_steps` > `steps` turns on adaptive refinement (paper form; :attr:`refining`): each layer
+    is scored with the `steps`-node rule, and the images whose top-K could change within `refine_tol`
+    x the rule's error estimate (a null rule on the same nodes) are re-scored at that layer with
+    `refine_steps` nodes; the greedy search continues from the refined choice. 0: off.
+
     >>> PathConfig(topk=5, token="all").validate().steps
     8
+    >>> PathConfig(steps=4, refine_steps=16, refine_tol=0.1).validate().refine_steps
+    16
     """
 
     topk: int = 1
@@ -85,16 +94,16 @@ class PathConfig:
             raise ConfigError("must be at least 1", param="max_batch")
         if self.refine_steps < 0:
             raise ConfigError("must be at least 0 (0: no refinement)", param="refine_steps")
-        if self.refine_steps:
-            if self.refine_steps <= self.steps:
-                raise ConfigError(f"must exceed `steps` ({self.steps}), or be 0 (no refinement)", param="refine_steps")
-            if self.steps < 2:
-                raise ConfigError("refinement needs at least 2 nodes (its error estimate)", param="steps")
-            if JAS_FORMS.get(self.jas).marginal is None:
-                raise ConfigError(f"'{self.jas}': refinement needs an additive JAS form (paper)", param="refine_steps")
         if not self.refine_tol >= 0:
             raise ConfigError("must be at least 0", param="refine_tol")
         return self
+
+    @property
+    def refining(self) -> bool:
+        """Whether adaptive refinement applies: `refine_steps` > `steps` >= 2 (the error estimate needs
+        2 nodes) and an additive JAS form (paper); otherwise the search is the plain `steps`-node one
+        (e.g. the reference form at the published settings)."""
+        return self.refine_steps > self.steps >= 2 and JAS_FORMS.get(self.jas).marginal is not None
 
 
 @dataclass
@@ -172,10 +181,7 @@ class NeuronPathSearch:
         self._resumable = can_resume_at_block(model)
         self._exact_scoring = self.config.scoring == "exact" and self.form.complete
         self._refine = None
-        if self.config.refine_steps:
-            if self.full_backward:
-                raise ConfigError("refinement is defined for the marginal search only (not full_backward)",
-                                  param="refine_steps")
+        if self.config.refining and not self.full_backward:  # (the full-backward oracle: never refined)
             self._null = null_rule(self.alphas)
             self._refine = quadrature_nodes(self.config.quadrature, self.config.refine_steps)
 
