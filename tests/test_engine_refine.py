@@ -105,7 +105,8 @@ def test_refined_choices_are_the_fine_rule_and_others_are_separated(model, token
 @pytest.mark.parametrize("token,k", [("cls", 1), ("patches", 2)])
 def test_zero_tolerance_is_the_plain_search_and_infinite_is_the_fine_search(model, token, k):
     images, labels = batch()
-    plain = NeuronPathSearch(model, PathConfig(topk=k, steps=LOW, token=token, max_batch=5)).attribute(images, labels)
+    plain = NeuronPathSearch(model, PathConfig(topk=k, steps=LOW, token=token, max_batch=5,
+                                               refine_steps=0)).attribute(images, labels)
     assert plain.refined is None
     zero = NeuronPathSearch(model, PathConfig(topk=k, steps=LOW, token=token, max_batch=5, refine_steps=HIGH,
                                               refine_tol=0.0)).attribute(images, labels)
@@ -114,7 +115,8 @@ def test_zero_tolerance_is_the_plain_search_and_infinite_is_the_fine_search(mode
     assert all(torch.equal(a, b) for a, b in zip(zero.candidate_jas, plain.candidate_jas))
     every = NeuronPathSearch(model, PathConfig(topk=k, steps=LOW, token=token, max_batch=5, refine_steps=HIGH,
                                                refine_tol=float("inf"))).attribute(images, labels)
-    fine = NeuronPathSearch(model, PathConfig(topk=k, steps=HIGH, token=token, max_batch=5)).attribute(images, labels)
+    fine = NeuronPathSearch(model, PathConfig(topk=k, steps=HIGH, token=token, max_batch=5,
+                                              refine_steps=0)).attribute(images, labels)
     assert every.refined.all()
     assert torch.equal(every.path, fine.path)
     for a, b in zip(every.candidate_jas, fine.candidate_jas):

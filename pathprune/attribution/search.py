@@ -59,14 +59,15 @@ class PathConfig:
     x the rule's error estimate (a null rule on the same nodes) are re-scored at that layer with
     `refine_steps` nodes; the greedy search continues from the refined choice. 0: off.
 
-    >>> PathConfig(topk=5, token="all").validate().steps
-    8
-    >>> PathConfig(steps=4, refine_steps=16, refine_tol=0.1).validate().refine_steps
-    16
+    >>> config = PathConfig(topk=5, token="all").validate()
+    >>> config.steps, config.refine_steps, config.refining
+    (4, 16, True)
+    >>> PathConfig(steps=8, refine_steps=0).refining  # the plain 8-node search
+    False
     """
 
     topk: int = 1
-    steps: int = 8
+    steps: int = 4
     quadrature: str = "gauss"
     jas: str = "paper"
     token: str = "cls"
@@ -75,8 +76,8 @@ class PathConfig:
     max_batch: int | None = None
     dtype: str = "float32"
     scoring: str = "exact"
-    refine_steps: int = 0
-    refine_tol: float = 1.0
+    refine_steps: int = 16
+    refine_tol: float = 0.3
 
     def validate(self) -> "PathConfig":
         """Raise ConfigError for an impossible setting; return self."""
