@@ -507,7 +507,8 @@ circles and lines; bfloat16: crosses)."""
                 axes[0].plot([r["nodes"]], [100 * r["agreement"]], "*", color=color, ms=9)
                 axes[2].plot([r["nodes"]], [max(e["differ"] for e in r["pruning"].values())], "*", color=color, ms=9)
     axes[0].axhline(100 * bar, color="grey", lw=0.8, ls=":")
-    axes[0].set(xlabel="Gauss-Legendre nodes", ylabel="path agreement with 32 nodes (%)", title="path neurons (stars: adaptive refinement)")
+    axes[0].set(xlabel="Gauss-Legendre nodes", ylabel="path agreement with 32 nodes (%)",
+                title="path neurons (stars: adaptive refinement)")
     axes[1].set(xlabel="Gauss-Legendre nodes", ylabel="relative path-JAS error", title="path JAS")
     axes[2].set(xlabel="Gauss-Legendre nodes", ylabel="neurons kept differently (max of r 0.7, 0.9)",
                 title="pruning (path importance, uniform)")

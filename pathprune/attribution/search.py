@@ -19,9 +19,10 @@ input stored by layer l - 1's pass (timm ViTs; identical, since both passes scal
 it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once: exactly
 by completeness (``scoring="exact"``, complete forms) or by one full pass. Adaptive refinement
 (``refine_steps``) re-scores a layer with more nodes only for the images whose choice is ambiguous
-within the rule's error estimate (``_refined_scores``). The previous full-backward search (gradients of the path and of layer l, choice by
-JAS(P + j)) stays available as ``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a
-test oracle; both choose the same paths and record the same candidate scores.
+within the rule's error estimate (``_refined_scores``). The previous full-backward search (gradients
+of the path and of layer l, choice by JAS(P + j)) stays available as
+``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a test oracle; both choose the
+same paths and record the same candidate scores (it never refines).
 """
 
 from __future__ import annotations
