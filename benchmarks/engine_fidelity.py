@@ -9,27 +9,40 @@ compared with a 32-node Gauss-Legendre float32 reference on the same images:
 - pruning: path importance (uniform scope) from the analysed images at ratios 0.7 and 0.9: neurons kept
   differently from the reference's pruning; when they differ, the top-1 of the pruned model (no repair)
   minus the reference-pruned model's top-1 on the test images, with its paired bootstrap 95 % interval.
-Models: the embedded digits model (class token) and the synthetic-shapes ViT (average pooling,
-benchmarks/fixtures/shapes_model.py); analysis settings: the analyze defaults (top-1 path, the
-model's default token scope) and the pruning setting of the compress recipes (top-5, every token).
+Models: the embedded digits model (class token), the synthetic-shapes ViT (average pooling,
+benchmarks/fixtures/shapes_model.py) and the trained symbol look-up ViTs `glyphs` (average pooling)
+and `pairs` (class token; benchmarks/fixtures/train_hard.py); analysis settings: the analyze defaults
+(top-1 path, the model's default token scope) and the pruning setting of the compress recipes (top-5,
+every token). Settings: plain Gauss nodes, bfloat16 autocast, left-Riemann 20, and adaptive
+refinement `LOW+HIGH@TOL` (PathConfig steps / refine_steps / refine_tol).
 
 Speed: the search at each setting and the published loop at its published settings
 (benchmarks/fixtures/reference_impl.published_paths, reference form, 20 left-Riemann nodes) on the
 same model, images and CPU, INTERLEAVED (a warm-up round, then rounds running every variant once in
-an order rotated per round); per-round ratios, medians and ranges.
+an order rotated per round); per-round ratios, medians and ranges; on a random-weight timm ViT or a
+trained model of the fidelity section (its own analysis images), with the fraction of choices refined.
 
-    python -m benchmarks.engine_fidelity                      # everything in one process (CPU; about an hour loaded)
-    # what results_engine_fidelity.md holds: four runs (they can run at once), then one report
-    python -m benchmarks.engine_fidelity --models digits --images-per-class 10 --bf16-nodes 4 --skip-speed --json A.json
-    python -m benchmarks.engine_fidelity --models shapes --images-per-class 10 --bf16-nodes "" --no-riemann \\
-        --skip-speed --json B.json
-    python -m benchmarks.engine_fidelity --skip-fidelity --json C.json
-    python -m benchmarks.engine_fidelity --skip-fidelity --speed-img-size 32 --no-published \\
-        --speed-variants gauss4,gauss4:bfloat16 --json D.json
-    python -m benchmarks.engine_fidelity --combine A.json B.json C.json D.json
+    python -m benchmarks.engine_fidelity                      # everything in one process (CPU; long)
+    # what results_engine_fidelity.md holds: these runs (they can run at once), then one report
+    F="--images-per-class 10 --nodes 2,3,4,6,8 --bf16-nodes 4,8 --refine 4+16@0.1,4+16@0.3 --skip-speed --cache CACHE"
+    python -m benchmarks.engine_fidelity --models digits $F --json A.json
+    python -m benchmarks.engine_fidelity --models shapes $F --no-riemann --json B.json
+    python -m benchmarks.engine_fidelity --models glyphs,pairs $F --no-riemann --json C.json
+    python -m benchmarks.engine_fidelity --skip-fidelity --repeats 5 --speed-variants \
+        gauss8:float32:refine_steps=0,gauss4:float32:refine_steps=16:refine_tol=0.3,gauss4:float32:refine_steps=0,\
+gauss16:float32:refine_steps=0,gauss4:bfloat16:refine_steps=16:refine_tol=0.3 --json G.json
+    python -m benchmarks.engine_fidelity --skip-fidelity --speed-model shapes --images-per-class 10 --speed-batch 10 \
+        --repeats 5 --speed-variants gauss8:float32:token=patches:refine_steps=0,gauss4:float32:token=patches,\
+gauss16:float32:token=patches:refine_steps=0,gauss8:float32:token=all:topk=5:refine_steps=0,\
+gauss4:float32:token=all:topk=5,gauss16:float32:token=all:topk=5:refine_steps=0 --json H.json
+    python -m benchmarks.engine_fidelity --skip-fidelity --speed-img-size 224 --no-published \
+        --speed-variants gauss4:float32:refine_steps=0,gauss4:bfloat16:refine_steps=0 --json F.json
+    python -m benchmarks.engine_fidelity --combine A.json B.json C.json CONV.json G.json H.json F.json
+    (CONV.json: the first pass's 64-node convergence rows of shapes top5-all, `--reference-nodes 64
+    --models shapes --cases top5-all --nodes 8,16,32`)
     # GPU (item 4 of issue 21; not run here): ViT-B/16 at 224 px, bf16 and fp32, peak memory, 50k-image projection
-    python -m benchmarks.engine_fidelity --skip-fidelity --device cuda --speed-model vit_base_patch16_224 \\
-        --speed-img-size 224 --speed-batch 16 --speed-variants gauss4,gauss4:bfloat16,gauss8,gauss8:bfloat16 \\
+    python -m benchmarks.engine_fidelity --skip-fidelity --device cuda --speed-model vit_base_patch16_224 \
+        --speed-img-size 224 --speed-batch 16 --speed-variants gauss4,gauss4:bfloat16,gauss8,gauss8:bfloat16 \
         --no-published --out benchmarks/results_engine_fidelity_gpu.md
     (the published loop's oracle builds its index tensors on the CPU, so it is CPU-only: --no-published)
 """
