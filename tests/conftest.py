@@ -113,6 +113,31 @@ def make_folder(root: Path, broken: bool = True) -> Folder:
     return Folder(root, readable, BROKEN if broken else None)
 
 
+def make_pruned_tiny(root: Path) -> dict:
+    """Tiny ViT weights, a 3-class folder of 24 images and a magnitude-pruned directory of the model in
+    `root` (the fine-tuning tests' setup): {"root", "data", "weights", "pruned"}."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from pathprune.cli import main
+
+    folder = make_folder(root / "images", broken=False)
+    for cls in ("cat", "dog", "zebra"):  # 8 images per class
+        for f in list((folder.root / cls).glob("*.png")):
+            shutil.copy(f, f.with_name("x" + f.name))
+    model, _ = make_tiny(seed=0)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    pruned = root / "pruned"
+    try:
+        main(["prune", *cli_model_args(weights), "--importance", "magnitude", "--ratio", "0.5", "--out", str(pruned),
+              "--quiet"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return {"root": root, "data": folder.root, "weights": weights, "pruned": pruned}
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Folder:
     """A tiny ImageFolder with one broken file (see make_folder)."""

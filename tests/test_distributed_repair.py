@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny
+from conftest import assert_exit2_one_error_line, cli_model_args, make_pruned_tiny
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 REPO = Path(__file__).resolve().parents[1]
@@ -24,26 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    """Tiny ViT weights, a 3-class folder (24 images) and a magnitude-pruned directory of the model."""
-    from safetensors.torch import save_file
-
-    from pathprune.cli import main
-
-    root = tmp_path_factory.mktemp("dist-repair")
-    folder = make_folder(root / "images", broken=False)
-    for cls in ("cat", "dog", "zebra"):  # 8 images per class
-        for f in list((folder.root / cls).glob("*.png")):
-            shutil.copy(f, f.with_name("x" + f.name))
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    pruned = root / "pruned"
-    try:
-        main(["prune", *cli_model_args(weights), "--importance", "magnitude", "--ratio", "0.5", "--out", str(pruned),
-              "--quiet"])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    return {"root": root, "data": folder.root, "pruned": pruned}
+    return make_pruned_tiny(tmp_path_factory.mktemp("dist-repair"))
 
 
 def finetune_args(setup: dict, out: Path, *extra: str) -> list[str]:
@@ -72,7 +52,7 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run_two_ranks(setup: dict, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(torchrun_command(HELPERS / "faulty_finetune.py", *finetune_args(setup, out)), env=env(),
+    return subprocess.run(torchrun_command(HELPERS / "paused_finetune.py", *finetune_args(setup, out)), env=env(),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -134,8 +114,8 @@ def test_killed_rank_resumes_to_the_uninterrupted_weights(setup, two_ranks, tmp_
 
     out, marker = tmp_path / "ft", tmp_path / "paused.pid"
     ckpt = work_dir(out) / CHECKPOINT
-    proc = subprocess.Popen(torchrun_command(HELPERS / "faulty_finetune.py", *finetune_args(setup, out)),
-                            env=env(FAULT_PAUSE_AT_STEP="5", FAULT_PAUSE_MARKER=str(marker)),
+    proc = subprocess.Popen(torchrun_command(HELPERS / "paused_finetune.py", *finetune_args(setup, out)),
+                            env=env(PAUSE_AFTER_STEPS="5", PAUSE_RANK="1", PAUSE_MARKER=str(marker)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
@@ -191,6 +171,47 @@ def test_distributed_reconstruction_equals_one_process(setup, tmp_path):
     key = next(k for k in pruned if k.endswith("mlp.fc2.weight"))
     layer = int(key.split(".")[1])
     assert not torch.allclose(single[f"sequential-residual-cached.{layer}.weight"], pruned[key])
+
+
+def torchrun_cli(*args: str) -> subprocess.CompletedProcess:
+    command = torchrun_command(Path("pathprune"), *args)
+    command.insert(command.index("pathprune"), "-m")  # torchrun -m pathprune ARGS
+    return subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+
+
+def prune_args(setup: dict, out: Path, *extra: str) -> list[str]:
+    """Taylor importance (calibration images) on the unpruned tiny model, sequential residual reconstruction
+    on 15 calibration images (uneven rank shards 8/7), evaluation, 40% of the neurons and a third of the heads."""
+    return ["prune", *cli_model_args(setup["root"] / "tiny.safetensors"), "--importance", "taylor", "--ratio", "0.4",
+            "--heads-ratio", "0.34", "--reconstruct", "--calib-data", str(setup["data"]), "--calib-images", "15",
+            "--eval-data", str(setup["data"]), "--device", "cpu", "--quiet", "--out", str(out), *extra]
+
+
+def test_prune_with_reconstruction_under_torchrun_equals_one_process(setup, tmp_path, run_cli):
+    single, two = tmp_path / "single", tmp_path / "two"
+    res = run_cli(prune_args(setup, single))
+    assert res.code == 0, res.output
+    done = torchrun_cli(*prune_args(setup, two))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.startswith("-> ") for line in done.stdout.splitlines()].count(True) == 1  # rank 0 alone reports
+    a, b = weights(single), weights(two)
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-5, worst
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (single, two))
+    assert rb["reconstruction"]["images"] == ra["reconstruction"]["images"] == 15
+    assert rb["reconstruction"]["tokens"] == ra["reconstruction"]["tokens"]
+    assert rb["top1_after"] == ra["top1_after"] and rb["kept_heads"] == ra["kept_heads"]
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in single.iterdir())
+
+    # an output rank 0 cannot claim (a file the user put there) stops every rank at once with one line
+    (two / "mine.txt").write_text("keep me")
+    started = time.monotonic()
+    done = torchrun_cli(*prune_args(setup, two, "--overwrite"))
+    assert done.returncode != 0 and time.monotonic() - started < 120
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and "mine.txt" in errors[0] and errors[0] == errors[1], done.stderr[-3000:]
+    assert (two / "mine.txt").read_text() == "keep me" and weights(two).keys() == b.keys()
 
 
 def test_batch_split_covers_the_global_batch_with_weights_that_average_to_its_mean():

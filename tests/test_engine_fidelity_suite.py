@@ -31,6 +31,15 @@ def test_variants_parse_into_path_configs():
     assert ef.variant_config(ef.parse_variant("riemann20"), 8).validate().max_batch == 8
 
 
+def test_refine_settings_parse():
+    assert ef.parse_refine("4+16@0.3") == ("gauss", 4, "float32", 16, 0.3)
+    assert ef.parse_refine("3+12:bfloat16") == ("gauss", 3, "bfloat16", 12, 1.0)
+    assert ef.label(ef.parse_refine("4+16@0.3")) == "gauss 4 + refine 16 (tol 0.3)"
+    config = ef.variant_config(ef.parse_variant("gauss4:float32:refine_steps=16:refine_tol=0.1:topk=5"), None)
+    assert (config.refine_steps, config.refine_tol, config.topk) == (16, 0.1, 5) and config.validate().refining
+    assert not ef.variant_config(ef.parse_variant("gauss8:float32:refine_steps=0"), None).refining
+
+
 def test_render_and_combine_round_trip(tmp_path):
     import json
 

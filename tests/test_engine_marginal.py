@@ -36,7 +36,7 @@ CASES = [(token, k, max_batch, quad) for token in ("cls", "patches", "all") for 
 def test_layer_only_search_equals_full_backward_search(model, case):
     token, k, max_batch, quad = case
     images, labels = batch()
-    config = PathConfig(topk=k, steps=4, quadrature=quad, token=token, max_batch=max_batch)
+    config = PathConfig(topk=k, steps=4, quadrature=quad, token=token, max_batch=max_batch, refine_steps=0)
     fast = NeuronPathSearch(model, config).attribute(images, labels)
     full = NeuronPathSearch(model, config, full_backward=True).attribute(images, labels)
     assert torch.equal(fast.path, full.path)
@@ -79,7 +79,7 @@ def test_backward_stops_at_the_chosen_layer(model, scoring):
     try:
         for full_backward in (False, True):
             counts["n"] = counts["run"] = 0
-            NeuronPathSearch(model, PathConfig(steps=2, scoring=scoring),
+            NeuronPathSearch(model, PathConfig(steps=2, scoring=scoring, refine_steps=0),
                              full_backward=full_backward).attribute(images, labels)
             counts[full_backward], counts["run", full_backward] = counts["n"], counts["run"]
     finally:

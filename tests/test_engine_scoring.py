@@ -95,7 +95,7 @@ def test_exact_scoring_runs_no_backward_for_the_final_paths(model, monkeypatch):
     counts = {}
     for scoring in ("exact", "quadrature"):
         calls["n"] = 0
-        NeuronPathSearch(model, PathConfig(steps=2, scoring=scoring)).attribute(images, labels)
+        NeuronPathSearch(model, PathConfig(steps=2, scoring=scoring, refine_steps=0)).attribute(images, labels)
         counts[scoring] = calls["n"]
     layers = len(model.blocks)
     assert counts == {"exact": layers, "quadrature": layers + 2}  # one per layer (+ the two scoring passes)

@@ -15,33 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_model_args, make_folder, make_tiny
+from conftest import cli_model_args, make_pruned_tiny, make_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    """Tiny ViT weights, a 3-class folder (24 images) and a magnitude-pruned directory of the model."""
-    from safetensors.torch import save_file
-
-    from pathprune.cli import main
-
-    root = tmp_path_factory.mktemp("finetune")
-    folder = make_folder(root / "images", broken=False)
-    for cls in ("cat", "dog", "zebra"):  # 8 images per class
-        for f in list((folder.root / cls).glob("*.png")):
-            shutil.copy(f, f.with_name("x" + f.name))
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    pruned = root / "pruned"
-    try:
-        main(["prune", *cli_model_args(weights), "--importance", "magnitude", "--ratio", "0.5", "--out", str(pruned),
-              "--quiet"])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    return {"root": root, "data": folder.root, "weights": weights, "pruned": pruned}
+    return make_pruned_tiny(tmp_path_factory.mktemp("finetune"))
 
 
 def _args(setup, out, *extra):
@@ -78,7 +59,7 @@ def test_killed_three_times_and_resumed_equals_an_uninterrupted_run(setup, tmp_p
     helper = str(REPO / "tests" / "helpers" / "paused_finetune.py")
     for kill in range(3):  # each run stops inside a (seeded) random step of its own, then is killed there
         marker = tmp_path / f"paused-{kill}"
-        env = {**_env(), "PAUSE_AT_STEP": str(rng.randint(2, 9)), "PAUSE_MARKER": str(marker)}
+        env = {**_env(), "PAUSE_AFTER_STEPS": str(rng.randint(1, 8)), "PAUSE_MARKER": str(marker)}
         proc = subprocess.Popen([sys.executable, helper, *_args(setup, out)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         deadline = time.time() + 300

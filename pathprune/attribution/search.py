@@ -16,10 +16,13 @@ layer l, so the search requests only layer l's gradients; with frozen parameters
 do not require gradients, autograd's backward stops at block l (about (L + 1) / 2 backward passes over
 the search instead of L). The forward of layer l's pass also resumes at block l - 1 from the block
 input stored by layer l - 1's pass (timm ViTs; identical, since both passes scale only P_{<l-1} before
-it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once, by one
-full pass. The previous full-backward search (gradients of the path and of layer l, choice by
-JAS(P + j)) stays available as ``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a
-test oracle; both choose the same paths and record the same candidate scores.
+it), so the forwards sum to about (L + 3) / 2 passes too. The final path's JAS is computed once: exactly
+by completeness (``scoring="exact"``, complete forms) or by one full pass. Adaptive refinement
+(``refine_steps``) re-scores a layer with more nodes only for the images whose choice is ambiguous
+within the rule's error estimate (``_refined_scores``). The previous full-backward search (gradients
+of the path and of layer l, choice by JAS(P + j)) stays available as
+``NeuronPathSearch(..., full_backward=True)``, for benchmarks and as a test oracle; both choose the
+same paths and record the same candidate scores (it never refines).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ..models.adapters import (TOKEN_SCOPES, block_input_hook, can_resume_at_blo
 from ..models.borrow import borrowed
 from .forms import JAS_FORMS, PathTerms
 from .interventions import _Intervention, capture_activations, intervene
-from .quadrature import QUADRATURE_RULES, quadrature_nodes
+from .quadrature import QUADRATURE_RULES, null_rule, quadrature_nodes
 
 TARGETS = ("label", "pred")
 OBJECTIVES = ("prob", "logit")
@@ -52,12 +55,20 @@ SCORINGS = ("exact", "quadrature")
 class PathConfig:
     """Settings of the path search (the `analyze` options that change results).
 
-    >>> PathConfig(topk=5, token="all").validate().steps
-    8
+    `refine_steps` > `steps` turns on adaptive refinement (paper form; :attr:`refining`): each layer
+    is scored with the `steps`-node rule, and the images whose top-K could change within `refine_tol`
+    x the rule's error estimate (a null rule on the same nodes) are re-scored at that layer with
+    `refine_steps` nodes; the greedy search continues from the refined choice. 0: off.
+
+    >>> config = PathConfig(topk=5, token="all").validate()
+    >>> config.steps, config.refine_steps, config.refining
+    (4, 16, True)
+    >>> PathConfig(steps=8, refine_steps=0).refining  # the plain 8-node search
+    False
     """
 
     topk: int = 1
-    steps: int = 8
+    steps: int = 4
     quadrature: str = "gauss"
     jas: str = "paper"
     token: str = "cls"
@@ -66,6 +77,8 @@ class PathConfig:
     max_batch: int | None = None
     dtype: str = "float32"
     scoring: str = "exact"
+    refine_steps: int = 16
+    refine_tol: float = 0.3
 
     def validate(self) -> "PathConfig":
         """Raise ConfigError for an impossible setting; return self."""
@@ -81,7 +94,18 @@ class PathConfig:
                 raise ConfigError("must be at least 1", param=param)
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError("must be at least 1", param="max_batch")
+        if self.refine_steps < 0:
+            raise ConfigError("must be at least 0 (0: no refinement)", param="refine_steps")
+        if not self.refine_tol >= 0:
+            raise ConfigError("must be at least 0", param="refine_tol")
         return self
+
+    @property
+    def refining(self) -> bool:
+        """Whether adaptive refinement applies: `refine_steps` > `steps` >= 2 (the error estimate needs
+        2 nodes) and an additive JAS form (paper); otherwise the search is the plain `steps`-node one
+        (e.g. the reference form at the published settings)."""
+        return self.refine_steps > self.steps >= 2 and JAS_FORMS.get(self.jas).marginal is not None
 
 
 @dataclass
@@ -99,6 +123,8 @@ class PathResult:
     # a_j * IG_j = JAS(P + j) - JAS(P) (statistics format 2); reference form: JAS(P + j).
     candidate_jas: list[torch.Tensor] = field(default_factory=list)
     clean_act: list[torch.Tensor] = field(default_factory=list)  # L x [B, F_l]: scope-summed activation
+    # [B, L] bool: the layers whose choice was re-scored with the refinement rule (None: refinement off)
+    refined: torch.Tensor | None = None
 
 
 
@@ -156,6 +182,10 @@ class NeuronPathSearch:
         self._placed_depth = 0
         self._resumable = can_resume_at_block(model)
         self._exact_scoring = self.config.scoring == "exact" and self.form.complete
+        self._refine = None
+        if self.config.refining and not self.full_backward:  # (the full-backward oracle: never refined)
+            self._null = null_rule(self.alphas)
+            self._refine = quadrature_nodes(self.config.quadrature, self.config.refine_steps)
 
     @contextlib.contextmanager
     def placed(self) -> Iterator[nn.Module]:
@@ -221,8 +251,11 @@ class NeuronPathSearch:
         candidates: list[torch.Tensor] = []
         marginal = self.form.marginal
         prefix: dict = {}  # block inputs reused by the next layer's pass (paper form)
+        refined: list[torch.Tensor] = []
         for layer in range(self.num_layers):
-            if marginal is not None and not self.full_backward:
+            if self._refine is not None:
+                score = recorded = self._refined_scores(images, target, clean, path, layer, prefix, refined)
+            elif marginal is not None and not self.full_backward:
                 # JAS(P + j) = JAS(P) + a_j IG_j: only layer l's gradients (the backward stops at block l)
                 grads = self.integrated_gradients(images, target, clean, path, full_layer=layer,
                                                   path_gradients=False, prefix=prefix)
@@ -246,7 +279,42 @@ class NeuronPathSearch:
         return PathResult(target=target.cpu(), pred=pred.cpu(), prob=prob.cpu(),
                           path=torch.stack(path, 1).cpu(), path_jas=path_jas.cpu(),
                           act_path=torch.stack(act_path, 1).cpu(), act_path_jas=act_path_jas.cpu(),
-                          candidate_jas=candidates, clean_act=[a.cpu() for a in clean_sum])
+                          candidate_jas=candidates, clean_act=[a.cpu() for a in clean_sum],
+                          refined=torch.stack(refined, 1).cpu() if refined else None)
+
+    def _refined_scores(self, images, target, clean, path, layer, prefix, refined) -> torch.Tensor:
+        """Layer `layer`'s marginal scores [B, F] by the search's rule, re-scored by the refinement rule
+        (``refine_steps`` nodes) for the images whose top-K could change within the error estimate.
+
+        The estimate of candidate j is e_j = |null rule applied to j's integrand| (:func:`null_rule`,
+        from the same passes); the top-K set S stands when min over S of (s_j - tol e_j) exceeds max
+        over the others of (s_j + tol e_j). The other images get the refinement rule's scores
+        (a pass of their rows from block 0) and so the choice a full search at that rule would make
+        given the same path before the layer; the greedy search continues from it."""
+        grads, spread = self._integrated_gradients(images, target, clean, path, full_layer=layer,
+                                                   path_gradients=False, prefix=prefix, null=self._null)
+        marginal = self.form.marginal
+        score = marginal(clean[layer], grads[layer])
+        tol = self.config.refine_tol
+        ambiguous = (self._ambiguous(score, marginal(clean[layer], spread).abs() * tol) if tol != float("inf")
+                     else torch.ones(len(score), dtype=torch.bool, device=score.device))  # inf: every choice
+        refined.append(ambiguous)
+        if bool(ambiguous.any()):
+            idx = ambiguous.nonzero()[:, 0]
+            fine, _ = self._integrated_gradients(images[idx], target[idx], [c[idx] for c in clean],
+                                                 [p[idx] for p in path], full_layer=layer, path_gradients=False,
+                                                 rule=self._refine)
+            score = score.clone()
+            score[idx] = marginal(clean[layer][idx], fine[layer])
+        return score
+
+    def _ambiguous(self, score: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+        """[B] bool: the top-K set of `score` [B, F] is not separated from the rest by the error bounds
+        (strictly: exact ties with a zero error, e.g. candidates without influence, stay as they are)."""
+        top = torch.topk(score, self.config.topk, dim=1).indices
+        low = (score - error).gather(1, top).min(1).values
+        high = (score + error).scatter(1, top, float("-inf")).max(1).values
+        return low < high
 
     def path_jas(self, images: torch.Tensor, target: torch.Tensor, clean: list[torch.Tensor],
                  path: list[torch.Tensor]) -> torch.Tensor:
@@ -339,12 +407,23 @@ class NeuronPathSearch:
         input for the m x B rows.
         Multiply by the clean activations for integrated gradients (the `paper` form's terms).
         """
+        return self._integrated_gradients(images, target, clean, path, full_layer, path_gradients, prefix)[0]
+
+    def _integrated_gradients(self, images, target, clean, path, full_layer, path_gradients=True, prefix=None,
+                              rule=None, null=None) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """:meth:`integrated_gradients` with another rule (`rule` = (alphas, weights)) and, given null-rule
+        weights `null` [m] on the rule's nodes, also sum_i null_i dF/d(activation of full_layer) at alpha_i."""
         batch = images.shape[0]
-        m = len(self.alphas)
+        alphas, weights = rule if rule is not None else (self.alphas, self.weights)
+        m = len(alphas)
         rows_total = m * batch
         chunk = self.config.max_batch or rows_total
-        alphas = self.alphas.to(self.device)
-        weights = self.weights.to(self.device)
+        alphas = alphas.to(self.device)
+        weights = weights.to(self.device)
+        spread = None
+        if null is not None:  # the gradients come weighted by w_i: re-weight them by n_i / w_i
+            null_ratio = (null.double() / weights.double().cpu()).float().to(self.device)
+            spread = torch.zeros_like(clean[full_layer])
         tokens = self.t1 - self.t0
         selected = {layer: clean[layer].gather(2, p[:, None, :].expand(-1, tokens, -1))
                     for layer, p in enumerate(path)}
@@ -396,9 +475,11 @@ class NeuronPathSearch:
                 grads = torch.autograd.grad(total, leaves)
             for layer, g in zip(wanted, grads):
                 acc[layer].index_add_(0, img, g.float())
+            if spread is not None:
+                spread.index_add_(0, img, grads[wanted.index(full_layer)].float() * null_ratio[step][:, None, None])
         if prefix is not None:
             prefix["block"], prefix["inputs"] = full_layer, stored_inputs
-        return acc
+        return acc, spread
 
     def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.config.objective == "prob":

@@ -19,7 +19,10 @@ D = defaults(CompressSettings)
 @model_options
 @click.option("--data", required=True, help="Training images (analysis, calibration, fine-tuning, int8 calibration).")
 @click.option("--eval-data", required=True, help="Held-out images (accuracy after each stage, export checks, bench).")
-@click.option("--ratio", type=float, required=True, help="Total fraction of the dense model's MLP neurons removed.")
+@click.option("--ratio", type=float, default=None, help="Total fraction of the dense model's MLP neurons removed.")
+@click.option("--macs", type=float, default=None,
+              help="Instead of --ratio: fraction of the dense model's MACs to keep; heads and neurons are removed "
+                   "where they cost least (the split chosen on held-out calibration images; docs/design.md).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: one subdirectory per stage, pruned.onnx, bench/, compress.json.")
 @click.option("--rounds", type=int, default=D["rounds"], show_default=True,
@@ -84,12 +87,16 @@ def compress(out, **options) -> None:
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return
     dense, final = summary["models"][0], summary["models"][-1]
-    click.echo(f"dense top-1 {dense['top1']:.4f}; compressed (ratio {final['ratio']:.2f}) top-1 {final['top1']:.4f} "
+    how = f"MAC budget {settings.macs}" if settings.macs is not None else f"ratio {final['ratio']:.2f}"
+    click.echo(f"dense top-1 {dense['top1']:.4f}; compressed ({how}) top-1 {final['top1']:.4f} "
                f"({final['top1_deviation']:+.4f}), MACs x{final['macs_ratio']:.3f}, params x{final['params_ratio']:.3f}")
     exported = next((v for v in summary["variants"] if v["kind"] == "onnx"), None)  # the exported file itself
     if exported is not None:
         click.echo(f"exported {summary['onnx']} ({exported.get('precision')}): top-1 {exported['top1']:.4f} "
                    f"({exported['top1_deviation']:+.4f}) on {exported['backend']}")
+    for budget in (summary.get("budget") or {}).get("rounds", []):
+        click.echo(f"MAC budget ({budget['stage']}, {budget['macs']}): {budget['allocation']}; where it went "
+                   f"({budget['plot']}):\n{budget['table']}")
     click.echo(f"compressed in {summary['seconds']['total']:.0f} s; report: {summary['report']}")
 
 

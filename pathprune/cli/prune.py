@@ -23,7 +23,10 @@ D = defaults(PruneSettings)
               help="Fraction of MLP neurons to remove, 0 < R < 1 (0 or absent with --heads-ratio: heads only).")
 @click.option("--heads-ratio", type=float, default=0.0, help="Fraction of attention heads to remove (whole heads; every block keeps one).")
 @click.option("--heads-importance", default=None, cls=RegistryOption, registry=HEAD_IMPORTANCES,
-              help_prefix="Head importance method [default: --importance]: ")
+              help_prefix="Head importance method [default: --importance; with --macs: activation]: ")
+@click.option("--macs", type=float, default=None,
+              help="Fraction of the model's MACs to keep, 0 < F < 1, instead of --ratio/--heads-ratio: heads and "
+                   "neurons removed where they cost least (the split chosen on held-out calibration images).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
 @click.option("--importance", default=D["importance"], show_default=True, cls=RegistryOption,
@@ -72,8 +75,8 @@ def prune(**options) -> None:
     """
     from ..pipeline.stages import prune as run_prune
 
-    if options["ratio"] is None:  # required, unless heads alone are pruned
-        if not options["heads_ratio"]:
+    if options["ratio"] is None:  # required, unless heads alone are pruned or a MAC budget is given
+        if not options["heads_ratio"] and options["macs"] is None:
             ctx = click.get_current_context()
             raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "ratio"))
         options["ratio"] = 0.0

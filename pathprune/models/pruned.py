@@ -98,10 +98,11 @@ def compose_kept(previous: Sequence[Sequence[int]] | None, kept: Sequence[Sequen
 
 
 def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], report: dict[str, Any], *,
-                command: str = "prune", overwrite: bool = True) -> Path:
+                command: str = "prune", overwrite: bool = True, files: dict[str, bytes] | None = None) -> Path:
     """Write model.safetensors, model.json and report.json atomically into directory `out`, claimed
     for `command` (``prune``, ``finetune``): a previous output of that command is replaced when
-    `overwrite`, anything else there is refused (see :func:`pathprune.io.claim_output`)."""
+    `overwrite`, anything else there is refused (see :func:`pathprune.io.claim_output`). `files`:
+    further files (name -> content) written with them (e.g. ``budget.png``)."""
     from safetensors.torch import save_file
 
     from ..io import _umask, atomic_directory
@@ -113,6 +114,8 @@ def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], 
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
         (tmp / TIMM_CONFIG).write_text(json.dumps(timm_config(description, model), indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        for name, content in (files or {}).items():
+            (tmp / name).write_bytes(content)
     return Path(out)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ MARKER = "compress.json"
 #: what each stage's output directory holds when its marker records no file list (older outputs)
 STAGE_FILES = {
     "analyze": ("run.json", "paths.jsonl", "stats.safetensors", "summary.json", "parts/"),
-    "prune": ("model.safetensors", "model.json", "config.json", "report.json"),
+    "prune": ("model.safetensors", "model.json", "config.json", "report.json", "budget.png"),
     "reconstruct": ("model.safetensors", "model.json", "config.json", "report.json"),
     "bench": ("report.json", "report.md", "accuracy.png", "latency.png", "pareto.png", "onnx/"),
 }
@@ -58,7 +59,7 @@ class CompressSettings:
     model: str
     data: str
     eval_data: str
-    ratio: float
+    ratio: float | None = None  # total fraction of MLP neurons removed, or `macs`
     weights: str | None = None
     pretrained: bool = False
     ema: bool = False
@@ -100,6 +101,9 @@ class CompressSettings:
     backends: str = "ort-cpu,torch-cpu"
     device: str = "auto"
     quiet: bool = display_field(False)
+    #: fraction of the dense model's MACs to keep, instead of `ratio`: heads and neurons allocated per
+    #: block (pipeline.budget_run; with `rounds` > 1 each round keeps the same fraction of its model's MACs)
+    macs: float | None = None
 
     @property
     def source(self) -> ModelSource:
@@ -107,7 +111,16 @@ class CompressSettings:
                            img_size=self.img_size, num_classes=self.num_classes, model_arg=tuple(self.model_arg))
 
     def validate(self) -> "CompressSettings":
-        if isinstance(self.ratio, bool) or not 0 < float(self.ratio) < 1:
+        if self.macs is not None:
+            if self.ratio is not None:
+                raise ConfigError("give either a MAC budget or `ratio`, not both", param="macs")
+            if isinstance(self.macs, bool) or not 0 < float(self.macs) < 1:
+                raise ConfigError(f"{self.macs}: must be strictly between 0 and 1 (fraction of the MACs kept)",
+                                  param="macs")
+        elif self.ratio is None:
+            raise ConfigError("give `ratio` (fraction of MLP neurons removed) or `macs` (fraction of MACs kept)",
+                              param="ratio")
+        elif isinstance(self.ratio, bool) or not 0 < float(self.ratio) < 1:
             raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1", param="ratio")
         if int(self.rounds) < 1:
             raise ConfigError("must be at least 1", param="rounds")
@@ -188,7 +201,13 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
     method = s.method
     from ..pruning.importance import needs_of
     analysis_needed = "analysis" in needs_of(method)
-    for k, ratio in enumerate(round_ratios(s.ratio, s.rounds, already), start=1):
+    if s.macs is not None and already:
+        raise ConfigError("a MAC budget is a fraction of the dense model's MACs: give the unpruned model "
+                          "(`ratio` continues a pruned one)", param="macs")
+    steps = (round_ratios(s.ratio, s.rounds, already) if s.macs is None
+             else [float(s.macs) ** (1.0 / s.rounds)] * s.rounds)  # MACs kept per round, of that round's model
+    for k, step in enumerate(steps, start=1):
+        ratio, macs = (step, None) if s.macs is None else (0.0, round(step, 10))
         suffix = "" if k == 1 else f"-{k}"
         analysis, pruned, tuned = out / f"analysis{suffix}", out / f"pruned{suffix}", out / f"finetuned{suffix}"
         if analysis_needed:
@@ -201,10 +220,11 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         removed = out / f"removed{suffix}" if separate else pruned
         plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
             source=source, paths=str(analysis) if analysis_needed else None, importance=method,
-            options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), reconstruct=s.reconstruct and not separate,
+            options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), macs=macs,
+            reconstruct=s.reconstruct and not separate,
             reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target, compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
-            out=str(removed), quiet=s.quiet), removed, st.prune))
+            out=str(removed), quiet=s.quiet), removed, partial(st.prune, distributed=False)))  # rank 0 alone
         if separate:
             plan.append(Stage(f"reconstruct{suffix}", "reconstruct", st.ReconstructStageSettings(
                 model=str(removed), calib_data=s.data, calib_images=s.calib_images,
@@ -232,11 +252,28 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
 
 
 def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:
-    """Every stage's settings checked before the first stage runs (and the data sources exist)."""
+    """Every stage's settings checked before the first stage runs (and the data sources exist; a MAC
+    budget the model cannot reach is refused)."""
     st.check_data_source(settings.data, "data")
     st.check_data_source(settings.eval_data, "eval_data")
     for stage in plan:
         stage.settings.validate()
+    if settings.macs is not None:
+        from ..pruning.budget import check_fraction
+
+        check_fraction(settings.source.load()[0], settings.macs)
+
+
+def budget_summary(plan: list[Stage]) -> dict[str, Any] | None:
+    """Where a MAC budget went (per prune stage: the allocation, the per-block table, budget.png), or None."""
+    rounds = []
+    for stage in plan:
+        if stage.command == "prune" and getattr(stage.settings, "macs", None) is not None:
+            report = json.loads((stage.output / "report.json").read_text()).get("budget") or {}
+            rounds.append({"stage": stage.name, "macs": report.get("macs"), "allocation": report.get("allocation"),
+                           "table": report.get("table"), "candidates": report.get("candidates_table"),
+                           "plot": str(stage.output / "budget.png")})
+    return {"rounds": rounds} if rounds else None
 
 
 def compress(settings: CompressSettings | None = None, *, out: str | Path, echo: Callable[[str], None] | None = None,
@@ -339,7 +376,9 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
         upstream = key
     report = json.loads((out / "bench" / "report.json").read_text())
     summary = {"settings": asdict(settings), "ratio_already_removed": already,
-               "round_ratios": round_ratios(settings.ratio, settings.rounds, already),
+               "round_ratios": (round_ratios(settings.ratio, settings.rounds, already) if settings.macs is None
+                                else None),
+               "budget": budget_summary(plan),
                "processes": ranks.world_size,
                "commands": {stage.name: stage.record() for stage in plan},
                "skipped": skipped, "seconds": {**seconds, "total": time.perf_counter() - started},

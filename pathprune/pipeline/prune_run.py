@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ..data.images import count_images
-from ..errors import ConfigError, IncompatibleError
+from ..errors import ConfigError, IncompatibleError, ModelError
 from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
@@ -75,7 +75,7 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
 def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Path, *,
           analysis=None, calib: Any = None, eval_images: Any = None, previous: dict[str, Any] | None = None,
           batch_size: int = 32, progress: bool = False, device: str = "cpu",
-          reconstruct: ReconstructConfig | None = None) -> dict[str, Any]:
+          reconstruct: ReconstructConfig | None = None, distributed: bool | None = None) -> dict[str, Any]:
     """Prune `model` in place by `config` (as torch-pruning's pruners do) and write the output
     directory `out`; return the report. For a pruned copy that leaves the model alone, use
     :func:`~pathprune.prune_mlp`.
@@ -85,27 +85,36 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     previous: model.json of the model when it is itself a pruned directory (kept indices compose);
     reconstruct: re-fit fc2 on `calib` afterwards so the pruned MLPs reproduce the model as it was
     before this pruning (:func:`~pathprune.repair.reconstruct.reconstruct_mlp`).
+    distributed: in an initialised process group (None: when there is one; False: this process
+    alone), every rank calls this with the same inputs and makes the same selection, the
+    reconstruction is all-reduced across the ranks' calibration shards, and rank 0 writes `out`;
+    every rank returns once it exists.
     """
     from ..io import check_output_target
+    from ..repair.distributed import barrier, broadcast_object, current_ranks
 
     started = time.perf_counter()
     config.validate()
+    ranks = current_ranks(distributed)
     check_output_target(out, "prune", overwrite=True)  # a previous prune output is replaced; nothing else
     family_of(model).check_prunable(model)
     importance = create_importance(config.method, analysis=analysis, **config.options)
     if (getattr(importance, "compensation", None) == "mean" and reconstruct is None and not config.compensate
             and config.ratio):
         config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
-    if not config.ratio:  # heads only
+    if not config.ratio and config.macs is None:  # heads only
         from ..pruning.heads import NoNeurons
         importance = NoNeurons()
+    if config.macs is not None:  # infeasible budgets fail before any work
+        from ..pruning.budget import check_fraction
+        check_fraction(model, config.macs)
     if analysis is not None:
         check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
     from ..pruning.heads import heads_need_calibration
     needs_calib = (config.compensate or "calibration" in needs_of(importance) or reconstruct is not None
-                   or heads_need_calibration(config))
+                   or heads_need_calibration(config) or config.macs is not None)
     if needs_calib and calib is None:
         user = ("compensation" if config.compensate else "reconstruction" if reconstruct is not None
                 else "importance " + config.method)
@@ -118,18 +127,32 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_statistics else None)
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
     reference = copy.deepcopy(model) if reconstruct is not None else None
-    result = (prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
-                        calibration=calibration, compensate=config.compensate, inplace=True) if config.ratio
-              else PruneResult(model=model, kept=[list(range(w)) for w in widths_before]))
-    from ..pruning.heads import prune_heads_stage
-    heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
-                              batch_size=batch_size, progress=progress, device=device)
+    files = {}
+    if config.macs is not None:  # the head/neuron split allocated to meet the budget (pipeline.budget_run)
+        from .budget_run import budget_plot_bytes, prune_to_budget
+        heads = prune_to_budget(model, importance, config, analysis=analysis, calib=calib, reconstruct=reconstruct,
+                                previous=previous, calibration=calibration, batch_size=batch_size,
+                                progress=progress, device=device, distributed=ranks.distributed)
+        result = PruneResult(model=model, kept=heads["kept"])
+        files["budget.png"] = budget_plot_bytes(heads["plan"])
+    else:
+        result = (prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
+                            calibration=calibration, compensate=config.compensate, inplace=True) if config.ratio
+                  else PruneResult(model=model, kept=[list(range(w)) for w in widths_before]))
+        from ..pruning.heads import prune_heads_stage
+        heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
+                                  batch_size=batch_size, progress=progress, device=device)
     pruned = result.model
+    if ranks.distributed:  # every rank must remove the same units (rank 0's selection decides the check)
+        chosen = (result.kept, heads["report"].get("kept_heads"))
+        if broadcast_object(chosen, ranks) != chosen:
+            raise ModelError(f"rank {ranks.rank} selected other units than rank 0 (the importance "
+                             f"'{config.method}' is not deterministic across processes); prune in one process")
     reconstruction = None
     if reconstruct is not None:
         reconstruction = reconstruct_mlp(pruned, reference, calib, reconstruct, kept=result.kept,
-                                         kept_heads=heads["report"]["kept_heads"],
-                                         batch_size=batch_size, device=device, progress=progress).to_dict()
+                                         kept_heads=heads["report"]["kept_heads"], batch_size=batch_size,
+                                         device=device, progress=progress, distributed=ranks.distributed).to_dict()
         del reference
     widths_after = mlp_widths(pruned)
     macs_after, params_after = count_ops_and_params(pruned)
@@ -147,6 +170,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     }
     description = model_description(spec, kept, config, source, widths_after)
     description.update({"format": "pathprune.model/2", **heads["description"]})
+    if config.macs is not None:  # the fraction of this model's neurons the budget removed
+        description["ratio"] = 1.0 - sum(widths_after) / sum(widths_before)
     description["reconstruct"] = reconstruct.to_dict() if reconstruct is not None else None
     if previous is not None:  # the fraction of the dense model's neurons removed by all rounds together
         from ..models.pruned import dense_widths
@@ -172,7 +197,9 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "seconds": time.perf_counter() - started,
         **heads["report"],
     }
-    save_pruned(out, pruned, description, report)
+    if ranks.is_main:
+        save_pruned(out, pruned, description, report, files=files)
+    barrier(ranks)  # every rank returns once the output exists
     return report
 
 

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +35,46 @@ __all__ = ["AnalyzeSettings", "BenchSettingsSpec", "ExportSettings", "FinetuneSt
            "prune", "reconstruct", "stage_key"]
 
 Echo = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def process_group(device: str, distributed: bool | None = None) -> Any:
+    """(ranks, device) of a stage: under torchrun (`distributed` None) every rank takes part in a
+    process group; `distributed=False` runs this process alone (a stage that rank 0 runs by itself)."""
+    from ..device import resolve_device
+    from ..repair.distributed import Ranks, torchrun_process_group
+
+    if distributed is False:
+        yield Ranks(), resolve_device(device)
+        return
+    with torchrun_process_group(device) as (ranks, rank_device):
+        yield ranks, rank_device
+
+
+@contextlib.contextmanager
+def claim_on_main(ranks: Any, out: str | os.PathLike, command: str, **claim: Any) -> Any:
+    """Claim `out` for `command` on rank 0 only (it alone writes); when the claim fails (a foreign
+    file, a lock), every rank raises the same one-line error instead of waiting at a collective."""
+    from ..errors import PathpruneError
+    from ..io import claim_output
+    from ..repair.distributed import broadcast_object
+
+    if not ranks.distributed:
+        with claim_output(out, command, **claim) as path:
+            yield path
+        return
+    with contextlib.ExitStack() as stack:
+        failure = None
+        if ranks.is_main:
+            try:
+                stack.enter_context(claim_output(out, command, **claim))
+            except PathpruneError as exc:
+                failure = (type(exc), exc.message, exc.param)
+        failure = broadcast_object(failure, ranks)
+        if failure is not None:
+            kind, message, param = failure
+            raise kind(message, param=param)
+        yield Path(out)
 
 
 def _positive(value: Any, param: str, minimum: int = 1) -> None:
@@ -176,7 +217,8 @@ class PruneSettings:
     overwrite: bool = display_field(False)
     quiet: bool = display_field(False)
     heads_ratio: float = 0.0  # fraction of attention heads removed (issue 17)
-    heads_importance: str | None = None  # None: `importance`
+    heads_importance: str | None = None  # None: `importance` (with `macs`: activation)
+    macs: float | None = None  # fraction of the MACs kept, instead of `ratio`/`heads_ratio` (issue 17)
 
     def prune_config(self):
         from ..pruning import PruneConfig
@@ -184,7 +226,7 @@ class PruneSettings:
         return PruneConfig(method=self.importance, ratio=self.ratio, scope=self.scope,
                            min_per_layer=self.min_per_layer, compensate=self.compensate,
                            options=dict(self.options), heads_ratio=self.heads_ratio,
-                           heads_method=self.heads_importance).validate()
+                           heads_method=self.heads_importance, macs=self.macs).validate()
 
     def reconstruct_config(self):
         from ..repair import ReconstructConfig
@@ -216,7 +258,7 @@ class PruneSettings:
         from ..pruning.heads import heads_need_calibration
 
         return (self.compensate or self.reconstruct or "calibration" in self.needs
-                or heads_need_calibration(self.prune_config()))
+                or heads_need_calibration(self.prune_config()) or self.macs is not None)
 
 
 def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str, str | None, str | None]:
@@ -230,16 +272,17 @@ def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str
             return (recorded["root"], analysis.run.get("settings", {}).get("preprocess", "model"),
                     recorded.get("class_map"), recorded.get("labels"))
     user = ("`compensate`" if settings.compensate else "`reconstruct`" if settings.reconstruct
-            else f"importance '{settings.importance}'")
+            else "`macs`" if settings.macs is not None else f"importance '{settings.importance}'")
     raise ConfigError(f"{user} needs `calib_data`", param="calib_data")
 
 
-def prune(settings: PruneSettings, *, echo: Echo | None = None) -> dict[str, Any]:
-    """Run `settings`; return the prune report (also OUT/report.json)."""
+def prune(settings: PruneSettings, *, echo: Echo | None = None, distributed: bool | None = None) -> dict[str, Any]:
+    """Run `settings`; return the prune report (also OUT/report.json). Under torchrun every rank
+    calls this (`distributed` None): each computes the same importance and selection, the
+    reconstruction's Gram matrices are all-reduced, rank 0 evaluates and writes the output.
+    `distributed=False`: this process alone, even inside a process group."""
     from ..analysis import load_analysis
     from ..data import open_images
-    from ..device import resolve_device
-    from ..io import claim_output
     from ..models import read_description
     from ..pruning import spread_subset
     from ..pruning.analysis_advice import analysis_advice
@@ -248,11 +291,12 @@ def prune(settings: PruneSettings, *, echo: Echo | None = None) -> dict[str, Any
     s = settings.validate()
     config, repair = s.prune_config(), s.reconstruct_config()
     inputs = input_paths(s.paths, *s.source.input_paths(), s.calib_data, s.eval_data, s.class_map, s.labels)
-    with claim_output(s.out, "prune", inputs=inputs, overwrite=s.overwrite):
+    with process_group(s.device, distributed) as (ranks, device), \
+            claim_on_main(ranks, s.out, "prune", inputs=inputs, overwrite=s.overwrite):
         analysis = load_analysis(s.paths, allow_partial=s.allow_partial) if s.paths is not None else None
         model, spec = s.source.load()
-        if analysis is not None and "analysis" in s.needs and not s.reconstruct:  # measured without repair
-            advice = analysis_advice(analysis.run, s.paths)
+        if analysis is not None and "analysis" in s.needs and not s.reconstruct and ranks.is_main:
+            advice = analysis_advice(analysis.run, s.paths)  # measured without repair
             if advice is not None:
                 warnings.warn(advice, stacklevel=1)
         calib = None
@@ -261,11 +305,13 @@ def prune(settings: PruneSettings, *, echo: Echo | None = None) -> dict[str, Any
             calib = spread_subset(open_images(data, spec.preprocessing, preprocess=preprocess,
                                               **label_arguments(model, spec, class_map, labels)), s.calib_images)
         eval_images = (open_images(s.eval_data, spec.preprocessing,
-                                   **label_arguments(model, spec, s.class_map, s.labels)) if s.eval_data else None)
+                                   **label_arguments(model, spec, s.class_map, s.labels))
+                       if s.eval_data and ranks.is_main else None)
         report = prune_model(model, spec, config, s.out, analysis=analysis, calib=calib, eval_images=eval_images,
                              previous=read_description(s.source.model), batch_size=s.batch_size,
-                             progress=not s.quiet, device=resolve_device(s.device), reconstruct=repair)
-    if echo is not None:
+                             progress=not s.quiet and ranks.is_main, device=device, reconstruct=repair,
+                             distributed=ranks.distributed)
+    if echo is not None and ranks.is_main:
         echo_prune_report(report, s, echo)
     return report
 
@@ -277,6 +323,14 @@ def echo_prune_report(report: dict[str, Any], s: PruneSettings, echo: Echo) -> N
          f"({report['macs_ratio']:.1%})")
     if report.get("heads_removed"):
         echo(f"removed {report['heads_removed']} of {sum(report['heads_before'])} attention heads")
+    if report.get("budget"):
+        b = report["budget"]
+        echo(f"MAC budget {b['macs']}: allocation {b['allocation']} (heads: {b['heads_method']}), "
+             f"{b['macs_planned']:.3f} of the MACs kept; where the budget went:")
+        echo(b["table"])
+        if b.get("candidates_table"):
+            echo("candidates (held-out calibration images, after repair):")
+            echo(b["candidates_table"])
     if report["top1_before"] is not None:
         echo(f"top-1 on {s.eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
              f"deviation {report['top1_deviation']:+.4f}")
@@ -332,27 +386,24 @@ class ReconstructStageSettings:
         return self
 
 
-def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None) -> dict[str, Any]:
+def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None,
+                distributed: bool | None = None) -> dict[str, Any]:
     """Run `settings`; return the report (also OUT/report.json). Under torchrun every rank calls this:
     the Gram matrices of each rank's calibration shard are all-reduced, rank 0 evaluates and writes."""
-    import contextlib
     import copy
 
     from ..data import open_images
     from ..evaluate.accuracy import top1
-    from ..io import claim_output
     from ..models import create_model, save_pruned
     from ..pruning import spread_subset
     from ..repair import find_teacher, read_model_description, reconstruct_mlp
-    from ..repair.distributed import barrier, torchrun_process_group
+    from ..repair.distributed import barrier
 
     s = settings.validate()
     config = s.reconstruct_config()
     inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
-    with torchrun_process_group(s.device) as (ranks, device):
-        claim = (claim_output(s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite) if ranks.is_main
-                 else contextlib.nullcontext())
-        with claim:
+    with process_group(s.device, distributed) as (ranks, device):
+        with claim_on_main(ranks, s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite):
             description = read_model_description(s.model)
             student, spec = create_model(str(s.model))
             dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
@@ -363,8 +414,9 @@ def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None)
             evaluate = (lambda m: top1(m, eval_images, batch_size=s.batch_size, device=device, progress=not s.quiet))
             before = evaluate(student) if eval_images is not None else None
             result = reconstruct_mlp(student, dense, calib, config, kept=description.get("kept"),
-                                     batch_size=s.batch_size, device=device,
-                                     progress=not s.quiet and ranks.is_main).to_dict()
+                                     kept_heads=description.get("kept_heads"), batch_size=s.batch_size,
+                                     device=device, progress=not s.quiet and ranks.is_main,
+                                     distributed=ranks.distributed).to_dict()
             after = evaluate(student) if eval_images is not None else None
             described = copy.deepcopy(description)
             described["recovery"] = list(description.get("recovery") or []) + [
@@ -429,26 +481,20 @@ class FinetuneStageSettings:
         return self
 
 
-def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None):
+def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None, distributed: bool | None = None):
     """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`. Under torchrun every rank
     calls this (DistributedDataParallel, global batch); rank 0 claims and writes the output and echoes.
 
     `out` is claimed for ``finetune`` (checked and locked): never one of the inputs (the student's
     directory), another command's output or foreign files; a previous finetune output only with
     `overwrite`."""
-    import contextlib
-
-    from ..io import claim_output
     from ..repair.distill import FINETUNE_COMMAND
-    from ..repair.distributed import torchrun_process_group
 
     s = settings.validate()
-    with torchrun_process_group(s.device) as (ranks, device):
-        claim = (claim_output(s.out, FINETUNE_COMMAND, inputs=[s.model, s.data, s.eval_data, s.teacher,
-                                                                 s.teacher_weights], overwrite=s.overwrite)
-                 if ranks.is_main else contextlib.nullcontext())
-        with claim:
-            return _finetune_claimed(s, echo, ranks, device)
+    with process_group(s.device, distributed) as (ranks, device), \
+            claim_on_main(ranks, s.out, FINETUNE_COMMAND, overwrite=s.overwrite,
+                          inputs=[s.model, s.data, s.eval_data, s.teacher, s.teacher_weights]):
+        return _finetune_claimed(s, echo, ranks, device)
 
 
 def _finetune_claimed(s: FinetuneStageSettings, echo: Echo | None, ranks: Any, device: str):

@@ -78,6 +78,25 @@ def model_macs(model: nn.Module) -> int:
         + sum(h * c for h, c in zip(heads, costs.head))
 
 
+def minimum_fraction(model: nn.Module, min_neurons: int = 1) -> float:
+    """The smallest fraction of `model`'s MACs a budget can reach: every block keeping one head and
+    `min_neurons` neurons (the fixed parts stay). A budget below it is infeasible."""
+    costs = mac_costs(model)
+    smallest = costs.fixed + sum(min(w, max(1, min_neurons)) * c for w, c in zip(mlp_widths(model), costs.neuron)) \
+        + sum(costs.head)
+    return smallest / model_macs(model)
+
+
+def check_fraction(model: nn.Module, fraction: float, min_neurons: int = 1) -> None:
+    """A one-line ConfigError (`macs`) when `fraction` is not in (0, 1) or below what `model` can reach."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(f"{fraction}: must be strictly between 0 and 1 (fraction of MACs kept)", param="macs")
+    low = minimum_fraction(model, min_neurons)
+    if fraction < low:
+        raise ConfigError(f"{fraction}: the smallest model allowed ({low:.3f} of the MACs, every block keeping one "
+                          "head and its minimum of neurons) does not meet the budget", param="macs")
+
+
 @dataclass
 class BudgetPlan:
     """Per block kept neurons and heads meeting a MAC budget, and where the budget went."""

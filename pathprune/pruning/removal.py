@@ -39,17 +39,24 @@ class PruneConfig:
     heads_ratio: float = 0.0
     heads_method: str | None = None
     heads_options: dict[str, Any] | None = None
+    #: fraction of the model's MACs to keep (instead of `ratio`/`heads_ratio`: the head/neuron split
+    #: is allocated, see pathprune.pipeline.budget_run) and the allocation's head weight (None: chosen
+    #: on held-out calibration images)
+    macs: float | None = None
+    head_weight: float | None = None
 
     def validate(self) -> "PruneConfig":
         from .importance import select_options
 
         self.options = select_options(self.method, self.options)
+        if self.macs is not None:
+            validate_budget(self)
         if self.heads_ratio:  # heads only (ratio 0) or both
             from .heads import validate_heads
 
             validate_heads(self)
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (
-                0 < self.ratio < 1 or (self.ratio == 0 and self.heads_ratio)):
+                0 < self.ratio < 1 or (self.ratio == 0 and (self.heads_ratio or self.macs is not None))):
             raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1 (fraction of MLP neurons removed)",
                               param="ratio")
         if self.scope not in SCOPES:
@@ -57,6 +64,26 @@ class PruneConfig:
         if self.min_per_layer < 0:
             raise ConfigError("must be >= 0 (a fraction < 1 or a neuron count)", param="min_per_layer")
         return self
+
+
+def validate_budget(config: PruneConfig) -> None:
+    """Check the MAC-budget settings of a PruneConfig: `macs` in (0, 1), alone (no `ratio`, `heads_ratio`),
+    a known head importance, a positive `head_weight`."""
+    from .heads import HEAD_IMPORTANCES
+
+    macs = config.macs
+    if isinstance(macs, bool) or not isinstance(macs, (int, float)) or not 0 < macs < 1:
+        raise ConfigError(f"{macs}: must be strictly between 0 and 1 (fraction of the MACs kept)", param="macs")
+    if config.ratio or config.heads_ratio:
+        raise ConfigError("give either a MAC budget or explicit ratios (`ratio`, `heads_ratio`), not both "
+                          "(`ratio` 0 with `macs`)", param="macs")
+    name = config.heads_method or "activation"
+    if name not in HEAD_IMPORTANCES.names():
+        raise ConfigError(f"'{name}' has no head importance; choose one of {', '.join(HEAD_IMPORTANCES.names())}",
+                          param="heads_importance")
+    weight = config.head_weight
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0):
+        raise ConfigError(f"{weight}: must be > 0", param="head_weight")
 
 
 @dataclass

@@ -406,8 +406,15 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
         if ranks.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
+            import inspect
+
+            # no buffer broadcast before each forward (every rank starts from the same weights); newer
+            # torch spells it forward_sync_buffers and warns about broadcast_buffers
+            no_sync = ({"forward_sync_buffers": False}
+                       if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
             train_model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if on_cuda else None,
-                                                  broadcast_buffers=False)
+                                                  **no_sync)
         resumed_from = step
         bar = progress_bar(total, "finetune", progress and ranks.is_main, unit="step", initial=step)
         batches = (step_batches(load, labels, plan, step, total, workers=workers, pin_memory=on_cuda,

@@ -1,0 +1,236 @@
+"""Compression to a MAC budget inside a prune run: the head/neuron split chosen on held-out images.
+
+:func:`pathprune.pruning.budget.plan_budget` ranks heads and neurons by estimated loss per MAC, but
+the two kinds' importance scores are not in one currency: the plan assumes that the average head and
+the average neuron cost the same loss per MAC, scaled by ``head_weight``. Which weight is right
+depends on the model and on the repair (least-squares reconstruction makes most MLP removals nearly
+free, not head removals), so a prune run with a budget measures it instead of assuming it:
+
+1. the calibration images are split deterministically: every ``HELD_OUT_EVERY``-th image is held out,
+   the rest fit the reconstruction;
+2. candidate allocations meeting the budget: neurons only, heads only (when each alone can reach the
+   budget) and the mixed plans for every weight of ``HEAD_WEIGHTS`` (identical plans counted once);
+3. each candidate is applied to a copy of the model, reconstructed on the fitting images (when the
+   run reconstructs), and scored by its mean KL divergence from the unpruned model's predictions on
+   the held-out images (the loss after repair, label-free);
+4. the candidate of least held-out loss is kept (ties: the earlier candidate, in the order above);
+   the final model is that plan applied and reconstructed on *all* calibration images.
+
+Everything is deterministic (fixed candidate list, fixed split, deterministic reconstruction).
+
+Example::
+
+    >>> from pathprune import create_model, MagnitudeImportance
+    >>> from pathprune.data.images import open_images
+    >>> from pathprune.pruning.heads import MagnitudeHeadImportance
+    >>> from pathprune.pipeline.budget_run import choose_allocation
+    >>> model, spec = create_model("digits")
+    >>> calib = open_images("digits:train", spec.preprocessing, max_images=64)
+    >>> choice = choose_allocation(model, MagnitudeImportance().fit(model).neuron_scores(),
+    ...                            MagnitudeHeadImportance().fit(model).head_scores(), 0.5, calib)
+    >>> choice.plan.macs_planned <= 0.5 * choice.plan.macs_dense
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..data.images import ImageSet, labelled_batches
+from ..errors import ConfigError
+from ..pruning.budget import BudgetPlan, apply_budget, check_fraction, plan_budget
+from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
+
+#: the head weights of the mixed candidate allocations (see the module docstring)
+HEAD_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+#: every HELD_OUT_EVERY-th calibration image scores the candidates; the others fit the reconstruction
+HELD_OUT_EVERY = 4
+
+
+@dataclass
+class AllocationChoice:
+    """The chosen plan and every candidate's held-out loss (``candidates``: label, head_weight, heads
+    and neurons kept, MAC fraction, loss)."""
+
+    plan: BudgetPlan
+    label: str
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """Markdown table of the candidates, the chosen one marked."""
+        lines = ["| candidate | heads kept | neurons kept | MACs kept | held-out KL to unpruned |",
+                 "|---|---|---|---|---|"]
+        for c in self.candidates:
+            mark = " (chosen)" if c["label"] == self.label else ""
+            lines.append(f"| {c['label']}{mark} | {c['heads']} | {c['neurons']} | {c['macs']:.3f} | {c['loss']:.5f} |")
+        return "\n".join(lines)
+
+
+def split_calibration(images: Any, every: int = HELD_OUT_EVERY) -> tuple[Any, Any]:
+    """(fitting, held-out) parts of calibration images (ImageSet or (images, labels)): every `every`-th
+    image (from the last of the first `every`) is held out."""
+    if isinstance(images, ImageSet):
+        n = len(images.items)
+        held = [i for i in range(n) if i % every == every - 1]
+        fit = [i for i in range(n) if i % every != every - 1]
+        if not held or not fit:
+            raise ConfigError(f"{n} calibration images are too few to hold some out", param="calib_images")
+        base = images.loader
+
+        def part(picks: list[int]) -> ImageSet:
+            return ImageSet(root=images.root, items=[images.items[p] for p in picks], class_names=images.class_names,
+                            loader=lambda pos: base(picks[pos]), label_source=dict(images.label_source))
+        return part(fit), part(held)
+    x, y = images
+    index = torch.arange(len(x))
+    mask = index % every == every - 1
+    if not mask.any() or mask.all():
+        raise ConfigError(f"{len(x)} calibration images are too few to hold some out", param="calib_images")
+    return (x[~mask], y[~mask]), (x[mask], y[mask])
+
+
+@torch.no_grad()
+def _log_probs(model: nn.Module, images: Any, batch_size: int, device: str) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        out = [torch.log_softmax(model(x.to(device)).double(), -1).cpu() for x, _ in labelled_batches(images, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def held_out_loss(model: nn.Module, reference_log_probs: torch.Tensor, images: Any, *, batch_size: int = 32,
+                  device: str = "cpu") -> float:
+    """Mean over images of KL(reference || model) on `images` (reference given as log-probabilities)."""
+    logp = _log_probs(model, images, batch_size, device)
+    return float((reference_log_probs.exp() * (reference_log_probs - logp)).sum(-1).mean())
+
+
+def allocation_candidates(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | None,
+                          head_scores: Sequence[torch.Tensor] | None, fraction: float, *,
+                          weights: Sequence[float] = HEAD_WEIGHTS, min_neurons: int = 1) -> list[tuple[str, BudgetPlan]]:
+    """The distinct feasible plans: neurons only, heads only, then mixed for each head weight."""
+    check_fraction(model, fraction, min_neurons)
+    tried: list[tuple[str, Any, Any, float]] = [("neurons only", neuron_scores, None, 1.0),
+                                                 ("heads only", None, head_scores, 1.0)]
+    if neuron_scores is not None and head_scores is not None:
+        tried += [(f"head weight {w:g}", neuron_scores, head_scores, float(w)) for w in weights]
+    plans: list[tuple[str, BudgetPlan]] = []
+    seen: set = set()
+    for label, n, h, w in tried:
+        if n is None and h is None:
+            continue
+        try:
+            plan = plan_budget(model, n, h, fraction, min_neurons=min_neurons, head_weight=w)
+        except ConfigError as error:
+            if error.param == "macs":  # this kind alone cannot reach the budget
+                continue
+            raise
+        key = (tuple(map(tuple, plan.kept)), tuple(map(tuple, plan.kept_heads)))
+        if key not in seen:
+            seen.add(key)
+            plans.append((label, plan))
+    if not plans:  # cannot happen after check_fraction with both kinds; one kind alone may not reach it
+        raise ConfigError(f"{fraction}: no allocation of the given kinds meets the budget", param="macs")
+    return plans
+
+
+def choose_allocation(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | None,
+                      head_scores: Sequence[torch.Tensor] | None, fraction: float, images: Any, *,
+                      reconstruct: ReconstructConfig | None = ReconstructConfig(),
+                      weights: Sequence[float] = HEAD_WEIGHTS, min_neurons: int = 1, batch_size: int = 32,
+                      device: str = "cpu", progress: bool = False,
+                      distributed: bool | None = None) -> AllocationChoice:
+    """The allocation of least held-out loss after repair among :func:`allocation_candidates`
+    (module docstring). `model` is not changed. `distributed`: as for
+    :func:`~pathprune.repair.reconstruct.reconstruct_mlp` (every rank then chooses the same plan)."""
+    plans = allocation_candidates(model, neuron_scores, head_scores, fraction, weights=weights,
+                                  min_neurons=min_neurons)
+    fit, held = split_calibration(images)
+    reference = _log_probs(model, held, batch_size, device)
+    candidates = []
+    for label, plan in plans:
+        pruned = apply_budget(model, plan)
+        if reconstruct is not None:
+            reconstruct_mlp(pruned, model, fit, reconstruct, kept=plan.kept, kept_heads=plan.kept_heads,
+                            batch_size=batch_size, device=device, progress=progress, distributed=distributed)
+        loss = held_out_loss(pruned, reference, held, batch_size=batch_size, device=device)
+        del pruned
+        candidates.append({"label": label, "head_weight": plan.head_weight if label.startswith("head weight") else None,
+                           "heads": sum(len(k) for k in plan.kept_heads), "neurons": sum(len(k) for k in plan.kept),
+                           "macs": plan.macs_planned / plan.macs_dense, "loss": loss})
+    best = min(range(len(plans)), key=lambda i: (candidates[i]["loss"], i))
+    return AllocationChoice(plan=plans[best][1], label=plans[best][0], candidates=candidates)
+
+
+def budget_heads_method(config: Any) -> str:
+    """The head importance of a budget prune: `heads_method`, else ``activation``."""
+    return config.heads_method or "activation"
+
+
+def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, analysis: Any = None,
+                    calib: Any = None, reconstruct: ReconstructConfig | None = None,
+                    previous: dict[str, Any] | None = None, calibration: Any = None, batch_size: int = 32,
+                    progress: bool = False, device: str = "cpu", distributed: bool | None = None) -> dict[str, Any]:
+    """The budget part of a prune run, in place: fit the head importance, choose the allocation
+    (`config.head_weight` when given, else on held-out calibration images), remove the units. Returns
+    ``plan``, ``choice`` (or None), ``kept`` and the model.json/report fields as ``prune_heads_stage``."""
+    from ..models.adapters import head_counts
+    from ..pruning.heads import compose_kept_heads, create_head_importance
+    from ..pruning.removal import compensate_bias
+
+    check_fraction(model, config.macs)
+    name = budget_heads_method(config)
+    heads_importance = create_head_importance(name, analysis=analysis, **(config.heads_options or {}))
+    if heads_importance.needs == "calibration" and calib is None:
+        raise ConfigError(f"needed by head importance {name}", param="calib_data")
+    heads_importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device)
+    neuron_scores = neuron_importance.neuron_scores(model)
+    head_scores = heads_importance.head_scores()
+    choice = None
+    if config.head_weight is not None:
+        plan = plan_budget(model, neuron_scores, head_scores, config.macs, head_weight=config.head_weight)
+    else:
+        if calib is None:
+            raise ConfigError("needed to choose the head/neuron split of a MAC budget", param="calib_data")
+        choice = choose_allocation(model, neuron_scores, head_scores, config.macs, calib, reconstruct=reconstruct,
+                                   batch_size=batch_size, device=device, progress=progress, distributed=distributed)
+        plan = choice.plan
+    before = head_counts(model)
+    if config.compensate:
+        if calibration is None:
+            raise ConfigError("needs calibration statistics (calibration data)", param="compensate")
+        compensate_bias(model, [torch.as_tensor(k, dtype=torch.long) for k in plan.kept], calibration.mean)
+    apply_budget(model, plan, inplace=True)
+    after = head_counts(model)
+    description = {"num_heads": after, "kept_heads": compose_kept_heads((previous or {}).get("kept_heads"),
+                                                                         plan.kept_heads),
+                   "heads_ratio": None, "heads_method": name, "macs": config.macs,
+                   "head_weight": plan.head_weight if choice is None or choice.label.startswith("head weight")
+                   else None, "allocation": choice.label if choice is not None else f"head weight {plan.head_weight:g}"}
+    report = {"heads_before": before, "heads_after": after, "heads_removed": sum(before) - sum(after),
+              "kept_heads": plan.kept_heads,
+              "budget": {"macs": config.macs, "macs_planned": plan.macs_planned / plan.macs_dense,
+                         "allocation": description["allocation"], "head_weight": description["head_weight"],
+                         "heads_method": name, "blocks": plan.blocks, "table": plan.table(),
+                         "candidates": choice.candidates if choice is not None else None,
+                         "candidates_table": choice.table() if choice is not None else None}}
+    return {"plan": plan, "choice": choice, "kept": plan.kept, "description": description, "report": report}
+
+
+def budget_plot_bytes(plan: BudgetPlan) -> bytes:
+    """``plan.plot`` as PNG bytes (written into the output directory with the model)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return plan.plot(Path(tmp) / "budget.png").read_bytes()
+
+
+__all__ = ["HEAD_WEIGHTS", "HELD_OUT_EVERY", "AllocationChoice", "allocation_candidates", "budget_heads_method",
+           "choose_allocation", "held_out_loss", "prune_to_budget", "split_calibration", "budget_plot_bytes"]
