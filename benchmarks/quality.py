@@ -7,15 +7,16 @@ from their cached weights (benchmarks/fixtures/models/; never retrained here).
 Repairs: ``none``; ``comp.`` (the removed neurons' mean activation folded into fc2's bias: VBP's
 and FLAP's own compensation, applied to every method); ``recon.`` (sequential least-squares
 reconstruction of fc2, residual target, ridge 1e-3); ``recon.+distill`` (then the same number of
-distillation steps for every method). Per cell: top-1 and cross-entropy on the test split, the
+distillation steps for every method); ``recon.w`` (the reconstruction with its tokens weighted by the
+reference's logit-margin gradients, ``ReconstructConfig(weighting="margin", weight_mix=0.5)``). Per cell: top-1 and cross-entropy on the test split, the
 paired bootstrap interval of top-1 against the best baseline of the cell (pathprune's
 ``paired_interval``, 95 %, images resampled), the importance time (the path analysis included) and
 the repair time.
 
     python -m benchmarks.quality [--models digits,pairs,glyphs] [--ratios 0.5,0.7,0.9,0.95]
-        [--repairs none,comp.,recon.,recon.+distill] [--methods ...] [--distill-steps 60] [--work /tmp/quality]
+        [--repairs none,comp.,recon.,recon.+distill,recon.w] [--methods ...] [--distill-steps 60] [--work /tmp/quality]
 
-A method ``path-obs:B`` is path-obs with path_weight B (the default row ``path-obs`` uses 1).
+A method ``path-obs:B`` is path-obs with path_weight B (the row ``path-obs`` is the registered method, path_weight 4).
 
 Cells are cached in WORK/<model>/cells.json (a rerun resumes; pass another --work to start over);
 writes benchmarks/results_quality.md and benchmarks/figures/quality_<model>.png.
@@ -36,7 +37,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 MODELS = ("digits", "pairs", "glyphs")
 RATIOS = (0.5, 0.7, 0.9, 0.95)
-REPAIRS = ("none", "comp.", "recon.", "recon.+distill")
+REPAIRS = ("none", "comp.", "recon.", "recon.+distill", "recon.w")
+#: the weighted reconstruction of the ``recon.w`` repair (ReconstructConfig.weighting / weight_mix)
+WEIGHTED = {"weighting": "margin", "weight_mix": 0.5}
 #: baselines (compared with the path methods)
 BASELINES = ("magnitude", "taylor", "activation", "random", "variance", "wanda", "flap", "obs")
 #: methods that use the path analysis
@@ -128,11 +131,10 @@ def importance_scores(method: str, dense, calib, calibration, analysis, analysis
         scores = create_importance("path", analysis=analysis).fit(dense).neuron_scores()
         scope = "global" if method == "path global" else "uniform"
         extra = analysis_seconds
-    elif method.split(":")[0] == "path-obs":  # "path-obs:4" = path_weight 4 (the grid row: 1)
-        from pathprune.pruning.recoverability import PathObsImportance
-
-        beta = float(method.split(":")[1]) if ":" in method else 1.0
-        scores = PathObsImportance.from_analysis(analysis, path_weight=beta).fit(dense, calib).neuron_scores()
+    elif method.split(":")[0] == "path-obs":  # "path-obs:1" = path_weight 1 (the registered default: 4)
+        options = {"path_weight": float(method.split(":")[1])} if ":" in method else {}
+        scores = create_importance("path-obs", analysis=analysis, **options).fit(
+            dense, calib, batch_size=100).neuron_scores()
         extra = analysis_seconds
     elif method in ("activation", "variance", "wanda", "flap"):  # one calibration pass
         stats = calibration_statistics(dense, calib, batch_size=100)
@@ -162,7 +164,8 @@ def run_cell(dense, spec, scores, scope: str, ratio: float, repair: str, calib, 
     model = result.model
     started = time.perf_counter()
     if repair.startswith("recon."):
-        reconstruct_mlp(model, dense, calib, ReconstructConfig(), batch_size=250)
+        config = ReconstructConfig(**WEIGHTED) if repair == "recon.w" else ReconstructConfig()
+        reconstruct_mlp(model, dense, calib, config, batch_size=250)
     if repair == "recon.+distill":
         model = distill(model, result.kept, dense, spec, calib, distill_steps, seed)
     seconds = time.perf_counter() - started
@@ -288,6 +291,81 @@ def tables(name: str, cache, methods, ratios, repairs) -> list[str]:
     return lines + [""]
 
 
+def versus(cache, method: str, repair: str, ratio: float, methods) -> tuple[str, float, tuple | None, str | None]:
+    """(rank text, top-1, (diff, lo, hi) against the best *other* method of the cell or None, that method)."""
+    cells = {m: cache[f"{m}|{repair}|{ratio}"] for m in methods if f"{m}|{repair}|{ratio}" in cache}
+    if method not in cells:
+        return "—", float("nan"), None, None
+    order = sorted(cells, key=lambda m: (-cells[m]["top1"], cells[m]["ce"]))
+    others = [m for m in order if m != method]
+    best = others[0] if others else None
+    return (f"{order.index(method) + 1}/{len(order)}", cells[method]["top1"],
+            interval(cache, method, best, repair, ratio) if best else None, best)
+
+
+def summary(caches: dict[str, Any], methods, ratios, repairs) -> list[str]:
+    """Headline tables: candidates for the compress default with reconstruction, the token-weighted
+    reconstruction against the plain one, and path importance without repair."""
+    lines = ["### Summary", ""]
+    high = [r for r in ratios if r >= 0.9]
+    for repair in [r for r in ("recon.", "recon.+distill", "recon.w") if r in repairs]:
+        lines += [f"#### With `{repair}`: each candidate against the best other method of the cell "
+                  "(rank among all methods, top-1, difference [95 % paired interval], that method)", "",
+                  "| method | " + " | ".join(f"{n} r={r}" for n in caches for r in high) + " |",
+                  "|---|" + "---|" * (len(caches) * len(high))]
+        for m in [m for m in ("path-obs", "obs", "path") if m in methods]:
+            cells = []
+            for cache in caches.values():
+                for r in high:
+                    rank, top1, diff, best = versus(cache, m, repair, r, methods)
+                    cells.append("—" if diff is None else
+                                 f"{rank}: {top1:.3f} {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}] vs {best}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "recon.w" in repairs and "recon." in repairs:
+        lines += ["#### Token-weighted reconstruction (`recon.w`, logit-margin weights, mix 0.5) minus plain "
+                  "reconstruction, same pruned model: top-1 difference [95 % paired interval]", "",
+                  "| method | " + " | ".join(f"{n} r={r}" for n in caches for r in high) + " |",
+                  "|---|" + "---|" * (len(caches) * len(high))]
+        for m in methods:
+            cells = []
+            for cache in caches.values():
+                for r in high:
+                    if f"{m}|recon.w|{r}" in cache and f"{m}|recon.|{r}" in cache:
+                        d, lo, hi = _cross(cache, m, r)
+                        cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+                    else:
+                        cells.append("—")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "none" in repairs and "path" in methods:
+        mid = [r for r in ratios if r >= 0.7]
+        lines += ["#### Without repair: `path` (top-5, all tokens) against the best baseline of the cell "
+                  "(difference [95 % paired interval], that baseline)", "",
+                  "| model | " + " | ".join(f"r={r}" for r in mid) + " |", "|---|" + "---|" * len(mid)]
+        for name, cache in caches.items():
+            cells = []
+            for r in mid:
+                best = best_baseline(cache, "none", r, methods)
+                if best is None or f"path|none|{r}" not in cache:
+                    cells.append("—")
+                    continue
+                d, lo, hi = interval(cache, "path", best, "none", r)
+                cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] vs {best}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _cross(cache, method: str, ratio: float) -> tuple[float, float, float]:
+    """recon.w minus recon. of one method at one ratio (paired over the test images)."""
+    from pathprune.evaluate.accuracy import paired_interval
+
+    a = [int(c) for c in cache[f"{method}|recon.w|{ratio}"]["correct"]]
+    b = [int(c) for c in cache[f"{method}|recon.|{ratio}"]["correct"]]
+    return paired_interval(a, b)
+
+
 def plot(name: str, cache, methods, ratios, repairs, path: Path) -> None:
     import matplotlib
 
@@ -337,11 +415,15 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
              f"max(4, {ANALYSIS['images']} / classes) calibration images per class. Calibration (activation, Taylor, "
              "variance, Wanda, FLAP, OBS, compensation, reconstruction, distillation data): the calibration split. "
              f"Distillation: {args.distill_steps} AdamW steps of batch 64 (lr 5e-4, KL at T=2) after the "
-             "reconstruction, the same for every method. `path global`: path importance with one ranking over "
+             "reconstruction, the same for every method. `recon.w`: the same reconstruction with every calibration "
+             "token's squared error weighted by the squared gradient norm of the dense model's top-1 vs runner-up "
+             f"logit margin at that token's MLP output (`ReconstructConfig(weighting={WEIGHTED['weighting']!r}, "
+             f"weight_mix={WEIGHTED['weight_mix']})`). `path global`: path importance with one ranking over "
              "all blocks (per-layer ratios from the path statistics, >= 2 % of each block kept); `path-obs`: "
              "OBS greedy selection whose removal costs are weighted by the path frequency "
-             "(pathprune/pruning/recoverability.py, path_weight 1 in this grid). Uniform scope otherwise. Bold: highest top-1 of the column.",
+             "(pathprune/pruning/recoverability.py, its default path_weight 4). Uniform scope otherwise. Bold: highest top-1 of the column.",
              ""]
+    lines += summary(caches, args.methods, args.ratios, args.repairs)
     for name, cache in caches.items():
         covered = {rep: [r for r in args.ratios if all(f"{m}|{rep}|{r}" in cache for m in args.methods)]
                    for rep in args.repairs}
@@ -363,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repairs", type=split(str), default=REPAIRS)
     parser.add_argument("--ratios", type=split(float), default=RATIOS)
     parser.add_argument("--distill-steps", type=int, default=60)
-    parser.add_argument("--calib-images", type=int, default=1000)
+    parser.add_argument("--calib-images", type=int, default=600)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/quality"))
     parser.add_argument("--threads", type=int, default=1)

@@ -195,3 +195,40 @@ def test_prune_run_applies_the_methods_own_compensation_without_reconstruction(r
                        "--calib-data", str(folder.root), "--out", str(out), "--quiet"])
         assert res.code == 0, res.output
         assert json.loads((out / "model.json").read_text())["compensate"] is expected
+
+
+def test_prune_cli_path_obs_needs_an_analysis_and_calibration_images(run_cli, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = make_folder(tmp_path / "images", broken=False)
+    model, _ = make_tiny(seed=0)
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    analysis = tmp_path / "a"
+    res = run_cli(["analyze", *cli_model_args(weights), "--data", str(folder.root), "--out", str(analysis),
+                   "--steps", "2", "--topk", "2", "--token", "all", "--workers", "0", "--quiet"])
+    assert res.code == 0, res.output
+    base = ["prune", *cli_model_args(weights), "--importance", "path-obs", "--ratio", "0.5", "--quiet"]
+    res = run_cli([*base, "--calib-data", str(folder.root), "--out", str(tmp_path / "x")])
+    assert res.code == 2 and "--paths" in res.err and not (tmp_path / "x").exists()
+    # calibration images from the analysis' own data; the option recorded
+    res = run_cli([*base, "--paths", str(analysis), "--path-weight", "2", "--reconstruct", "--out", str(tmp_path / "p")])
+    assert res.code == 0, res.output
+    desc = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert desc["method"] == "path-obs" and desc["path_weight"] == 2.0 and desc["mlp_hidden"] == [24, 24]
+    res = run_cli(["prune", *cli_model_args(weights), "--importance", "magnitude", "--ratio", "0.5",
+                   "--path-weight", "2", "--out", str(tmp_path / "m"), "--quiet"])
+    assert res.code == 2 and "--path-weight" in res.err
+
+
+def test_compress_plans_an_analysis_for_a_method_that_needs_one():
+    from pathprune.pipeline.compress import CompressSettings, plan_stages
+
+    for method, analysed in (("path-obs", True), ("path", True), ("obs", False), ("magnitude", False)):
+        s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.5,
+                             importance=method).validate()
+        stages = plan_stages(s, "/tmp/never-written")
+        kinds = [stage.command for stage in stages]
+        assert ("analyze" in kinds) is analysed, (method, kinds)
+        prune = next(stage for stage in stages if stage.command == "prune")
+        assert (prune.settings.paths is not None) is analysed

@@ -73,11 +73,13 @@ def test_importance(name, digits):
     stats = pp.PathStatistics(10, spec.mlp_hidden)
     stats.add(y, pp.NeuronPathSearch(model, pp.PathConfig(steps=2, topk=3, token="all")).attribute(x, target=y))
     analysis = pp.Analysis.from_statistics(stats)
-    needs = IMPORTANCES.entry(name).meta["needs"]
-    assert needs in ("analysis", "calibration", None)
-    importance = pp.create_importance(name, analysis=analysis if needs == "analysis" else None)
+    from pathprune.pruning.importance import needs_of
+
+    needs = needs_of(IMPORTANCES.entry(name).meta["needs"])
+    assert needs <= {"analysis", "calibration"}
+    importance = pp.create_importance(name, analysis=analysis if "analysis" in needs else None)
     assert isinstance(importance, pp.NeuronImportance)
-    fitted = importance.fit(model, (x, y) if needs == "calibration" else None)
+    fitted = importance.fit(model, (x, y) if "calibration" in needs else None)
     scores = fitted.neuron_scores()
     assert [len(s) for s in scores] == spec.mlp_hidden
     assert all(torch.isfinite(s).all() for s in scores)
@@ -86,10 +88,14 @@ def test_importance(name, digits):
     for layer, kept in enumerate(result.kept):
         assert sorted(kept) == sorted(torch.topk(scores[layer], 64).indices.tolist())
     assert pp.mlp_widths(result.model) == [64] * 6
-    if needs is not None:
-        with pytest.raises(pp.ConfigError):
+    if needs:
+        with pytest.raises(pp.ConfigError):  # without what it needs (each missing in turn)
             fitted_without = pp.create_importance(name)
             fitted_without.fit(model, None)
+    if needs == {"analysis", "calibration"}:
+        with pytest.raises(pp.ConfigError) as err:
+            pp.create_importance(name, analysis=analysis).fit(model, None)
+        assert err.value.param == "calib_data"
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS.names())

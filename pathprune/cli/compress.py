@@ -36,7 +36,7 @@ D = defaults(CompressSettings)
               help="Analysis: token scope (all prunes best).")
 @click.option("--steps", type=int, default=D["steps"], show_default=True, help="Analysis: quadrature nodes.")
 @click.option("--importance", default=D["importance"], cls=RegistryOption, registry=IMPORTANCES,
-              help_prefix="[default: obs with --reconstruct, path without: the best measured, benchmarks/results_quality.md] ")
+              help_prefix="[default: path-obs with --reconstruct, path without: the best measured, benchmarks/results_quality.md] ")
 @importance_options
 @click.option("--scope", type=click.Choice(["uniform", "global"]), default=D["scope"], show_default=True)
 @click.option("--reconstruct/--no-reconstruct", default=D["reconstruct"], show_default=True,

@@ -96,6 +96,8 @@ def importance_options(fn: Callable) -> Callable:
         click.option("--path-score", cls=ImportanceOption, type=click.Choice(["count", "dense"]), default="count",
                      show_default=True,
                      help="Path methods: rank by path frequency (JAS sum breaks ties) or by the dense JAS sum alone."),
+        click.option("--path-weight", cls=ImportanceOption, type=float, default=4.0, show_default=True,
+                     help="path-obs: removal costs grow by 1 + this x the path frequency / its mean."),
         click.option("--seed", cls=ImportanceOption, type=int, default=0, show_default=True,
                      help="Seed of --importance random."),
     ]

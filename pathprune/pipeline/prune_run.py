@@ -23,7 +23,7 @@ from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
 from ..pruning.calibration import calibration_statistics
-from ..pruning.importance import PATH_KINDS, create_importance
+from ..pruning.importance import PATH_KINDS, create_importance, needs_of
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 from ..pruning.removal import PruneConfig, PruneResult, prune_mlp
 
@@ -113,7 +113,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     if reconstruct is not None:
         reconstruct.validate()
     from ..pruning.heads import heads_need_calibration
-    needs_calib = (config.compensate or importance.needs == "calibration" or reconstruct is not None
+    needs_calib = (config.compensate or "calibration" in needs_of(importance) or reconstruct is not None
                    or heads_need_calibration(config) or config.macs is not None)
     if needs_calib and calib is None:
         user = ("compensation" if config.compensate else "reconstruction" if reconstruct is not None
@@ -123,7 +123,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     macs_before, params_before = count_ops_and_params(model)
     evaluate = lambda m: top1(m, eval_images, batch_size=batch_size, device=device, progress=progress)  # noqa: E731
     acc_before = evaluate(model) if eval_images is not None else None
-    needs_statistics = config.compensate or importance.needs == "calibration"
+    needs_statistics = config.compensate or "calibration" in needs_of(importance)
     calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_statistics else None)
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
     reference = copy.deepcopy(model) if reconstruct is not None else None

@@ -237,10 +237,11 @@ class PruneSettings:
                                  ridge=self.ridge).validate()
 
     @property
-    def needs(self) -> str | None:
-        from ..pruning import IMPORTANCES
+    def needs(self) -> frozenset[str]:
+        """What the importance method needs: a subset of {"analysis", "calibration"}."""
+        from ..pruning.importance import needs_of
 
-        return IMPORTANCES.entry(self.importance).meta.get("needs")
+        return needs_of(self.importance)
 
     def validate(self) -> "PruneSettings":
         self.source.validate()
@@ -248,7 +249,7 @@ class PruneSettings:
         self.reconstruct_config()
         _positive(self.batch_size, "batch_size")
         _positive(self.calib_images, "calib_images")
-        if self.needs == "analysis" and self.paths is None:
+        if "analysis" in self.needs and self.paths is None:
             raise ConfigError(f"importance '{self.importance}' needs `paths` (an analyze output directory)",
                               param="paths")
         return self
@@ -256,7 +257,7 @@ class PruneSettings:
     def needs_calibration(self) -> bool:
         from ..pruning.heads import heads_need_calibration
 
-        return (self.compensate or self.reconstruct or self.needs == "calibration"
+        return (self.compensate or self.reconstruct or "calibration" in self.needs
                 or heads_need_calibration(self.prune_config()) or self.macs is not None)
 
 
@@ -294,7 +295,7 @@ def prune(settings: PruneSettings, *, echo: Echo | None = None, distributed: boo
             claim_on_main(ranks, s.out, "prune", inputs=inputs, overwrite=s.overwrite):
         analysis = load_analysis(s.paths, allow_partial=s.allow_partial) if s.paths is not None else None
         model, spec = s.source.load()
-        if analysis is not None and s.needs == "analysis" and not s.reconstruct and ranks.is_main:
+        if analysis is not None and "analysis" in s.needs and not s.reconstruct and ranks.is_main:
             advice = analysis_advice(analysis.run, s.paths)  # measured without repair
             if advice is not None:
                 warnings.warn(advice, stacklevel=1)

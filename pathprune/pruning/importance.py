@@ -124,7 +124,8 @@ class NeuronImportance(tp.importance.Importance):
     """Scores of MLP neurons, usable by pathprune's ``prune_mlp`` and by torch-pruning's pruners.
 
     Subclasses implement ``_scores(model, calibration, **kwargs)`` (per-block tensors [F_l], higher =
-    more important); ``needs`` says what `fit` requires: ``"analysis"``, ``"calibration"`` or None.
+    more important); ``needs`` says what `fit` requires: ``"analysis"``, ``"calibration"``, a tuple
+    of both (a method that needs an analysis *and* calibration images) or None (see :func:`needs_of`).
     A method with options of its own declares them in ``options`` (name -> default) and receives
     them as keyword arguments of its constructor (``from_settings`` builds it; override
     ``check_options`` to validate them). Register a subclass with :func:`register_importance` to
@@ -143,7 +144,7 @@ class NeuronImportance(tp.importance.Importance):
         {'p': 1.0}
     """
 
-    needs: ClassVar[str | None] = None
+    needs: ClassVar[str | tuple[str, ...] | None] = None
     #: this method's own options (name -> default); `create_importance` hands it only these
     options: ClassVar[dict[str, Any]] = {}
 
@@ -169,7 +170,7 @@ class NeuronImportance(tp.importance.Importance):
     def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
             device: str = "cpu", statistics: CalibrationStats | None = None) -> "NeuronImportance":
         """Compute the scores for `model` (calibration: images, for the methods that need them)."""
-        if self.needs == "calibration" and calibration is None and statistics is None:
+        if "calibration" in needs_of(self.needs) and calibration is None and statistics is None:
             raise ConfigError("needs calibration data", param="calib_data")
         self.scores = [s.detach().double().cpu() for s in self._scores(
             model, calibration, batch_size=batch_size, progress=progress, device=device, statistics=statistics)]
@@ -206,6 +207,29 @@ class NeuronImportance(tp.importance.Importance):
         return scores[idxs].float()
 
 
+#: what an importance method can need before `fit`
+NEEDS = ("analysis", "calibration")
+
+
+def needs_of(needs: Any) -> frozenset[str]:
+    """What a method needs, as a set: from its ``needs`` (None, one name or several), an importance
+    class or instance (its ``needs`` attribute; none without one), or a registered method's name.
+
+    >>> sorted(needs_of(("analysis", "calibration"))), sorted(needs_of(None)), sorted(needs_of("calibration"))
+    (['analysis', 'calibration'], [], ['calibration'])
+    """
+    if isinstance(needs, str) and needs not in NEEDS:
+        needs = IMPORTANCES.entry(needs).meta.get("needs")
+    elif needs is not None and not isinstance(needs, (str, tuple, list, set, frozenset)):
+        needs = getattr(needs, "needs", None)  # an importance object or class (any with a `needs`)
+    found = frozenset([needs] if isinstance(needs, str) else (needs or ()))
+    unknown = sorted(found - set(NEEDS))
+    if unknown:
+        raise ConfigError(f"'{unknown[0]}': an importance method needs {' and/or '.join(NEEDS)} or nothing",
+                          param="importance")
+    return found
+
+
 #: importance methods by name (classes; ``needs`` in the metadata)
 IMPORTANCES: Registry[type] = Registry("importance", param="importance")
 
@@ -213,6 +237,7 @@ IMPORTANCES: Registry[type] = Registry("importance", param="importance")
 def register_importance(name: str, cls: type | None = None, *, help: str = ""):
     """Register a NeuronImportance subclass under `name` (usable as a class decorator)."""
     def add(klass: type) -> type:
+        needs_of(klass.needs)  # refuses an unknown requirement at registration
         return IMPORTANCES.register(name, klass, help=help or (klass.__doc__ or "").strip().splitlines()[0],
                                     needs=klass.needs)
     return add if cls is None else add(cls)

@@ -1,6 +1,6 @@
 """Path importance that survives repair: keep the neurons that least-squares reconstruction cannot
-recover *and* that the influential paths use. An experiment, not a registered importance
-choice (it needs an analysis and calibration data; benchmarks/results_quality.md measures it).
+recover *and* that the influential paths use: the importance method ``path-obs`` (it needs an
+analysis *and* calibration images; benchmarks/results_quality.md measures it).
 
 ``path-obs`` runs the OBS greedy selection of :mod:`.posttraining` (remove the neuron whose removal
 costs least after the optimal least-squares update of the others, on the Gram matrix of fc2's
@@ -26,7 +26,7 @@ from torch import nn
 from ..analysis.reader import Analysis
 from ..errors import ConfigError
 from ..models.adapters import mlp_layouts
-from .importance import path_frequency
+from .importance import path_frequency, register_importance
 from .posttraining import ObsImportance, obs_order
 
 
@@ -40,10 +40,16 @@ def path_cost_weights(frequency: Sequence[torch.Tensor], path_weight: float) -> 
     return out
 
 
+@register_importance("path-obs", help="OBS greedy selection whose removal costs grow with the class-balanced path "
+                     "frequency (an analysis and calibration images; option path_weight)")
 class PathObsImportance(ObsImportance):
-    """Reconstruction-aware selection that protects the neurons on influential paths."""
+    """Reconstruction-aware selection that protects the neurons on influential paths.
 
-    needs = "analysis"
+    >>> sorted(PathObsImportance.options), PathObsImportance.needs
+    (['classes', 'path_weight', 'ridge'], ('analysis', 'calibration'))
+    """
+
+    needs = ("analysis", "calibration")
     options: ClassVar[dict[str, Any]] = {"ridge": 1e-3, "path_weight": 4.0, "classes": None}
 
     def __init__(self, frequency: Sequence[torch.Tensor], **options: Any) -> None:

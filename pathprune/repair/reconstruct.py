@@ -16,6 +16,17 @@ Targets (sequential mode; independent mode has only the first):
 - ``residual`` (default): the MLP output that makes the pruned block's output equal the reference
   block's output, so that fc2 also absorbs the drift accumulated by the blocks before it.
 
+Token weights (``weighting``): by default every calibration token's squared error counts the same.
+``margin`` and ``fisher`` weight each token row of block l's fit by how much that token's MLP output
+moves the reference model's decision: the squared norm of the gradient, with respect to the reference
+fc2 output at that token, of the top-1 vs runner-up logit margin (``margin``) or of the
+cross-entropy on the calibration labels (``fisher``: the empirical Fisher's diagonal over tokens,
+isotropic over channels), normalised to mean 1 per block and mixed with uniform weights,
+``w = (1 - weight_mix) + weight_mix * g / mean(g)``. A per-output-channel weighting would not change
+the solution (every output column shares the same Gram matrix), so the weights are per token.
+The weighted fit minimises sum_t w_t ||x_t W - y_t||^2 (weighted ridge least squares); attention
+re-fits (lost heads) stay unweighted.
+
 Numerics: the Gram matrix [X 1]^T [X 1] and [X 1]^T Y are accumulated in float64 over batches
 (memory independent of the number of images); the ridge term is `ridge` times the mean of the Gram
 diagonal (the bias is not regularised); Cholesky solve, least squares (then an eigendecomposition
@@ -42,6 +53,8 @@ from .distributed import Ranks, all_reduce_sum, broadcast_tensor, current_ranks,
 RECONSTRUCT_MODES = ("sequential", "independent")
 #: what the re-fitted MLP output must match (sequential mode)
 RECONSTRUCT_TARGETS = ("residual", "dense", "local")
+#: how the calibration tokens' squared errors are weighted (see the module docstring)
+RECONSTRUCT_WEIGHTINGS = ("uniform", "margin", "fisher")
 
 
 @dataclass
@@ -55,6 +68,10 @@ class ReconstructConfig:
     mode: str = "sequential"
     target: str = "residual"
     ridge: float = 1e-3
+    #: token weights of the fit: uniform, or from the reference model's decision gradients
+    weighting: str = "uniform"
+    #: share of the gradient weights in the token weights (the rest uniform), in [0, 1]
+    weight_mix: float = 0.5
 
     def validate(self) -> "ReconstructConfig":
         if self.mode not in RECONSTRUCT_MODES:
@@ -64,10 +81,19 @@ class ReconstructConfig:
                               param="reconstruct_target")
         if not (isinstance(self.ridge, (int, float)) and self.ridge >= 0):
             raise ConfigError(f"{self.ridge}: must be >= 0", param="ridge")
+        if self.weighting not in RECONSTRUCT_WEIGHTINGS:
+            raise ConfigError(f"'{self.weighting}': choose one of {', '.join(RECONSTRUCT_WEIGHTINGS)}",
+                              param="weighting")
+        if not (isinstance(self.weight_mix, (int, float)) and 0 <= self.weight_mix <= 1):
+            raise ConfigError(f"{self.weight_mix}: must be in [0, 1]", param="weight_mix")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings (the token weighting only when it is not uniform, as model.json had it before)."""
+        out = asdict(self)
+        if self.weighting == "uniform":
+            del out["weighting"], out["weight_mix"]
+        return out
 
 
 @dataclass
@@ -106,14 +132,16 @@ class _Accumulator:
         self.yy = torch.zeros((), dtype=torch.float64)
         self.rows = 0
 
-    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Add token rows x [..., in], y [..., out]; `weight` (one per row, >= 0): weighted sums."""
         x = x.detach().reshape(-1, x.shape[-1]).double()
         y = y.detach().reshape(-1, y.shape[-1]).double()
         if self.bias:
             x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
-        self.gram += (x.T @ x).cpu()
-        self.cross += (x.T @ y).cpu()
-        self.yy += (y * y).sum().cpu()
+        wx = x if weight is None else x * weight.reshape(-1, 1).to(x)
+        self.gram += (wx.T @ x).cpu()
+        self.cross += (wx.T @ y).cpu()
+        self.yy += ((y * y).sum() if weight is None else (weight.reshape(-1).to(y) * (y * y).sum(1)).sum()).cpu()
         self.rows += len(x)
 
     def reduce(self, ranks: Ranks) -> "_Accumulator":
@@ -210,7 +238,8 @@ def _target(seen: dict[str, torch.Tensor], target: str, ref_layout, scale: torch
 
 
 def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, target: str, batch_size: int,
-               device: str, cache: "_BlockInputs | None" = None) -> _Accumulator:
+               device: str, cache: "_BlockInputs | None" = None,
+               weights: "list[torch.Tensor] | None" = None) -> _Accumulator:
     """Accumulate the least-squares sums of block `layer` (sequential mode) over all images: from the
     cached block inputs when there are some, else by forward passes that stop after the block."""
     layout, ref_layout = mlp_layouts(model)[layer], mlp_layouts(reference)[layer]
@@ -226,9 +255,9 @@ def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, 
                 seen.clear()
                 block(hp.to(device))
                 cache.reference[b] = ref_block(hr.to(device)).to(hr.device)
-                acc.add(seen["x"], _target(seen, target, ref_layout, scale))
+                acc.add(seen["x"], _target(seen, target, ref_layout, scale), None if weights is None else weights[b])
         else:
-            for x, _ in labelled_batches(images, batch_size):
+            for b, (x, _) in enumerate(labelled_batches(images, batch_size)):
                 x = x.to(device)
                 seen.clear()
                 for net in ((model, reference) if target != "local" else (model,)):
@@ -236,7 +265,7 @@ def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, 
                         net(x)
                     except _Stop:
                         pass
-                acc.add(seen["x"], _target(seen, target, ref_layout, scale))
+                acc.add(seen["x"], _target(seen, target, ref_layout, scale), None if weights is None else weights[b])
     finally:
         for handle in handles:
             handle.remove()
@@ -291,29 +320,84 @@ def _cache_block_inputs(model: nn.Module, reference: nn.Module, images: Any, bat
 
 
 def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: Sequence[Sequence[int]],
-                     batch_size: int, device: str, bar) -> list[_Accumulator]:
+                     batch_size: int, device: str, bar,
+                     weights: "list[list[torch.Tensor]] | None" = None) -> list[_Accumulator]:
     """One pass of the reference model: every block's kept activations and its MLP output."""
     layouts, ref_layouts = mlp_layouts(model), mlp_layouts(reference)
     accs = [_Accumulator(lay.output.in_features, lay.output.out_features, lay.output.bias is not None)
             for lay in layouts]
     index = [torch.as_tensor(list(k), dtype=torch.long, device=device) for k in kept]
     handles = []
+    batch = [0]
 
     def hook(layer: int):
         def record(module, args, out):
-            accs[layer].add(args[0].index_select(-1, index[layer]), out)
+            accs[layer].add(args[0].index_select(-1, index[layer]), out,
+                            None if weights is None else weights[layer][batch[0]])
         return record
 
     try:
         for layer, ref in enumerate(ref_layouts):
             handles.append(ref.output.register_forward_hook(hook(layer)))
-        for x, _ in labelled_batches(images, batch_size):
+        for b, (x, _) in enumerate(labelled_batches(images, batch_size)):
+            batch[0] = b
             reference(x.to(device))
             bar.update(len(x))
     finally:
         for handle in handles:
             handle.remove()
     return accs
+
+
+def token_weights(reference: nn.Module, images: Any, weighting: str, mix: float, *, batch_size: int = 32,
+                  device: str = "cpu") -> list[list[torch.Tensor]]:
+    """Per block, per calibration batch (in `labelled_batches` order), the weight of every token row
+    [B*T] of block l's fc2 fit: ``(1 - mix) + mix * g / mean(g)``, g the squared gradient norm, with
+    respect to the reference fc2 output at that token, of the logit margin (``margin``: top-1 minus
+    runner-up of the reference's logits) or of the cross-entropy on the labels (``fisher``); the
+    mean over all tokens of the block (per process when distributed). The reference's parameters
+    must not require gradients (as inside :func:`reconstruct_mlp`); only activation gradients are taken.
+
+    Example::
+
+        >>> w = token_weights(dense, calib, "margin", 0.5)   # doctest: +SKIP
+        >>> torch.cat(w[0]).mean()                            # doctest: +SKIP
+        tensor(1., dtype=torch.float64)
+    """
+    layouts = mlp_layouts(reference)
+    raw: list[list[torch.Tensor]] = [[] for _ in layouts]
+    outs: dict[int, torch.Tensor] = {}
+
+    def hook(layer: int):
+        def keep(module, args, out):
+            out.retain_grad()
+            outs[layer] = out
+        return keep
+
+    handles = [layout.output.register_forward_hook(hook(i)) for i, layout in enumerate(layouts)]
+    try:
+        with torch.enable_grad():
+            for x, y in labelled_batches(images, batch_size):
+                outs.clear()
+                x = x.to(device).requires_grad_(True)  # a graph through the activations, not the weights
+                logits = reference(x)
+                if weighting == "margin":
+                    top2 = logits.topk(2, dim=-1).values
+                    objective = (top2[:, 0] - top2[:, 1]).sum()
+                else:
+                    objective = torch.nn.functional.cross_entropy(logits, y.to(logits.device), reduction="sum")
+                objective.backward()
+                for i in range(len(layouts)):
+                    g = outs[i].grad
+                    raw[i].append((g.double() ** 2).sum(-1).reshape(-1).cpu())
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = []
+    for per_batch in raw:
+        mean = float(torch.cat(per_batch).mean()) if per_batch else 0.0
+        out.append([(1 - mix) + mix * (g / mean if mean > 0 else torch.ones_like(g)) for g in per_batch])
+    return out
 
 
 @torch.no_grad()
@@ -367,6 +451,8 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
     result = Reconstruction(config=config.to_dict(), images=num_images, tokens=0)
     with borrowed(model, device=device, requires_grad=False) as student, \
             borrowed(reference, device=device, requires_grad=False) as teacher:
+        weights = (token_weights(teacher, images, config.weighting, config.weight_mix, batch_size=batch_size,
+                                 device=device) if config.weighting != "uniform" else None)
         if config.mode == "independent":
             if kept is None:
                 raise ConfigError("the independent mode needs the kept neuron indices", param="kept")
@@ -374,7 +460,7 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 raise ConfigError("kept indices do not match the pruned model's widths", param="kept")
             bar = progress_bar(mine, "reconstruct", progress, leave=False)
             try:
-                accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar)
+                accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar, weights)
             finally:
                 bar.close()
             for layer, acc in _fit_independent_heads(student, teacher, images, kept_heads, batch_size, device):
@@ -392,7 +478,8 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                         acc = _fit_attention(layer, student, teacher, images, config.target, batch_size, device, cache)
                         _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result,
                                          ranks)
-                    acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache)
+                    acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache,
+                                     None if weights is None else weights[layer])
                     _solve_into(mlp_layouts(student)[layer].output, acc.reduce(ranks), config.ridge, result, ranks)
                     if cache is not None and layer + 1 < len(layouts):
                         cache.advance(blocks[layer], device)
