@@ -87,7 +87,7 @@ CASES = [("heads", "cls", 1), ("heads", "all", 2), ("heads+neurons", "cls", 1), 
 
 @pytest.mark.parametrize("units, token, k", CASES)
 def test_every_greedy_choice_and_the_path_jas_match_the_oracle(model, units, token, k):
-    config = PathConfig(topk=k, steps=3, token=token, max_batch=4)
+    config = PathConfig(topk=k, steps=3, token=token, max_batch=4, refine_steps=0)  # the plain 3-node rule
     gen = torch.Generator().manual_seed(3)
     images, labels = torch.randn(BATCH, 3, 32, 32, generator=gen), torch.tensor([0, 2])
     result = UnitPathSearch(model, config, units=units).attribute(images, labels)
@@ -148,7 +148,7 @@ def test_head_statistics_save_load_merge_and_give_path_importance(model):
     from pathprune.pruning.heads import create_head_importance
 
     x, y = _images()
-    config = PathConfig(topk=1, steps=2, token="cls")
+    config = PathConfig(topk=1, steps=2, token="cls", refine_steps=0)
     from pathprune.attribution import NeuronPathSearch
 
     neurons = NeuronPathSearch(model, config)
@@ -187,7 +187,7 @@ def test_analyze_with_heads_resumes_and_equals_an_uninterrupted_run(tmp_path, ti
     weights_model, spec = create_model("vit_tiny_patch16_224", str(tiny_weights), img_size=32, num_classes=3,
                                        model_args=tiny_model_args())
     images = open_images(str(folder.root), spec.preprocessing)
-    settings = RunSettings(path=PathConfig(topk=1, steps=2, token="cls"), batch_size=3, units="heads")
+    settings = RunSettings(path=PathConfig(topk=1, steps=2, token="cls", refine_steps=0), batch_size=3, units="heads")
     analyze(weights_model, spec, images, settings, tmp_path / "whole", progress=False)
 
     def crash_after(n):
@@ -210,3 +210,12 @@ def test_analyze_with_heads_resumes_and_equals_an_uninterrupted_run(tmp_path, ti
 
     run = json.loads((tmp_path / "whole" / "run.json").read_text())
     assert run["format"] == "pathprune.analyze/3" and run["settings"]["units"] == "heads"
+
+
+def test_heads_take_the_refinement_rule_when_the_config_refines(model):
+    """The unit search has no adaptive refinement: a refining config runs every sublayer at `refine_steps`
+    nodes (what a refined neuron search approximates), a plain config at `steps`."""
+    assert PathConfig().refining
+    assert UnitPathSearch(model, PathConfig()).steps == PathConfig.refine_steps
+    assert UnitPathSearch(model, PathConfig(steps=3, refine_steps=0)).steps == 3
+    assert len(UnitPathSearch(model, PathConfig()).alphas) == PathConfig.refine_steps

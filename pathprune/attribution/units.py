@@ -84,7 +84,10 @@ class UnitPathSearch:
             raise ConfigError(f"'{self.config.jas}': heads need an additive JAS form (paper)", param="jas")
         self.model, self.units, self.device = model, units, torch.device(device)
         self.t0, self.t1 = token_range(model, self.config.token)
-        self.alphas, self.weights = quadrature_nodes(self.config.quadrature, self.config.steps)
+        # no adaptive refinement here: when the config asks for it, every sublayer takes the refinement
+        # rule (the answer a refined neuron search approximates), not the cheap rule alone
+        self.steps = self.config.refine_steps if self.config.refining else self.config.steps
+        self.alphas, self.weights = quadrature_nodes(self.config.quadrature, self.steps)
         heads = attention_layouts(model)
         self.sublayers: list[tuple[str, int]] = []
         for block in range(len(heads)):

@@ -20,6 +20,11 @@ D = defaults(AnalyzeSettings)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumable).")
 @click.option("--topk", type=int, default=D["topk"], show_default=True, help="Neurons per layer on the path.")
 @click.option("--steps", type=int, default=D["steps"], show_default=True, help="Quadrature nodes m.")
+@click.option("--refine-steps", type=int, default=D["refine_steps"], show_default=True,
+              help="Re-score a layer with this many nodes for the images whose choice is ambiguous within the "
+                   "--steps rule's error estimate (paper form; 0: off).")
+@click.option("--refine-tol", type=float, default=D["refine_tol"], show_default=True,
+              help="Ambiguity margin in units of the error estimate (0: never refine; larger: refine more).")
 @click.option("--quadrature", default=D["quadrature"], show_default=True, cls=RegistryOption, registry=QUADRATURE_RULES)
 @click.option("--jas", default=D["jas"], show_default=True, cls=RegistryOption, registry=JAS_FORMS)
 @click.option("--token", type=click.Choice(TOKEN_SCOPES), default=None,

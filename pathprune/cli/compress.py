@@ -35,6 +35,10 @@ D = defaults(CompressSettings)
 @click.option("--token", type=click.Choice(["cls", "patches", "all"]), default=D["token"], show_default=True,
               help="Analysis: token scope (all prunes best).")
 @click.option("--steps", type=int, default=D["steps"], show_default=True, help="Analysis: quadrature nodes.")
+@click.option("--refine-steps", type=int, default=D["refine_steps"], show_default=True,
+              help="Analysis: nodes for the images whose choice is ambiguous (0: off).")
+@click.option("--refine-tol", type=float, default=D["refine_tol"], show_default=True,
+              help="Analysis: ambiguity margin in units of the error estimate.")
 @click.option("--importance", default=D["importance"], cls=RegistryOption, registry=IMPORTANCES,
               help_prefix="[default: path-obs with --reconstruct, path without: the best measured, benchmarks/results_quality.md] ")
 @importance_options

@@ -266,7 +266,7 @@ def stack_maps(maps: Sequence[torch.Tensor]) -> np.ndarray:
 def config_from_run(run: dict[str, Any]) -> PathConfig:
     """The analysis run's PathConfig (from run.json settings)."""
     try:
-        return PathConfig(**run["settings"]["path"]).validate()
+        return PathConfig(**{"refine_steps": 0, **run["settings"]["path"]}).validate()  # older runs: never refined
     except (KeyError, TypeError) as exc:
         raise InputError(f"run.json: unexpected settings ({exc})") from None
 

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from ..attribution import PathConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
 from .settings import ModelSource, command_record, display_field, stage_key
@@ -72,8 +73,10 @@ class CompressSettings:
     max_images: int | None = None
     topk: int = 5
     token: str = "all"
-    steps: int = 8
-    quadrature: str = "gauss"
+    steps: int = PathConfig.steps
+    refine_steps: int = PathConfig.refine_steps
+    refine_tol: float = PathConfig.refine_tol
+    quadrature: str = PathConfig.quadrature
     analyze_batch_size: int = 32
     # prune
     importance: str | None = None  # None: path-obs with reconstruction, path without (benchmarks/results_quality.md)
@@ -214,7 +217,8 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
             plan.append(Stage(f"analyze{suffix}", "analyze", st.AnalyzeSettings(
                 source=source, data=s.data, out=str(analysis), images_per_class=s.images_per_class or None,
                 max_images=s.max_images or None, topk=s.topk, token=s.token, steps=s.steps,
-                quadrature=s.quadrature, batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
+                refine_steps=s.refine_steps, refine_tol=s.refine_tol, quadrature=s.quadrature,
+                batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
                 analysis, st.analyze))
         separate = distributed and s.reconstruct
         removed = out / f"removed{suffix}" if separate else pruned

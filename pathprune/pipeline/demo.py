@@ -31,7 +31,7 @@ class DemoSettings:
     """What the demo runs; the defaults keep it well under 5 minutes on 2 CPU cores."""
 
     images_per_class: int = 20  # analyze on 200 of the 1347 training images
-    steps: int = 4  # Gauss-Legendre nodes
+    steps: int = 4  # Gauss-Legendre nodes: on digits they find the 32-node paths, so no refinement
     ratio: float = 0.5
     reconstruct: bool = True
     calib_images: int = 256
@@ -50,7 +50,8 @@ class DemoSettings:
         """The compress settings of the demo (the digits recipe)."""
         return CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=self.ratio,
                                 importance="path",  # the demo shows the influential neuron paths at work
-                                images_per_class=self.images_per_class, steps=self.steps, analyze_batch_size=50,
+                                images_per_class=self.images_per_class, steps=self.steps, refine_steps=0,
+                                analyze_batch_size=50,
                                 reconstruct=self.reconstruct, calib_images=self.calib_images,
                                 batch_sizes=self.batch_sizes, warmup=self.warmup, repeats=self.repeats,
                                 backends=self.backends, device="cpu", quiet=self.quiet)

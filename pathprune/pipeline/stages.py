@@ -101,6 +101,8 @@ class AnalyzeSettings:
     labels: str | None = None
     topk: int = PathConfig.topk
     steps: int = PathConfig.steps
+    refine_steps: int = PathConfig.refine_steps
+    refine_tol: float = PathConfig.refine_tol
     quadrature: str = PathConfig.quadrature
     jas: str = PathConfig.jas
     token: str | None = None  # None: the model's own scope (cls, or patches for pooled models)
@@ -123,7 +125,8 @@ class AnalyzeSettings:
     units: str = "neurons"  # heads: also a heads-only path search, per-head statistics (issue 17)
 
     def path_config(self, default_token: str | None) -> PathConfig:
-        return PathConfig(topk=self.topk, steps=self.steps, quadrature=self.quadrature, jas=self.jas,
+        return PathConfig(topk=self.topk, steps=self.steps, refine_steps=self.refine_steps, refine_tol=self.refine_tol,
+                          quadrature=self.quadrature, jas=self.jas,
                           token=self.token or default_token or PathConfig.token, target=self.target,
                           objective=self.objective, scoring=self.scoring, max_batch=self.max_batch,
                           dtype=self.dtype).validate()
