@@ -240,3 +240,38 @@ def test_no_analysis_advice_when_reconstructing(run_cli, setup, tmp_path):
                        "--reconstruct", "--out", tmp_path / "p", "--quiet"])
     assert res.code == 0, res.output
     assert not [w for w in caught if "paper" in str(w.message)]
+
+
+def test_cli_token_weighted_reconstruction_equals_the_library(run_cli, setup, tmp_path):
+    """`--reconstruct-weighting margin` on prune and on reconstruct gives the library's weighted fit
+    (ReconstructConfig(weighting="margin")) of the same pruned model, recorded in model.json."""
+    from safetensors.torch import load_file
+
+    from pathprune.data import open_images
+    from pathprune.models import create_model
+    from pathprune.pruning import spread_subset
+    from pathprune.repair import ReconstructConfig, find_teacher, read_model_description, reconstruct_mlp
+
+    removed, weighted, after = tmp_path / "removed", tmp_path / "weighted", tmp_path / "after"
+    base = ["prune", *cli_model_args(setup["weights"]), "--importance", "magnitude", "--ratio", "0.5", "--quiet"]
+    assert run_cli([*base, "--out", removed]).code == 0
+    res = run_cli([*base, "--reconstruct", "--reconstruct-weighting", "margin", "--calib-data", setup["data"],
+                   "--calib-images", "9", "--out", weighted])
+    assert res.code == 0, res.output
+    assert json.loads((weighted / "model.json").read_text())["reconstruct"]["weighting"] == "margin"
+    res = run_cli(["reconstruct", "--model", removed, "--calib-data", setup["data"], "--calib-images", "9",
+                   "--reconstruct-weighting", "margin", "--out", after, "--quiet"])
+    assert res.code == 0, res.output
+    student, spec = create_model(str(removed))
+    description = read_model_description(removed)
+    dense, _ = find_teacher(description)
+    calib = spread_subset(open_images(str(setup["data"]), spec.preprocessing), 9)
+    reconstruct_mlp(student, dense, calib, ReconstructConfig(weighting="margin"), kept=description["kept"])
+    plain = create_model(str(removed))[0]
+    reconstruct_mlp(plain, dense, calib, ReconstructConfig(), kept=description["kept"])
+    for out in (weighted, after):
+        got = load_file(str(out / "model.safetensors"))
+        for name, value in student.state_dict().items():
+            torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
+    fc2 = next(k for k in got if k.endswith("fc2.weight"))
+    assert not torch.allclose(plain.state_dict()[fc2], got[fc2])  # the weighting changed the fit

@@ -7,9 +7,8 @@ import click
 from ..deploy import PRECISIONS
 from ..pipeline.compress import CompressSettings
 from ..pruning import IMPORTANCES
-from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 from .options import (CONTEXT, RegistryOption, defaults, importance_options, model_options, model_source,
-                      pop_importance_options, recipe_option)
+                      pop_importance_options, recipe_option, reconstruct_options)
 
 D = defaults(CompressSettings)
 
@@ -45,10 +44,7 @@ D = defaults(CompressSettings)
 @click.option("--scope", type=click.Choice(["uniform", "global"]), default=D["scope"], show_default=True)
 @click.option("--reconstruct/--no-reconstruct", default=D["reconstruct"], show_default=True,
               help="Re-fit fc2 by least squares after each prune round (no training).")
-@click.option("--reconstruct-mode", type=click.Choice(RECONSTRUCT_MODES), default=D["reconstruct_mode"],
-              show_default=True)
-@click.option("--reconstruct-target", type=click.Choice(RECONSTRUCT_TARGETS), default=D["reconstruct_target"],
-              show_default=True)
+@reconstruct_options(ridge=False)
 @click.option("--calib-images", type=int, default=D["calib_images"], show_default=True,
               help="Calibration images (from --data).")
 @click.option("--compensate", is_flag=True, help="Fold the removed neurons' mean activation into fc2's bias.")

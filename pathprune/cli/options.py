@@ -126,6 +126,39 @@ class RegistryOption(click.Option):
         return super().get_help_record(ctx)
 
 
+def reconstruct_options(ridge: bool = True) -> Callable[[Callable], Callable]:
+    """--reconstruct-mode, --reconstruct-target, --reconstruct-weighting (and --ridge): how a least-squares
+    reconstruction re-fits the pruned blocks (``ReconstructConfig``); the defaults are the library's."""
+    from ..repair.reconstruct import (RECONSTRUCT_MODES, RECONSTRUCT_TARGETS, RECONSTRUCT_WEIGHTINGS,
+                                      ReconstructConfig)
+
+    d = ReconstructConfig()
+    options = [
+        click.option("--reconstruct-mode", type=click.Choice(RECONSTRUCT_MODES), default=d.mode, show_default=True,
+                     help="sequential: block after block on the pruned model's own inputs; independent: on the "
+                          "unpruned model's activations."),
+        click.option("--reconstruct-target", type=click.Choice(RECONSTRUCT_TARGETS), default=d.target,
+                     show_default=True,
+                     help="residual: the pruned block's output matches the unpruned block's (absorbs earlier "
+                          "drift); dense: the unpruned MLP's output; local: the unpruned MLP on the pruned "
+                          "model's inputs."),
+        click.option("--reconstruct-weighting", type=click.Choice(RECONSTRUCT_WEIGHTINGS), default=d.weighting,
+                     show_default=True,
+                     help="Token weights of the squared error: uniform, or margin/fisher (how much a token's MLP "
+                          "output moves the decision; margin helps class-token models, hurts average-pooled "
+                          "ones: benchmarks/results_quality.md)."),
+    ]
+    if ridge:
+        options.append(click.option("--ridge", type=float, default=d.ridge, show_default=True,
+                                    help="Reconstruction ridge, relative to the mean Gram diagonal."))
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
 def device_option(fn: Callable) -> Callable:
     """--device auto|cpu|cuda|cuda:N (resolved by pathprune.device.resolve_device)."""
     return click.option("--device", default="auto", show_default=True,

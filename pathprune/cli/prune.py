@@ -7,9 +7,9 @@ import click
 from ..pipeline.stages import PruneSettings
 from ..pruning import IMPORTANCES
 from ..pruning.heads import HEAD_IMPORTANCES
-from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
 from .options import (CONTEXT, RegistryOption, defaults, device_option, importance_options, label_options,
-                      model_options, model_source, overwrite_option, pop_importance_options, recipe_option)
+                      model_options, model_source, overwrite_option, pop_importance_options, recipe_option,
+                      reconstruct_options)
 
 D = defaults(PruneSettings)
 
@@ -41,15 +41,7 @@ D = defaults(PruneSettings)
 @click.option("--reconstruct", is_flag=True,
               help="After removal, re-fit every block's fc2 (weights, bias) by ridge least squares on the "
                    "calibration tokens so the pruned MLPs reproduce the model before pruning (no training).")
-@click.option("--reconstruct-mode", type=click.Choice(RECONSTRUCT_MODES), default=D["reconstruct_mode"], show_default=True,
-              help="sequential: block after block on the pruned model's own inputs; independent: on the "
-                   "unpruned model's activations.")
-@click.option("--reconstruct-target", type=click.Choice(RECONSTRUCT_TARGETS), default=D["reconstruct_target"],
-              show_default=True,
-              help="residual: the pruned block's output matches the unpruned block's (absorbs earlier drift); "
-                   "dense: the unpruned MLP's output; local: the unpruned MLP on the pruned model's inputs.")
-@click.option("--ridge", type=float, default=D["ridge"], show_default=True,
-              help="Reconstruction ridge, relative to the mean Gram diagonal.")
+@reconstruct_options()
 @click.option("--calib-data", default=None,
               help="Calibration images (folder or digits[:train|:test]) for activation, taylor, --compensate "
                    "and --reconstruct [default for path methods: the analysis data in run.json].")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..pipeline.stages import ReconstructStageSettings
-from ..repair.reconstruct import RECONSTRUCT_MODES, RECONSTRUCT_TARGETS
-from .options import CONTEXT, defaults, device_option, label_options, overwrite_option, recipe_option
+from .options import (CONTEXT, defaults, device_option, label_options, overwrite_option, recipe_option,
+                      reconstruct_options)
 
 D = defaults(ReconstructStageSettings)
 
@@ -20,12 +20,7 @@ D = defaults(ReconstructStageSettings)
               help="Output directory (a pruned-model directory: model.safetensors, model.json, report.json).")
 @click.option("--teacher", default=None, help="Dense model [default: the one recorded in the pruned model.json].")
 @click.option("--teacher-weights", default=None, help="Weights file of --teacher.")
-@click.option("--reconstruct-mode", type=click.Choice(RECONSTRUCT_MODES), default=D["reconstruct_mode"],
-              show_default=True)
-@click.option("--reconstruct-target", type=click.Choice(RECONSTRUCT_TARGETS), default=D["reconstruct_target"],
-              show_default=True)
-@click.option("--ridge", type=float, default=D["ridge"], show_default=True,
-              help="Ridge, relative to the mean Gram diagonal.")
+@reconstruct_options()
 @click.option("--calib-images", type=int, default=D["calib_images"], show_default=True,
               help="Calibration images used, spread evenly over --calib-data.")
 @click.option("--eval-data", default=None, help="Measure top-1 before and after on these images.")

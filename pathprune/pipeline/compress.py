@@ -85,6 +85,7 @@ class CompressSettings:
     reconstruct: bool = True
     reconstruct_mode: str = "sequential"
     reconstruct_target: str = "residual"
+    reconstruct_weighting: str = "uniform"
     calib_images: int = 512
     compensate: bool = False
     # finetune (skipped when both are 0/None)
@@ -226,13 +227,15 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
             source=source, paths=str(analysis) if analysis_needed else None, importance=method,
             options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), macs=macs,
             reconstruct=s.reconstruct and not separate,
-            reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target, compensate=s.compensate,
+            reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
+            reconstruct_weighting=s.reconstruct_weighting, compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
             out=str(removed), quiet=s.quiet), removed, partial(st.prune, distributed=False)))  # rank 0 alone
         if separate:
             plan.append(Stage(f"reconstruct{suffix}", "reconstruct", st.ReconstructStageSettings(
                 model=str(removed), calib_data=s.data, calib_images=s.calib_images,
                 reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
+                reconstruct_weighting=s.reconstruct_weighting,
                 eval_data=s.eval_data, device=s.device, out=str(pruned), quiet=s.quiet), pruned, st.reconstruct))
         source = ModelSource(str(pruned))
         if s.finetunes:

@@ -208,6 +208,7 @@ class PruneSettings:
     reconstruct: bool = False
     reconstruct_mode: str = "sequential"
     reconstruct_target: str = "residual"
+    reconstruct_weighting: str = "uniform"
     ridge: float = 1e-3
     calib_data: str | None = None
     calib_images: int = 256
@@ -237,7 +238,7 @@ class PruneSettings:
         if not self.reconstruct:
             return None
         return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
-                                 ridge=self.ridge).validate()
+                                 weighting=self.reconstruct_weighting, ridge=self.ridge).validate()
 
     @property
     def needs(self) -> frozenset[str]:
@@ -366,6 +367,7 @@ class ReconstructStageSettings:
     teacher_weights: str | None = None
     reconstruct_mode: str = "sequential"
     reconstruct_target: str = "residual"
+    reconstruct_weighting: str = "uniform"
     ridge: float = 1e-3
     calib_images: int = 256
     eval_data: str | None = None
@@ -380,7 +382,7 @@ class ReconstructStageSettings:
         from ..repair import ReconstructConfig
 
         return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
-                                 ridge=self.ridge).validate()
+                                 weighting=self.reconstruct_weighting, ridge=self.ridge).validate()
 
     def validate(self) -> "ReconstructStageSettings":
         self.reconstruct_config()
