@@ -101,7 +101,30 @@ def test_prune_settings_macs_meets_the_budget_writes_table_and_plot(tmp_path, ti
     assert description["format"] == "pathprune.model/2" and description["macs"] == 0.6
     assert description["num_heads"] == [b.attn.num_heads for b in pruned.blocks]
     assert report["budget"]["table"].startswith("| block |") and report["budget"]["candidates_table"]
+    assert report["budget"]["candidates_repaired"] is True
     assert (out / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prune_macs_without_reconstruction_says_the_choice_was_not_repaired(tmp_path, tiny_weights,
+                                                                             image_folder):
+    """Without `reconstruct` the held-out choice scores the candidates unrepaired: the report and the
+    echo say so (they said "after repair" whatever the setting)."""
+    from pathprune.pipeline.settings import ModelSource
+    from pathprune.pipeline.stages import PruneSettings, prune
+
+    source = ModelSource("vit_tiny_patch16_224", weights=str(tiny_weights), img_size=32, num_classes=3,
+                         model_arg=tuple(f"{k}={v}" for k, v in
+                                         {"patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 2,
+                                          "mlp_ratio": 2.0}.items()))
+    lines: list[str] = []
+    report = prune(PruneSettings(source, ratio=0.0, macs=0.6, out=str(tmp_path / "p"), importance="magnitude",
+                                 reconstruct=False, calib_data=str(image_folder.root), quiet=True),
+                   echo=lines.append)
+    budget = report["budget"]
+    assert budget["candidates_table"] and budget["candidates_repaired"] is False
+    assert report["reconstruction"] is None
+    assert "candidates (held-out calibration images, without repair):" in lines
+    assert not any("after repair" in line for line in lines)
 
 
 def test_cli_prune_macs_errors_are_one_line(run_cli, tiny_weights, image_folder, tmp_path):

@@ -219,6 +219,7 @@ def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, an
                          "allocation": description["allocation"], "head_weight": description["head_weight"],
                          "heads_method": name, "blocks": plan.blocks, "table": plan.table(),
                          "candidates": choice.candidates if choice is not None else None,
+                         "candidates_repaired": choice is not None and reconstruct is not None,
                          "candidates_table": choice.table() if choice is not None else None}}
     return {"plan": plan, "choice": choice, "kept": plan.kept, "description": description, "report": report}
 

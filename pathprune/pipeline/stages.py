@@ -333,7 +333,8 @@ def echo_prune_report(report: dict[str, Any], s: PruneSettings, echo: Echo) -> N
              f"{b['macs_planned']:.3f} of the MACs kept; where the budget went:")
         echo(b["table"])
         if b.get("candidates_table"):
-            echo("candidates (held-out calibration images, after repair):")
+            repair = "after repair" if b.get("candidates_repaired", True) else "without repair"
+            echo(f"candidates (held-out calibration images, {repair}):")
             echo(b["candidates_table"])
     if report["top1_before"] is not None:
         echo(f"top-1 on {s.eval_data}: dense {report['top1_before']:.4f}, pruned {report['top1_after']:.4f}, "
