@@ -176,24 +176,35 @@ def _with_contrib_shapes(proto):
         return proto
 
 
-def saturating_int8_cpu() -> bool:
+def saturating_int8_cpu(cpuinfo: str | None = None, machine: str | None = None) -> bool:
     """True on an x86 CPU without VNNI (AVX2/AVX-512 only), where onnxruntime's u8 x s8 kernels
     (VPMADDUBSW) can saturate the pairwise sums: weights are then quantised to 7 bits
     (``reduce_range``), as onnxruntime advises; on such a CPU full-range int8-static lost 2 points of
-    digits top-1, 7-bit weights keep it within half a point.
+    digits top-1, 7-bit weights keep it within half a point. With AVX512-VNNI (``avx512_vnni``, e.g.
+    Zen 4, Ice Lake and later Xeons) or AVX-VNNI (``avx_vnni``, e.g. Alder Lake) the dot products
+    accumulate in 32 bits and the full 8-bit range is used. `cpuinfo` / `machine` (tests): the text
+    of /proc/cpuinfo and ``platform.machine()``; only the ``flags`` lines are read.
 
-    >>> isinstance(saturating_int8_cpu(), bool)
+    >>> saturating_int8_cpu("flags\t\t: fpu sse avx2 avx512f avx512bw", "x86_64")
     True
+    >>> saturating_int8_cpu("flags\t\t: fpu sse avx2 avx512f avx512_vnni", "x86_64")
+    False
     """
     import platform
 
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False  # unknown: full range, as before
-    return "avx512_vnni" not in flags and "avx_vnni" not in flags
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False  # unknown: full range, as before
+    flags = {f for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() == "flags"
+             for f in line.split(":", 1)[1].split()}
+    if not flags:
+        return False  # unknown (no flags line): full range
+    return not flags & {"avx512_vnni", "avx_vnni"}
 
 
 class _QuietRootLogger:
