@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     profiles = {}
     if args.profile:
         for n in names:
-            profiles[n] = profile(index[n]["path"])
+            profiles[n] = profile(index[n]["path"], runs=1)
         loads.append(load_average())
     import onnxruntime as ort
 

@@ -518,7 +518,7 @@ def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration
             except OutputError as exc:  # its agreement check failed
                 failures[name] = str(exc)
                 continue
-            runners[name] = make_runner("ort-cpu", None, res.path, threads)
+            runners[name] = make_runner("ort-cpu", None, res.path, threads, spinning=False)
         if not runners:
             raise OutputError("no int8 variant passed its check: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
         x = np.random.default_rng(0).standard_normal((batch_size, *model_input_shape(model))).astype(np.float32)
