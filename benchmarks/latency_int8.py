@@ -7,9 +7,12 @@ variant is exported by :func:`pathprune.deploy.export_onnx` exactly as ``pathpru
 (TorchScript exporter, calibration: 8 random images for int8-static, agreement check off: the weights
 are random), and ``--optimize --precision int8`` through the selection a user gets
 (:func:`~pathprune.deploy.onnx.export_fastest_int8`, its choice reported). Timing: onnxruntime CPU
-provider with the session options a user gets (``intra_op_num_threads`` left to onnxruntime, i.e. one
-thread per physical core, spinning on), batch 8, every variant run once per repeat in a rotating order
-(interleaved), medians; only ratios inside the one run are reported. ``--profile``: onnxruntime's
+provider with onnxruntime's default intra-op thread count (one per physical core) and, unless
+``--spinning``, without spinning (``session.intra_op.allow_spinning=0``, as ``pathprune bench`` times:
+the variants alternate in one process, and a spinning session's idle thread took a core from the next
+one), batch 8, every variant run once per repeat in a rotating order (interleaved), medians; only
+ratios inside the one run are reported. The profile uses onnxruntime's defaults (spinning on) and one
+session at a time. ``--profile``: onnxruntime's
 profiler (``SessionOptions.enable_profiling``) per variant, time per op type.
 
 Exports are cached in ``--work`` (resumable); ``--export-only`` stops before timing, so the exports can
@@ -41,6 +44,7 @@ VARIANTS = {
     "pruned opt-int8-dynamic (attention unfused)": ("pruned", True, "int8-dynamic", False),
     "pruned int8-static": ("pruned", False, "int8-static", None),
     "pruned opt-int8-static": ("pruned", True, "int8-static", None),
+    "pruned opt-int8-static (attention unfused)": ("pruned", True, "int8-static", False),
     "pruned opt-int8-static (attention fused)": ("pruned", True, "int8-static", True),
     "MLP-only fp32": ("mlp", False, "fp32", None),
     "MLP-only opt-fp32": ("mlp", True, "fp32", None),
@@ -48,6 +52,7 @@ VARIANTS = {
     "MLP-only opt-int8-dynamic": ("mlp", True, "int8-dynamic", None),
     "MLP-only int8-static": ("mlp", False, "int8-static", None),
     "MLP-only opt-int8-static": ("mlp", True, "int8-static", None),
+    "MLP-only opt-int8-static (attention unfused)": ("mlp", True, "int8-static", False),
 }
 #: the `--precision int8` selections (optimize on), exported through export_fastest_int8
 CHOICES = {"pruned opt-int8 (selected)": "pruned", "MLP-only opt-int8 (selected)": "mlp"}
@@ -103,11 +108,11 @@ def export_all(work: Path, models: dict, names: list[str], log) -> dict[str, dic
     return index
 
 
-def time_all(index: dict, names: list[str], repeats: int, warmup: int) -> dict[str, dict]:
+def time_all(index: dict, names: list[str], repeats: int, warmup: int, spinning: bool | None = False) -> dict[str, dict]:
     from pathprune.deploy import make_runner
     from pathprune.evaluate.bench import interleaved_latency
 
-    runners = {n: make_runner("ort-cpu", None, index[n]["path"], None) for n in names}
+    runners = {n: make_runner("ort-cpu", None, index[n]["path"], None, spinning=spinning) for n in names}
     x = np.random.default_rng(2).standard_normal((8, 3, 224, 224)).astype(np.float32)
     return interleaved_latency(runners, x, warmup=warmup, repeats=repeats)
 
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument("--profile", action="store_true", help="op-type profile of every variant")
+    parser.add_argument("--spinning", action="store_true",
+                        help="time with onnxruntime's default spinning (off by default: the sessions alternate, and "
+                             "a spinning session's idle threads take the cores from the next one)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown section written here")
     parser.add_argument("--json", type=Path, default=None, help="raw figures written here")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/figures/latency_int8.png"))
@@ -194,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     loads = [load_average()]
     started = time.perf_counter()
-    lat = time_all(index, names, args.repeats, args.warmup)
+    lat = time_all(index, names, args.repeats, args.warmup, spinning=None if args.spinning else False)
     seconds = time.perf_counter() - started
     loads.append(load_average())
     profiles = {}
@@ -210,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     base = lat["dense fp32"]["median_ms"] if "dense fp32" in lat else None
     r_pruned, r_mlp = macs["dense"] / macs["pruned"], macs["dense"] / macs["mlp"]
     lines = [f"MAC ratio dense / pruned (cost model): {r_pruned:.2f}x; dense / MLP-only: {r_mlp:.2f}x. onnxruntime "
-             f"{ort.__version__} CPU provider, default session options (intra-op threads: onnxruntime's default, "
-             f"one per physical core; spinning on), batch 8, {args.warmup} warm-up rounds, {args.repeats} interleaved "
+             f"{ort.__version__} CPU provider, intra-op threads: onnxruntime's default (one per "
+             f"physical core), {'spinning on (its default)' if args.spinning else 'spinning off'}, batch 8, {args.warmup} warm-up rounds, {args.repeats} interleaved "
              f"repeats, {seconds:.0f} s. int8-static weights: {'7-bit (reduce_range)' if saturating_int8_cpu() else 'full 8-bit range'}"
              f" on this CPU.", "",
              "| variant | median ms | p90 ms | speed-up vs dense fp32 | fraction of the MAC ratio | ONNX MB | fused Attention |",

@@ -291,10 +291,10 @@ def test_optimize_leaves_residual_layernorms_unfused_and_static_int8_quantises_e
     # SkipLayerNormalization's CPU kernel is slower than Add + LayerNormalization: not fused
     assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 5 and ops["Attention"] == 2
     assert opt.fused["LayerNorm"] == 5
-    # the optimiser's static int8 graph (attention unfused; on request: by default optimised static int8
-    # is the plain graph): the MatMuls fed by contrib operators (BiasGelu) are quantised too
+    # the optimiser's static int8 graph (attention unfused, the default): the MatMuls fed by contrib
+    # operators (BiasGelu) are quantised too
     export_onnx(model, tmp_path / "q.onnx", optimize=True, precision="int8-static", calibration=calib,
-                exporter="torchscript", min_agreement=0.0, spec=spec, fuse_attention=False)
+                exporter="torchscript", min_agreement=0.0, spec=spec)
     import onnx
 
     graph = onnx.load(str(tmp_path / "q.onnx")).graph

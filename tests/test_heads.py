@@ -333,22 +333,17 @@ def test_int8_picks_the_fastest_passing_variant_and_static_int8_keeps_attention_
                              min_agreement=0.0, exporter="torchscript")
     assert via_export.precision in {k.split(" ")[0] for k in timings}
     assert "int8_choice" in read_metadata(str(tmp_path / "q2.onnx"))
-    # with optimize, the plain int8-dynamic graph competes too (optimize never picks a slower file)
-    assert set(timings) == {"int8-dynamic", "int8-dynamic (not optimised)", "int8-static"}
+    # with optimize, the graphs without the optimiser compete too (optimize never picks a slower file)
+    assert set(timings) == {"int8-dynamic", "int8-static", "int8-dynamic (not optimised)", "int8-static (not optimised)"}
     chosen = min(timings, key=timings.get)
     assert result.precision == chosen.split(" ")[0]
-    assert result.optimize is (chosen != "int8-dynamic (not optimised)")
+    assert result.optimize is ("not optimised" not in chosen)
     choice = read_metadata(str(tmp_path / "q.onnx"))["int8_choice"]
     assert choice["chosen"] == chosen and set(choice["median_ms"]) == set(timings)
-    # optimised static int8: the plain graph by default; the optimiser's graphs on request
     static = export_onnx(model, tmp_path / "s.onnx", optimize=True, precision="int8-static", calibration=calib,
                          min_agreement=0.0, exporter="torchscript")
     ops = {n.op_type for n in onnx.load(str(tmp_path / "s.onnx")).graph.node}
-    assert not ops & {"Attention", "BiasGelu"} and static.fused.get("skipped")
-    unfused = export_onnx(model, tmp_path / "u.onnx", optimize=True, precision="int8-static", calibration=calib,
-                          min_agreement=0.0, exporter="torchscript", fuse_attention=False)
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "u.onnx")).graph.node}
-    assert "Attention" not in ops and unfused.fused["LayerNorm"] > 0 and not unfused.fused.get("skipped")
+    assert "Attention" not in ops and static.fused["LayerNorm"] > 0  # other fusions stay
 
 
 def test_cli_prunes_heads_only_and_refuses_a_bad_heads_ratio(run_cli, tiny_weights, tmp_path):

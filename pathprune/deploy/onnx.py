@@ -367,13 +367,9 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
     is required by int8-static; ``int8`` exports int8-dynamic (and int8-static when `calibration` is
     given), keeps the fastest that passes its check and records the choice in the metadata
     (``int8_choice``; :func:`~pathprune.deploy.select.export_fastest_int8`). `fuse_attention` (with
-    `optimize`; None: the fastest measured fusion set of the precision, see `PLAIN_GRAPH_WHEN_OPTIMIZED`):
-    True fuses attention, False leaves attention unfused and keeps the other fusions (LayerNorm,
-    BiasGelu; int8-static then keeps the score products in float32). With None, int8-static gets no
-    transformer fusion at all (the plain graph): its QDQ graph has no fused-Attention kernel, and the
-    LayerNorm/BiasGelu fusions only put float operators between its quantised MatMuls, which measured
-    no faster and up to 7-28% slower on ViT-B/16 (benchmarks/results_latency_int8.md); the result
-    says so (``fused["skipped"]``) and `optimize` never makes it slower. The score
+    `optimize`; None: all precisions but int8-static): False leaves attention unfused, keeping the
+    other fusions; optimised int8-static does so by default because the fused Attention has no QDQ
+    kernel and would stay float32; unfused, the attention projections run in int8 and the score
     products stay float32. `exporter` None picks the precision's preferred exporter (TorchScript
     for int8-static, dynamo otherwise). On a failed check or any error no file is left at `out` (an
     existing file is kept unchanged), and stale temporaries of an interrupted export of `out` are
@@ -409,11 +405,8 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
     from .optimize import fusion_friendly, optimize_proto
 
     optimize, fuse_attention = optimize_attention
-    skipped = None
-    if optimize and fuse_attention is None and precision in PLAIN_GRAPH_WHEN_OPTIMIZED:
-        optimize, skipped = False, PLAIN_GRAPH_WHEN_OPTIMIZED[precision]
     if fuse_attention is None:
-        fuse_attention = True
+        fuse_attention = precision != "int8-static"
     from .quantize import PRECISIONS
 
     entry = PRECISIONS.entry(precision)
@@ -466,9 +459,6 @@ def _export_locked(model, path, input_shape, opset, exporter, tolerance, batch_s
                 raise OutputError(f"{precision} check failed: top-1 agrees with torch on {agreement:.1%} of "
                                   f"{checked} {inputs} inputs < {min_agreement:.0%} (max logit difference "
                                   f"{diff:.3g}); nothing written")
-    if skipped:
-        fused = {"Attention": 0, "LayerNorm": 0, "Gelu": 0, "ops": {}, "skipped": skipped}
-        optimize = True  # asked for, and answered with the plain graph (fused["skipped"] says why)
     meta = export_metadata(model, spec, optimize=optimize, precision=precision,
                            extra={"exporter": exporter, "opset": opset, "input_shape": list(shape),
                                   **({} if fuse_attention or not optimize else {"attention_fused": False}),
@@ -501,14 +491,6 @@ def _session_of(proto):
 #: the int8 precisions ``int8`` chooses from
 INT8_VARIANTS = ("int8-dynamic", "int8-static")
 
-#: precisions whose `optimize` exports the plain graph (no transformer fusion), with the reason reported
-PLAIN_GRAPH_WHEN_OPTIMIZED = {
-    "int8-static": "int8-static keeps the plain graph: onnxruntime has no QDQ kernel for the fused Attention, "
-                   "and the LayerNorm/Gelu fusions put float operators between the quantised MatMuls (measured "
-                   "no faster, up to 28% slower on ViT-B/16)",
-}
-
-
 def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration: Any = None, optimize: bool = False,
                         batch_size: int = 8, repeats: int = 10, threads: int | None = None,
                         **export_args: Any) -> tuple[Any, dict[str, float]]:
@@ -519,12 +501,11 @@ def export_fastest_int8(model: nn.Module, out: str | os.PathLike, *, calibration
     """
     from .runtimes import make_runner
 
-    # (name, precision, optimise, fuse attention). With `optimize`, the plain int8-dynamic graph competes
-    # too, so that `optimize` never chooses a slower file than without it (the candidates without it are a
-    # subset); int8-static is exported as the plain graph either way (PLAIN_GRAPH_WHEN_OPTIMIZED).
+    # (name, precision, optimise, fuse attention). With `optimize`, the plain graphs compete too, so that
+    # `optimize` never chooses a slower file than without it (the candidates without it are a subset)
     candidates = [(p, p, optimize, None) for p in INT8_VARIANTS if p != "int8-static" or calibration is not None]
     if optimize:
-        candidates.insert(1, ("int8-dynamic (not optimised)", "int8-dynamic", False, None))
+        candidates += [(f"{p} (not optimised)", p, False, None) for _, p, _, _ in list(candidates)]
     failures: dict[str, str] = {}
     runners = {}
     with tempfile.TemporaryDirectory(prefix="pathprune-int8-") as tmp:

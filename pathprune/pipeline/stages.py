@@ -552,9 +552,7 @@ def echo_export_result(result: Any, s: ExportSettings, echo: Echo) -> None:
              f"{result.check_images} {'images' if result.check_inputs == 'images' else 'random inputs'} "
              f"(minimum {s.min_agreement:.0%}); logit difference max {result.max_abs_diff:.3g}, "
              f"mean {result.mean_abs_diff:.3g}")
-    if s.optimize and (result.fused or {}).get("skipped"):
-        echo(f"optimise: {result.fused['skipped']}")
-    elif s.optimize:
+    if s.optimize and result.optimize:
         fused = result.fused
         echo(f"optimised: fused Attention {fused['Attention']}, LayerNorm {fused['LayerNorm']}, Gelu "
              f"{fused['Gelu']} ({', '.join(f'{k} {v}' for k, v in fused['ops'].items()) or 'none'})")
