@@ -44,7 +44,6 @@ VARIANTS = {
     "pruned opt-int8-dynamic (attention unfused)": ("pruned", True, "int8-dynamic", False),
     "pruned int8-static": ("pruned", False, "int8-static", None),
     "pruned opt-int8-static": ("pruned", True, "int8-static", None),
-    "pruned opt-int8-static (attention unfused)": ("pruned", True, "int8-static", False),
     "pruned opt-int8-static (attention fused)": ("pruned", True, "int8-static", True),
     "MLP-only fp32": ("mlp", False, "fp32", None),
     "MLP-only opt-fp32": ("mlp", True, "fp32", None),
@@ -52,7 +51,6 @@ VARIANTS = {
     "MLP-only opt-int8-dynamic": ("mlp", True, "int8-dynamic", None),
     "MLP-only int8-static": ("mlp", False, "int8-static", None),
     "MLP-only opt-int8-static": ("mlp", True, "int8-static", None),
-    "MLP-only opt-int8-static (attention unfused)": ("mlp", True, "int8-static", False),
 }
 #: the `--precision int8` selections (optimize on), exported through export_fastest_int8
 CHOICES = {"pruned opt-int8 (selected)": "pruned", "MLP-only opt-int8 (selected)": "mlp"}
