@@ -248,3 +248,84 @@ def test_digits_int8_static_keeps_top1_within_half_a_point(tmp_path, digits_sets
         runners[precision] = make_runner("ort-cpu", None, res.path, 1)
     ort_eval = evaluate_runners(runners, test, batch_size=128)
     assert abs(ort_eval.top1("int8-static") - ort_eval.top1("fp32")) <= 0.005
+
+
+# --------------------------------------------------------------------------------------------
+# CPU speed choices (issue 17): VNNI detection, fusions kept per precision, session spinning
+
+_FLAGS = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512bw avx512vl{}\nbugs\t\t: spectre_v1\n"
+
+
+@pytest.mark.parametrize("extra, machine, saturating", [
+    ("", "x86_64", True),                     # AVX2 / AVX-512 without VNNI: u8 x s8 sums can saturate
+    (" avx512_vnni avx512_bf16", "x86_64", False),  # Zen 4, Ice Lake+: 32-bit accumulation
+    (" avx_vnni", "x86_64", False),           # Alder Lake's AVX-VNNI
+    ("", "aarch64", False),                   # not x86: no VPMADDUBSW
+])
+def test_saturating_int8_cpu_reads_the_vnni_flags(extra, machine, saturating):
+    from pathprune.deploy.quantize import saturating_int8_cpu
+
+    assert saturating_int8_cpu(_FLAGS.format(extra), machine) is saturating
+    # a flag named only outside the flags line does not count; no flags line at all: unknown, full range
+    assert saturating_int8_cpu(_FLAGS.format("") + "power management: avx512_vnni\n", "x86_64") is True
+    assert saturating_int8_cpu("processor\t: 0\n", "x86_64") is False
+
+
+def _optimized_by_ort(path: Path, tmp_path: Path) -> dict[str, int]:
+    """Op counts of the graph onnxruntime actually runs (its own session-level fusions applied)."""
+    import onnx
+    import onnxruntime as ort
+    from collections import Counter
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "as_run.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(str(tmp_path / "as_run.onnx")).graph.node)
+
+
+def test_optimize_leaves_residual_layernorms_unfused_and_static_int8_quantises_every_linear(tmp_path, tiny, calib):
+    model, spec = tiny
+    opt = export_onnx(model, tmp_path / "opt.onnx", optimize=True, exporter="torchscript", spec=spec)
+    ops = op_counts(tmp_path / "opt.onnx")
+    # SkipLayerNormalization's CPU kernel is slower than Add + LayerNormalization: not fused
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 5 and ops["Attention"] == 2
+    assert opt.fused["LayerNorm"] == 5
+    # the optimiser's static int8 graph (attention unfused, the default): the MatMuls fed by contrib
+    # operators (BiasGelu) are quantised too
+    export_onnx(model, tmp_path / "q.onnx", optimize=True, precision="int8-static", calibration=calib,
+                exporter="torchscript", min_agreement=0.0, spec=spec)
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    weights = {i.name for i in graph.initializer}
+    linear = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in producer
+              and producer[n.input[1]].op_type == "DequantizeLinear" and producer[n.input[1]].input[0] in weights]
+    # qkv (3 per block), proj, fc1, fc2 (after BiasGelu, a contrib op), in both blocks: activations quantised too
+    assert len(linear) == 2 * 6
+    assert all(n.input[0] in producer and producer[n.input[0]].op_type == "DequantizeLinear" for n in linear)
+    ran = _optimized_by_ort(tmp_path / "q.onnx", tmp_path)
+    assert ran["MatMulNBits"] == 0  # (before: float MatMulNBits, weights dequantised at every run)
+    assert ran["QLinearMatMul"] + ran["MatMulIntegerToFloat"] >= 2 * 6
+
+
+def test_sessions_spin_only_when_asked_and_bench_times_without_spinning(tmp_path, tiny):
+    from pathprune.deploy import make_runner, ort_session
+    from pathprune.evaluate.bench import BenchSettings
+
+    model, _ = tiny
+    path = export_onnx(model, tmp_path / "m.onnx", exporter="torchscript").path
+    key = "session.intra_op.allow_spinning"
+
+    def entry(session):
+        try:
+            return session.get_session_options().get_session_config_entry(key)
+        except Exception:  # noqa: BLE001 - onnxruntime raises when the entry was never set
+            return None
+
+    assert entry(ort_session(path)) is None  # onnxruntime's default (spinning on)
+    assert entry(ort_session(path, spinning=False)) == "0" and entry(ort_session(path, spinning=True)) == "1"
+    assert entry(make_runner("ort-cpu", None, path, None, spinning=False).session) == "0"
+    assert make_runner("torch-cpu", model, None, None, spinning=False).backend == "torch-cpu"
+    assert BenchSettings().spinning is False

@@ -176,3 +176,20 @@ def test_cli_int8_static_without_calibration_is_a_one_line_error(tmp_path, run_c
     res = run_cli(["export", pruned_dir, "--precision", "int8-static", "--out", tmp_path / "q.onnx"])
     assert res.code == 2 and "--calib-data" in res.err and len(res.err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_int8_says_which_variant_it_chose(tmp_path, run_cli, pruned_dir):
+    """`--optimize --precision int8` prints the chosen variant (also in the parity line and the file's
+    precision), and the candidates without the optimiser competed."""
+    from pathprune.deploy import read_metadata
+
+    out = tmp_path / "q.onnx"
+    res = run_cli(["export", pruned_dir, "--exporter", "torchscript", "--optimize", "--precision", "int8",
+                   "--min-agreement", "0", "--out", out])
+    assert res.code == 0, res.output
+    meta = read_metadata(out)
+    chosen = meta["int8_choice"]["chosen"]
+    assert set(meta["int8_choice"]["median_ms"]) == {"int8-dynamic", "int8-dynamic (not optimised)"}
+    assert f"int8: chose {chosen}," in res.out and meta["precision"] == "int8-dynamic"
+    assert "parity (int8-dynamic)" in res.out and "parity (int8)" not in res.out
+    assert meta["optimize"] is ("not optimised" not in chosen)

@@ -331,11 +331,15 @@ def test_int8_picks_the_fastest_passing_variant_and_static_int8_keeps_attention_
                                           min_agreement=0.0, exporter="torchscript", repeats=3)
     via_export = export_onnx(model, tmp_path / "q2.onnx", precision="int8", optimize=True, calibration=calib,
                              min_agreement=0.0, exporter="torchscript")
-    assert via_export.precision in timings and "int8_choice" in read_metadata(str(tmp_path / "q2.onnx"))
-    assert set(timings) == {"int8-dynamic", "int8-static", "int8-static (attention fused)"}
-    assert result.precision == min(timings, key=timings.get).split(" ")[0]
+    assert via_export.precision in {k.split(" ")[0] for k in timings}
+    assert "int8_choice" in read_metadata(str(tmp_path / "q2.onnx"))
+    # with optimize, the graphs without the optimiser compete too (optimize never picks a slower file)
+    assert set(timings) == {"int8-dynamic", "int8-static", "int8-dynamic (not optimised)", "int8-static (not optimised)"}
+    chosen = min(timings, key=timings.get)
+    assert result.precision == chosen.split(" ")[0]
+    assert result.optimize is ("not optimised" not in chosen)
     choice = read_metadata(str(tmp_path / "q.onnx"))["int8_choice"]
-    assert choice["chosen"].split(" ")[0] == result.precision and set(choice["median_ms"]) == set(timings)
+    assert choice["chosen"] == chosen and set(choice["median_ms"]) == set(timings)
     static = export_onnx(model, tmp_path / "s.onnx", optimize=True, precision="int8-static", calibration=calib,
                          min_agreement=0.0, exporter="torchscript")
     ops = {n.op_type for n in onnx.load(str(tmp_path / "s.onnx")).graph.node}

@@ -38,8 +38,15 @@ class ProviderError(PathpruneError):
     """onnxruntime did not run on the execution provider that was asked for."""
 
 
-def ort_session(model: bytes | str | os.PathLike, provider: str = "cpu", threads: int | None = None):
-    """An onnxruntime InferenceSession on `provider` (``cpu`` or ``cuda``), checked to really use it."""
+def ort_session(model: bytes | str | os.PathLike, provider: str = "cpu", threads: int | None = None,
+                spinning: bool | None = None):
+    """An onnxruntime InferenceSession on `provider` (``cpu`` or ``cuda``), checked to really use it.
+
+    `threads`: intra-op threads (None: onnxruntime's default, one per physical core). `spinning`
+    (``session.intra_op.allow_spinning``; None: onnxruntime's default, on): whether idle intra-op
+    threads busy-wait for work. Off, a session does not take a core from whatever else runs between
+    its parallel sections: other sessions timed in turn, torch, other processes.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -47,6 +54,8 @@ def ort_session(model: bytes | str | os.PathLike, provider: str = "cpu", threads
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     wanted = _PROVIDERS.get(provider.split(":")[0])
     if wanted is None:
         raise ConfigError(f"unknown onnxruntime provider '{provider}' (cpu, cuda)")
@@ -159,12 +168,12 @@ class Runner:
 class OrtRunner(Runner):
     """onnxruntime session; on CUDA inputs and outputs are bound on the device (IOBinding)."""
 
-    def __init__(self, onnx_file: str, provider: str, threads: int | None):
+    def __init__(self, onnx_file: str, provider: str, threads: int | None, spinning: bool | None = None):
         self.device = provider
         self.cuda = provider.startswith("cuda")
         self.device_id = int(provider.split(":")[1]) if ":" in provider else 0
         self._free_before = _cuda_free() if self.cuda else None
-        self.session = ort_session(onnx_file, provider, threads)
+        self.session = ort_session(onnx_file, provider, threads, spinning)
         self.backend = "ort-cuda" if self.cuda else "ort-cpu"
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -262,10 +271,11 @@ def _cuda_free() -> int | None:
 
 
 def _ort_runner(provider: str):
-    def make(model: nn.Module | None, onnx_file: str | None, threads: int | None) -> Runner:
+    def make(model: nn.Module | None, onnx_file: str | None, threads: int | None,
+             spinning: bool | None = None) -> Runner:
         if onnx_file is None:
             raise ConfigError(f"the ort-{provider} runtime needs an ONNX file", param="backends")
-        return OrtRunner(onnx_file, provider, threads)
+        return OrtRunner(onnx_file, provider, threads, spinning)
     return make
 
 
@@ -292,6 +302,11 @@ def available_runtimes() -> list[str]:
     return [name for name in RUNTIMES if RUNTIMES.entry(name).meta["available"]()]
 
 
-def make_runner(backend: str, model: nn.Module | None, onnx_file: str | None, threads: int | None) -> Runner:
-    """A Runner of `model` (torch runtimes) or `onnx_file` (onnxruntime ones) on `backend`."""
-    return RUNTIMES.get(backend)(model, onnx_file, threads)
+def make_runner(backend: str, model: nn.Module | None, onnx_file: str | None, threads: int | None,
+                spinning: bool | None = None) -> Runner:
+    """A Runner of `model` (torch runtimes) or `onnx_file` (onnxruntime ones) on `backend`.
+    `spinning` (onnxruntime runtimes; see `ort_session`) is passed only when set."""
+    factory = RUNTIMES.get(backend)
+    if spinning is None or RUNTIMES.entry(backend).meta.get("kind") != "onnx":
+        return factory(model, onnx_file, threads)
+    return factory(model, onnx_file, threads, spinning)

@@ -67,6 +67,10 @@ class BenchSettings:
     eval_batch_size: int = 64
     device: str = "cpu"  # where the torch accuracy pass runs (auto, cpu, cuda, cuda:N)
     threads: int | None = None  # onnxruntime intra-op threads (None: its default)
+    # onnxruntime's idle intra-op threads busy-wait (its default) or not: off, because bench alternates
+    # several sessions (and torch) in one process, and a spinning session's idle threads took the cores
+    # from the one being timed (digits, batch 32: 2-5x slower; benchmarks/results_latency_int8.md)
+    spinning: bool = False
     keep_onnx: bool = False
     workers: int = 0  # image decoding processes of the accuracy pass
     exporter: str = "dynamo"  # torch.onnx exporter of the benchmarked ONNX files
@@ -317,7 +321,8 @@ def measure_variants(variants: Sequence[Variant], backends: Sequence[str], image
             chosen = [v for v in variants if v.runtime == kind]
             if not chosen:
                 continue
-            runners = {v.name: make_runner(backend, v.model.model, v.onnx_file, settings.threads) for v in chosen}
+            runners = {v.name: make_runner(backend, v.model.model, v.onnx_file, settings.threads, settings.spinning)
+                       for v in chosen}
             try:
                 if kind == "onnx":  # accuracy through this very runtime
                     ev = evaluate_runners(runners, images, batch_size=settings.eval_batch_size, progress=progress,

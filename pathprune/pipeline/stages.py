@@ -601,11 +601,11 @@ def echo_export_result(result: Any, s: ExportSettings, echo: Echo) -> None:
         echo(f"parity: max |onnxruntime - torch| logit difference {result.max_abs_diff:.3g} "
              f"(batch sizes {', '.join(map(str, result.parity_batch_sizes))}; tolerance {s.tolerance:g})")
     else:
-        echo(f"parity ({s.precision}): top-1 agrees with torch on {result.top1_agreement:.1%} of "
+        echo(f"parity ({result.precision}): top-1 agrees with torch on {result.top1_agreement:.1%} of "
              f"{result.check_images} {'images' if result.check_inputs == 'images' else 'random inputs'} "
              f"(minimum {s.min_agreement:.0%}); logit difference max {result.max_abs_diff:.3g}, "
              f"mean {result.mean_abs_diff:.3g}")
-    if s.optimize:
+    if s.optimize and result.optimize:
         fused = result.fused
         echo(f"optimised: fused Attention {fused['Attention']}, LayerNorm {fused['LayerNorm']}, Gelu "
              f"{fused['Gelu']} ({', '.join(f'{k} {v}' for k, v in fused['ops'].items()) or 'none'})")
