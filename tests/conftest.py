@@ -5,7 +5,6 @@ Every model here is small enough that a whole test file runs in seconds on 2 CPU
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -190,3 +189,24 @@ def assert_exit2_one_error_line(res: CliResult, *words: str) -> None:
     for word in words:
         assert word in lines[0], lines[0]
 
+
+def count_macs_by_hooks(model, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> int:
+    """MACs of one forward of a zero input, counted by hooks on every Linear/Conv2d plus the attention
+    products q k^T and A v (2 N^2 Dh per head): an oracle independent of pathprune's cost model."""
+    total = [0]
+    handles = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            handles.append(module.register_forward_hook(
+                lambda m, a, o: total.__setitem__(0, total[0] + a[0].numel() // a[0].shape[-1] * m.weight.numel())))
+        elif isinstance(module, torch.nn.Conv2d):
+            handles.append(module.register_forward_hook(
+                lambda m, a, o: total.__setitem__(0, total[0] + o.shape[-1] * o.shape[-2] * m.weight.numel())))
+    for block in model.blocks:
+        handles.append(block.attn.register_forward_hook(
+            lambda m, a, o: total.__setitem__(0, total[0] + 2 * a[0].shape[1] ** 2 * m.head_dim * m.num_heads)))
+    with torch.no_grad():
+        model(torch.zeros(*input_shape))
+    for h in handles:
+        h.remove()
+    return total[0]

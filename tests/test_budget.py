@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny
+from conftest import count_macs_by_hooks, make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -15,25 +15,7 @@ def tiny():
 
 
 def _count_macs(model) -> int:
-    """MACs of one image counted by hooks on every Linear/Conv2d plus the attention matmuls."""
-    total = [0]
-    handles = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            handles.append(module.register_forward_hook(
-                lambda m, a, o: total.__setitem__(0, total[0] + a[0].numel() // a[0].shape[-1] * m.weight.numel())))
-        elif isinstance(module, torch.nn.Conv2d):
-            handles.append(module.register_forward_hook(
-                lambda m, a, o: total.__setitem__(0, total[0] + o.shape[-1] * o.shape[-2] * m.weight.numel())))
-    for block in model.blocks:  # q k^T and A v: 2 N^2 Dh per head
-        attn = block.attn
-        handles.append(attn.register_forward_hook(
-            lambda m, a, o: total.__setitem__(0, total[0] + 2 * a[0].shape[1] ** 2 * m.head_dim * m.num_heads)))
-    with torch.no_grad():
-        model(torch.zeros(1, 3, 32, 32))
-    for h in handles:
-        h.remove()
-    return total[0]
+    return count_macs_by_hooks(model, (1, 3, 32, 32))
 
 
 def test_cost_model_matches_an_independent_count(tiny):

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_exit2_one_error_line, cli_model_args, make_tiny
+from conftest import assert_exit2_one_error_line, cli_model_args, count_macs_by_hooks, make_tiny
 from test_budget import _count_macs
 
 
@@ -192,21 +192,4 @@ def test_cli_compress_macs_digits(run_cli, tmp_path):
 
 
 def _count_macs_digits(model) -> int:
-    """Independent MAC count (hooks on Linear/Conv2d plus the attention products) on a digits image."""
-    total = [0]
-    handles = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            handles.append(module.register_forward_hook(
-                lambda m, a, o: total.__setitem__(0, total[0] + a[0].numel() // a[0].shape[-1] * m.weight.numel())))
-        elif isinstance(module, torch.nn.Conv2d):
-            handles.append(module.register_forward_hook(
-                lambda m, a, o: total.__setitem__(0, total[0] + o.shape[-1] * o.shape[-2] * m.weight.numel())))
-    for block in model.blocks:
-        handles.append(block.attn.register_forward_hook(
-            lambda m, a, o: total.__setitem__(0, total[0] + 2 * a[0].shape[1] ** 2 * m.head_dim * m.num_heads)))
-    with torch.no_grad():
-        model(torch.zeros(1, 1, 8, 8))
-    for h in handles:
-        h.remove()
-    return total[0]
+    return count_macs_by_hooks(model, (1, 1, 8, 8))
