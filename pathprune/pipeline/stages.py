@@ -125,8 +125,8 @@ class AnalyzeSettings:
     units: str = "neurons"  # heads: also a heads-only path search, per-head statistics (issue 17)
 
     def path_config(self, default_token: str | None) -> PathConfig:
-        return PathConfig(topk=self.topk, steps=self.steps, refine_steps=self.refine_steps, refine_tol=self.refine_tol,
-                          quadrature=self.quadrature, jas=self.jas,
+        return PathConfig(topk=self.topk, steps=self.steps, refine_steps=self.refine_steps,
+                          refine_tol=self.refine_tol, quadrature=self.quadrature, jas=self.jas,
                           token=self.token or default_token or PathConfig.token, target=self.target,
                           objective=self.objective, scoring=self.scoring, max_batch=self.max_batch,
                           dtype=self.dtype).validate()
