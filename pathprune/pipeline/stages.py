@@ -38,20 +38,6 @@ Echo = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def process_group(device: str, distributed: bool | None = None) -> Any:
-    """(ranks, device) of a stage: under torchrun (`distributed` None) every rank takes part in a
-    process group; `distributed=False` runs this process alone (a stage that rank 0 runs by itself)."""
-    from ..device import resolve_device
-    from ..repair.distributed import Ranks, torchrun_process_group
-
-    if distributed is False:
-        yield Ranks(), resolve_device(device)
-        return
-    with torchrun_process_group(device) as (ranks, rank_device):
-        yield ranks, rank_device
-
-
-@contextlib.contextmanager
 def claim_on_main(ranks: Any, out: str | os.PathLike, command: str, **claim: Any) -> Any:
     """Claim `out` for `command` on rank 0 only (it alone writes); when the claim fails (a foreign
     file, a lock), every rank raises the same one-line error instead of waiting at a collective."""
@@ -291,11 +277,12 @@ def prune(settings: PruneSettings, *, echo: Echo | None = None, distributed: boo
     from ..pruning import spread_subset
     from ..pruning.analysis_advice import analysis_advice
     from .prune_run import prune as prune_model
+    from ..repair.distributed import torchrun_process_group
 
     s = settings.validate()
     config, repair = s.prune_config(), s.reconstruct_config()
     inputs = input_paths(s.paths, *s.source.input_paths(), s.calib_data, s.eval_data, s.class_map, s.labels)
-    with process_group(s.device, distributed) as (ranks, device), \
+    with torchrun_process_group(s.device, distributed) as (ranks, device), \
             claim_on_main(ranks, s.out, "prune", inputs=inputs, overwrite=s.overwrite):
         analysis = load_analysis(s.paths, allow_partial=s.allow_partial) if s.paths is not None else None
         model, spec = s.source.load()
@@ -403,12 +390,12 @@ def reconstruct(settings: ReconstructStageSettings, *, echo: Echo | None = None,
     from ..models import create_model, save_pruned
     from ..pruning import spread_subset
     from ..repair import find_teacher, read_model_description, reconstruct_mlp
-    from ..repair.distributed import barrier
+    from ..repair.distributed import barrier, torchrun_process_group
 
     s = settings.validate()
     config = s.reconstruct_config()
     inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
-    with process_group(s.device, distributed) as (ranks, device):
+    with torchrun_process_group(s.device, distributed) as (ranks, device):
         with claim_on_main(ranks, s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite):
             description = read_model_description(s.model)
             student, spec = create_model(str(s.model))
@@ -495,9 +482,10 @@ def finetune(settings: FinetuneStageSettings, *, echo: Echo | None = None, distr
     directory), another command's output or foreign files; a previous finetune output only with
     `overwrite`."""
     from ..repair.distill import FINETUNE_COMMAND
+    from ..repair.distributed import torchrun_process_group
 
     s = settings.validate()
-    with process_group(s.device, distributed) as (ranks, device), \
+    with torchrun_process_group(s.device, distributed) as (ranks, device), \
             claim_on_main(ranks, s.out, FINETUNE_COMMAND, overwrite=s.overwrite,
                           inputs=[s.model, s.data, s.eval_data, s.teacher, s.teacher_weights]):
         return _finetune_claimed(s, echo, ranks, device)

@@ -73,12 +73,13 @@ def current_ranks(distributed: bool | None = None) -> Ranks:
 
 
 @contextlib.contextmanager
-def torchrun_process_group(device: str) -> Iterator[tuple[Ranks, str]]:
+def torchrun_process_group(device: str, distributed: bool | None = None) -> Iterator[tuple[Ranks, str]]:
     """(ranks, device) of this process: under torchrun the default process group is initialised (NCCL
     on CUDA, Gloo on the CPU; destroyed again on exit unless it existed already) and every rank gets
-    ``cuda:LOCAL_RANK`` or the CPU; without torchrun, one process on `device`."""
+    ``cuda:LOCAL_RANK`` or the CPU; without torchrun, or with `distributed=False` (a call that one rank
+    makes alone), one process on `device`."""
     env = torchrun_env()
-    if env is None:
+    if env is None or distributed is False:
         yield Ranks(), resolve_device(device)
         return
     import torch.distributed as dist
