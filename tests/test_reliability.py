@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny
@@ -584,12 +583,39 @@ def test_sigint_during_imports_exits_130_with_one_line(entry):
         script = script.replace('sys.argv = [os.path.join(os.path.dirname(sys.executable), "pathprune"), "--version"]',
                                 'sys.argv = ["-m", "--version"]; sys.orig_argv = [sys.executable, "-m", "pathprune"]')
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_sigint_as_in_a_terminal)
     assert res.returncode == 130, res.stderr[-2000:]
     assert res.stderr.strip() == "error: interrupted" and "version" not in res.stdout
 
 
-def test_a_library_import_keeps_python_sigint_handling():
-    import pathprune  # noqa: F401 - imported by this test process as a library (argv[0] is pytest)
+def _sigint_as_in_a_terminal() -> None:
+    """Child processes start with SIGINT at its default, as under an interactive shell. A test run
+    started in the background (``nohup``, ``cmd &`` without job control) inherits SIGINT ignored,
+    and Python then keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_sigint_ignored_by_the_caller_stays_ignored_during_imports():
+    # `nohup pathprune ... &`: the user asked for Ctrl-C to be ignored; the import guard leaves it so
+    res = subprocess.run([sys.executable, "-c", _IMPORT_SIGINT], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_sigint_ignored)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "interrupted" not in res.stderr and res.stdout.strip()
+
+
+_LIBRARY_IMPORT = textwrap.dedent("""
+    import signal
+    import pathprune  # noqa: F401 - a library import (argv[0] is '-c', not the pathprune command)
+    print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+""")
+
+
+def test_a_library_import_keeps_python_sigint_handling():
+    res = subprocess.run([sys.executable, "-c", _LIBRARY_IMPORT], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_sigint_as_in_a_terminal)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "True"
