@@ -6,7 +6,7 @@ budgets 0.7 / 0.5 / 0.35 of the dense model's MACs (:func:`pathprune.pruning.bud
 
 - MLP-only ``plan_budget(neurons, None, F)``, heads-only ``plan_budget(None, heads, F)``, the fixed
   allocation ``plan_budget(neurons, heads, F)`` (head weight 1, the first rule) and the held-out choice
-  :func:`pathprune.pipeline.budget_run.choose_allocation` (what ``prune --macs`` runs); neurons by ``obs``
+  :func:`pathprune.pruning.allocation.choose_allocation` (what ``prune --macs`` runs); neurons by ``obs``
   (compress's default with reconstruction), heads by ``activation`` (the ``--macs`` default), 256
   calibration images; every variant then reconstructed (sequential, residual target, same images);
   a kind alone cannot always reach a budget: reported as infeasible. Where MLP-only cannot reach the
@@ -140,7 +140,7 @@ def run_model(name: str, shapes_work: Path | None, repeats: int, tmp: Path, neur
     from pathprune.errors import ConfigError
     from pathprune.evaluate.accuracy import paired_interval
     from pathprune.evaluate.bench import interleaved_latency
-    from pathprune.pipeline.budget_run import choose_allocation
+    from pathprune.pruning.allocation import choose_allocation
     from pathprune.pruning import create_importance
     from pathprune.pruning.budget import apply_budget, model_macs, plan_budget
     from pathprune.pruning.heads import create_head_importance

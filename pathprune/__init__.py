@@ -58,6 +58,8 @@ def _guard_cli_imports() -> None:
 
 _guard_cli_imports()
 
+from typing import Any  # noqa: E402
+
 from .version import __version__  # noqa: E402
 
 from .analysis import PathStatistics, RunSettings, analyze, merge_outputs  # noqa: E402
@@ -80,8 +82,8 @@ from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportanc
                       load_analysis, path_importance, prune_mlp, register_importance)
 from .repair import FinetuneSettings, ReconstructConfig, finetune, reconstruct_mlp  # noqa: E402
 from . import pipeline  # noqa: E402
-from .pipeline import CompressSettings, DemoSettings, ModelSource, compress, run_compress, run_demo  # noqa: E402
-from .pipeline.prune_run import prune  # noqa: E402
+from .pipeline import CompressSettings, DemoSettings, ModelSource  # noqa: E402
+from .pruning.run import prune  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -108,3 +110,35 @@ __all__ = [
     # errors
     "PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError", "UserError",
 ]
+
+
+def _with_records(echo: Any) -> dict[str, Any]:
+    """The command line's records (the equivalent command of each stage, in compress.json) and, when
+    the caller echoes, its printers of each stage's result."""
+    from .cli.records import command_record
+    from .cli.report import show
+
+    return {"record": command_record,
+            "show": None if echo is None else (lambda command, result, s: show(command, result, s, echo))}
+
+
+def compress(settings: CompressSettings | None = None, *, out: Any, echo: Any = None, **options: Any) -> dict[str, Any]:
+    """Compress a model in one call (:func:`pathprune.pipeline.compress.compress`, with each stage's
+    equivalent command line recorded in OUT/compress.json and, with `echo`, each stage's result shown).
+
+    >>> import pathprune as pp
+    >>> summary = pp.compress(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9,
+    ...                       out="runs/digits-90")  # doctest: +SKIP
+    """
+    return pipeline.compress(settings, out=out, echo=echo, **options, **_with_records(echo))
+
+
+def run_compress(settings: CompressSettings, out: Any, echo: Any = None) -> dict[str, Any] | None:
+    """:func:`pathprune.pipeline.compress.run_compress` with the command line's records (as :func:`compress`)."""
+    return pipeline.run_compress(settings, out, echo, **_with_records(echo))
+
+
+def run_demo(out: Any, settings: DemoSettings | None = None, echo: Any = None) -> dict[str, Any]:
+    """:func:`pathprune.pipeline.demo.run_demo` with the command line's records (as :func:`compress`)."""
+    return pipeline.run_demo(out, settings, echo, **_with_records(echo))
+

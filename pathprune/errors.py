@@ -1,31 +1,15 @@
 """pathprune's exceptions: neutral library errors that the command line turns into one-line messages.
 
 Every error pathprune raises on purpose derives from :class:`PathpruneError`. Errors about one setting
-carry the setting's name in ``param`` so that the command line can name its flag (``--topk``) while a
-library caller reads the plain name (``topk``)::
+carry the setting's name in ``param``, and a message names other settings in backticks, so that the
+command line can name their flags while a library caller reads the plain names::
 
     >>> from pathprune.errors import ConfigError
     >>> str(ConfigError("must be at least 1", param="topk"))
     'topk must be at least 1'
-    >>> ConfigError("`reconstruct` needs `calib_data`", param="calib_data").cli_message()
-    '--reconstruct needs --calib-data'
 """
 
 from __future__ import annotations
-
-import re
-
-#: a setting named inside a message: `max_batch` (the command line spells it --max-batch)
-_SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
-
-
-def as_flags(text: str) -> str:
-    """A library message with the settings it names in backticks spelled as command-line flags.
-
-    >>> as_flags("pass `teacher` (and `teacher_weights`)")
-    'pass --teacher (and --teacher-weights)'
-    """
-    return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
 
 
 class PathpruneError(Exception):
@@ -37,18 +21,14 @@ class PathpruneError(Exception):
     def __init__(self, message: str, *, param: str | None = None):
         self.message = message
         self.param = param
-        super().__init__(self._join(param) if param else message)
+        super().__init__(self.naming(param) if param else message)
 
-    def _join(self, name: str) -> str:
-        if self.param and f"`{self.param}`" in self.message:  # the message names its setting itself
+    def naming(self, name: str) -> str:
+        """The message led by `name`, the setting's name as the reader knows it (unless the message
+        names its setting itself)."""
+        if self.param and f"`{self.param}`" in self.message:
             return self.message
         return f"{name}{'' if self.message.startswith(':') else ' '}{self.message}"
-
-    def cli_message(self) -> str:
-        """The message with the setting spelled as a command-line flag (``--max-batch``), and the
-        settings it names in backticks too."""
-        message = self._join(f"--{self.param.replace('_', '-')}") if self.param else self.message
-        return as_flags(message)
 
 
 class ConfigError(PathpruneError, ValueError):
@@ -78,5 +58,5 @@ class InterruptedRun(PathpruneError):
 #: the name used throughout the first release; kept as the base of every pathprune error
 UserError = PathpruneError
 
-__all__ = ["as_flags", "PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError",
+__all__ = ["PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError",
            "InterruptedRun", "UserError"]

@@ -33,7 +33,7 @@ def _scores(tiny, seed=0):
 def test_held_out_choice_is_the_argmin_of_an_independent_evaluation_of_every_candidate(tiny):
     """Brute force: every candidate plan applied, reconstructed on the images not held out (every 4th
     held out, split here independently) and scored by KL(unpruned || pruned) with torch's kl_div."""
-    from pathprune.pipeline.budget_run import allocation_candidates, choose_allocation
+    from pathprune.pruning.allocation import allocation_candidates, choose_allocation
     from pathprune.pruning.budget import apply_budget
     from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
@@ -66,7 +66,7 @@ def test_held_out_choice_is_the_argmin_of_an_independent_evaluation_of_every_can
 
 def test_candidates_include_the_single_kinds_only_where_they_reach_the_budget(tiny):
     from pathprune.errors import ConfigError
-    from pathprune.pipeline.budget_run import allocation_candidates
+    from pathprune.pruning.allocation import allocation_candidates
     from pathprune.pruning.budget import check_fraction, minimum_fraction
 
     neurons, heads = _scores(tiny)
@@ -109,6 +109,7 @@ def test_prune_macs_without_reconstruction_says_the_choice_was_not_repaired(tmp_
                                                                              image_folder):
     """Without `reconstruct` the held-out choice scores the candidates unrepaired: the report and the
     echo say so (they said "after repair" whatever the setting)."""
+    from pathprune.cli.report import prune_report
     from pathprune.pipeline.settings import ModelSource
     from pathprune.pipeline.stages import PruneSettings, prune
 
@@ -117,9 +118,10 @@ def test_prune_macs_without_reconstruction_says_the_choice_was_not_repaired(tmp_
                                          {"patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 2,
                                           "mlp_ratio": 2.0}.items()))
     lines: list[str] = []
-    report = prune(PruneSettings(source, ratio=0.0, macs=0.6, out=str(tmp_path / "p"), importance="magnitude",
-                                 reconstruct=False, calib_data=str(image_folder.root), quiet=True),
-                   echo=lines.append)
+    settings = PruneSettings(source, ratio=0.0, macs=0.6, out=str(tmp_path / "p"), importance="magnitude",
+                             reconstruct=False, calib_data=str(image_folder.root), quiet=True)
+    report = prune(settings)
+    prune_report(report, settings, lines.append)
     budget = report["budget"]
     assert budget["candidates_table"] and budget["candidates_repaired"] is False
     assert report["reconstruction"] is None

@@ -16,6 +16,7 @@ from pathprune.errors import UserError
 from pathprune.models import token_range
 
 from conftest import make_tiny
+from pathprune.cli.flags import error_message
 
 BATCH = 3
 
@@ -309,9 +310,9 @@ def test_bad_settings_are_user_errors(model):
     # library errors name the setting; the command line spells it as its flag
     with pytest.raises(UserError, match="topk") as info:
         NeuronPathSearch(model, PathConfig(topk=10_000))
-    assert info.value.cli_message().startswith("--topk")
+    assert error_message(info.value).startswith("--topk")
     with pytest.raises(UserError, match="steps") as info:
         PathConfig(steps=0).validate()
-    assert info.value.cli_message().startswith("--steps")
+    assert error_message(info.value).startswith("--steps")
     with pytest.raises(UserError, match="quadrature"):
         PathConfig(quadrature="simpson").validate()

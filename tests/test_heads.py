@@ -151,7 +151,7 @@ def test_prune_run_writes_format_2_that_timm_and_create_model_rebuild(tiny, tmp_
     import timm
 
     from pathprune.models import create_model
-    from pathprune.pipeline.prune_run import prune
+    from pathprune.pruning.run import prune
     from pathprune.pruning import PruneConfig
 
     model, spec = tiny

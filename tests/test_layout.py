@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pathprune"
 
 #: the stages in the order data flows; a module may import its own stage and earlier ones only
-STAGES = ["core", "models", "data", "attribution", "analysis", "deploy", "evaluate", "pruning", "repair", "recipes",
+STAGES = ["core", "models", "data", "attribution", "analysis", "deploy", "evaluate", "repair", "pruning", "recipes",
           "pipeline", "cli"]
 CORE = {"errors", "registry", "device", "io", "progress", "assets", "version"}
 
@@ -108,15 +108,51 @@ def test_no_test_hooks_in_the_package():
         assert "PATHPRUNE_TEST" not in text and "_install_test_hooks" not in text, path
 
 
+#: what only the library does: load models and images, claim outputs (cli/ parses, calls, prints)
+LIBRARY_WORK = {"create_model", "load_model", "load_pruned", "load_analysis", "open_images", "claim_output",
+                "claim_on_main", "check_output_target", "write_json_atomic", "save_pruned", "torchrun_process_group"}
+
+
+def _called_names(tree: ast.AST) -> set[str]:
+    """Every name a file calls (``f()``, ``x.f()``) or imports by name."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.add(func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else "")
+        elif isinstance(node, ast.ImportFrom):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def _defines_commands(tree: ast.Module) -> tuple[bool, bool]:
+    """(whether the module defines click commands, whether it lists them in a module-level COMMANDS)."""
+    commands = any(isinstance(node, ast.FunctionDef) and any(
+        "command" in ast.unparse(d) for d in node.decorator_list) for node in tree.body)
+    listed = any(isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "COMMANDS"
+                                                      for t in node.targets) for node in tree.body)
+    return commands, listed
+
+
 def test_cli_modules_hold_no_library_logic():
-    """Every command module defines commands; the library never imports the command line."""
+    """cli/ parses, calls one library function and prints: it never loads a model or images, claims
+    or writes an output itself; every module with commands lists them in COMMANDS; the library never
+    imports the command line."""
     for path in (PACKAGE / "cli").glob("*.py"):
-        if path.name in ("__init__.py", "app.py", "options.py"):
-            continue
-        assert "COMMANDS = [" in path.read_text(), path
+        tree = ast.parse(path.read_text())
+        assert not _called_names(tree) & LIBRARY_WORK, (path.name, _called_names(tree) & LIBRARY_WORK)
+        commands, listed = _defines_commands(tree)
+        assert listed == commands or path.name == "app.py", path.name
     for module, targets in all_modules().items():
         if stage_of(module) not in ("cli", "top"):
             assert not any(t.startswith("pathprune.cli") for t in targets), module
+
+
+def test_the_library_work_check_finds_a_model_loaded_in_the_command_line():
+    tree = ast.parse("from ..models import create_model\ndef f(s):\n    return s.claim_output('x')\n")
+    assert _called_names(tree) & LIBRARY_WORK == {"create_model", "claim_output"}
+    commands, listed = _defines_commands(ast.parse("@click.command()\ndef f():\n    pass\n"))
+    assert commands and not listed
 
 
 @pytest.mark.slow  # builds a wheel: ~20-40 s
@@ -162,19 +198,46 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
     return out
 
 
+#: a string that ends where a computed flag's name follows (``f"--{name}"``, ``"--" + name``)
+FLAG_PREFIX = re.compile(r"(?<![\w-])--(no-)?$")
+
+
+def _is_dash(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value == "-"
+
+
+def _flag_nodes(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of every string literal that spells a flag (docstrings excepted) and of every
+    flag computed from parts (``f"--{name}"``, ``"--" + name``, ``"-" * 2 + name``)."""
+    docstrings = _docstring_nodes(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            match = FLAG.search(node.value)
+            if match:
+                found.append((node.lineno, match.group(0)))
+        elif isinstance(node, ast.JoinedStr):
+            for part, after in zip(node.values, node.values[1:]):
+                if (isinstance(part, ast.Constant) and isinstance(part.value, str) and FLAG_PREFIX.search(part.value)
+                        and isinstance(after, ast.FormattedValue)):
+                    found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            left = node.left
+            if isinstance(left, ast.Constant) and isinstance(left.value, str) and FLAG_PREFIX.search(left.value):
+                found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            if any(_is_dash(side) for side in (node.left, node.right)):
+                found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
 def library_flag_strings() -> list[str]:
-    """Every string literal outside cli/ (docstrings excepted) that spells a command-line flag."""
+    """Every flag spelled or computed outside cli/ (docstrings excepted)."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if "cli" in path.relative_to(PACKAGE).parts[:1]:
             continue
-        tree = ast.parse(path.read_text())
-        docstrings = _docstring_nodes(tree)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                match = FLAG.search(node.value)
-                if match:
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {match.group(0)}")
+        found += [f"{path.relative_to(ROOT)}:{line}: {text}" for line, text in _flag_nodes(ast.parse(path.read_text()))]
     return found
 
 
@@ -185,11 +248,10 @@ def test_no_command_line_flags_in_library_strings():
 
 
 def test_the_flag_check_finds_a_flag(tmp_path):
-    tree = ast.parse('"""doc --fine"""\nx = f"pass --teacher {1}"\n')
-    docstrings = _docstring_nodes(tree)
-    hits = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and id(n) not in docstrings and FLAG.search(n.value)]
-    assert hits == ["pass --teacher "]
+    tree = ast.parse('"""doc --fine"""\nx = f"pass --teacher {1}"\ny = "-" * 2 + name\nz = "--" + name\n'
+                     'w = f"--no-{name}"\nv = "|" + "---" + "|"\nu = f"models--{name}"\n')
+    assert sorted(text for _, text in _flag_nodes(tree)) == sorted(
+        ["--teacher", "'-' * 2", "'--' + name", "--no-", "f'--no-{name}'"])
 
 
 def test_the_project_cites_its_own_design_document():

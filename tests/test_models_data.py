@@ -15,6 +15,7 @@ from pathprune.errors import UserError
 from pathprune.models import MODEL_ALIASES, create_model
 
 from conftest import BASE, TINY_CLASSES, TINY_IMG, make_folder, make_tiny, tiny_model_args
+from pathprune.cli.flags import error_message
 
 
 def load_tiny(weights, **changes):
@@ -203,7 +204,7 @@ def test_shards_partition_the_list(n, count):
 def test_malformed_shard(text):
     with pytest.raises(UserError, match="shard") as info:
         parse_shard(text)
-    assert info.value.cli_message().startswith("--shard")
+    assert error_message(info.value).startswith("--shard")
 
 
 def test_reference_preprocessing_matches_published_pipeline(folder, preprocessing):
@@ -220,7 +221,7 @@ def test_reference_preprocessing_matches_published_pipeline(folder, preprocessin
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     with pytest.raises(UserError, match="preprocess") as info:
         build_transform(preprocessing, "imagenet")
-    assert info.value.cli_message().startswith("--preprocess")
+    assert error_message(info.value).startswith("--preprocess")
 
 
 def test_unreadable_image_is_skipped_with_a_warning(folder, preprocessing):

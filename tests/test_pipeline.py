@@ -85,6 +85,7 @@ print(json.dumps(summary["final_model"]))
 
 def test_recorded_commands_are_valid_command_lines(setup, tmp_path):
     from pathprune.cli.app import cli
+    from pathprune.cli.records import command_record
     from pathprune.pipeline.compress import CompressSettings, plan_stages
 
     settings = CompressSettings(**_library_options(setup, rounds=2, finetune_steps=3, precision="int8-static",
@@ -93,7 +94,7 @@ def test_recorded_commands_are_valid_command_lines(setup, tmp_path):
     assert [s.name for s in plan] == ["analyze", "prune", "finetune", "analyze-2", "prune-2", "finetune-2",
                                       "export", "bench"]
     for stage in plan:
-        record = stage.record()
+        record = command_record(stage.command, stage.settings)
         assert record[:2] == ["pathprune", stage.command]
         ctx = cli.commands[stage.command].make_context(stage.command, record[2:])  # parses, or raises
         for name in ("out", "data", "calib_data", "precision", "optimize", "steps", "ratio"):

@@ -136,7 +136,7 @@ def _spec_pre(setup):
 
 def test_rebuild_from_directory_is_identical_and_sizes_are_as_requested(setup, tmp_path):
     from pathprune.models import load_pruned
-    from pathprune.pipeline.prune_run import prune
+    from pathprune.pruning.run import prune
     from pathprune.pruning import PruneConfig
 
     model = _dense(setup)

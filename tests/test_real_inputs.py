@@ -19,6 +19,7 @@ from pathprune.errors import InputError, ModelError
 from pathprune.models import create_model
 
 from conftest import BASE, TINY_IMG, assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny, tiny_model_args
+from pathprune.cli.flags import error_message
 
 
 def _png(path: Path, seed: int = 0, mode: str = "RGB") -> None:
@@ -67,7 +68,7 @@ def test_folder_rules():
     assert folder_labels(["x", "y"], 5, class_map={"x": 4, "y": 1})[0] == {"x": 4, "y": 1}
     with pytest.raises(InputError, match="class_map") as info:  # the library's name; the CLI says --class-map
         folder_labels(["a", "b"], 3)
-    assert "--class-map" in info.value.cli_message()
+    assert "--class-map" in error_message(info.value)
     with pytest.raises(InputError, match="outside the model's 3 classes"):
         folder_labels(["a"], 3, class_map={"a": 3})
     with pytest.raises(InputError, match="no entry for the folder 'b'"):

@@ -57,8 +57,10 @@ D = defaults(AnalyzeSettings)
 def analyze(**options) -> None:
     """Find each image's influential neuron path (layer-progressive JAS search)."""
     from ..pipeline.stages import analyze as run_analyze
+    from .report import analyze_summary
 
-    run_analyze(AnalyzeSettings(source=model_source(options), **options), echo=click.echo)
+    settings = AnalyzeSettings(source=model_source(options), **options)
+    analyze_summary(run_analyze(settings), settings, click.echo)
 
 
 COMMANDS = [analyze]

@@ -9,7 +9,8 @@ import warnings
 
 import click
 
-from ..errors import InterruptedRun, PathpruneError, as_flags
+from ..errors import InterruptedRun, PathpruneError
+from .flags import as_flags, error_message
 from . import analyses, analyze, bench, compress, demo, export, finetune, merge, prune, reconstruct
 from .options import CONTEXT
 
@@ -45,8 +46,9 @@ def render_warning(message: Warning | str) -> str:
     from ..pruning.analysis_advice import AnalysisAdvice
 
     if isinstance(message, AnalysisAdvice):
-        from ..pipeline.settings import ModelSource, command_record
+        from ..pipeline.settings import ModelSource
         from ..pipeline.stages import AnalyzeSettings
+        from .records import command_record
 
         a = dict(message.analyze)
         best = {"topk": a["topk"], "token": a["token"]}
@@ -89,12 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     except InterruptedRun as exc:  # Ctrl-C: 130 (128 + SIGINT) like every other interrupted command
         if debug:
             raise
-        click.echo(f"error: {exc.cli_message()}", err=True)
+        click.echo(f"error: {error_message(exc)}", err=True)
         sys.exit(130)
     except PathpruneError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc.cli_message()}", err=True)
+        click.echo(f"error: {error_message(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

@@ -80,7 +80,10 @@ def bench(**options) -> None:
     """
     from ..pipeline.stages import bench as run_bench
 
-    run_bench(BenchSettingsSpec(source=model_source(options), **options), echo=click.echo)
+    from .report import bench_report
+
+    settings = BenchSettingsSpec(source=model_source(options), **options)
+    bench_report(run_bench(settings), settings, click.echo)
 
 
 COMMANDS = [bench]

@@ -77,13 +77,16 @@ def compress(out, **options) -> None:
     Re-running resumes: stages finished with the same settings are skipped.
     """
     from ..pipeline.compress import run_compress
+    from .records import command_record
+    from .report import show
 
     importance = pop_importance_options(options)
     source = model_source(options)
     settings = CompressSettings(model=source.model, weights=source.weights, pretrained=source.pretrained,
                                 ema=source.ema, img_size=source.img_size, num_classes=source.num_classes,
                                 model_arg=source.model_arg, options=importance, **options)
-    summary = run_compress(settings, out, echo=click.echo)
+    summary = run_compress(settings, out, echo=click.echo, record=command_record,
+                           show=lambda command, result, s: show(command, result, s, click.echo))
     if summary is None:  # a torchrun rank other than 0: rank 0 reports
         return
     dense, final = summary["models"][0], summary["models"][-1]

@@ -33,9 +33,12 @@ def demo(out, images_per_class, ratio, repeats, quiet) -> None:
     Prints the commands it runs (the same you would type) and where the report is.
     """
     from ..pipeline.demo import run_demo
+    from .records import command_record
+    from .report import show
 
     settings = DemoSettings(images_per_class=images_per_class, ratio=ratio, repeats=repeats, quiet=quiet)
-    summary = run_demo(out, settings, echo=click.echo)
+    summary = run_demo(out, settings, echo=click.echo, record=command_record,
+                       show=lambda command, result, s: show(command, result, s, click.echo))
     dense, pruned = summary["models"][0], summary["models"][1]
     click.echo(f"dense top-1 {dense['top1']:.4f}; pruned (ratio {pruned['ratio']:.2f}) top-1 {pruned['top1']:.4f} "
                f"({pruned['top1_deviation']:+.4f}), MACs x{pruned['macs_ratio']:.3f}, "

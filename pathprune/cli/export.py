@@ -6,23 +6,15 @@ import click
 
 from ..pipeline.stages import ExportSettings
 from ..deploy import EXPORTERS, OPTIMIZERS, PRECISIONS
-from .options import CONTEXT, RegistryOption, defaults, recipe_option
+from .options import CONTEXT, RegistryOption, defaults, model_options, model_source, recipe_option
 
 D = defaults(ExportSettings)
 
 
 @click.command(context_settings=CONTEXT)
 @recipe_option
-@click.argument("model", metavar="MODEL_OR_DIR")
-@click.option("--weights", default=None,
-              help="Local weights for a dense model: .npz, .pth/.pt, .safetensors, or 'random'.")
-@click.option("--pretrained", is_flag=True,
-              help="The model's default pretrained weights from the local Hugging Face cache (offline).")
-@click.option("--ema", is_flag=True, help="Use the EMA weights of a timm training checkpoint (state_dict_ema).")
-@click.option("--img-size", type=int, default=None, help="Input resolution override (dense models).")
-@click.option("--num-classes", type=int, default=None, help="Classifier size override (dense models).")
-@click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
-              help="Extra timm constructor argument (repeatable), e.g. patch_size=8.")
+@model_options(positional="MODEL_OR_DIR", weights_help="Local weights for a dense model: .npz, .pth/.pt, .safetensors, or 'random'.",
+               override_help=" (dense models)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file, FILE.onnx.")
 @click.option("--opset", type=int, default=D["opset"], show_default=True, help="ONNX opset version.")
 @click.option("--exporter", default=D["exporter"], show_default=True, cls=RegistryOption, registry=EXPORTERS,
@@ -44,7 +36,7 @@ D = defaults(ExportSettings)
               help="Smallest top-1 agreement with torch an fp16/int8 graph must reach to be written.")
 @click.option("--tolerance", type=float, default=D["tolerance"], show_default=True,
               help="Largest allowed |onnxruntime - torch| logit difference (float32).")
-def export(model, weights, pretrained, ema, img_size, num_classes, model_arg, **options) -> None:
+def export(**options) -> None:
     """Export MODEL_OR_DIR to ONNX with a dynamic batch axis.
 
     MODEL_OR_DIR is a timm ViT name, an alias (ViT-B_16, ViT-B_32, ViT-L_32, MAE-B_16), digits, or a
@@ -60,12 +52,11 @@ def export(model, weights, pretrained, ema, img_size, num_classes, model_arg, **
       pathprune export pruned/ --optimize --precision int8-static --calib-data calib/ --out pruned-int8.onnx
       pathprune export ViT-B_16 --weights ViT-B_16.npz --out vit_b16.onnx
     """
-    from ..pipeline.settings import ModelSource
     from ..pipeline.stages import export as run_export
+    from .report import export_result
 
-    source = ModelSource(model, weights=weights, pretrained=pretrained, ema=ema, img_size=img_size,
-                         num_classes=num_classes, model_arg=tuple(model_arg))
-    run_export(ExportSettings(source=source, **options), echo=click.echo)
+    settings = ExportSettings(source=model_source(options), **options)
+    export_result(run_export(settings), settings, click.echo)
 
 
 COMMANDS = [export]

@@ -64,7 +64,10 @@ def finetune(**options) -> None:
     """
     from ..pipeline.stages import finetune as run_finetune
 
-    run_finetune(FinetuneStageSettings(**options), echo=click.echo)
+    from .report import show
+
+    settings = FinetuneStageSettings(**options)
+    show("finetune", run_finetune(settings), settings, click.echo)
 
 
 COMMANDS = [finetune]

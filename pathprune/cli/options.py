@@ -49,20 +49,27 @@ def recipe_option(fn: Callable) -> Callable:
 
 
 
-def model_options(fn: Callable) -> Callable:
-    """--model/--weights/--pretrained/--ema/--img-size/--num-classes/--model-arg (a ModelSource)."""
+def model_options(fn: Callable | None = None, *, positional: str | None = None,
+                  weights_help: str = "Local weights: .npz, .pth/.pt/.pth.tar, .safetensors, or 'random' (seeded).",
+                  override_help: str = "") -> Callable:
+    """--model/--weights/--pretrained/--ema/--img-size/--num-classes/--model-arg (a ModelSource);
+    with `positional` (a metavar), the model is the command's first argument instead of --model."""
+    if fn is None:
+        return lambda f: model_options(f, positional=positional, weights_help=weights_help,
+                                       override_help=override_help)
+    model = (click.argument("model", metavar=positional) if positional else
+             click.option("--model", "model", required=True,
+                          help="timm ViT name, ViT-B_16|ViT-B_32|ViT-L_32|MAE-B_16, digits, a pruned directory, "
+                               "hf-hub:ORG/NAME (local Hugging Face cache) or local-dir:DIR."))
     options = [
-        click.option("--model", "model", required=True,
-                     help="timm ViT name, ViT-B_16|ViT-B_32|ViT-L_32|MAE-B_16, digits, a pruned directory, "
-                          "hf-hub:ORG/NAME (local Hugging Face cache) or local-dir:DIR."),
-        click.option("--weights", default=None,
-                     help="Local weights: .npz, .pth/.pt/.pth.tar, .safetensors, or 'random' (seeded)."),
+        model,
+        click.option("--weights", default=None, help=weights_help),
         click.option("--pretrained", is_flag=True,
                      help="The model's default pretrained weights from the local Hugging Face cache (offline)."),
         click.option("--ema", is_flag=True,
                      help="Use the EMA weights of a timm training checkpoint (state_dict_ema)."),
-        click.option("--img-size", type=int, default=None, help="Input resolution override."),
-        click.option("--num-classes", type=int, default=None, help="Classifier size override."),
+        click.option("--img-size", type=int, default=None, help=f"Input resolution override{override_help}."),
+        click.option("--num-classes", type=int, default=None, help=f"Classifier size override{override_help}."),
         click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
                      help="Extra timm constructor argument (repeatable), e.g. patch_size=8."),
     ]

@@ -72,8 +72,11 @@ def prune(**options) -> None:
             ctx = click.get_current_context()
             raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "ratio"))
         options["ratio"] = 0.0
+    from .report import show
+
     importance = pop_importance_options(options)
-    run_prune(PruneSettings(source=model_source(options), options=importance, **options), echo=click.echo)
+    settings = PruneSettings(source=model_source(options), options=importance, **options)
+    show("prune", run_prune(settings), settings, click.echo)
 
 
 COMMANDS = [prune]

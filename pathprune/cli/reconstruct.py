@@ -40,7 +40,10 @@ def reconstruct(**options) -> None:
     """
     from ..pipeline.stages import reconstruct as run_reconstruct
 
-    run_reconstruct(ReconstructStageSettings(**options), echo=click.echo)
+    from .report import show
+
+    settings = ReconstructStageSettings(**options)
+    show("reconstruct", run_reconstruct(settings), settings, click.echo)
 
 
 COMMANDS = [reconstruct]

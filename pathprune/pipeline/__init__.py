@@ -1,7 +1,7 @@
 """The pipeline: every stage as a library call (typed settings in, an output directory and a result
 object out), and the whole compression (``compress``) and the demo built from them. Stages below
-this layer know nothing of each other; this layer calls them as functions, and the command line
-calls this layer.
+this layer know nothing of each other; this layer plans, resumes and chains them, and the command
+line calls this layer.
 
 Example::
 
@@ -12,10 +12,12 @@ Example::
 
 from .compress import CompressSettings, compress, plan_stages, run_compress
 from .demo import DemoSettings, run_demo
-from .settings import ModelSource, command_record, stage_key
-from .stages import (AnalyzeSettings, BenchSettingsSpec, ExportSettings, FinetuneStageSettings, PruneSettings,
-                     ReconstructStageSettings, analyze, bench, export, finetune, prune, reconstruct)
+from .settings import ModelSource, stage_key
+from .stages import (AnalyzeSettings, BenchSettingsSpec, ExportSettings, FinetuneStageSettings, ManipulateSettings,
+                     PruneSettings, ReconstructStageSettings, ScoresSettings, StructureSettings, analyze, bench,
+                     export, finetune, manipulate, prune, reconstruct, scores, structure)
 
 __all__ = ["AnalyzeSettings", "BenchSettingsSpec", "CompressSettings", "DemoSettings", "ExportSettings",
-           "FinetuneStageSettings", "ModelSource", "PruneSettings", "ReconstructStageSettings", "analyze", "bench", "command_record", "compress",
-           "export", "finetune", "plan_stages", "prune", "reconstruct", "run_compress", "run_demo", "stage_key"]
+           "FinetuneStageSettings", "ManipulateSettings", "ModelSource", "PruneSettings", "ReconstructStageSettings",
+           "ScoresSettings", "StructureSettings", "analyze", "bench", "compress", "export", "finetune", "manipulate",
+           "plan_stages", "prune", "reconstruct", "run_compress", "run_demo", "scores", "stage_key", "structure"]

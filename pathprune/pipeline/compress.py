@@ -1,7 +1,9 @@
 """The whole job in one resumable pipeline: analyze -> prune (-> reconstruct) (-> finetune) -> export -> bench.
 
-Every stage is a library call (:mod:`pathprune.pipeline.stages`) with typed settings; the equivalent
-command lines are recorded in ``compress.json`` so that a compression is reproducible stage by stage.
+Every stage is a library call (:mod:`pathprune.pipeline.stages`) with typed settings; given a
+`record` (the command line's :func:`pathprune.cli.records.command_record`, which ``pathprune.compress``
+passes), the equivalent command lines are recorded in ``compress.json`` so that a compression is
+reproducible stage by stage.
 A stage is skipped on a re-run when its marker in ``OUT/stages/`` holds the same key: a hash of the
 settings that change its output (display settings such as progress bars do not count) and of the
 stages before it; otherwise its output is removed and it runs again, and so does everything after it.
@@ -30,7 +32,7 @@ from typing import Any, Callable
 from ..attribution import PathConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
-from .settings import ModelSource, command_record, display_field, stage_key
+from .settings import ModelSource, check_data_source, display_field, stage_key
 
 #: the marker of a compress output directory
 MARKER = "compress.json"
@@ -106,7 +108,7 @@ class CompressSettings:
     device: str = "auto"
     quiet: bool = display_field(False)
     #: fraction of the dense model's MACs to keep, instead of `ratio`: heads and neurons allocated per
-    #: block (pipeline.budget_run; with `rounds` > 1 each round keeps the same fraction of its model's MACs)
+    #: block (pruning.allocation; with `rounds` > 1 each round keeps the same fraction of its model's MACs)
     macs: float | None = None
 
     @property
@@ -156,8 +158,15 @@ class Stage:
     output: Path
     run: Callable[..., Any]
 
-    def record(self) -> list[str]:
-        return command_record(self.command, self.settings)
+
+#: the equivalent command line of a stage (command, settings) -> argv, recorded in compress.json
+Record = Callable[[str, Any], "list[str] | None"]
+#: what a caller shows of a finished stage: (command, result, settings)
+Show = Callable[[str, Any, Any], None]
+
+
+def _no_record(command: str, settings: Any) -> None:
+    return None
 
 
 def round_ratios(ratio: float, rounds: int, already: float = 0.0) -> list[float]:
@@ -261,8 +270,8 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
 def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:
     """Every stage's settings checked before the first stage runs (and the data sources exist; a MAC
     budget the model cannot reach is refused)."""
-    st.check_data_source(settings.data, "data")
-    st.check_data_source(settings.eval_data, "eval_data")
+    check_data_source(settings.data, "data")
+    check_data_source(settings.eval_data, "eval_data")
     for stage in plan:
         stage.settings.validate()
     if settings.macs is not None:
@@ -284,10 +293,12 @@ def budget_summary(plan: list[Stage]) -> dict[str, Any] | None:
 
 
 def compress(settings: CompressSettings | None = None, *, out: str | Path, echo: Callable[[str], None] | None = None,
-             command: str = "compress", **options: Any) -> dict[str, Any]:
+             command: str = "compress", record: Record | None = None, show: Show | None = None,
+             **options: Any) -> dict[str, Any]:
     """Compress a model in one call: ``compress(model=..., data=..., eval_data=..., ratio=..., out=DIR)``
-    with the keyword names of the command's options (or a :class:`CompressSettings`); every stage
-    runs as a library call. Returns the summary (also OUT/compress.json).
+    with the keyword names of :class:`CompressSettings` (or a :class:`CompressSettings`); every stage
+    runs as a library call. Returns the summary (also OUT/compress.json). ``pathprune.compress`` is
+    this function with the command line's records and printers (`record`, `show`).
 
     >>> import pathprune as pp
     >>> summary = pp.compress(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9,
@@ -297,13 +308,15 @@ def compress(settings: CompressSettings | None = None, *, out: str | Path, echo:
         settings = CompressSettings(**options)
     elif options:
         raise ConfigError("give either settings or keyword options, not both", param="settings")
-    return run_compress(settings, out, echo=echo, command=command)
+    return run_compress(settings, out, echo=echo, command=command, record=record, show=show)
 
 
 def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[str], None] | None = None, *,
-                 command: str = "compress") -> dict[str, Any] | None:
+                 command: str = "compress", record: Record | None = None,
+                 show: Show | None = None) -> dict[str, Any] | None:
     """Run every stage of `settings` into `out`, skipping stages finished earlier with the same key.
-    `out` is claimed (checked, locked, marked) for `command` for the whole run.
+    `out` is claimed (checked, locked, marked) for `command` for the whole run. `echo` receives one
+    line per stage (with its `record`, the equivalent command line), `show` each stage's result.
 
     Under torchrun every rank calls this: the analysis, reconstruction and distillation run on every
     rank, prune, export and bench on rank 0 while the others wait; rank 0 decides what to skip and
@@ -325,7 +338,8 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
             return None
         inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
         with claim_output(out, command, inputs=inputs, resumable=True, in_place=True):
-            return _run_claimed(settings, out, echo or (lambda _: None), already, plan, ranks)
+            return _run_claimed(settings, out, echo or (lambda _: None), already, plan, ranks,
+                                record or _no_record, show)
 
 
 def _follow(plan: list[Stage], ranks: Any) -> None:
@@ -340,7 +354,7 @@ def _follow(plan: list[Stage], ranks: Any) -> None:
 
 
 def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], None], already: float,
-                 plan: list[Stage], ranks: Any) -> dict[str, Any]:
+                 plan: list[Stage], ranks: Any, record_of: Record, show: Show | None) -> dict[str, Any]:
     from ..io import remove_output, write_json_atomic
     from ..repair.distributed import barrier, broadcast_object
 
@@ -357,7 +371,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
     for stage in plan:
         key = stage_key(stage.command, stage.settings, upstream)
         done = out / STAGES_DIR / f"{stage.name}.json"
-        record = stage.record()
+        record = record_of(stage.command, stage.settings)
         if done.exists() and json.loads(done.read_text()).get("key") == key and stage.output.exists():
             echo(f"== {stage.name}: done earlier with the same settings, skipped")
             skipped.append(stage.name)
@@ -370,9 +384,11 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
                 # Files (the ONNX export) are replaced by their stage, which replaces only its own files.
                 remove_output(stage.output, stage.command, fallback=list(STAGE_FILES.get(stage.command, ())))
             broadcast_object(True, ranks)
-            echo(f"== {stage.name}: {' '.join(record)}")
+            echo(f"== {stage.name}: {' '.join(record or [stage.command])}")
             t0 = time.perf_counter()
-            stage.run(stage.settings, echo=echo)
+            result = stage.run(stage.settings)
+            if show is not None:
+                show(stage.command, result, stage.settings)
             seconds[stage.name] = time.perf_counter() - t0
             if not stage.output.exists():
                 raise OutputError(f"stage {stage.name} finished without writing {stage.output}")
@@ -387,7 +403,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
                                 else None),
                "budget": budget_summary(plan),
                "processes": ranks.world_size,
-               "commands": {stage.name: stage.record() for stage in plan},
+               "commands": {stage.name: record_of(stage.command, stage.settings) for stage in plan},
                "skipped": skipped, "seconds": {**seconds, "total": time.perf_counter() - started},
                "final_model": final_model, "onnx": str(out / "pruned.onnx"),
                "report": str(out / "bench" / "report.md"), "models": report["models"],

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from .compress import CompressSettings, run_compress
+from .compress import CompressSettings, Record, Show, run_compress
 from .settings import display_field
 
 MARKER = "demo.json"
@@ -57,9 +57,10 @@ class DemoSettings:
                                 backends=self.backends, device="cpu", quiet=self.quiet)
 
 
-def run_demo(out: str | Path, settings: DemoSettings | None = None,
-             echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the demo into `out`; return the summary (also out/demo.json)."""
+def run_demo(out: str | Path, settings: DemoSettings | None = None, echo: Callable[[str], None] | None = None, *,
+             record: Record | None = None, show: Show | None = None) -> dict[str, Any]:
+    """Run the demo into `out`; return the summary (also out/demo.json). `echo`, `record`, `show`: as
+    for :func:`~pathprune.pipeline.compress.run_compress`."""
     from ..io import write_json_atomic
 
     settings = (settings or DemoSettings()).validate()
@@ -67,6 +68,6 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None,
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished demo
-    summary = run_compress(settings.compress_settings(), out, echo=echo, command="demo")
+    summary = run_compress(settings.compress_settings(), out, echo=echo, command="demo", record=record, show=show)
     write_json_atomic(marker, summary)
     return summary

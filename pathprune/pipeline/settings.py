@@ -1,11 +1,10 @@
 """Typed settings shared by the pipeline's stages: where a model comes from, how labels are read,
-which settings change a stage's output (its resume key) and the equivalent command line (a record).
+which settings change a stage's output (its resume key), and the checks and parsing they share.
 
-A settings field's name is the name of the command-line option it stands for (``images_per_class``
-is ``--images-per-class``), so the record of a stage is derived from its settings in one place
-(:func:`command_record`); fields marked :data:`DISPLAY` (progress bars, worker counts, checkpoint
-frequency, overwrite permission) never change what a stage writes and are left out of its resume key
-(:func:`stage_key`).
+:func:`option_items` lists the settings that differ from their defaults (nested settings flattened);
+fields marked :data:`DISPLAY` (progress bars, worker counts, checkpoint frequency, overwrite
+permission) never change what a stage writes and are left out of its resume key (:func:`stage_key`).
+The command line derives a stage's equivalent command (its record) from the same items.
 
 Example::
 
@@ -27,8 +26,6 @@ from ..errors import ConfigError
 
 #: field metadata of a setting that does not change a stage's output (left out of resume keys)
 DISPLAY = {"display": True}
-#: field metadata of a setting that is the stage's positional argument on the command line
-POSITIONAL = {"positional": True}
 
 
 def display_field(default: Any) -> Any:
@@ -112,6 +109,53 @@ def label_arguments(model: Any, spec: Any, class_map: str | None = None, labels:
             "class_map": class_map, "labels": labels}
 
 
+def check_positive(value: Any, param: str, minimum: int = 1) -> None:
+    """Refuse a count below `minimum` (None passes: the setting is unset).
+
+    >>> check_positive(0, "batch_size")
+    Traceback (most recent call last):
+    pathprune.errors.ConfigError: batch_size must be at least 1
+    """
+    if value is not None and (isinstance(value, bool) or value < minimum):
+        raise ConfigError(f"must be at least {minimum}", param=param)
+
+
+def int_tuple(value: Any, param: str) -> tuple[int, ...]:
+    """Comma-separated integers (or a sequence) -> a non-empty tuple of ints.
+
+    >>> int_tuple("1,32", "batch_sizes")
+    (1, 32)
+    """
+    if isinstance(value, str):
+        try:
+            value = tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"'{value}': expected comma-separated integers, e.g. 1,32", param=param) from None
+    value = tuple(int(v) for v in value)
+    if not value:
+        raise ConfigError("is empty", param=param)
+    return value
+
+
+def str_tuple(value: Any) -> tuple[str, ...]:
+    """Comma-separated names (or a sequence) -> a tuple of names.
+
+    >>> str_tuple("fp32, int8-static")
+    ('fp32', 'int8-static')
+    """
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def check_data_source(data: str, param: str = "data") -> None:
+    """Fail before any work when `data` cannot be an image source."""
+    from ..errors import InputError
+
+    if not (data == "digits" or data.startswith("digits:") or Path(data).is_dir()):
+        raise InputError(f"{data}: not a directory (expected class folders, or digits[:train|:test])", param=param)
+
+
 def _fields(settings: Any):
     return [f for f in dataclasses.fields(settings)]
 
@@ -148,42 +192,3 @@ def stage_key(command: str, settings: Any, upstream: str = "") -> str:
     stage before it (so that a changed upstream stage re-runs everything after it)."""
     payload = json.dumps([upstream, command, settings_dict(settings)], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _spell(name: str) -> str:
-    return "-" * 2 + name.replace("_", "-")
-
-
-def command_record(command: str, settings: Any, *, include_display: bool = False) -> list[str]:
-    """The command line equivalent to running `command` with `settings` (a record for people,
-    e.g. in compress.json; the pipeline calls stages as functions, never through it)."""
-    positional: list[str] = []
-    taken: set[str] = set()
-    for f in _fields(settings):
-        if f.metadata.get("positional"):
-            value = getattr(settings, f.name)
-            name = _fields(value)[0].name if dataclasses.is_dataclass(value) else f.name  # ModelSource: its model
-            positional.append(str(getattr(value, name) if dataclasses.is_dataclass(value) else value))
-            taken.add(name)
-    args: list[str] = []
-    for name, value in option_items(settings, include_display=include_display):
-        if name in taken:
-            continue
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            if value:
-                args.append(_spell(name))
-            elif name in NEGATABLE:
-                args.append("-" * 2 + "no-" + name.replace("_", "-"))
-            continue
-        if isinstance(value, (list, tuple)):
-            for v in value:
-                args += [_spell(name), str(v)]
-            continue
-        args += [_spell(name), repr(value) if isinstance(value, float) else str(value)]
-    return ["pathprune", command, *positional, *args]
-
-
-#: boolean settings whose command-line option has a --no- form (recorded when False)
-NEGATABLE = {"reconstruct", "augment"}

@@ -1,6 +1,7 @@
 """Pruning: per-neuron importance (torch-pruning ``Importance`` objects, a registry of methods),
-selection (uniform or global) and removal through torch-pruning's dependency graph. The pruning
-run that writes a pruned-model directory is a pipeline stage (:mod:`pathprune.pipeline.prune_run`, and the stage :func:`pathprune.pipeline.prune`)."""
+selection (uniform or global) and removal through torch-pruning's dependency graph, the head/neuron
+allocation of a MAC budget (:mod:`.allocation`) and the prune run that writes a pruned-model
+directory (:mod:`.run`; the pipeline's stage :func:`pathprune.pipeline.prune` loads its inputs and calls it)."""
 
 from ..analysis.reader import Analysis, load_analysis
 from .calibration import CalibrationStats, calibration_statistics, spread_subset

@@ -40,7 +40,7 @@ class PruneConfig:
     heads_method: str | None = None
     heads_options: dict[str, Any] | None = None
     #: fraction of the model's MACs to keep (instead of `ratio`/`heads_ratio`: the head/neuron split
-    #: is allocated, see pathprune.pipeline.budget_run) and the allocation's head weight (None: chosen
+    #: is allocated, see pathprune.pruning.allocation) and the allocation's head weight (None: chosen
     #: on held-out calibration images)
     macs: float | None = None
     head_weight: float | None = None

@@ -1,4 +1,4 @@
-"""The pruning stage as a run: importance -> selection -> removal -> ``model.safetensors``,
+"""The prune run: importance -> selection -> removal -> ``model.safetensors``,
 ``model.json`` (rebuildable with ``create_model``) and ``report.json`` in one output directory.
 
 Importance methods are the registry ``IMPORTANCES`` (see :mod:`.importance`); ``path`` and
@@ -22,10 +22,10 @@ from ..errors import ConfigError, IncompatibleError, ModelError
 from ..evaluate.accuracy import top1
 from ..models import (MODEL_WEIGHTS, ModelSpec, compose_kept, count_ops_and_params, family_of, mlp_widths,
                       save_pruned)
-from ..pruning.calibration import calibration_statistics
-from ..pruning.importance import PATH_KINDS, create_importance, needs_of
+from .calibration import calibration_statistics
+from .importance import PATH_KINDS, create_importance, needs_of
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
-from ..pruning.removal import PruneConfig, PruneResult, prune_mlp
+from .removal import PruneConfig, PruneResult, prune_mlp
 
 #: the importance methods read from an analysis
 PATH_METHODS = tuple(PATH_KINDS)
@@ -103,16 +103,16 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
             and config.ratio):
         config = dataclasses.replace(config, compensate=True)  # the method's own (VBP/FLAP) mean-shift compensation
     if not config.ratio and config.macs is None:  # heads only
-        from ..pruning.heads import NoNeurons
+        from .heads import NoNeurons
         importance = NoNeurons()
     if config.macs is not None:  # infeasible budgets fail before any work
-        from ..pruning.budget import check_fraction
+        from .budget import check_fraction
         check_fraction(model, config.macs)
     if analysis is not None:
         check_analysis_matches(analysis.run, spec, f"`paths` {analysis.directory}")
     if reconstruct is not None:
         reconstruct.validate()
-    from ..pruning.heads import heads_need_calibration
+    from .heads import heads_need_calibration
     needs_calib = (config.compensate or "calibration" in needs_of(importance) or reconstruct is not None
                    or heads_need_calibration(config) or config.macs is not None)
     if needs_calib and calib is None:
@@ -128,8 +128,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
     reference = copy.deepcopy(model) if reconstruct is not None else None
     files = {}
-    if config.macs is not None:  # the head/neuron split allocated to meet the budget (pipeline.budget_run)
-        from .budget_run import budget_plot_bytes, prune_to_budget
+    if config.macs is not None:  # the head/neuron split allocated to meet the budget (pruning.allocation)
+        from .allocation import budget_plot_bytes, prune_to_budget
         heads = prune_to_budget(model, importance, config, analysis=analysis, calib=calib, reconstruct=reconstruct,
                                 previous=previous, calibration=calibration, batch_size=batch_size,
                                 progress=progress, device=device, distributed=ranks.distributed)
@@ -139,7 +139,7 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         result = (prune_mlp(model, importance, config.ratio, scope=config.scope, min_per_layer=config.min_per_layer,
                             calibration=calibration, compensate=config.compensate, inplace=True) if config.ratio
                   else PruneResult(model=model, kept=[list(range(w)) for w in widths_before]))
-        from ..pruning.heads import prune_heads_stage
+        from .heads import prune_heads_stage
         heads = prune_heads_stage(model, config, analysis=analysis, calib=calib, previous=previous,
                                   batch_size=batch_size, progress=progress, device=device)
     pruned = result.model

@@ -23,7 +23,7 @@ Example::
     >>> from pathprune import create_model, MagnitudeImportance
     >>> from pathprune.data.images import open_images
     >>> from pathprune.pruning.heads import MagnitudeHeadImportance
-    >>> from pathprune.pipeline.budget_run import choose_allocation
+    >>> from pathprune.pruning.allocation import choose_allocation
     >>> model, spec = create_model("digits")
     >>> calib = open_images("digits:train", spec.preprocessing, max_images=64)
     >>> choice = choose_allocation(model, MagnitudeImportance().fit(model).neuron_scores(),
@@ -42,7 +42,7 @@ from torch import nn
 
 from ..data.images import ImageSet, labelled_batches
 from ..errors import ConfigError
-from ..pruning.budget import BudgetPlan, apply_budget, check_fraction, plan_budget
+from .budget import BudgetPlan, apply_budget, check_fraction, plan_budget
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
 #: the head weights of the mixed candidate allocations (see the module docstring)
@@ -181,8 +181,8 @@ def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, an
     (`config.head_weight` when given, else on held-out calibration images), remove the units. Returns
     ``plan``, ``choice`` (or None), ``kept`` and the model.json/report fields as ``prune_heads_stage``."""
     from ..models.adapters import head_counts
-    from ..pruning.heads import compose_kept_heads, create_head_importance
-    from ..pruning.removal import compensate_bias
+    from .heads import compose_kept_heads, create_head_importance
+    from .removal import compensate_bias
 
     check_fraction(model, config.macs)
     name = budget_heads_method(config)

@@ -1,0 +1,103 @@
+"""The `analyze` stage: each image's influential neuron path into an output directory (resumable,
+torchrun-aware)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...attribution import PathConfig
+from ...errors import ConfigError
+from ..settings import DISPLAY, ModelSource, check_positive, display_field, input_paths, label_arguments
+
+
+@dataclass
+class AnalyzeSettings:
+    """`analyze`: each image's influential neuron path into `out` (resumable, torchrun-aware).
+
+    >>> AnalyzeSettings(ModelSource("digits"), data="digits:train", out="runs/p", topk=5).validate().path_config(None).topk
+    5
+    """
+
+    source: ModelSource
+    data: str
+    out: str
+    class_map: str | None = None
+    labels: str | None = None
+    topk: int = PathConfig.topk
+    steps: int = PathConfig.steps
+    refine_steps: int = PathConfig.refine_steps
+    refine_tol: float = PathConfig.refine_tol
+    quadrature: str = PathConfig.quadrature
+    jas: str = PathConfig.jas
+    token: str | None = None  # None: the model's own scope (cls, or patches for pooled models)
+    target: str = PathConfig.target
+    objective: str = PathConfig.objective
+    scoring: str = PathConfig.scoring
+    preprocess: str = "model"
+    batch_size: int = 10
+    max_batch: int | None = field(default=None, metadata=DISPLAY)  # speed and memory, not records
+    images_per_class: int | None = None
+    classes: str | None = None
+    max_images: int | None = None
+    shard: str | None = None
+    device: str = "auto"
+    dtype: str = PathConfig.dtype
+    workers: int | None = display_field(None)
+    checkpoint_seconds: float = display_field(60.0)
+    compile: bool = False
+    quiet: bool = display_field(False)
+    units: str = "neurons"  # heads: also a heads-only path search, per-head statistics (issue 17)
+
+    def path_config(self, default_token: str | None) -> PathConfig:
+        return PathConfig(topk=self.topk, steps=self.steps, refine_steps=self.refine_steps,
+                          refine_tol=self.refine_tol, quadrature=self.quadrature, jas=self.jas,
+                          token=self.token or default_token or PathConfig.token, target=self.target,
+                          objective=self.objective, scoring=self.scoring, max_batch=self.max_batch,
+                          dtype=self.dtype).validate()
+
+    def validate(self) -> "AnalyzeSettings":
+        from ...data import parse_shard
+
+        self.source.validate()
+        check_positive(self.batch_size, "batch_size")
+        for name in ("images_per_class", "max_images"):
+            check_positive(getattr(self, name), name)
+        check_positive(self.workers, "workers", 0)
+        if self.preprocess not in ("model", "reference"):
+            raise ConfigError(f"'{self.preprocess}': choose one of model, reference", param="preprocess")
+        parse_shard(self.shard)
+        self.path_config(None)
+        return self
+
+
+def analyze(settings: AnalyzeSettings) -> dict[str, Any]:
+    """Run `settings` and return the analysis summary (also OUT/summary.json); under torchrun every
+    rank calls this and rank 0 merges the parts."""
+    from ...analysis.distributed import distributed_context
+    from ...analysis.run import RunSettings, analyze as run_analyze
+    from ...data import open_images, parse_shard
+    from ...device import resolve_device
+    from ...io import check_output_target
+
+    s = settings.validate()
+    shard = parse_shard(s.shard)
+    check_output_target(s.out, "analyze", inputs=input_paths(s.data, *s.source.input_paths(), s.class_map, s.labels),
+                        resumable=True)
+    model, spec = s.source.load()
+    config = s.path_config(spec.token_scope)
+    image_set = open_images(s.data, spec.preprocessing, preprocess=s.preprocess, classes=s.classes,
+                            images_per_class=s.images_per_class, max_images=s.max_images,
+                            **label_arguments(model, spec, s.class_map, s.labels))
+    workers = s.workers
+    if workers is None:
+        workers = 0 if s.data.startswith("digits") else min(4, os.cpu_count() or 1)
+    run_settings = RunSettings(path=config, batch_size=s.batch_size, preprocess=s.preprocess, units=s.units)
+    with distributed_context(s.device, shard, s.out) as dist:
+        summary = run_analyze(model, spec, image_set, run_settings, dist.out, device=resolve_device(dist.device),
+                              shard=dist.shard, workers=workers, checkpoint_seconds=s.checkpoint_seconds,
+                              progress=not s.quiet and dist.is_main, compile=s.compile)
+        dist.finish(summary)
+    final = dist.final_summary or summary
+    return {**final, "is_main": dist.is_main}

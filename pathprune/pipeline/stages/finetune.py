@@ -1,0 +1,85 @@
+"""The `finetune` stage: distil the dense model into a pruned-model directory (resumable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..claims import claim_on_main
+from ..settings import display_field
+
+
+@dataclass
+class FinetuneStageSettings:
+    """`finetune`: distil the dense model into a pruned-model directory `model`, into `out`."""
+
+    model: str
+    data: str
+    out: str
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    eval_data: str | None = None
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    temperature: float = 2.0
+    alpha: float = 0.0
+    augment: bool | None = None
+    seed: int = 0
+    checkpoint_every: int = 25
+    device: str = "auto"
+    dtype: str = "float32"
+    workers: int | None = display_field(None)  # None: 0 on the CPU, on CUDA min(8, cores per process)
+    channels_last: bool | None = None  # None: on CUDA
+    quiet: bool = display_field(False)
+    overwrite: bool = display_field(False)
+
+    def finetune_settings(self):
+        from ...repair import FinetuneSettings
+
+        return FinetuneSettings(epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                                weight_decay=self.weight_decay, warmup=self.warmup, temperature=self.temperature,
+                                alpha=self.alpha, seed=self.seed, augment=self.augment, dtype=self.dtype,
+                                checkpoint_every=self.checkpoint_every).validate()
+
+    def validate(self) -> "FinetuneStageSettings":
+        self.finetune_settings()
+        return self
+
+
+def finetune(settings: FinetuneStageSettings, *, distributed: bool | None = None):
+    """Run `settings`; return the :class:`~pathprune.repair.FinetuneResult`. Under torchrun every rank
+    calls this (DistributedDataParallel, global batch); rank 0 claims and writes the output.
+
+    `out` is claimed for ``finetune`` (checked and locked): never one of the inputs (the student's
+    directory), another command's output or foreign files; a previous finetune output only with
+    `overwrite`."""
+    from ...repair.distill import FINETUNE_COMMAND
+    from ...repair.distributed import torchrun_process_group
+
+    s = settings.validate()
+    with torchrun_process_group(s.device, distributed) as (ranks, device), \
+            claim_on_main(ranks, s.out, FINETUNE_COMMAND, overwrite=s.overwrite,
+                          inputs=[s.model, s.data, s.eval_data, s.teacher, s.teacher_weights]):
+        return _finetune_claimed(s, device)
+
+
+def _finetune_claimed(s: FinetuneStageSettings, device: str):
+    from ...data import open_images
+    from ...models import create_model
+    from ...repair import find_teacher, finetune as run_finetune, read_model_description
+    from ...repair.distributed import default_workers
+
+    description = read_model_description(s.model)
+    student, spec = create_model(str(s.model))
+    teacher_model, teacher_spec = find_teacher(description, s.teacher, s.teacher_weights)
+    images = open_images(s.data, spec.preprocessing)
+    eval_images = open_images(s.eval_data, spec.preprocessing) if s.eval_data else None
+    result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,
+                          s.finetune_settings(), eval_images=eval_images, device=device, progress=not s.quiet,
+                          workers=default_workers(device, s.data) if s.workers is None else s.workers,
+                          channels_last=s.channels_last, overwrite=s.overwrite)
+    return result
