@@ -29,61 +29,35 @@ Example::
     [128, 128, 128, 128, 128, 128]
 """
 
+from typing import Any
 
+from .version import __version__
 
-def _guard_cli_imports() -> None:
-    """Ctrl-C while the ``pathprune`` command (console script or ``python -m pathprune``) is still
-    importing: one ``error:`` line and exit 130, not a traceback. The command's main() puts Python's
-    own handler back; a library import (``import pathprune``) is left alone."""
-    import os
-    import signal
-    import sys
-    import threading
-
-    argv = list(getattr(sys, "orig_argv", []))
-    command = (os.path.basename(sys.argv[0]) if sys.argv else "") == "pathprune" or any(
-        a == "-m" and b == "pathprune" for a, b in zip(argv, argv[1:]))
-    if not command or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return  # someone chose their own handling
-
-    def interrupted(signum, frame):  # noqa: ARG001
-        os.write(2, b"error: interrupted\n")
-        os._exit(130)
-
-    interrupted.pathprune_import_guard = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGINT, interrupted)
-
-
-_guard_cli_imports()
-
-from typing import Any  # noqa: E402
-
-from .version import __version__  # noqa: E402
-
-from .analysis import PathStatistics, RunSettings, analyze, merge_outputs  # noqa: E402
-from .attribution import (JAS_FORMS, PATH_METHODS, QUADRATURE_RULES, NeuronPathSearch, PathConfig,  # noqa: E402
-                          PathResult, quadrature_nodes, register_jas_form, register_path_method,
-                          register_quadrature)
-from .data import ImageSet, labelled_batches, open_images  # noqa: E402
-from .deploy import (EXPORTERS, OPTIMIZERS, PRECISIONS, RUNTIMES, ExportResult, ProviderError, export_onnx,  # noqa: E402
-                     read_metadata)
-from .device import resolve_device  # noqa: E402
-from .errors import (ConfigError, IncompatibleError, InputError, ModelError, OutputError,  # noqa: E402
-                     PathpruneError, UserError)
-from .evaluate import BenchModel, BenchSettings, Evaluation, evaluate_models, run_bench, top1  # noqa: E402
-from .evaluate.accuracy import evaluate_runners, paired_interval  # noqa: E402
-from .models import (MODEL_FAMILIES, ModelSpec, create_model, family_of, list_families, load_pruned,  # noqa: E402
-                     mlp_widths, register_alias, register_family)
-from .pruning import (IMPORTANCES, ActivationImportance, ActivationPathImportance, Analysis,  # noqa: E402
-                      MagnitudeImportance, NeuronImportance, PathImportance, PruneConfig, PruneResult,
-                      RandomImportance, TaylorImportance, calibration_statistics, create_importance,
-                      load_analysis, path_importance, prune_mlp, register_importance)
-from .repair import FinetuneSettings, ReconstructConfig, finetune, reconstruct_mlp  # noqa: E402
-from . import pipeline  # noqa: E402
-from .pipeline import CompressSettings, DemoSettings, ModelSource  # noqa: E402
-from .pruning.run import prune  # noqa: E402
+#: where each public name lives; imported on first use, so that ``import pathprune`` (and the
+#: ``pathprune`` command's start-up) loads no torch until something needs it
+_PUBLIC = {
+    **dict.fromkeys(["PathStatistics", "RunSettings", "analyze", "merge_outputs"], "analysis"),
+    **dict.fromkeys(["JAS_FORMS", "PATH_METHODS", "QUADRATURE_RULES", "NeuronPathSearch", "PathConfig",
+                     "PathResult", "quadrature_nodes", "register_jas_form", "register_path_method",
+                     "register_quadrature"], "attribution"),
+    **dict.fromkeys(["ImageSet", "labelled_batches", "open_images"], "data"),
+    **dict.fromkeys(["EXPORTERS", "OPTIMIZERS", "PRECISIONS", "RUNTIMES", "ExportResult", "ProviderError",
+                     "export_onnx", "read_metadata"], "deploy"),
+    **dict.fromkeys(["resolve_device"], "device"),
+    **dict.fromkeys(["ConfigError", "IncompatibleError", "InputError", "ModelError", "OutputError",
+                     "PathpruneError", "UserError"], "errors"),
+    **dict.fromkeys(["BenchModel", "BenchSettings", "Evaluation", "evaluate_models", "run_bench", "top1"], "evaluate"),
+    **dict.fromkeys(["evaluate_runners", "paired_interval"], "evaluate.accuracy"),
+    **dict.fromkeys(["MODEL_FAMILIES", "ModelSpec", "create_model", "family_of", "list_families",
+                     "load_pruned", "mlp_widths", "register_alias", "register_family"], "models"),
+    **dict.fromkeys(["IMPORTANCES", "ActivationImportance", "ActivationPathImportance", "Analysis",
+                     "MagnitudeImportance", "NeuronImportance", "PathImportance", "PruneConfig", "PruneResult",
+                     "RandomImportance", "TaylorImportance", "calibration_statistics", "create_importance",
+                     "load_analysis", "path_importance", "prune_mlp", "register_importance"], "pruning"),
+    **dict.fromkeys(["FinetuneSettings", "ReconstructConfig", "finetune", "reconstruct_mlp"], "repair"),
+    **dict.fromkeys(["CompressSettings", "DemoSettings", "ModelSource"], "pipeline"),
+    **dict.fromkeys(["prune"], "pruning.run"),
+}
 
 __all__ = [
     "__version__",
@@ -112,6 +86,22 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "pipeline":
+        return importlib.import_module(".pipeline", __name__)
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pathprune' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def _with_records(echo: Any) -> dict[str, Any]:
     """The command line's records (the equivalent command of each stage, in compress.json) and, when
     the caller echoes, its printers of each stage's result."""
@@ -122,7 +112,7 @@ def _with_records(echo: Any) -> dict[str, Any]:
             "show": None if echo is None else (lambda command, result, s: show(command, result, s, echo))}
 
 
-def compress(settings: CompressSettings | None = None, *, out: Any, echo: Any = None, **options: Any) -> dict[str, Any]:
+def compress(settings: Any = None, *, out: Any, echo: Any = None, **options: Any) -> dict[str, Any]:
     """Compress a model in one call (:func:`pathprune.pipeline.compress.compress`, with each stage's
     equivalent command line recorded in OUT/compress.json and, with `echo`, each stage's result shown).
 
@@ -130,15 +120,21 @@ def compress(settings: CompressSettings | None = None, *, out: Any, echo: Any = 
     >>> summary = pp.compress(model="digits", data="digits:train", eval_data="digits:test", ratio=0.9,
     ...                       out="runs/digits-90")  # doctest: +SKIP
     """
-    return pipeline.compress(settings, out=out, echo=echo, **options, **_with_records(echo))
+    from .pipeline import compress as run
+
+    return run(settings, out=out, echo=echo, **options, **_with_records(echo))
 
 
-def run_compress(settings: CompressSettings, out: Any, echo: Any = None) -> dict[str, Any] | None:
+def run_compress(settings: Any, out: Any, echo: Any = None) -> dict[str, Any] | None:
     """:func:`pathprune.pipeline.compress.run_compress` with the command line's records (as :func:`compress`)."""
-    return pipeline.run_compress(settings, out, echo, **_with_records(echo))
+    from .pipeline import run_compress as run
+
+    return run(settings, out, echo, **_with_records(echo))
 
 
-def run_demo(out: Any, settings: DemoSettings | None = None, echo: Any = None) -> dict[str, Any]:
+def run_demo(out: Any, settings: Any = None, echo: Any = None) -> dict[str, Any]:
     """:func:`pathprune.pipeline.demo.run_demo` with the command line's records (as :func:`compress`)."""
-    return pipeline.run_demo(out, settings, echo, **_with_records(echo))
+    from .pipeline import run_demo as run
+
+    return run(out, settings, echo, **_with_records(echo))
 

@@ -96,7 +96,7 @@ def test_recorded_commands_are_valid_command_lines(setup, tmp_path):
     for stage in plan:
         record = command_record(stage.command, stage.settings)
         assert record[:2] == ["pathprune", stage.command]
-        ctx = cli.commands[stage.command].make_context(stage.command, record[2:])  # parses, or raises
+        ctx = cli.get_command(None, stage.command).make_context(stage.command, record[2:])  # parses, or raises
         for name in ("out", "data", "calib_data", "precision", "optimize", "steps", "ratio"):
             if name in ctx.params and hasattr(stage.settings, name):
                 expected = getattr(stage.settings, name)

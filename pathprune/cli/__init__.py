@@ -10,6 +10,10 @@ does not import click or the commands).
 
 from typing import Any
 
+from . import guard
+
+guard.install()  # the console script and `python -m pathprune` import this package first
+
 __all__ = ["cli", "command_table", "main"]
 
 

@@ -7,18 +7,36 @@ import os
 import sys
 import warnings
 
+import importlib
+
 import click
 
 from ..errors import InterruptedRun, PathpruneError
 from .flags import as_flags, error_message
-from . import analyses, analyze, bench, compress, demo, export, finetune, merge, prune, reconstruct
 from .options import CONTEXT
 
-#: the command modules, each defining COMMANDS (the order is the help listing's)
-COMMAND_MODULES = (analyze, merge, prune, reconstruct, finetune, compress, export, bench, analyses, demo)
+#: every command and the module of pathprune.cli that defines it (in its COMMANDS); a module is
+#: imported when one of its commands runs or is listed, so `pathprune --version` loads no library
+COMMAND_MODULES = {"analyze": "analyze", "merge": "merge", "prune": "prune", "reconstruct": "reconstruct",
+                   "finetune": "finetune", "compress": "compress", "export": "export", "bench": "bench",
+                   "manipulate": "analyses", "scores": "analyses", "structure": "analyses", "demo": "demo"}
 
 
-@click.group(context_settings=CONTEXT)
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (help listings import them all)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMAND_MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            module = importlib.import_module(f".{COMMAND_MODULES[name]}", __package__)
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(package_name="pathprune")
 @click.pass_context
@@ -28,14 +46,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug or _debug_env()
 
 
-for _module in COMMAND_MODULES:
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
-
-
 def command_table() -> dict[str, click.Command]:
-    """Every pathprune command by name."""
-    return dict(cli.commands)
+    """Every pathprune command by name (importing every command module)."""
+    return {name: cli.get_command(None, name) for name in cli.list_commands(None)}
 
 
 

@@ -18,7 +18,8 @@ def _load_recipe(ctx: click.Context, param: click.Parameter, value: str | None) 
     # one recipe serves every command: run through the pathprune group, it is checked against all their
     # options; a command invoked on its own (e.g. click's CliRunner) checks only its own section
     root = ctx.find_root().command
-    table = dict(getattr(root, "commands", None) or {})
+    table = ({name: root.get_command(ctx, name) for name in root.list_commands(ctx)}
+             if isinstance(root, click.Group) else {})
     known = {name: set(option_spellings(command.params)) for name, command in table.items()} if table else None
     types = {p.name: ("int" if isinstance(p.type, click.types.IntParamType) else
                       "float" if isinstance(p.type, click.types.FloatParamType) else None)
