@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..pipeline.stages import FinetuneStageSettings
-from .options import CONTEXT, defaults, device_option, recipe_option
+from .options import CONTEXT, build_settings, defaults, device_option, recipe_option
 
 D = defaults(FinetuneStageSettings)
 
@@ -66,7 +66,7 @@ def finetune(**options) -> None:
 
     from .report import show
 
-    settings = FinetuneStageSettings(**options)
+    settings = build_settings(FinetuneStageSettings, options)
     show("finetune", run_finetune(settings), settings, click.echo)
 
 

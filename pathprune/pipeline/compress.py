@@ -30,9 +30,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..attribution import PathConfig
+from ..evaluate.bench import BenchSettings
+from ..repair import FinetuneSettings
+from ..repair.reconstruct import ReconstructConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
-from .settings import ModelSource, check_data_source, display_field, stage_key
+from .settings import CHECK_IMAGES, ModelSource, check_data_source, display_field, stage_key
+from .stages.bench import BENCH_BATCH_SIZES
 
 #: the marker of a compress output directory
 MARKER = "compress.json"
@@ -85,25 +89,25 @@ class CompressSettings:
     options: dict[str, Any] = field(default_factory=dict)  # the importance method's own options
     scope: str = "uniform"
     reconstruct: bool = True
-    reconstruct_mode: str = "sequential"
-    reconstruct_target: str = "residual"
-    reconstruct_weighting: str = "uniform"
+    reconstruct_mode: str = ReconstructConfig.mode
+    reconstruct_target: str = ReconstructConfig.target
+    reconstruct_weighting: str = ReconstructConfig.weighting
     calib_images: int = 512
     compensate: bool = False
     # finetune (skipped when both are 0/None)
     finetune_epochs: int = 0
     finetune_steps: int | None = None
-    finetune_lr: float = 5e-4
-    finetune_batch_size: int = 64
-    alpha: float = 0.0
-    temperature: float = 2.0
+    finetune_lr: float = FinetuneSettings.lr
+    finetune_batch_size: int = FinetuneSettings.batch_size
+    alpha: float = FinetuneSettings.alpha
+    temperature: float = FinetuneSettings.temperature
     # export (calibrated on --data, checked on --eval-data) and bench (the exported file included)
     precision: str = "fp32"
     optimize: bool = False
-    export_images: int = 64
-    batch_sizes: str = "1,32"
-    warmup: int = 3
-    repeats: int = 10
+    export_images: int = CHECK_IMAGES
+    batch_sizes: str = BENCH_BATCH_SIZES
+    warmup: int = BenchSettings.warmup
+    repeats: int = 10  # fewer than `bench`'s: here the last of several stages
     backends: str = "ort-cpu,torch-cpu"
     device: str = "auto"
     quiet: bool = display_field(False)
@@ -248,10 +252,11 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
                 eval_data=s.eval_data, device=s.device, out=str(pruned), quiet=s.quiet), pruned, st.reconstruct))
         source = ModelSource(str(pruned))
         if s.finetunes:
+            training = FinetuneSettings(steps=s.finetune_steps or None,
+                                        epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
+                                        batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature)
             plan.append(Stage(f"finetune{suffix}", "finetune", st.FinetuneStageSettings(
-                model=str(pruned), data=s.data, eval_data=s.eval_data, steps=s.finetune_steps or None,
-                epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
-                batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature, device=s.device,
+                model=str(pruned), data=s.data, eval_data=s.eval_data, finetune=training, device=s.device,
                 out=str(tuned), quiet=s.quiet, overwrite=True), tuned, st.finetune))  # its own sub-output
             source = ModelSource(str(tuned))
     quantised = s.precision != "fp32"

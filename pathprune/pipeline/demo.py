@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from .compress import CompressSettings, Record, Show, run_compress
-from .settings import display_field
+from .settings import CALIBRATION_IMAGES, display_field
 
 MARKER = "demo.json"
 
@@ -34,7 +34,7 @@ class DemoSettings:
     steps: int = 4  # Gauss-Legendre nodes: on digits they find the 32-node paths, so no refinement
     ratio: float = 0.5
     reconstruct: bool = True
-    calib_images: int = 256
+    calib_images: int = CALIBRATION_IMAGES
     batch_sizes: str = "1,32"
     warmup: int = 3
     repeats: int = 10

@@ -26,6 +26,10 @@ from ..errors import ConfigError
 
 #: field metadata of a setting that does not change a stage's output (left out of resume keys)
 DISPLAY = {"display": True}
+#: calibration images of a least-squares repair or a calibrated importance (prune, reconstruct, demo)
+CALIBRATION_IMAGES = 256
+#: calibration and check images of a quantised or half-precision export (export, bench, compress)
+CHECK_IMAGES = 64
 
 
 def display_field(default: Any) -> Any:

@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
-from ..settings import (ModelSource, check_positive, display_field, input_paths, int_tuple, label_arguments,
+from ...evaluate.bench import BenchSettings
+from ..settings import (CHECK_IMAGES, ModelSource, check_positive, display_field, input_paths, int_tuple, label_arguments,
                         str_tuple)
+
+#: the batch sizes `bench` times, as the command line writes them
+BENCH_BATCH_SIZES = ",".join(map(str, BenchSettings.batch_sizes))
 
 
 @dataclass
@@ -25,19 +29,19 @@ class BenchSettingsSpec:
     images_per_class: int | None = None
     classes: str | None = None
     max_images: int | None = None
-    eval_batch_size: int = 64
-    batch_sizes: str = "1,32"
-    warmup: int = 3
-    repeats: int = 20
+    eval_batch_size: int = BenchSettings.eval_batch_size
+    batch_sizes: str = BENCH_BATCH_SIZES
+    warmup: int = BenchSettings.warmup
+    repeats: int = BenchSettings.repeats
     backends: str = "auto"
     threads: int | None = None
     exporter: str = "dynamo"
     precisions: str = "fp32"
     optimize: bool = False
     calib_data: str | None = None
-    calib_images: int = 64
-    bootstrap: int = 10000
-    seed: int = 0
+    calib_images: int = CHECK_IMAGES
+    bootstrap: int = BenchSettings.bootstrap
+    seed: int = BenchSettings.seed
     keep_onnx: bool = False
     workers: int = display_field(0)
     device: str = "auto"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import ConfigError
-from ..settings import ModelSource, check_positive
+from ..settings import CHECK_IMAGES, ModelSource, check_positive
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ExportSettings:
     precision: str = "fp32"
     calib_data: str | None = None
     check_data: str | None = None
-    calib_images: int = 64
+    calib_images: int = CHECK_IMAGES
     min_agreement: float = 0.95
     tolerance: float = 1e-4
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
+from ...repair import FinetuneSettings
 from ..claims import claim_on_main
 from ..settings import display_field
 
 
 @dataclass
 class FinetuneStageSettings:
-    """`finetune`: distil the dense model into a pruned-model directory `model`, into `out`."""
+    """`finetune`: distil the dense model into a pruned-model directory `model`, into `out`; how it
+    trains is the library's :class:`~pathprune.repair.FinetuneSettings`.
+
+    >>> FinetuneStageSettings("runs/p95", "digits:train", "runs/p95-ft", finetune=FinetuneSettings(epochs=3)).validate().finetune.epochs
+    3
+    """
 
     model: str
     data: str
@@ -19,31 +24,15 @@ class FinetuneStageSettings:
     teacher: str | None = None
     teacher_weights: str | None = None
     eval_data: str | None = None
-    epochs: int = 1
-    steps: int | None = None
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.05
-    temperature: float = 2.0
-    alpha: float = 0.0
-    augment: bool | None = None
-    seed: int = 0
-    checkpoint_every: int = 25
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     device: str = "auto"
-    dtype: str = "float32"
     workers: int | None = display_field(None)  # None: 0 on the CPU, on CUDA min(8, cores per process)
     channels_last: bool | None = None  # None: on CUDA
     quiet: bool = display_field(False)
     overwrite: bool = display_field(False)
 
-    def finetune_settings(self):
-        from ...repair import FinetuneSettings
-
-        return FinetuneSettings(epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                                weight_decay=self.weight_decay, warmup=self.warmup, temperature=self.temperature,
-                                alpha=self.alpha, seed=self.seed, augment=self.augment, dtype=self.dtype,
-                                checkpoint_every=self.checkpoint_every).validate()
+    def finetune_settings(self) -> FinetuneSettings:
+        return self.finetune.validate()
 
     def validate(self) -> "FinetuneStageSettings":
         self.finetune_settings()

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
+from ...repair.reconstruct import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import ModelSource, check_positive, display_field, input_paths, label_arguments
+from ..settings import CALIBRATION_IMAGES, ModelSource, check_positive, display_field, input_paths, label_arguments
 
 
 @dataclass
@@ -34,12 +35,12 @@ class PruneSettings:
     min_per_layer: float = 1
     compensate: bool = False
     reconstruct: bool = False
-    reconstruct_mode: str = "sequential"
-    reconstruct_target: str = "residual"
-    reconstruct_weighting: str = "uniform"
-    ridge: float = 1e-3
+    reconstruct_mode: str = ReconstructConfig.mode
+    reconstruct_target: str = ReconstructConfig.target
+    reconstruct_weighting: str = ReconstructConfig.weighting
+    ridge: float = ReconstructConfig.ridge
     calib_data: str | None = None
-    calib_images: int = 256
+    calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
     class_map: str | None = None
     labels: str | None = None

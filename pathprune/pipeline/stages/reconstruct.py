@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...repair.reconstruct import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import check_positive, display_field, input_paths, label_arguments
+from ..settings import CALIBRATION_IMAGES, check_positive, display_field, input_paths, label_arguments
 
 
 @dataclass
@@ -25,11 +26,11 @@ class ReconstructStageSettings:
     out: str
     teacher: str | None = None
     teacher_weights: str | None = None
-    reconstruct_mode: str = "sequential"
-    reconstruct_target: str = "residual"
-    reconstruct_weighting: str = "uniform"
-    ridge: float = 1e-3
-    calib_images: int = 256
+    reconstruct_mode: str = ReconstructConfig.mode
+    reconstruct_target: str = ReconstructConfig.target
+    reconstruct_weighting: str = ReconstructConfig.weighting
+    ridge: float = ReconstructConfig.ridge
+    calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
     class_map: str | None = None
     labels: str | None = None
