@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {render_warning(msg)}\n"
     try:
         cli.main(args=args, prog_name="pathprune", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (e.g. while a command imports) into Abort
+        interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+        click.echo(f"error: {'interrupted' if interrupted else 'aborted'}", err=True)
         sys.exit(130)
     except click.UsageError as exc:  # bad or missing option: one line, as for every other bad input
         command = f"pathprune {exc.ctx.info_name}: " if exc.ctx is not None and exc.ctx.parent is not None else ""
