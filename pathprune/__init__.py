@@ -112,7 +112,8 @@ def _with_records(echo: Any) -> dict[str, Any]:
             "show": None if echo is None else (lambda command, result, s: show(command, result, s, echo))}
 
 
-def compress(settings: Any = None, *, out: Any, echo: Any = None, **options: Any) -> dict[str, Any]:
+def compress(settings: Any = None, *, out: Any, echo: Any = None, command: str = "compress",
+             **options: Any) -> dict[str, Any]:
     """Compress a model in one call (:func:`pathprune.pipeline.compress.compress`, with each stage's
     equivalent command line recorded in OUT/compress.json and, with `echo`, each stage's result shown).
 
@@ -122,14 +123,14 @@ def compress(settings: Any = None, *, out: Any, echo: Any = None, **options: Any
     """
     from .pipeline import compress as run
 
-    return run(settings, out=out, echo=echo, **options, **_with_records(echo))
+    return run(settings, out=out, echo=echo, command=command, **options, **_with_records(echo))
 
 
-def run_compress(settings: Any, out: Any, echo: Any = None) -> dict[str, Any] | None:
+def run_compress(settings: Any, out: Any, echo: Any = None, *, command: str = "compress") -> dict[str, Any] | None:
     """:func:`pathprune.pipeline.compress.run_compress` with the command line's records (as :func:`compress`)."""
     from .pipeline import run_compress as run
 
-    return run(settings, out, echo, **_with_records(echo))
+    return run(settings, out, echo, command=command, **_with_records(echo))
 
 
 def run_demo(out: Any, settings: Any = None, echo: Any = None) -> dict[str, Any]:
