@@ -33,8 +33,8 @@ from typing import Any
 
 from .version import __version__
 
-#: where each public name lives; imported on first use, so that ``import pathprune`` (and the
-#: ``pathprune`` command's start-up) loads no torch until something needs it
+#: where each public name lives, imported on first use, so that the ``pathprune`` command's start-up
+#: loads no torch until a command needs it
 _PUBLIC = {
     **dict.fromkeys(["PathStatistics", "RunSettings", "analyze", "merge_outputs"], "analysis"),
     **dict.fromkeys(["JAS_FORMS", "PATH_METHODS", "QUADRATURE_RULES", "NeuronPathSearch", "PathConfig",
@@ -84,6 +84,12 @@ __all__ = [
     # errors
     "PathpruneError", "ConfigError", "InputError", "ModelError", "IncompatibleError", "OutputError", "UserError",
 ]
+
+
+from .cli.guard import running_as_command  # noqa: E402 - light: no click, no torch
+
+if not running_as_command():  # a program using the library: timm knows `pathprune_vit` after `import pathprune`
+    from . import models  # noqa: E402,F401 - (timm.create_model("local-dir:DIR") of a pruned directory)
 
 
 def __getattr__(name: str) -> Any:

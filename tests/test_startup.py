@@ -1,6 +1,6 @@
 """Start-up of the command and the package: what is imported, not how long it takes (timings belong
-in benchmarks/). `pathprune --version` and `import pathprune` load no torch; the library is imported
-by the command that runs."""
+in benchmarks/). `pathprune --version` loads no torch; the library is imported by the command that
+runs."""
 
 from __future__ import annotations
 
@@ -40,9 +40,12 @@ def test_a_command_loads_the_library_it_needs():
     assert "--importance" in out and loaded.startswith("True")
 
 
-def test_importing_the_package_loads_no_torch_until_a_name_is_used():
-    script = ("import sys, pathprune as pp\nprint('torch' in sys.modules)\npp.PathConfig\n"
-              "print('torch' in sys.modules)\n")
+def test_a_library_import_still_registers_the_timm_architecture():
+    """`import pathprune` in a program (not the command) makes timm know `pathprune_vit`, so that
+    timm.create_model("local-dir:DIR") rebuilds a pruned directory; public names load on first use."""
+    script = ("import sys, pathprune as pp, timm\nprint(timm.list_models('pathprune*'))\n"
+              "print('pathprune.pipeline' in sys.modules)\npp.compress\npp.CompressSettings\n"
+              "print('pathprune.pipeline' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert res.stdout.split() == ["False", "True"], res.stderr[-2000:]
+    assert res.stdout.split("\n")[:3] == ["['pathprune_vit']", "False", "True"], res.stderr[-2000:]
