@@ -180,6 +180,7 @@ class NeuronPathSearch:
         self._autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                           else contextlib.nullcontext())
         self._placed_depth = 0
+        self._chunk_rows: int | None = None
         self._resumable = can_resume_at_block(model)
         self._exact_scoring = self.config.scoring == "exact" and self.form.complete
         self._refine = None
@@ -204,6 +205,20 @@ class NeuronPathSearch:
                 yield model
             finally:
                 self._placed_depth = 0
+
+    def chunk_rows(self) -> int:
+        """Rows (images x nodes) per forward/backward: ``max_batch`` if set, else the most that fit the
+        memory budget (:mod:`pathprune.memory`; chosen once per search). Raises MemoryBudgetError when one
+        row does not fit."""
+        if self.config.max_batch:
+            return self.config.max_batch
+        if self._chunk_rows is None:
+            from ..memory import activation_shape, auto_batch
+
+            shape = activation_shape(self.model)
+            self._chunk_rows = auto_batch(self.model, "backward", device=self.device, what="the path search",
+                                          per_sample_extra=shape.tokens * shape.width * 4)  # a stored block input
+        return self._chunk_rows
 
     @property
     def num_layers(self) -> int:
@@ -417,7 +432,7 @@ class NeuronPathSearch:
         alphas, weights = rule if rule is not None else (self.alphas, self.weights)
         m = len(alphas)
         rows_total = m * batch
-        chunk = self.config.max_batch or rows_total
+        chunk = self.config.max_batch or min(rows_total, self.chunk_rows())
         alphas = alphas.to(self.device)
         weights = weights.to(self.device)
         spread = None

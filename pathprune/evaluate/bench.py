@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from ..io import write_json_atomic
 from ..models import MODEL_DESCRIPTION, ModelSpec, borrowed, mlp_widths
-from ..progress import progress_bar
+from ..progress import progress_bar, progress_list
 from .bench_report import DEFINITIONS, machine_info, plot_accuracy, plot_latency, plot_pareto, render_markdown
 
 from ..deploy.runtimes import RUNTIMES, available_runtimes as available_backends, make_runner
@@ -399,7 +399,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
         for m in torch_models:
             variants.append(Variant(m.name, m, "torch", size_bytes=sum(p.numel() * p.element_size()
                                                                        for p in m.model.parameters())))
-        for m in _progress_list(models, "export", progress):
+        for m in progress_list(models, "export", progress, unit="model"):
             if m.kind == "onnx":
                 meta = m.description
                 size = Path(m.onnx_file).stat().st_size + sum(
@@ -470,12 +470,6 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
         plot_pareto(report, tmp_out / "pareto.png")
     return report
 
-
-
-def _progress_list(items: Sequence[Any], desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="model", disable=not enabled, dynamic_ncols=True, leave=False)
 
 
 def _safe(name: str) -> str:
