@@ -11,9 +11,9 @@ runs; benchmarks/results_memory.md)::
     >>> from pathprune.memory import ActivationShape, choose_batch
     >>> vit_b = ActivationShape(tokens=197, width=768, hidden=3072, heads=12, depth=12)
     >>> choose_batch(vit_b, "backward", budget=3 << 30, fixed=400 << 20, upper=512)
-    7
+    22
     >>> choose_batch(vit_b, "forward", budget=3 << 30, fixed=400 << 20, upper=512)
-    251
+    228
 """
 
 from __future__ import annotations

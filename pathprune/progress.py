@@ -61,6 +61,7 @@ class PlainProgress:
         self.postfix = ""
         self.iterable = iterable
         self.closed = False
+        self._emitted_at: int | None = None  # the count of the last line written
 
     def _out(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stderr
@@ -89,6 +90,7 @@ class PlainProgress:
         out.write(self.line() + "\n")
         out.flush()
         self._last = time.monotonic()
+        self._emitted_at = self.n
 
     def update(self, n: int = 1) -> None:
         self.n += int(n)
@@ -114,7 +116,7 @@ class PlainProgress:
         if self.closed:
             return
         self.closed = True
-        if self.leave or self.n > self._start:
+        if (self.leave or self.n > self._start) and self._emitted_at != self.n:
             self._emit()
 
     def __iter__(self) -> Iterator[Any]:
