@@ -77,24 +77,19 @@ class ActivationShape:
 
 
 def activation_shape(model: Any) -> ActivationShape:
-    """The :class:`ActivationShape` of a model from its adapter (timm ViT families); a conservative
-    guess from its parameters for other models."""
-    from .models.adapters import attention_layouts, find_family, mlp_widths
-
-    family = find_family(model)
-    if family is not None:
-        try:
-            widths = mlp_widths(model)
-            depth = len(widths)
-            tokens = family.num_patches(model) + family.num_prefix_tokens(model)
-            heads = max((layout.num_heads for layout in attention_layouts(model)), default=1)
-            width = int(getattr(model, "embed_dim", 0) or getattr(model, "num_features", 0) or max(widths) // 4)
-            return ActivationShape(tokens=tokens, width=width, hidden=max(widths), heads=heads, depth=depth)
-        except Exception:  # an unusual member of a family: fall back to the guess below
-            pass
-    params = sum(p.numel() for p in model.parameters())
-    # a model whose activations per sample are about its parameter count: generous for small nets
-    return ActivationShape(tokens=1, width=max(1, params // 13), hidden=0, heads=0, depth=1)
+    """The :class:`ActivationShape` of a timm vision transformer from its attributes (blocks, patch
+    embedding, MLP widths, heads); a conservative guess from its parameter count for other models."""
+    try:
+        blocks = list(model.blocks)
+        tokens = int(model.patch_embed.num_patches) + int(getattr(model, "num_prefix_tokens", 1))
+        width = int(getattr(model, "embed_dim", 0) or model.num_features)
+        hidden = max(int(block.mlp.fc2.in_features) for block in blocks)
+        heads = max(int(getattr(block.attn, "num_heads", 1)) for block in blocks)
+        return ActivationShape(tokens=tokens, width=width, hidden=hidden, heads=heads, depth=len(blocks))
+    except (AttributeError, TypeError, ValueError):  # not a ViT of the usual layout
+        params = sum(p.numel() for p in model.parameters())
+        # activations per sample of the order of the parameter count: generous for small networks
+        return ActivationShape(tokens=1, width=max(1, params // 13), hidden=0, heads=0, depth=1)
 
 
 def model_bytes(model: Any) -> int:

@@ -4,7 +4,12 @@ structure table count the same number, equal to an independent hook count."""
 from __future__ import annotations
 
 from pathprune.models import count_ops_and_params
-from pathprune.models.macs import count_macs
+from pathprune.models.adapters import attention_layouts, example_input
+from pathprune.models.macs import count_macs as _count
+
+
+def count_macs(model):
+    return _count(model, example_input(model), attention_layouts(model))
 from pathprune.pruning.budget import mac_costs, model_macs, plan_budget, apply_budget
 from pathprune.pruning.heads import MagnitudeHeadImportance
 from pathprune import MagnitudeImportance

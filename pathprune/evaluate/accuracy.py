@@ -137,3 +137,35 @@ def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, r
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(d.mean()), float(low), float(high)
+
+
+def accuracy_metrics(evaluation: dict[str, Any], dense: str, *, resamples: int = 10000,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """top-1, top-5, target probability, and their deviations from the `dense` entry (model - dense), the
+    top-1/top-5 deviations with a 95% paired bootstrap interval."""
+    y = evaluation["labels"]
+    ref_pred, ref_prob = evaluation["preds"][dense], evaluation["probs"][dense]
+    ref_correct, ref_top5 = (ref_pred == y), evaluation["top5"][dense]
+    ref_top1 = float(ref_correct.double().mean())
+    out = {}
+    for name, pred in evaluation["preds"].items():
+        prob = evaluation["probs"][name]
+        correct, top5 = pred == y, evaluation["top5"][name]
+        top1 = float(correct.double().mean())
+        diff = prob - ref_prob
+        _, lo1, hi1 = paired_interval(correct.numpy(), ref_correct.numpy(), resamples=resamples, seed=seed)
+        _, lo5, hi5 = paired_interval(top5.numpy(), ref_top5.numpy(), resamples=resamples, seed=seed)
+        out[name] = {
+            "images": int(len(y)),
+            "top1": top1,
+            "top1_deviation": top1 - ref_top1,
+            "top1_deviation_ci95": [lo1, hi1],
+            "top5": float(top5.double().mean()),
+            "top5_deviation": float(top5.double().mean()) - float(ref_top5.double().mean()),
+            "top5_deviation_ci95": [lo5, hi5],
+            "target_prob": float(prob.mean()),
+            "prob_deviation": float(diff.mean()),
+            "prob_deviation_abs": float(diff.abs().mean()),
+            "agreement": float((pred == ref_pred).double().mean()),
+        }
+    return out

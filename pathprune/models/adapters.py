@@ -359,7 +359,7 @@ def count_ops_and_params(model: nn.Module) -> tuple[int, int]:
 
     with torch.no_grad():
         _, params = tp.utils.count_ops_and_params(model, example_input(model))
-    return count_macs(model), int(params)
+    return count_macs(model, example_input(model), attention_layouts(model)), int(params)
 
 
 # --------------------------------------------------------------------------------------------

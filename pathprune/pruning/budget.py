@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import attention_layouts, family_of, mlp_layouts, mlp_widths
+from ..models.adapters import attention_layouts, example_input, family_of, mlp_layouts, mlp_widths
 from ..models.macs import count_macs
 
 
@@ -71,7 +71,7 @@ def mac_costs(model: nn.Module) -> MacCosts:
     # other matrix product), so that model_macs is count_macs exactly
     units = sum(f * c for f, c in zip(mlp_widths(model), neuron)) \
         + sum(lay.num_heads * c for lay, c in zip(layouts, head))
-    fixed = count_macs(model) - units
+    fixed = count_macs(model, example_input(model), layouts) - units
     return MacCosts(tokens=tokens, embed_dim=dim, head_dim=head_dim, neuron=neuron, head=head, fixed=fixed)
 
 
