@@ -234,5 +234,32 @@ def auto_batch(model: Any, mode: str, *, device: Any = "cpu", upper: int | None 
                         upper=upper, per_sample_extra=per_sample_extra, what=what)
 
 
-__all__ = ["ActivationShape", "MemoryBudgetError", "activation_shape", "auto_batch", "available_bytes",
+def resolve_batch(batch: int | None, model: Any, mode: str, *, device: Any = "cpu", upper: int = 64,
+                  what: str = "this stage", param: str = "batch_size", models: int = 1) -> int:
+    """The batch a stage uses: `batch` when the caller set one (refused up front when its estimate
+    exceeds the available memory, naming what it needs and the batch that fits), else the largest up to
+    `upper` within :func:`memory_budget`. `models`: how many models of this size run side by side
+    (a teacher and a student: 2).
+
+    >>> import torch
+    >>> resolve_batch(8, torch.nn.Linear(4, 4), "forward")
+    8
+    """
+    shape = activation_shape(model)
+    fixed = model_bytes(model) * models * (2 if mode == "backward" else 1)
+    per = shape.row_bytes(mode) + (models - 1) * shape.row_bytes("forward")
+    if batch is None:
+        return choose_batch(shape, mode, budget=memory_budget(device), fixed=fixed, upper=upper,
+                            per_sample_extra=per - shape.row_bytes(mode), what=what)
+    available = available_bytes(device)
+    need = fixed + int(batch) * per
+    if need > available:
+        fits = max(0, (available - fixed) // per) if per else 0
+        hint = f"a `{param}` of at most {fits} fits" if fits else "not even a batch of 1 fits"
+        raise MemoryBudgetError(f"{what} needs about {format_bytes(need)} for a batch of {batch} but "
+                                f"{format_bytes(available)} is available; {hint}", param=param)
+    return int(batch)
+
+
+__all__ = ["resolve_batch", "ActivationShape", "MemoryBudgetError", "activation_shape", "auto_batch", "available_bytes",
            "choose_batch", "format_bytes", "memory_budget", "model_bytes", "parse_bytes"]

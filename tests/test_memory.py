@@ -85,3 +85,24 @@ def test_records_do_not_depend_on_the_chosen_rows(monkeypatch):
     assert chunked_search.chunk_rows() < 9
     chunked = chunked_search.attribute(x, target)
     assert all(torch.equal(a, b) for a, b in zip(whole.path, chunked.path))
+
+
+def test_stage_batches_follow_memory_and_a_set_batch_that_cannot_fit_is_refused(monkeypatch):
+    from pathprune.evaluate.accuracy import top1
+    from pathprune.memory import resolve_batch
+
+    model, _ = make_tiny()
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 8 << 30)
+    assert resolve_batch(None, model, "forward", upper=64) == 64  # room for the most it would take
+    assert resolve_batch(48, model, "backward") == 48
+    fixed, row = 2 * memory.model_bytes(model), activation_shape(model).row_bytes("backward")
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 2 * (fixed + 5 * row))  # budget: half
+    assert resolve_batch(None, model, "backward", upper=64) == 5
+    with pytest.raises(MemoryBudgetError) as err:
+        resolve_batch(48, model, "backward", what="distillation")
+    assert "distillation needs about" in str(err.value) and f"at most {(fixed + 10 * row) // row} fits" in str(err.value)
+    assert err.value.cli_message().count("--batch-size") == 1
+    x, y = torch.zeros(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1000)
+    with pytest.raises(MemoryBudgetError, match="evaluation needs about"):
+        top1(model, (x, y), batch_size=8)

@@ -43,13 +43,20 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size: int = 64,
+def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size: int | None = 64,
                     device: str = "cpu", progress: bool = False, workers: int = 0) -> Evaluation:
     """Run every model on every image of `images` (an ImageSet or an (images, labels) pair).
 
-    The models are used in eval mode in float32 on `device` and given back as they were.
+    The models are used in eval mode in float32 on `device` and given back as they were. `batch_size`
+    None: the largest (up to 64) within the memory budget (:mod:`pathprune.memory`); a given one is
+    refused up front when it cannot fit.
     """
     device = resolve_device(device)
+    if models:
+        from ..memory import resolve_batch
+
+        largest = max(models.values(), key=lambda m: sum(p.numel() for p in m.parameters()))
+        batch_size = resolve_batch(batch_size, largest, "forward", device=device, upper=64, what="evaluation")
     with contextlib.ExitStack() as stack:
         placed = {name: stack.enter_context(borrowed(m, device=device, dtype=torch.float32))
                   for name, m in models.items()}
@@ -57,7 +64,7 @@ def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size:
         return _evaluate(predictors, images, batch_size, progress, workers, "evaluate")
 
 
-def top1(model: nn.Module, images: Any, *, batch_size: int = 64, device: str = "cpu",
+def top1(model: nn.Module, images: Any, *, batch_size: int | None = 64, device: str = "cpu",
          progress: bool = False) -> float:
     """Top-1 accuracy of one model on an ImageSet or an (images, labels) pair."""
     return evaluate_models({"model": model}, images, batch_size=batch_size, device=device,

@@ -89,7 +89,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             seen.add(r["variant"])
             lines.append(f"- `{r['variant']}`: {r['what']}")
     lines += ["", "## Accuracy through each runtime", "",
-              "| variant | runtime | ratio | precision | optimised | top-1 | top-1 dev. [95% CI] | top-5 | "
+              "| variant | runtime | neurons removed | precision | optimised | top-1 | top-1 dev. [95% CI] | top-5 | "
               "top-5 dev. [95% CI] | agreement | size MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.get("variants", []):
         lo1, hi1 = r["top1_deviation_ci95"]
