@@ -204,7 +204,8 @@ def format_bytes(n: float) -> str:
 
 
 def choose_batch(shape: ActivationShape, mode: str, *, budget: int, fixed: int = 0, upper: int | None = None,
-                 per_sample_extra: int = 0, what: str = "this stage") -> int:
+                 per_sample_extra: int = 0, what: str = "this stage", unit: str = "a batch of 1",
+                 hint: str = "") -> int:
     """The largest batch (at most `upper`) whose estimate ``fixed + batch x (row + extra)`` fits `budget`.
 
     `mode`: ``forward`` or ``backward`` (:meth:`ActivationShape.row_bytes`). Raises
@@ -214,10 +215,10 @@ def choose_batch(shape: ActivationShape, mode: str, *, budget: int, fixed: int =
     room = budget - fixed
     if room < per:
         raise MemoryBudgetError(
-            f"{what} needs about {format_bytes(fixed + per)} for a batch of 1 "
+            f"{what} needs about {format_bytes(fixed + per)} for {unit} "
             f"({format_bytes(fixed)} fixed + {format_bytes(per)} per sample) but may use {format_bytes(budget)} "
             f"(available memory x {DEFAULT_SHARE}, at most {format_bytes(DEFAULT_CAP_BYTES)} on CPU; "
-            "raise it with PATHPRUNE_MEMORY_LIMIT or free memory)")
+            f"{hint + ', or ' if hint else ''}raise it with PATHPRUNE_MEMORY_LIMIT or free memory)")
     batch = max(1, room // per)
     if upper is not None:
         batch = min(batch, int(upper))
@@ -225,13 +226,14 @@ def choose_batch(shape: ActivationShape, mode: str, *, budget: int, fixed: int =
 
 
 def auto_batch(model: Any, mode: str, *, device: Any = "cpu", upper: int | None = None, fixed_extra: int = 0,
-               per_sample_extra: int = 0, what: str = "this stage", budget: int | None = None) -> int:
+               per_sample_extra: int = 0, what: str = "this stage", budget: int | None = None,
+               unit: str = "a batch of 1", hint: str = "") -> int:
     """:func:`choose_batch` for `model` on `device` with the default :func:`memory_budget`; the model's
     own bytes (twice for ``backward``: gradients) count as fixed."""
     shape = activation_shape(model)
     fixed = model_bytes(model) * (2 if mode == "backward" else 1) + int(fixed_extra)
     return choose_batch(shape, mode, budget=memory_budget(device) if budget is None else budget, fixed=fixed,
-                        upper=upper, per_sample_extra=per_sample_extra, what=what)
+                        upper=upper, per_sample_extra=per_sample_extra, what=what, unit=unit, hint=hint)
 
 
 def resolve_batch(batch: int | None, model: Any, mode: str, *, device: Any = "cpu", upper: int = 64,
