@@ -225,6 +225,9 @@ class NeuronPathSearch:
             self._chunk_rows[key] = auto_batch(self.model, "backward", device=self.device,
                                                what=f"the path search of a batch of {batch} image(s)",
                                                fixed_extra=batch * (scope + stored), unit="one row (image x node)",
+                                               # a row's interventions: every layer's values at the scope's
+                                               # tokens, scaled and frozen copies
+                                               per_sample_extra=2 * tokens * sum(self.widths) * 4,
                                                hint="a smaller `batch_size` holds less")
         return self._chunk_rows[key]
 
