@@ -28,9 +28,9 @@ from .errors import PathpruneError
 GiB = 1 << 30
 MiB = 1 << 20
 
-#: the most a stage plans to use on CPU by default (ViT-B/16 analysis stays under 4 GB with the
-#: process's own ~0.7 GB of code, torch and model on top)
-DEFAULT_CAP_BYTES = 3 * GiB
+#: the most a stage plans to use on CPU by default: ViT-B/16 analysis then stays under 4 GB with the
+#: process's own ~1.1 GB (torch, the model) and allocator slack on top (benchmarks/results_memory.md)
+DEFAULT_CAP_BYTES = 5 * GiB // 2
 #: the share of the available memory a stage plans to use (the rest: other processes, allocator slack)
 DEFAULT_SHARE = 0.5
 

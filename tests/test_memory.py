@@ -36,7 +36,7 @@ def test_the_estimate_grows_with_tokens_width_and_depth():
 
 def test_vit_b_analysis_stays_under_the_documented_bound_on_a_large_machine():
     """With 24 GB available the default budget caps the path search's rows so that the estimate
-    (model twice + rows x per-row bytes) stays within the 3 GB plan (ViT-B/16 analysis under 4 GB)."""
+    (model twice + rows x per-row bytes) stays within the default plan (ViT-B/16 analysis under 4 GB)."""
     budget = min(int(24e9 * memory.DEFAULT_SHARE), memory.DEFAULT_CAP_BYTES)
     rows = choose_batch(VIT_B, "backward", budget=budget, fixed=2 * 346_000_000)
     assert 1 <= rows < 32  # (the unbounded default ran 4 x 32 = 128 rows at once)
