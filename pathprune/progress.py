@@ -1,14 +1,165 @@
-"""The one progress bar style of every long-running stage (rate and ETA)."""
+"""The one way every long-running stage shows progress: a labelled tqdm bar on a terminal, plain
+periodic lines otherwise (a log file or a pipe gets no carriage-return frames or escape sequences).
+
+A bar's `desc` says what it is doing (``reconstruct block 3/12 [candidate neurons-only]``). Off a
+terminal a line is written at most every :data:`LINE_SECONDS` seconds (``PATHPRUNE_PROGRESS_SECONDS``
+overrides) and once at the end::
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> bar = progress_bar(4, "analyze", stream=out)
+    >>> bar.update(4); bar.close()
+    >>> out.getvalue().startswith("analyze: 100% 4/4 img")
+    True
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import sys
+import time
+from typing import Any, Iterable, Iterator, TextIO
+
+#: seconds between two plain progress lines (off a terminal)
+LINE_SECONDS = 30.0
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, *, unit: str = "img", initial: int = 0,
-                 leave: bool = True) -> Any:
-    """A tqdm bar showing count, rate and ETA; a no-op bar when `enabled` is False."""
-    from tqdm import tqdm
+def _line_seconds() -> float:
+    try:
+        return float(os.environ.get("PATHPRUNE_PROGRESS_SECONDS", LINE_SECONDS))
+    except ValueError:
+        return LINE_SECONDS
 
-    return tqdm(total=total, initial=initial, unit=unit, desc=desc, disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1, leave=leave)
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class PlainProgress:
+    """A progress bar for logs: ``label: 40% 12/30 img  12.1 img/s  ETA 0:31`` every few seconds.
+
+    Same calls as the tqdm bars it replaces off a terminal (update, close, set_postfix, set_postfix_str,
+    write, iteration).
+    """
+
+    def __init__(self, total: int | None, desc: str, *, unit: str = "img", initial: int = 0, leave: bool = True,
+                 stream: TextIO | None = None, seconds: float | None = None, iterable: Iterable[Any] | None = None):
+        self.total, self.desc, self.unit, self.leave = total, desc, unit, leave
+        self.n = self._start = int(initial)
+        self.stream = stream
+        self.seconds = _line_seconds() if seconds is None else float(seconds)
+        self.started = self._last = time.monotonic()
+        self.postfix = ""
+        self.iterable = iterable
+        self.closed = False
+        self._emitted_at: int | None = None  # the count of the last line written
+
+    def _out(self) -> TextIO:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        done = self.n - self._start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.desc}:"]
+        if self.total:
+            parts.append(f"{100 * self.n / self.total:.0f}% {self.n}/{self.total} {self.unit}")
+        else:
+            parts.append(f"{self.n} {self.unit}")
+        if rate > 0:
+            parts.append(f" {rate:.3g} {self.unit}/s" if rate >= 1 else f" {1 / rate:.3g} s/{self.unit}")
+        if self.total and rate > 0 and self.n < self.total:
+            parts.append(f" ETA {_clock((self.total - self.n) / rate)}")
+        elif self.closed:
+            parts.append(f" in {_clock(elapsed)}")
+        if self.postfix:
+            parts.append(f" [{self.postfix}]")
+        return " ".join(parts)
+
+    def _emit(self) -> None:
+        out = self._out()
+        out.write(self.line() + "\n")
+        out.flush()
+        self._last = time.monotonic()
+        self._emitted_at = self.n
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+        if time.monotonic() - self._last >= self.seconds:
+            self._emit()
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        self.postfix = str(text)
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        items = dict(ordered_dict or {}, **kwargs)
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        self.desc = desc
+
+    def write(self, text: str) -> None:
+        out = self._out()
+        out.write(text + "\n")
+        out.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if (self.leave or self.n > self._start) and self._emitted_at != self.n:
+            self._emit()
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Silent(PlainProgress):
+    """A disabled bar: counts, writes nothing (except explicit :meth:`write`)."""
+
+    def _emit(self) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+
+
+def progress_bar(total: int | None, desc: str, enabled: bool = True, *, unit: str = "img", initial: int = 0,
+                 leave: bool = True, stream: TextIO | None = None, iterable: Iterable[Any] | None = None) -> Any:
+    """A progress bar labelled `desc`: tqdm (count, rate, ETA) when `stream` (default stderr) is a terminal,
+    :class:`PlainProgress` lines otherwise, a silent one when `enabled` is False. With `iterable`,
+    iterating the bar yields its items and counts them."""
+    if not enabled:
+        return _Silent(total, desc, unit=unit, initial=initial, leave=leave, stream=stream, iterable=iterable)
+    out = stream if stream is not None else sys.stderr
+    if _is_terminal(out):
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True,
+                    smoothing=0.1, leave=leave, file=out)
+    return PlainProgress(total, desc, unit=unit, initial=initial, leave=leave, stream=stream, iterable=iterable)
+
+
+def progress_list(items: Iterable[Any], desc: str, enabled: bool = True, *, unit: str = "item",
+                  stream: TextIO | None = None) -> Any:
+    """Iterate `items` with a progress bar (:func:`progress_bar` with an iterable)."""
+    items = list(items)
+    return progress_bar(len(items), desc, enabled, unit=unit, leave=False, stream=stream, iterable=items)

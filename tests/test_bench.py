@@ -72,7 +72,7 @@ def test_report_files_and_rows(setup):
                     for n in (1, 3)}
     for r in report["latency"]:
         assert 0 < r["median_ms"] <= r["p90_ms"]
-    assert "| half | 0.50 |" in (out / "report.md").read_text()
+    assert "| half | - | 0.50 |" in (out / "report.md").read_text()  # no MAC budget; 0.50 of the neurons removed
     assert not list(out.parent.glob(".report.*"))  # no temporary directory left behind
 
 
@@ -175,14 +175,15 @@ def test_every_variant_is_measured_through_its_own_runtime(variants_setup):
     report = json.loads((out / "report.json").read_text())
     dense = report["dense"]
     names = {(v["variant"], v["backend"]) for v in report["variants"]}
-    assert names == {(dense, "torch (cpu)"), ("half", "torch (cpu)"), (f"{dense} opt-fp32", "ort-cpu"),
-                     (f"{dense} opt-int8-dynamic", "ort-cpu"), ("half opt-fp32", "ort-cpu"),
-                     ("half opt-int8-dynamic", "ort-cpu"), ("given", "ort-cpu")}
+    assert names == {(f"{dense} (torch)", "torch (cpu)"), ("half (torch)", "torch (cpu)"),
+                     (f"{dense} (onnx opt-fp32)", "ort-cpu"), (f"{dense} (onnx opt-int8-dynamic)", "ort-cpu"),
+                     ("half (onnx opt-fp32)", "ort-cpu"), ("half (onnx opt-int8-dynamic)", "ort-cpu"),
+                     ("given.onnx int8-dynamic", "ort-cpu")}
     rows = {v["variant"]: v for v in report["variants"] if v["backend"] == "ort-cpu"}
     torch_rows = {v["variant"]: v for v in report["variants"] if v["runtime"] == "torch"}
     # fp32 through onnxruntime: the same accuracy as torch
-    assert rows[f"{dense} opt-fp32"]["top1"] == torch_rows[dense]["top1"]
-    assert rows["half opt-fp32"]["top1"] == torch_rows["half"]["top1"]
+    assert rows[f"{dense} (onnx opt-fp32)"]["top1"] == torch_rows[f"{dense} (torch)"]["top1"]
+    assert rows["half (onnx opt-fp32)"]["top1"] == torch_rows["half (torch)"]["top1"]
     # the given file, evaluated independently with its own onnxruntime session
     p_dense, y = independent_outputs(variants_setup["dense"], variants_setup["folder"].root)
     session = ort.InferenceSession(str(variants_setup["onnx"]), providers=["CPUExecutionProvider"])
@@ -194,7 +195,7 @@ def test_every_variant_is_measured_through_its_own_runtime(variants_setup):
     x = torch.stack([img for img, _ in data]).numpy()
     pred = session.run(None, {session.get_inputs()[0].name: x})[0].argmax(-1)
     top1 = float((torch.from_numpy(pred) == y).double().mean())
-    given = rows["given"]
+    given = rows["given.onnx int8-dynamic"]
     assert given["top1"] == pytest.approx(top1)
     assert given["top1_deviation"] == pytest.approx(top1 - float((p_dense.argmax(-1) == y).double().mean()))
     lo, hi = given["top1_deviation_ci95"]
@@ -202,9 +203,9 @@ def test_every_variant_is_measured_through_its_own_runtime(variants_setup):
     assert given["precision"] == "int8-dynamic" and given["ratio"] == 0.5
     # latency rows for every variant on its kind of runtime, with memory and the speedup reference
     keys = {(r["variant"], r["backend"]) for r in report["latency"]}
-    assert keys == {(v, b) for v, b in names if b == "ort-cpu"} | {(dense, "torch-cpu"), ("half", "torch-cpu")}
+    assert keys == {(v, b) for v, b in names if b == "ort-cpu"} | {(f"{dense} (torch)", "torch-cpu"), ("half (torch)", "torch-cpu")}
     for r in report["latency"]:
         assert r["memory"]["peak_rss_bytes"] > 0
     assert all(r["size_bytes"] > 0 for r in report["variants"])
-    assert rows[f"{dense} opt-int8-dynamic"]["size_bytes"] < rows[f"{dense} opt-fp32"]["size_bytes"]
-    assert rows[f"{dense} opt-fp32"]["export"]["fused"]["Attention"] == 2
+    assert rows[f"{dense} (onnx opt-int8-dynamic)"]["size_bytes"] < rows[f"{dense} (onnx opt-fp32)"]["size_bytes"]
+    assert rows[f"{dense} (onnx opt-fp32)"]["export"]["fused"]["Attention"] == 2

@@ -192,6 +192,7 @@ def analyze(model: nn.Module, spec: ModelSpec, image_set: ImageSet, settings: Ru
     # everything that can be refused is checked before anything is written (a bad --topk must not
     # leave a run.json behind that blocks the corrected rerun)
     search = NeuronPathSearch(model, settings.path, device, compile=compile)
+    search.chunk_rows(settings.batch_size)  # rows per pass within the memory budget; refused here if none fit
     head_search = None
     if settings.units != "neurons":
         from ..attribution.units import UnitPathSearch

@@ -180,6 +180,7 @@ class NeuronPathSearch:
         self._autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                           else contextlib.nullcontext())
         self._placed_depth = 0
+        self._chunk_rows: dict[tuple[int, int], int] = {}
         self._resumable = can_resume_at_block(model)
         self._exact_scoring = self.config.scoring == "exact" and self.form.complete
         self._refine = None
@@ -204,6 +205,31 @@ class NeuronPathSearch:
                 yield model
             finally:
                 self._placed_depth = 0
+
+    def chunk_rows(self, batch: int = 1, nodes: int | None = None) -> int:
+        """Rows (images x nodes) per forward/backward: ``max_batch`` if set, else the most that fit the
+        memory budget (:mod:`pathprune.memory`) next to what a batch of `batch` images holds throughout
+        (its clean activations at the scope's tokens, the stored block inputs of all `nodes` x `batch`
+        rows). Raises MemoryBudgetError when one row does not fit."""
+        if self.config.max_batch:
+            return self.config.max_batch
+        nodes = nodes or max(self.config.steps, self.config.refine_steps if self._refine is not None else 0)
+        key = (int(batch), int(nodes))
+        if key not in self._chunk_rows:
+            from ..memory import activation_shape, auto_batch
+
+            shape = activation_shape(self.model)
+            tokens = self.t1 - self.t0  # clean activations of every layer, three layers' accumulators
+            scope = tokens * (sum(self.widths) + 3 * max(self.widths)) * 4
+            stored = nodes * shape.tokens * shape.width * 4  # a block's input per row (prefix reuse)
+            self._chunk_rows[key] = auto_batch(self.model, "backward", device=self.device,
+                                               what=f"the path search of a batch of {batch} image(s)",
+                                               fixed_extra=batch * (scope + stored), unit="one row (image x node)",
+                                               # a row's interventions: every layer's values at the scope's
+                                               # tokens, scaled and frozen copies
+                                               per_sample_extra=2 * tokens * sum(self.widths) * 4,
+                                               hint="a smaller `batch_size` holds less")
+        return self._chunk_rows[key]
 
     @property
     def num_layers(self) -> int:
@@ -417,7 +443,7 @@ class NeuronPathSearch:
         alphas, weights = rule if rule is not None else (self.alphas, self.weights)
         m = len(alphas)
         rows_total = m * batch
-        chunk = self.config.max_batch or rows_total
+        chunk = self.config.max_batch or min(rows_total, self.chunk_rows(batch, m))
         alphas = alphas.to(self.device)
         weights = weights.to(self.device)
         spread = None

@@ -193,7 +193,11 @@ class UnitPathSearch:
         batch = images.shape[0]
         m = len(self.alphas)
         rows_total = m * batch
-        chunk = self.config.max_batch or rows_total
+        if not self.config.max_batch and getattr(self, "_chunk_rows", None) is None:  # memory-bound rows
+            from ..memory import auto_batch
+
+            self._chunk_rows = auto_batch(model, "backward", device=self.device, what="the head path search")
+        chunk = self.config.max_batch or min(rows_total, self._chunk_rows)
         alphas, weights = self.alphas.to(self.device), self.weights.to(self.device)
         t0, t1 = self.t0, self.t1
         cols = {s: self._columns(s, p) for s, p in enumerate(path)}

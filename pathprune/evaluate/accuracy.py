@@ -43,13 +43,20 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size: int = 64,
+def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size: int | None = 64,
                     device: str = "cpu", progress: bool = False, workers: int = 0) -> Evaluation:
     """Run every model on every image of `images` (an ImageSet or an (images, labels) pair).
 
-    The models are used in eval mode in float32 on `device` and given back as they were.
+    The models are used in eval mode in float32 on `device` and given back as they were. `batch_size`
+    None: the largest (up to 64) within the memory budget (:mod:`pathprune.memory`); a given one is
+    refused up front when it cannot fit.
     """
     device = resolve_device(device)
+    if models:
+        from ..memory import resolve_batch
+
+        largest = max(models.values(), key=lambda m: sum(p.numel() for p in m.parameters()))
+        batch_size = resolve_batch(batch_size, largest, "forward", device=device, upper=64, what="evaluation")
     with contextlib.ExitStack() as stack:
         placed = {name: stack.enter_context(borrowed(m, device=device, dtype=torch.float32))
                   for name, m in models.items()}
@@ -57,7 +64,7 @@ def evaluate_models(models: Mapping[str, nn.Module], images: Any, *, batch_size:
         return _evaluate(predictors, images, batch_size, progress, workers, "evaluate")
 
 
-def top1(model: nn.Module, images: Any, *, batch_size: int = 64, device: str = "cpu",
+def top1(model: nn.Module, images: Any, *, batch_size: int | None = 64, device: str = "cpu",
          progress: bool = False) -> float:
     """Top-1 accuracy of one model on an ImageSet or an (images, labels) pair."""
     return evaluate_models({"model": model}, images, batch_size=batch_size, device=device,
@@ -137,3 +144,35 @@ def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, r
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(d.mean()), float(low), float(high)
+
+
+def accuracy_metrics(evaluation: dict[str, Any], dense: str, *, resamples: int = 10000,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """top-1, top-5, target probability, and their deviations from the `dense` entry (model - dense), the
+    top-1/top-5 deviations with a 95% paired bootstrap interval."""
+    y = evaluation["labels"]
+    ref_pred, ref_prob = evaluation["preds"][dense], evaluation["probs"][dense]
+    ref_correct, ref_top5 = (ref_pred == y), evaluation["top5"][dense]
+    ref_top1 = float(ref_correct.double().mean())
+    out = {}
+    for name, pred in evaluation["preds"].items():
+        prob = evaluation["probs"][name]
+        correct, top5 = pred == y, evaluation["top5"][name]
+        top1 = float(correct.double().mean())
+        diff = prob - ref_prob
+        _, lo1, hi1 = paired_interval(correct.numpy(), ref_correct.numpy(), resamples=resamples, seed=seed)
+        _, lo5, hi5 = paired_interval(top5.numpy(), ref_top5.numpy(), resamples=resamples, seed=seed)
+        out[name] = {
+            "images": int(len(y)),
+            "top1": top1,
+            "top1_deviation": top1 - ref_top1,
+            "top1_deviation_ci95": [lo1, hi1],
+            "top5": float(top5.double().mean()),
+            "top5_deviation": float(top5.double().mean()) - float(ref_top5.double().mean()),
+            "top5_deviation_ci95": [lo5, hi5],
+            "target_prob": float(prob.mean()),
+            "prob_deviation": float(diff.mean()),
+            "prob_deviation_abs": float(diff.abs().mean()),
+            "agreement": float((pred == ref_pred).double().mean()),
+        }
+    return out

@@ -25,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +37,9 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from ..io import write_json_atomic
 from ..models import MODEL_DESCRIPTION, ModelSpec, borrowed, mlp_widths
-from ..progress import progress_bar
+from ..progress import progress_bar, progress_list
+from .accuracy import accuracy_metrics  # noqa: F401  (bench's accuracy table)
+from .timing import interleaved_latency, load_average, measure_memory, noise_reasons, timing_stats  # noqa: F401
 from .bench_report import DEFINITIONS, machine_info, plot_accuracy, plot_latency, plot_pareto, render_markdown
 
 from ..deploy.runtimes import RUNTIMES, available_runtimes as available_backends, make_runner
@@ -78,6 +81,17 @@ class BenchSettings:
     optimize: bool = False  # run the transformer optimiser on the exported graphs
     bootstrap: int = 10000  # resamples of the paired bootstrap interval
     seed: int = 0  # of the bootstrap
+    #: the timed repeats are split into this many consecutive rounds; the spread of their medians
+    #: ((max - min) / median) shows drift (another process, frequency scaling) that one median hides
+    rounds: int = 3
+    #: a latency row is marked unreliable when p90/median exceeds `noise_p90_ratio` or the spread of
+    #: its round medians exceeds `noise_spread` (the report and a warning say so)
+    noise_p90_ratio: float = 1.5
+    noise_spread: float = 0.2
+    #: re-time (another `repeats` runs of every variant) while a row is unreliable, for at most
+    #: `max_seconds` per backend and batch size; the last attempt's figures are reported
+    retime_until_stable: bool = False
+    max_seconds: float = 120.0
 
     def validate(self) -> "BenchSettings":
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -97,6 +111,12 @@ class BenchSettings:
             PRECISIONS.entry(precision)
         if self.bootstrap < 100:
             raise ConfigError("must be at least 100", param="bootstrap")
+        if self.rounds < 1:
+            raise ConfigError("must be at least 1", param="rounds")
+        if not self.noise_p90_ratio >= 1 or not self.noise_spread >= 0:
+            raise ConfigError("must be >= 1 (and `noise_spread` >= 0)", param="noise_p90_ratio")
+        if not self.max_seconds >= 0:
+            raise ConfigError("must be at least 0", param="max_seconds")
         return self
 
 
@@ -130,7 +150,7 @@ def load_onnx_file(path: str | os.PathLike) -> BenchModel:
         raise InputError(f"{path}: no such file", param="onnx")
     meta = read_metadata(file)
     ratio = (meta.get("pruning") or {}).get("ratio") or 0.0
-    return BenchModel(name=file.stem, model=None, spec=None, kind="onnx", ratio=float(ratio),
+    return BenchModel(name=file.name, model=None, spec=None, kind="onnx", ratio=float(ratio),
                       directory=str(file), description=meta, onnx_file=str(file))
 
 
@@ -170,6 +190,10 @@ def check_comparable(models: Sequence[BenchModel]) -> None:
             raise InputError(f"{m.directory}: input {model_input_shape(m.model)} / {m.model.num_classes} ", param="pruned"
                             f"classes differ from the dense model's {shape} / {classes}")
     names = [m.name for m in models]
+    for m in models:  # two models of one name: name them by their folder too (runs/a/pruned, runs/b/pruned)
+        if names.count(m.name) > 1 and m.directory:
+            m.name = "/".join(Path(m.directory).parts[-2:])
+    names = [m.name for m in models]
     for i, m in enumerate(models):
         if names.count(m.name) > 1:
             m.name = f"{m.name}#{i}"
@@ -192,40 +216,6 @@ def evaluate(models: Sequence[BenchModel], images: Any, batch_size: int = 64,
     return {"labels": result.labels, "preds": result.preds, "probs": result.probs, "top5": result.top5}
 
 
-def accuracy_metrics(evaluation: dict[str, Any], dense: str, *, resamples: int = 10000,
-                     seed: int = 0) -> dict[str, dict[str, Any]]:
-    """top-1, top-5, target probability, and their deviations from the `dense` entry (model - dense), the
-    top-1/top-5 deviations with a 95% paired bootstrap interval."""
-    from .accuracy import paired_interval
-
-    y = evaluation["labels"]
-    ref_pred, ref_prob = evaluation["preds"][dense], evaluation["probs"][dense]
-    ref_correct, ref_top5 = (ref_pred == y), evaluation["top5"][dense]
-    ref_top1 = float(ref_correct.double().mean())
-    out = {}
-    for name, pred in evaluation["preds"].items():
-        prob = evaluation["probs"][name]
-        correct, top5 = pred == y, evaluation["top5"][name]
-        top1 = float(correct.double().mean())
-        diff = prob - ref_prob
-        _, lo1, hi1 = paired_interval(correct.numpy(), ref_correct.numpy(), resamples=resamples, seed=seed)
-        _, lo5, hi5 = paired_interval(top5.numpy(), ref_top5.numpy(), resamples=resamples, seed=seed)
-        out[name] = {
-            "images": int(len(y)),
-            "top1": top1,
-            "top1_deviation": top1 - ref_top1,
-            "top1_deviation_ci95": [lo1, hi1],
-            "top5": float(top5.double().mean()),
-            "top5_deviation": float(top5.double().mean()) - float(ref_top5.double().mean()),
-            "top5_deviation_ci95": [lo5, hi5],
-            "target_prob": float(prob.mean()),
-            "prob_deviation": float(diff.mean()),
-            "prob_deviation_abs": float(diff.abs().mean()),
-            "agreement": float((pred == ref_pred).double().mean()),
-        }
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # variants: one model on one kind of runtime
 
@@ -243,66 +233,48 @@ class Variant:
     size_bytes: int = 0
     export: dict[str, Any] = field(default_factory=dict)
 
+    #: the torch model an existing ONNX file was exported from (same weights sha256), if benchmarked
+    source: str | None = None
+
     def row(self) -> dict[str, Any]:
-        return {"variant": self.name, "model": self.model.name, "kind": self.model.kind, "runtime": self.runtime,
-                "ratio": self.model.ratio, "precision": self.precision, "optimize": self.optimize,
-                "size_bytes": self.size_bytes}
+        row = {"variant": self.name, "model": self.model.name, "kind": self.model.kind, "runtime": self.runtime,
+               "ratio": self.model.ratio, "precision": self.precision, "optimize": self.optimize,
+               "size_bytes": self.size_bytes, "what": self.what()}
+        if self.model.kind == "onnx":
+            row["file"] = self.onnx_file
+            row["source_model"] = self.source
+        return row
+
+    def what(self) -> str:
+        """One line saying what this variant is (the report's legend)."""
+        form = f"{'optimised ' if self.optimize else ''}{self.precision}"
+        if self.model.kind == "onnx":
+            of = f", exported from {self.source}" if self.source else ""
+            return f"the given ONNX file {self.onnx_file} ({form}{of})"
+        if self.runtime == "torch":
+            return f"the {self.model.kind} torch model {self.model.directory or self.model.name}"
+        return f"an ONNX export ({form}) of {self.model.name}, made by bench"
 
 
-def _variant_name(model: BenchModel, precision: str, optimize: bool, settings: BenchSettings) -> str:
-    if model.kind == "onnx":
-        return model.name
-    if len(settings.precisions) == 1 and settings.precisions[0] == "fp32" and not settings.optimize:
-        return model.name  # the plain export keeps the model's name (one ONNX per model)
-    return f"{model.name} {'opt-' if optimize else ''}{precision}"
+def variant_name(model: BenchModel, runtime: str, precision: str = "fp32", optimize: bool = False) -> str:
+    """A variant named after its file and form: ``pruned (torch)``, ``pruned (onnx int8-dynamic)`` for the
+    graphs bench exports, ``pruned.onnx int8-dynamic`` for a given ONNX file.
 
-
-def interleaved_latency(runners: dict[str, Any], x: np.ndarray, warmup: int, repeats: int,
-                        bar=None) -> dict[str, dict[str, float]]:
-    """Median/p90/mean milliseconds per runner; each repeat runs every model once, start rotating.
-
-    A runner is a `pathprune.deploy.runtimes.Runner` (its input is prepared where it computes, e.g. on
-    the GPU, and it times itself, with CUDA events there) or a plain callable timed with perf_counter.
+    >>> variant_name(BenchModel("pruned.onnx", None, None, "onnx", 0.5), "onnx", "int8-dynamic")
+    'pruned.onnx int8-dynamic'
     """
-    names = list(runners)
-    prepared = {n: (runners[n].prepare(x) if hasattr(runners[n], "timed") else x) for n in names}
-
-    def once(name: str) -> float:
-        runner = runners[name]
-        if hasattr(runner, "timed"):
-            return runner.timed(prepared[name])
-        start = time.perf_counter()
-        runner(prepared[name])
-        return (time.perf_counter() - start) * 1e3
-
-    for _ in range(warmup):
-        for name in names:
-            once(name)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            times[name].append(once(name))
-            if bar is not None:
-                bar.update(1)
-    out = {}
-    for name, t in times.items():
-        out[name] = {"median_ms": statistics.median(t), "p90_ms": float(np.percentile(t, 90)),
-                     "mean_ms": statistics.fmean(t), "min_ms": min(t)}
-    return out
+    form = f"{'opt-' if optimize else ''}{precision}"
+    if model.kind == "onnx":
+        return f"{model.name} {form}"
+    if runtime == "torch":
+        return f"{model.name} (torch)"
+    return f"{model.name} (onnx {form})"
 
 
-def measure_memory(runner: Any, x: np.ndarray) -> dict[str, Any]:
-    """Peak memory of one forward pass of `runner` on `x`, after the runner's reset (see Runner.memory)."""
-    from ..deploy.runtimes import rss_bytes
-
-    before = rss_bytes()
-    runner.reset_memory()
-    runner.timed(runner.prepare(x))
-    mem = dict(runner.memory())
-    if mem.get("peak_rss_bytes") is not None and before is not None:
-        mem["run_added_rss_bytes"] = max(0, mem["peak_rss_bytes"] - before)
-    return mem
+def _weights_sha(m: BenchModel) -> str | None:
+    if m.kind == "onnx":
+        return m.description.get("weights_sha256")
+    return getattr(m.spec, "weights_sha256", None)
 
 
 def measure_variants(variants: Sequence[Variant], backends: Sequence[str], images: Any, settings: BenchSettings,
@@ -334,13 +306,27 @@ def measure_variants(variants: Sequence[Variant], backends: Sequence[str], image
                 for batch in settings.batch_sizes:
                     bar.set_postfix_str(f"{backend} batch {batch}")
                     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-                    stats = interleaved_latency(runners, x, settings.warmup, settings.repeats, bar)
+                    load_before, started = load_average(), time.perf_counter()
+                    attempts = 0
+                    while True:  # re-timed (fresh repeats) while noisy, with retime_until_stable
+                        attempts += 1
+                        stats = interleaved_latency(runners, x, settings.warmup if attempts == 1 else 0,
+                                                    settings.repeats, bar, settings.rounds)
+                        noisy = any(noise_reasons(st, settings.noise_p90_ratio, settings.noise_spread)
+                                    for st in stats.values())
+                        if (not noisy or not settings.retime_until_stable
+                                or time.perf_counter() - started >= settings.max_seconds):
+                            break
+                    load_after = load_average()
                     dense = stats[chosen[0].name]["median_ms"]
                     for v in chosen:
                         st = stats[v.name]
+                        reasons = noise_reasons(st, settings.noise_p90_ratio, settings.noise_spread)
                         rows.append({**v.row(), "backend": backend, "batch_size": batch, **st,
                                      "images_per_s": batch / (st["median_ms"] / 1e3),
                                      "speedup": dense / st["median_ms"], "speedup_reference": chosen[0].name,
+                                     "reliable": not reasons, "noise": reasons, "timing_attempts": attempts,
+                                     "load_average_before": load_before, "load_average_after": load_after,
                                      "memory": memory[v.name]})
             finally:
                 for r in runners.values():
@@ -397,21 +383,30 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
         structure: dict[str, dict[str, Any]] = {}
         variants: list[Variant] = []
         for m in torch_models:
-            variants.append(Variant(m.name, m, "torch", size_bytes=sum(p.numel() * p.element_size()
-                                                                       for p in m.model.parameters())))
-        for m in _progress_list(models, "export", progress):
+            variants.append(Variant(variant_name(m, "torch"), m, "torch",
+                                    size_bytes=sum(p.numel() * p.element_size() for p in m.model.parameters())))
+        by_sha = {_weights_sha(m): m.name for m in torch_models if _weights_sha(m)}
+        files: list[Variant] = []
+        for m in models:
             if m.kind == "onnx":
                 meta = m.description
                 size = Path(m.onnx_file).stat().st_size + sum(
                     f.stat().st_size for f in Path(m.onnx_file).parent.glob(Path(m.onnx_file).name + ".data"))
-                variants.append(Variant(m.name, m, "onnx", precision=meta.get("precision", "unknown"),
-                                        optimize=bool(meta.get("optimize")), onnx_file=m.onnx_file, size_bytes=size,
-                                        export={"metadata": meta}))
-                continue
+                precision, optimize = meta.get("precision", "unknown"), bool(meta.get("optimize"))
+                files.append(Variant(variant_name(m, "onnx", precision, optimize), m, "onnx", precision=precision,
+                                     optimize=optimize, onnx_file=m.onnx_file, size_bytes=size,
+                                     export={"metadata": meta}, source=by_sha.get(_weights_sha(m))))
+        for m in progress_list(torch_models, "export", progress, unit="model"):
             first = None
             for precision in settings.precisions:
-                name = _variant_name(m, precision, settings.optimize, settings)
-                result = export_onnx(m.model, onnx_dir / f"{_safe(name)}.onnx", exporter=settings.exporter,
+                given = next((f for f in files if f.source == m.name and f.precision == precision
+                              and f.optimize == settings.optimize), None)
+                if given is not None:  # a given file is this very export: measured once, under its file's name
+                    continue
+                name = variant_name(m, "onnx", precision, settings.optimize)
+                plain = tuple(settings.precisions) == ("fp32",) and not settings.optimize  # (file names as before)
+                file_name = m.name if plain else f"{m.name} {'opt-' if settings.optimize else ''}{precision}"
+                result = export_onnx(m.model, onnx_dir / f"{_safe(file_name)}.onnx", exporter=settings.exporter,
                                      optimize=settings.optimize, precision=precision, calibration=calibration,
                                      min_agreement=0.0, spec=m.spec)
                 first = first or result
@@ -420,9 +415,12 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
                                         onnx_file=result.path, size_bytes=result.file_bytes, export=info))
             macs, params = count_ops_and_params(m.model)
             widths = mlp_widths(m.model)
-            structure[m.name] = {"params": params, "macs": macs, "onnx_bytes": first.file_bytes,
-                                 "onnx_max_abs_diff": first.max_abs_diff, "mlp_hidden": widths,
+            given_first = next((f for f in files if f.source == m.name), None)
+            structure[m.name] = {"params": params, "macs": macs,
+                                 "onnx_bytes": first.file_bytes if first else given_first.size_bytes,
+                                 "onnx_max_abs_diff": first.max_abs_diff if first else None, "mlp_hidden": widths,
                                  "mlp_neurons": sum(widths)}
+        variants += files
         evaluation = evaluate(torch_models, images, settings.eval_batch_size, progress, settings.workers,
                               settings.device)
         dense_name = models[0].name
@@ -434,6 +432,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
         for m in torch_models:
             s = structure[m.name]
             rows.append({"name": m.name, "kind": m.kind, "directory": m.directory, "ratio": m.ratio,
+                         "macs_budget": m.description.get("macs"),
                          "method": m.description.get("method"), **s,
                          "neurons_removed_fraction": 1 - s["mlp_neurons"] / dense["mlp_neurons"],
                          "params_ratio": s["params"] / dense["params"], "macs_ratio": s["macs"] / dense["macs"],
@@ -461,8 +460,11 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
             "models": rows,
             "variants": variant_rows,
             "latency": latency,
+            "noise": noise_summary(latency, settings),
             "seconds": time.perf_counter() - started,
         }
+        if report["noise"]["unreliable_rows"]:
+            warnings.warn(report["noise"]["warning"], stacklevel=2)
         write_json_atomic(tmp_out / "report.json", report)
         (tmp_out / "report.md").write_text(render_markdown(report))
         plot_accuracy(report, tmp_out / "accuracy.png")
@@ -472,10 +474,21 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
 
 
 
-def _progress_list(items: Sequence[Any], desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="model", disable=not enabled, dynamic_ncols=True, leave=False)
+def noise_summary(latency: Sequence[dict[str, Any]], settings: BenchSettings) -> dict[str, Any]:
+    """How many latency rows are unreliable, the load average around the timing, and a one-line warning."""
+    bad = [r for r in latency if not r.get("reliable", True)]
+    loads = [r[k][0] for r in latency for k in ("load_average_before", "load_average_after") if r.get(k)]
+    summary: dict[str, Any] = {"unreliable_rows": len(bad), "rows": len(latency),
+                               "load_average_1min_max": max(loads) if loads else None,
+                               "thresholds": {"p90_over_median": settings.noise_p90_ratio,
+                                              "round_spread": settings.noise_spread}}
+    if bad:
+        worst = max(bad, key=lambda r: r["p90_over_median"])
+        load = f"; load average up to {max(loads):.2f} on {os.cpu_count()} CPUs" if loads else ""
+        summary["warning"] = (f"{len(bad)} of {len(latency)} latency rows are unreliable (e.g. {worst['variant']} "
+                              f"{worst['backend']} batch {worst['batch_size']}: {', '.join(worst['noise'])}{load}); "
+                              "re-time on a quieter machine or with `retime_until_stable`")
+    return summary
 
 
 def _safe(name: str) -> str:

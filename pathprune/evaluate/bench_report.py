@@ -30,7 +30,19 @@ DEFINITIONS = {
     "prob_deviation": "mean over images of p_model(label) - p_dense(label)",
     "prob_deviation_abs": "mean over images of |p_model(label) - p_dense(label)|",
     "agreement": "fraction of images where the model predicts the dense model's class",
-    "macs": "multiply-accumulates for one image (torch_pruning.utils.count_ops_and_params)",
+    "variant names": "`NAME (torch)`: the torch model; `NAME (onnx PRECISION)`: an ONNX graph bench exported from "
+                     "it; `FILE.onnx PRECISION`: a given ONNX file, measured as it is (its row names the file and "
+                     "the torch model it was exported from; bench then does not export that form again)",
+    "macs": "multiply-accumulates of one image's matrix products: every Linear and Conv2d, and attention's "
+            "Q K^T and A V (pathprune.models.macs; the same count as the prune report and the MAC budget)",
+    "macs_budget": "the MAC budget a `macs` run was given (fraction of the dense model's MACs kept); `ratio` is "
+                   "then the fraction of MLP neurons the budget removed, not the budget",
+    "p90_over_median": "p90 / median of the timed repeats",
+    "round_spread": "the repeats split into `rounds` consecutive rounds: (max - min) of the round medians / "
+                    "the median",
+    "reliable": "false when p90_over_median or round_spread exceeds its threshold (settings noise_p90_ratio, "
+                "noise_spread): the machine was busy or unsteady; re-time before trusting the row",
+    "load_average": "1-minute load average before and after each backend's and batch size's timing",
     "speedup": "median latency of the backend's reference variant (the dense model's first variant) / the "
                "variant's median latency, same backend and batch size",
     "latency": "variants interleaved round-robin in one run after warm-up; median and p90 of the timed repeats; on "
@@ -63,14 +75,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Benchmark: {report['dense']} and {len(report['models']) - 1} pruned model(s)", "",
              f"Data: `{report['data']}` ({report['images']} images). Machine: {report['machine']['cpu_count']} "
              f"CPU(s), GPU: {report['machine']['gpu'] or 'none'}.", "", "## Accuracy and size (torch)", "",
-             "| model | ratio | top-1 | top-1 dev. | target prob | prob dev. | agreement | params | MACs | "
-             "MACs ratio | ONNX MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | MAC budget | neurons removed | top-1 | top-1 dev. | target prob | prob dev. | agreement | "
+             "params | MACs | MACs ratio | ONNX MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["models"]:
-        lines.append(f"| {r['name']} | {r['ratio']:.2f} | {r['top1']:.4f} | {r['top1_deviation']:+.4f} | "
+        budget = "-" if r.get("macs_budget") is None else f"{r['macs_budget']:.2f}"
+        lines.append(f"| {r['name']} | {budget} | {r['ratio']:.2f} | {r['top1']:.4f} | {r['top1_deviation']:+.4f} | "
                      f"{r['target_prob']:.4f} | {r['prob_deviation']:+.4f} | {r['agreement']:.4f} | "
                      f"{r['params']:,} | {r['macs']:,} | {r['macs_ratio']:.3f} | {r['onnx_bytes'] / 1e6:.2f} |")
+    lines += ["", "## Variants", ""]
+    seen = set()
+    for r in report.get("variants", []):
+        if r["variant"] not in seen and r.get("what"):
+            seen.add(r["variant"])
+            lines.append(f"- `{r['variant']}`: {r['what']}")
     lines += ["", "## Accuracy through each runtime", "",
-              "| variant | runtime | ratio | precision | optimised | top-1 | top-1 dev. [95% CI] | top-5 | "
+              "| variant | runtime | neurons removed | precision | optimised | top-1 | top-1 dev. [95% CI] | top-5 | "
               "top-5 dev. [95% CI] | agreement | size MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.get("variants", []):
         lo1, hi1 = r["top1_deviation_ci95"]
@@ -79,16 +98,27 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{'yes' if r['optimize'] else 'no'} | {r['top1']:.4f} | {r['top1_deviation']:+.4f} "
                      f"[{lo1:+.4f}, {hi1:+.4f}] | {r['top5']:.4f} | {r['top5_deviation']:+.4f} [{lo5:+.4f}, "
                      f"{hi5:+.4f}] | {r['agreement']:.4f} | {r['size_bytes'] / 1e6:.2f} |")
-    lines += ["", "## Latency and memory", "", "| backend | batch | variant | median ms | p90 ms | images/s | "
-              "speedup | MAC speedup | peak memory MB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Latency and memory", ""]
+    noise = report.get("noise") or {}
+    if noise.get("unreliable_rows"):
+        lines += [f"**Warning: {noise['warning']}** Rows marked `no` under *reliable* below.", ""]
+    loads = noise.get("load_average_1min_max")
+    if loads is not None:
+        lines += [f"Load average (1 min) during the timing: at most {loads:.2f} on "
+                  f"{report['machine']['cpu_count']} CPU(s).", ""]
+    lines += ["| backend | batch | variant | median ms | p90 ms | p90/median | round spread | reliable | images/s | "
+              "speedup | MAC speedup | peak memory MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     macs_ratio = {r["name"]: r["macs_ratio"] for r in report["models"]}
     for r in report["latency"]:
-        mac = f"{1 / macs_ratio[r['model']]:.2f}x" if r["model"] in macs_ratio else "-"
+        source = r["model"] if r["model"] in macs_ratio else r.get("source_model")
+        mac = f"{1 / macs_ratio[source]:.2f}x" if source in macs_ratio else "-"
+        quality = (f"{r['p90_over_median']:.2f} | {r['round_spread']:.0%} | {'yes' if r['reliable'] else 'no'}"
+                   if "reliable" in r else "- | - | -")
         mem = r.get("memory") or {}
         peak = next((mem[k] for k in ("cuda_max_allocated_bytes", "ort_cuda_device_bytes", "peak_rss_bytes")
                      if mem.get(k) is not None), None)
         lines.append(f"| {r['backend']} | {r['batch_size']} | {r.get('variant', r['model'])} | {r['median_ms']:.3f} | "
-                     f"{r['p90_ms']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | {mac} | "
+                     f"{r['p90_ms']:.3f} | {quality} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | {mac} | "
                      f"{'-' if peak is None else f'{peak / 1e6:.0f}'} |")
     s = report["settings"]
     lines += ["", f"Latency: {s['warmup']} warm-up and {s['repeats']} timed runs per variant, variants interleaved. "

@@ -351,12 +351,15 @@ def dependency_graph(model: nn.Module):
 
 
 def count_ops_and_params(model: nn.Module) -> tuple[int, int]:
-    """(MACs, parameters) from torch-pruning's counter on one example input."""
+    """(MACs by :func:`pathprune.models.macs.count_macs`, the one MAC definition; parameters from
+    torch-pruning's counter) of one example input."""
     import torch_pruning as tp
 
+    from .macs import count_macs
+
     with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example_input(model))
-    return int(macs), int(params)
+        _, params = tp.utils.count_ops_and_params(model, example_input(model))
+    return count_macs(model, example_input(model), attention_layouts(model)), int(params)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Cost model (multiply-accumulates per image, N tokens, embedding D, head dimension Dh): an MLP neuron
 costs ``2 D N`` (its fc1 row and fc2 column), a head ``4 D Dh N + 2 N^2 Dh`` (its q, k, v rows and proj
 columns, and its share of ``Q K^T`` and ``A V``). Everything else (patch embedding, norms, classifier,
-biases) is fixed. :func:`model_macs` is this count for a whole model.
+biases) is fixed. :func:`model_macs` is this count for a whole model: the one MAC count of
+:mod:`pathprune.models.macs`, which the prune and bench reports use too.
 
 Allocation rule (least estimated loss): the loss of removing a unit is estimated from its importance
 score. Scores of different kinds (heads, neurons) are not in the same units, so each kind's scores are
@@ -39,7 +40,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import attention_layouts, family_of, mlp_widths
+from ..models.adapters import attention_layouts, example_input, family_of, mlp_layouts, mlp_widths
+from ..models.macs import count_macs
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,21 @@ def mac_costs(model: nn.Module) -> MacCosts:
     dim = int(model.embed_dim)
     layouts = attention_layouts(model)
     head_dim = [lay.head_dim for lay in layouts]
-    neuron = [2 * dim * tokens for _ in layouts]
+    # a neuron: its fc1 row(s) (two in a gated MLP) and its fc2 column
+    neuron = [tokens * (sum(int(fc.in_features) for fc in mlp.inputs) * (2 if mlp.packed else 1)
+                        + int(mlp.output.out_features)) for mlp in mlp_layouts(model)]
     head = [4 * dim * dh * tokens + 2 * tokens * tokens * dh for dh in head_dim]
-    patch = model.patch_embed.proj
-    fixed = int(patch.weight.numel()) * (family.num_patches(model))  # patch embedding conv
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
-    fixed += dim * num_classes
+    # fixed: the rest of the one MAC count (pathprune.models.macs: patch embedding, classifier, any
+    # other matrix product), so that model_macs is count_macs exactly
+    units = sum(f * c for f, c in zip(mlp_widths(model), neuron)) \
+        + sum(lay.num_heads * c for lay, c in zip(layouts, head))
+    fixed = count_macs(model, example_input(model), layouts) - units
     return MacCosts(tokens=tokens, embed_dim=dim, head_dim=head_dim, neuron=neuron, head=head, fixed=fixed)
 
 
 def model_macs(model: nn.Module) -> int:
-    """MACs of one image by the cost model: fixed + neurons + heads of every block."""
+    """MACs of one image by the cost model: fixed + neurons + heads of every block (equal to
+    :func:`pathprune.models.macs.count_macs`, the one MAC definition)."""
     costs = mac_costs(model)
     heads = [lay.num_heads for lay in attention_layouts(model)]
     return costs.fixed + sum(f * c for f, c in zip(mlp_widths(model), costs.neuron)) \

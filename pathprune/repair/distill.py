@@ -354,6 +354,10 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     check_classes(images, spec, _num_classes(student), "`data`", labels_used=settings.alpha > 0)
     if eval_images is not None:
         check_classes(eval_images, spec, _num_classes(student), "`eval_data`", labels_used=True)
+    from ..memory import resolve_batch  # refused up front when this rank's share of a batch cannot fit
+
+    resolve_batch(-(-settings.batch_size // ranks.world_size), teacher, "backward", device=device,
+                  what="distillation", models=2)
     augment = settings.augment if settings.augment is not None else spec.preprocessing.get("kind") != "digits"
     load = training_loader(images, spec, augment)
     labels = [item.label for item in images.items]

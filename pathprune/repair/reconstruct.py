@@ -402,10 +402,11 @@ def token_weights(reference: nn.Module, images: Any, weighting: str, mix: float,
 
 @torch.no_grad()
 def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config: ReconstructConfig | None = None, *,
-                    kept: Sequence[Sequence[int]] | None = None, batch_size: int = 32, device: str = "cpu",
+                    kept: Sequence[Sequence[int]] | None = None, batch_size: int | None = 32, device: str = "cpu",
                     progress: bool = False, cache_bytes: int = 1 << 30,
                     distributed: bool | None = None,
-                    kept_heads: Sequence[Sequence[int]] | None = None) -> Reconstruction:
+                    kept_heads: Sequence[Sequence[int]] | None = None,
+                    label: str = "reconstruct") -> Reconstruction:
     """Re-fit every block's fc2 of the pruned `model` (in place) to reproduce `reference`, the model
     it was pruned from, on the calibration `images` (ImageSet or (images, labels)); all tokens.
 
@@ -436,8 +437,12 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
         True
     """
     config = (config or ReconstructConfig()).validate()
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ConfigError("must be at least 1", param="batch_size")
+    from ..memory import resolve_batch  # None: the largest batch (up to 32) within the memory budget
+
+    batch_size = resolve_batch(batch_size, reference, "forward", device=device, upper=32, what="reconstruction",
+                               models=2)
     _check_pair(model, reference)
     num_images = count_images(images)
     if num_images == 0:
@@ -458,7 +463,7 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 raise ConfigError("the independent mode needs the kept neuron indices", param="kept")
             if [len(k) for k in kept] != [lay.width for lay in layouts]:
                 raise ConfigError("kept indices do not match the pruned model's widths", param="kept")
-            bar = progress_bar(mine, "reconstruct", progress, leave=False)
+            bar = progress_bar(mine, label, progress, leave=False)
             try:
                 accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar, weights)
             finally:
@@ -468,12 +473,13 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
             for layout, acc in zip(mlp_layouts(student), accs):
                 _solve_into(layout.output, acc.reduce(ranks), config.ridge, result, ranks)
         else:
-            bar = progress_bar(len(layouts) * mine, "reconstruct", progress, leave=False)
+            bar = progress_bar(len(layouts) * mine, f"{label} block 1/{len(layouts)}", progress, leave=False)
             cache = (_cache_block_inputs(student, teacher, images, batch_size, device, cache_bytes)
                      if cache_bytes > 0 else None)
             blocks = family_of(student).blocks(student)
             try:
                 for layer in range(len(layouts)):
+                    bar.set_description(f"{label} block {layer + 1}/{len(layouts)}")
                     if _heads_removed(student, teacher, layer):
                         acc = _fit_attention(layer, student, teacher, images, config.target, batch_size, device, cache)
                         _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result,
