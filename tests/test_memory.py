@@ -101,7 +101,8 @@ def test_stage_batches_follow_memory_and_a_set_batch_that_cannot_fit_is_refused(
     with pytest.raises(MemoryBudgetError) as err:
         resolve_batch(48, model, "backward", what="distillation")
     assert "distillation needs about" in str(err.value) and f"at most {(fixed + 10 * row) // row} fits" in str(err.value)
-    assert err.value.cli_message().count("--batch-size") == 1
+    from pathprune.cli.flags import error_message
+    assert error_message(err.value).count("--batch-size") == 1
     x, y = torch.zeros(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1000)
     with pytest.raises(MemoryBudgetError, match="evaluation needs about"):
