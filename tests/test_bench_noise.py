@@ -102,3 +102,18 @@ def test_variant_names_say_file_and_form():
     assert variant_name(dense, "torch") == "pruned (torch)"
     assert variant_name(dense, "onnx", "int8-dynamic") == "pruned (onnx int8-dynamic)"
     assert variant_name(given, "onnx", "int8-dynamic") == "pruned.onnx int8-dynamic"
+
+
+def test_retime_options_reach_the_bench_settings_from_the_command_line():
+
+    from pathprune.cli import bench as bench_cli
+    from pathprune.pipeline.stages.bench import BenchSettingsSpec
+    from pathprune.pipeline.settings import ModelSource
+
+    ctx = bench_cli.bench.make_context("bench", ["--model", "digits", "--data", "digits:test", "--out", "x",
+                                                 "--retime-until-stable", "--max-seconds", "7"])
+    assert ctx.params["retime_until_stable"] is True and ctx.params["max_seconds"] == 7.0
+    spec = BenchSettingsSpec(ModelSource("digits"), data="digits:test", out="x", retime_until_stable=True,
+                             max_seconds=7.0)
+    settings = spec.bench_settings()
+    assert settings.retime_until_stable is True and settings.max_seconds == 7.0

@@ -44,6 +44,11 @@ class _ListOption(click.Option):
 @click.option("--batch-sizes", default=D["batch_sizes"], show_default=True, help="Latency batch sizes, comma-separated.")
 @click.option("--warmup", type=int, default=D["warmup"], show_default=True, help="Untimed runs per model first.")
 @click.option("--repeats", type=int, default=D["repeats"], show_default=True, help="Timed runs per model.")
+@click.option("--retime-until-stable", is_flag=True,
+              help="Re-time a latency row flagged as noisy (p90/median or round-to-round spread too large) until it "
+                   "is stable or --max-seconds have passed.")
+@click.option("--max-seconds", type=float, default=D["max_seconds"], show_default=True,
+              help="Time limit of --retime-until-stable per runtime and batch size.")
 @click.option("--backends", default=D["backends"], show_default=True, cls=_ListOption, registry=RUNTIMES,
               help="Comma-separated runtimes, or auto: all available")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: its own].")

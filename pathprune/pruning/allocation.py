@@ -158,7 +158,8 @@ def choose_allocation(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | 
         pruned = apply_budget(model, plan)
         if reconstruct is not None:
             reconstruct_mlp(pruned, model, fit, reconstruct, kept=plan.kept, kept_heads=plan.kept_heads,
-                            batch_size=batch_size, device=device, progress=progress, distributed=distributed)
+                            batch_size=batch_size, device=device, progress=progress, distributed=distributed,
+                            label=f"reconstruct [candidate {label}]")
         loss = held_out_loss(pruned, reference, held, batch_size=batch_size, device=device)
         del pruned
         candidates.append({"label": label, "head_weight": plan.head_weight if label.startswith("head weight") else None,

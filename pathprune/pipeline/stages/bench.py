@@ -33,6 +33,8 @@ class BenchSettingsSpec:
     batch_sizes: str = BENCH_BATCH_SIZES
     warmup: int = BenchSettings.warmup
     repeats: int = BenchSettings.repeats
+    retime_until_stable: bool = BenchSettings.retime_until_stable
+    max_seconds: float = BenchSettings.max_seconds
     backends: str = "auto"
     threads: int | None = None
     exporter: str = "dynamo"
@@ -58,7 +60,9 @@ class BenchSettingsSpec:
                              threads=self.threads, keep_onnx=self.keep_onnx, workers=self.workers,
                              exporter=self.exporter, device=resolve_device(self.device),
                              precisions=str_tuple(self.precisions), optimize=self.optimize,
-                             bootstrap=self.bootstrap, seed=self.seed).validate()
+                             bootstrap=self.bootstrap, seed=self.seed,
+                             retime_until_stable=self.retime_until_stable,
+                             max_seconds=self.max_seconds).validate()
 
     def validate(self) -> "BenchSettingsSpec":
         from ...deploy import EXPORTERS
