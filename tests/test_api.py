@@ -107,6 +107,7 @@ def test_export_evaluate_prune_and_importances_leave_the_model_alone(callers_mod
     assert_same_state(before, model)
 
 
+@pytest.mark.slow  # slow tier: a whole command or a subprocess
 def test_bench_leaves_the_models_alone(tmp_path):
     dense, spec = pp.create_model("digits")
     pruned = pp.prune_mlp(dense, pp.MagnitudeImportance().fit(dense), 0.5).model

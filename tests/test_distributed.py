@@ -226,3 +226,7 @@ def test_coverage_of_mixed_shard_counts():
     assert partial.as_shard() is False and missing_shards(partial) == ["3/4"]
     with pytest.raises(UserError, match="shards overlap"):
         combined_coverage([part((0, 2)), part((2, 4))])
+
+
+#: the slow tier: every test here runs torchrun with two processes
+pytestmark = pytest.mark.slow

@@ -243,3 +243,7 @@ def test_throughput_paths_run_on_the_cpu(setup, tmp_path, run_cli):
     assert rep["steps"] == 3 and rep["images_per_second"] > 0 and rep["world_size"] == 1
     state = weights(out)
     assert all(t.is_contiguous() and torch.isfinite(t).all() for t in state.values())
+
+
+#: the slow tier: every test here runs torchrun with two processes
+pytestmark = pytest.mark.slow

@@ -282,6 +282,7 @@ def test_pretrained_reads_the_default_tag_from_the_cache(run_cli, tmp_path, hf_c
 # pruned directories in plain timm, ONNX metadata
 
 
+@pytest.mark.slow  # slow tier: a whole command or a subprocess
 def test_plain_timm_loads_a_pruned_directory_with_the_same_logits(tmp_path):
     import subprocess
     import sys

@@ -599,6 +599,7 @@ def _sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.mark.slow  # slow tier: a whole command or a subprocess
 def test_sigint_ignored_by_the_caller_stays_ignored_during_imports():
     # `nohup pathprune ... &`: the user asked for Ctrl-C to be ignored; the import guard leaves it so
     res = subprocess.run([sys.executable, "-c", _IMPORT_SIGINT], capture_output=True, text=True, timeout=120,
@@ -614,6 +615,7 @@ _LIBRARY_IMPORT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # slow tier: a whole command or a subprocess
 def test_a_library_import_keeps_python_sigint_handling():
     res = subprocess.run([sys.executable, "-c", _LIBRARY_IMPORT], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_sigint_as_in_a_terminal)

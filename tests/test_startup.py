@@ -4,6 +4,8 @@ runs."""
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -34,12 +36,14 @@ def test_version_loads_no_torch():
     assert loaded == "False False"
 
 
+@pytest.mark.slow  # slow tier: a whole command or a subprocess
 def test_a_command_loads_the_library_it_needs():
     """The probe can see torch: a command's help builds its options from the library."""
     out, loaded = _modules_after("prune", "--help")
     assert "--importance" in out and loaded.startswith("True")
 
 
+@pytest.mark.slow  # slow tier: a whole command or a subprocess
 def test_a_library_import_still_registers_the_timm_architecture():
     """`import pathprune` in a program (not the command) makes timm know `pathprune_vit`, so that
     timm.create_model("local-dir:DIR") rebuilds a pruned directory; public names load on first use."""
