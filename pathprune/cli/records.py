@@ -25,6 +25,9 @@ from .flags import flag
 NEGATABLE = {"reconstruct", "augment"}
 #: the command whose first argument is positional, and the setting it stands for (``export MODEL_OR_DIR``)
 POSITIONAL = {"export": "model"}
+#: settings the command line fills in when their option is absent (``prune --macs F`` without
+#: ``--ratio`` runs with ratio 0.0): recorded as absent, since the option itself would be refused
+ABSENT_VALUES = {"ratio": 0.0}
 
 
 def command_record(command: str, settings: Any, *, include_display: bool = False) -> list[str]:
@@ -39,7 +42,8 @@ def command_record(command: str, settings: Any, *, include_display: bool = False
         items = [(n, v) for n, v in items if n != name]
     args: list[str] = []
     for name, value in items:
-        if value is None:
+        if value is None or (name in ABSENT_VALUES and value == ABSENT_VALUES[name]
+                             and not isinstance(value, bool)):
             continue
         if isinstance(value, bool):
             if value:
