@@ -23,8 +23,9 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +36,9 @@ from ..repair import FinetuneSettings
 from ..repair.reconstruct import ReconstructConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
-from .settings import CHECK_IMAGES, ModelSource, check_data_source, display_field, stage_key
+from .isolation import preserved_global_state
+from .settings import (CHECK_IMAGES, ModelSource, check_data_source, check_types, display_field, model_arg_items,
+                       stage_key)
 from .stages.bench import BENCH_BATCH_SIZES
 
 #: the marker of a compress output directory
@@ -115,12 +118,16 @@ class CompressSettings:
     #: block (pruning.allocation; with `rounds` > 1 each round keeps the same fraction of its model's MACs)
     macs: float | None = None
 
+    def __post_init__(self) -> None:
+        self.model_arg = model_arg_items(self.model_arg)  # a mapping from a library caller, too
+
     @property
     def source(self) -> ModelSource:
         return ModelSource(self.model, weights=self.weights, pretrained=self.pretrained, ema=self.ema,
                            img_size=self.img_size, num_classes=self.num_classes, model_arg=tuple(self.model_arg))
 
     def validate(self) -> "CompressSettings":
+        check_types(self)
         if self.macs is not None:
             if self.ratio is not None:
                 raise ConfigError("give either a MAC budget or `ratio`, not both", param="macs")
@@ -310,10 +317,22 @@ def compress(settings: CompressSettings | None = None, *, out: str | Path, echo:
     ...                       out="runs/digits-90")  # doctest: +SKIP
     """
     if settings is None:
+        known = {f.name for f in fields(CompressSettings)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option '{unknown[0]}' (the options are CompressSettings' fields)",
+                              param=unknown[0])
+        missing = sorted(f.name for f in fields(CompressSettings)
+                         if f.default is MISSING and f.default_factory is MISSING and f.name not in options)
+        if missing:
+            raise ConfigError("is required", param=missing[0])
         settings = CompressSettings(**options)
     elif options:
         raise ConfigError("give either settings or keyword options, not both", param="settings")
-    return run_compress(settings, out, echo=echo, command=command, record=record, show=show)
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise ConfigError(f"{out!r}: expected the path of the output directory", param="out")
+    with preserved_global_state():
+        return run_compress(settings, out, echo=echo, command=command, record=record, show=show)
 
 
 def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[str], None] | None = None, *,

@@ -37,6 +37,82 @@ def display_field(default: Any) -> Any:
     return field(default=default, metadata=DISPLAY)
 
 
+def check_types(settings: Any) -> None:
+    """Refuse a setting whose value is not of its declared type (a library caller's ``ratio="0.5"``), with
+    the project's one-line :class:`~pathprune.errors.ConfigError` naming the setting, instead of a
+    ``TypeError`` deep inside a stage. ``int`` settings take no floats or bools, ``float`` ones take ints.
+
+    >>> check_types(ModelSource("digits", img_size=2.5))
+    Traceback (most recent call last):
+    ...
+    pathprune.errors.ConfigError: img_size 2.5: expected an integer
+    """
+    import typing
+
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value, kinds = getattr(settings, f.name), _kinds(hints.get(f.name, Any))
+        if kinds is None or any(_is_a(value, kind) for kind in kinds):
+            continue
+        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
+                 dict: "a mapping", type(None): "nothing"}
+        wanted = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
+        raise ConfigError(f"{value!r}: expected {wanted}", param=f.name)
+
+
+def _kinds(hint: Any) -> tuple[type, ...] | None:
+    """The plain types a type hint allows (None: not checked, e.g. Any or nested settings)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_kinds(a) for a in typing.get_args(hint)]
+        return None if any(p is None for p in parts) else tuple(k for p in parts for k in p)
+    if hint in (int, float, str, bool, type(None)):
+        return (hint,)
+    if origin in (tuple, list) or hint in (tuple, list):
+        return (tuple,)
+    if origin is dict or hint is dict:
+        return (dict,)
+    return None
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is tuple:
+        return isinstance(value, (tuple, list))
+    if kind is dict:
+        import collections.abc
+
+        return isinstance(value, collections.abc.Mapping)
+    return isinstance(value, kind)
+
+
+def model_arg_items(model_arg: Any) -> tuple[str, ...]:
+    """`model_arg` as KEY=VALUE strings: a mapping (``{"patch_size": 4}``, as a library caller gives it)
+    or KEY=VALUE strings (as the command line gives them). Values are written as JSON, which
+    :func:`parse_model_args` reads back as the same values.
+
+    >>> model_arg_items({"patch_size": 4, "global_pool": "avg"})
+    ('patch_size=4', 'global_pool="avg"')
+    """
+    import collections.abc
+
+    if isinstance(model_arg, collections.abc.Mapping):
+        return tuple(f"{key}={json.dumps(value)}" for key, value in model_arg.items())
+    if isinstance(model_arg, str):
+        return (model_arg,)
+    items = tuple(model_arg or ())
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{item!r}: expected KEY=VALUE strings or a mapping", param="model_arg")
+    return items
+
+
 def parse_model_args(items: Any) -> dict[str, Any]:
     """KEY=VALUE strings (or a dict) -> dict with int/float/bool/None values where they parse.
 
@@ -74,7 +150,11 @@ class ModelSource:
     num_classes: int | None = None
     model_arg: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.model_arg = model_arg_items(self.model_arg)  # a mapping from a library caller, too
+
     def validate(self) -> "ModelSource":
+        check_types(self)
         if not self.model:
             raise ConfigError("is required", param="model")
         if self.pretrained and self.weights not in (None, "pretrained"):
