@@ -55,9 +55,13 @@ def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, s
                         "--finetune-batch-size", "4", "--importance", "path"))
     assert res.code == 0, res.output
     assert json.loads((out / "compress.json").read_text())["skipped"] == list(summary["commands"])
-    # a changed fine-tuning setting reruns from the first fine-tuning on
-    res = run_cli(_args(setup, out, "--ratio", "0.75", "--rounds", "2", "--finetune-steps", "3",
-                        "--finetune-batch-size", "4", "--importance", "path"))
+    # a changed fine-tuning setting is refused without --overwrite (never a silent replacement) ...
+    changed = _args(setup, out, "--ratio", "0.75", "--rounds", "2", "--finetune-steps", "3",
+                    "--finetune-batch-size", "4", "--importance", "path")
+    res = run_cli(changed)
+    assert res.code == 2 and res.err.count("error:") == 1 and "steps: 2 -> 3" in res.err and "--overwrite" in res.err
+    # ... and with it reruns from the first fine-tuning on
+    res = run_cli([*changed, "--overwrite"])
     assert res.code == 0, res.output
     assert json.loads((out / "compress.json").read_text())["skipped"] == ["analyze", "prune"]
 

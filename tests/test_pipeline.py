@@ -246,7 +246,7 @@ def test_compress_never_deletes_a_file_the_user_put_into_a_stage_output(setup, t
     assert res.code == 0, res.output
     (out / "pruned" / "MY_NOTES.txt").write_text("mine")
     args[args.index("--ratio") + 1] = "0.6"  # the prune stage must run again
-    res = run_cli([*args, "--no-reconstruct"])
+    res = run_cli([*args, "--no-reconstruct", "--overwrite"])
     assert res.code == 2 and res.err.count("error:") == 1 and "MY_NOTES.txt" in res.err, res.output
     assert (out / "pruned" / "MY_NOTES.txt").read_text() == "mine"
     assert (out / "pruned" / "model.safetensors").is_file()  # nothing was removed

@@ -67,6 +67,8 @@ D = defaults(CompressSettings)
 @click.option("--backends", default=D["backends"], show_default=True, help="Bench runtimes.")
 @click.option("--device", default=D["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", is_flag=True, help="No progress bars (does not invalidate finished stages).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a compression made with other settings in --out (the same settings resume without it).")
 def compress(out, **options) -> None:
     """Compress a ViT in one command: analyze -> prune -> reconstruct -> finetune -> export -> bench.
 

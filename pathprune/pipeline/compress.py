@@ -36,9 +36,10 @@ from ..repair import FinetuneSettings
 from ..repair.reconstruct import ReconstructConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
+from .identity import changed_inputs, input_fingerprints, settings_changes
 from .isolation import preserved_global_state
 from .settings import (CHECK_IMAGES, ModelSource, check_data_source, check_types, display_field, model_arg_items,
-                       stage_key)
+                       settings_dict, stage_key)
 from .stages.bench import BENCH_BATCH_SIZES
 
 #: the marker of a compress output directory
@@ -51,6 +52,8 @@ STAGE_FILES = {
     "bench": ("report.json", "report.md", "accuracy.png", "latency.png", "pareto.png", "onnx/"),
 }
 STAGES_DIR = "stages"
+#: the settings of the last run, in STAGES_DIR (a re-run with other settings needs `overwrite`)
+SETTINGS_FILE = "settings.json"
 
 
 @dataclass
@@ -114,6 +117,8 @@ class CompressSettings:
     backends: str = "ort-cpu,torch-cpu"
     device: str = "auto"
     quiet: bool = display_field(False)
+    #: replace a compression made with other settings in `out` (a re-run with the same settings resumes)
+    overwrite: bool = display_field(False)
     #: fraction of the dense model's MACs to keep, instead of `ratio`: heads and neurons allocated per
     #: block (pruning.allocation; with `rounds` > 1 each round keeps the same fraction of its model's MACs)
     macs: float | None = None
@@ -366,6 +371,23 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
                                 record or _no_record, show)
 
 
+def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
+    """Refuse to replace a compression made with other settings unless `overwrite` (the same settings
+    resume); the settings of this run's stages are then recorded for the next one."""
+    from ..io import write_json_atomic
+
+    recorded = out / STAGES_DIR / SETTINGS_FILE
+    current = {stage.name: settings_dict(stage.settings) for stage in plan}
+    if recorded.exists() and not overwrite:
+        old = json.loads(recorded.read_text())
+        changes = ([f"stages: {', '.join(old)} -> {', '.join(current)}"] if list(old) != list(current) else
+                   [f"{name} {change}" for name in current for change in settings_changes(old[name], current[name])])
+        if changes:
+            raise OutputError(f"{out} holds a compression made with other settings ({'; '.join(changes)}); "
+                              "give `overwrite` to replace it, or another output directory", param="out")
+    write_json_atomic(recorded, current)
+
+
 def _follow(plan: list[Stage], ranks: Any) -> None:
     """A torchrun rank other than 0: take part in the stages rank 0 runs on every rank."""
     from ..repair.distributed import barrier, broadcast_object
@@ -384,6 +406,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
 
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGES_DIR).mkdir(exist_ok=True)
+    _check_same_settings(plan, out, settings.overwrite)
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished compression
@@ -393,14 +416,19 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
     final_model = ""
     started = time.perf_counter()
     for stage in plan:
-        key = stage_key(stage.command, stage.settings, upstream)
+        inputs = input_fingerprints(stage.settings, produced_inside=out)
+        key = stage_key(stage.command, stage.settings, upstream + json.dumps(inputs, sort_keys=True))
         done = out / STAGES_DIR / f"{stage.name}.json"
         record = record_of(stage.command, stage.settings)
-        if done.exists() and json.loads(done.read_text()).get("key") == key and stage.output.exists():
-            echo(f"== {stage.name}: done earlier with the same settings, skipped")
+        previous = json.loads(done.read_text()) if done.exists() else {}
+        if previous.get("key") == key and stage.output.exists():
+            echo(f"== {stage.name}: done earlier with the same settings and inputs, skipped")
             skipped.append(stage.name)
             broadcast_object(False, ranks)
         else:
+            changed = changed_inputs(previous.get("inputs", inputs), inputs) if previous else []
+            if changed:
+                echo(f"== {stage.name}: its inputs changed since it ran ({', '.join(changed)}), redone")
             if done.exists():
                 done.unlink()
             if stage.output.is_dir() and stage.command != "finetune":  # finetune resumes from its checkpoint
@@ -416,7 +444,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
             seconds[stage.name] = time.perf_counter() - t0
             if not stage.output.exists():
                 raise OutputError(f"stage {stage.name} finished without writing {stage.output}")
-            write_json_atomic(done, {"key": key, "command": record, "seconds": seconds[stage.name]})
+            write_json_atomic(done, {"key": key, "command": record, "seconds": seconds[stage.name], "inputs": inputs})
         barrier(ranks)
         if stage.command in ("prune", "reconstruct", "finetune"):
             final_model = str(stage.output)
