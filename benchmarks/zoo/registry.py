@@ -3,9 +3,9 @@ size, training recipe, seed, split half). Suites read the zoo from here only.
 
     >>> from benchmarks.zoo.registry import ZOO, half, load_model, data_dir
     >>> [m.name for m in half("dev")][:2]
-    ['zoo-digits-r1', 'zoo-shapes-r4']
-    >>> model, spec = load_model("zoo-digits-r1")            # doctest: +SKIP
-    >>> root = data_dir("zoo-digits-r1")                     # doctest: +SKIP  (ROOT/calib, ROOT/test)
+    ['zoo-digitpairs-r1', 'zoo-shapes-r4']
+    >>> model, spec = load_model("zoo-digitpairs-r1")            # doctest: +SKIP
+    >>> root = data_dir("zoo-digitpairs-r1")                     # doctest: +SKIP  (ROOT/calib, ROOT/test)
 
 A model is loaded as pathprune loads it: ``--model vit_tiny_patch16_224 --weights FILE --img-size S
 --num-classes C --model-arg K=V ...`` (:func:`cli_options`); its data are written as ImageFolders
@@ -87,7 +87,10 @@ class ZooModel:
 
 _ENTRIES = [
     # development half
-    ZooModel("zoo-digits-r1", "digits", 16, 64, 6, 2, 1.0, "token", "dev", Recipe(steps=1500)),
+    # zoo-digits-r1 (source "digits", otherwise the same) failed the validity rule (0.4-point drop);
+    # the digit-sum task (19 classes) did not learn in the budget (16 % after 1000 steps): replaced by
+    # the digit pairs, in its half
+    ZooModel("zoo-digitpairs-r1", "digitpairs", 16, 64, 6, 2, 1.0, "token", "dev", Recipe(steps=2000)),
     ZooModel("zoo-shapes-r4", "shapes", 24, 48, 8, 4, 4.0, "avg", "dev", Recipe(steps=1200)),
     ZooModel("zoo-gratings-r3", "gratings", 16, 64, 5, 2, 3.0, "avg", "dev", Recipe(steps=2000)),
     ZooModel("zoo-composites-r2", "composites", 24, 72, 6, 6, 2.0, "token", "dev", Recipe(steps=1500)),

@@ -4,8 +4,9 @@ pure functions of (source, split, n, seed).
 - ``shapes``: the project's procedural shapes (benchmarks/fixtures/synthetic_shapes.py), 10 classes;
 - ``symbols-pairs`` / ``symbols-glyphs``: the project's symbol look-up tasks
   (benchmarks/fixtures/symbol_tasks.py), here with their own glyph tables;
-- ``digits`` / ``digitpairs``: the embedded digits (pathprune's ``digits:train`` / ``digits:test``
-  split), 2x enlarged and jittered (10 classes), or two digits side by side (100 classes: tens, units);
+- ``digits`` / ``digitpairs`` / ``digitsum``: the embedded digits (pathprune's ``digits:train`` /
+  ``digits:test`` split), 2x enlarged and jittered (10 classes), or two digits side by side (100
+  classes: tens, units; or 19 classes: their sum);
 - ``gratings``: oriented sinusoidal gratings, class = orientation bin x spatial-frequency bin
   (12 x 3 = 36 classes), random phase, contrast, tint, noise and an occluding blob;
 - ``composites``: a coloured shape in one quadrant (6 shapes x 6 colours x 4 quadrants = 144 classes)
@@ -27,7 +28,7 @@ SPLIT_SEEDS = {"train": 0, "calib": 2, "test": 1}
 
 def classes(source: str) -> int:
     """Number of classes of a source."""
-    return {"shapes": 10, "symbols-pairs": 64, "symbols-glyphs": 64, "digits": 10, "digitpairs": 100,
+    return {"shapes": 10, "symbols-pairs": 64, "symbols-glyphs": 64, "digits": 10, "digitpairs": 100, "digitsum": 19,
             "gratings": 36, "composites": 144}[source]
 
 
@@ -41,7 +42,7 @@ def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[n
         return np.stack([render(int(k), rng, size) for k in labels]), labels.astype(np.int64)
     if source.startswith("symbols-"):
         return _symbols(source.split("-")[1], split, n, size, seed)
-    if source in ("digits", "digitpairs"):
+    if source in ("digits", "digitpairs", "digitsum"):
         return _digits(source, split, n, size, rng)
     if source == "gratings":
         return _gratings(n, size, rng)
@@ -82,14 +83,14 @@ def _digits(source: str, split: str, n: int, size: int, rng: np.random.Generator
             canvas = np.roll(canvas, tuple(rng.integers(-1, 2, 2)), axis=(0, 1))
             out[i] = canvas[..., None]
         y = labels[picks]
-    else:  # two native 8x8 digits side by side, each jittered vertically; label = 10 * left + right
+    else:  # two native 8x8 digits side by side, jittered; label = 10 * left + right (or left + right)
         a, b = rng.choice(pool, n), rng.choice(pool, n)
         for i in range(n):
             for j, k in enumerate((a[i], b[i])):
                 oy = rng.integers(0, size - 8 + 1)
                 ox = j * (size // 2) + rng.integers(0, size // 2 - 8 + 1)
                 out[i, oy:oy + 8, ox:ox + 8] = (raw[k] / 16.0)[..., None]
-        y = labels[a] * 10 + labels[b]
+        y = labels[a] * 10 + labels[b] if source == "digitpairs" else labels[a] + labels[b]
     out = out * rng.uniform(0.7, 1.0, (n, 1, 1, 3)).astype(np.float32)  # tint
     out += rng.normal(0, 0.06, out.shape).astype(np.float32)
     return _to_uint8(out), y.astype(np.int64)

@@ -1,6 +1,6 @@
 """Train zoo models (benchmarks/zoo/registry.py) deterministically, one command per model.
 
-    python -m benchmarks.zoo.train zoo-digits-r1 [zoo-shapes-r4 ...]
+    python -m benchmarks.zoo.train zoo-digitpairs-r1 [zoo-shapes-r4 ...]
     python -m benchmarks.zoo.train --all [--missing]
 
 Fixed training set (registry.SPLIT_SIZES["train"] images of the model's source), batches drawn with a

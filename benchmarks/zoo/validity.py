@@ -2,7 +2,7 @@
 least-squares reconstruction must cost at least 3 points of top-1 on the model's test images,
 or the model does not count (issue 27).
 
-    python -m benchmarks.zoo.validity [--models zoo-digits-r1,...] [--work /tmp/zoo-validity]
+    python -m benchmarks.zoo.validity [--models zoo-digitpairs-r1,...] [--work /tmp/zoo-validity]
 
 Per model: its calibration and test ImageFolders are written (registry.data_dir), then
 ``pathprune prune <the model's options> --importance random --seed 0 --ratio 0.7 --reconstruct
@@ -104,7 +104,7 @@ def write(results: dict[str, dict], seconds: float) -> None:
                      f"{'class token' if m.pool == 'token' else 'average'} | {m.num_classes} | {m.source} | "
                      f"{m.img_size} | {train} | {tail}")
     lines += ["", f"Validity run: {seconds:.0f} s, load average at the end {load()}. Test images: 2,000 per model "
-              "(zoo-digits-r1: the digits test split's images, jittered, repeated to 2,000 images).", ""]
+              "(the digit models: pairs of digits drawn from the digits test split).", ""]
     write_text_atomic(RESULTS, "\n".join(lines) + "\n")
 
 
