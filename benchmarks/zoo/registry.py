@@ -3,7 +3,7 @@ size, training recipe, seed, split half). Suites read the zoo from here only.
 
     >>> from benchmarks.zoo.registry import ZOO, half, load_model, data_dir
     >>> [m.name for m in half("dev")][:2]
-    ['zoo-digitpairs-r1', 'zoo-shapes-r4']
+    ['zoo-digitpairs-r1', 'zoo-glyphs-r4']
     >>> model, spec = load_model("zoo-digitpairs-r1")            # doctest: +SKIP
     >>> root = data_dir("zoo-digitpairs-r1")                     # doctest: +SKIP  (ROOT/calib, ROOT/test)
 
@@ -91,9 +91,12 @@ _ENTRIES = [
     # the digit-sum task (19 classes) did not learn in the budget (16 % after 1000 steps): replaced by
     # the digit pairs, in its half
     ZooModel("zoo-digitpairs-r1", "digitpairs", 16, 64, 6, 2, 1.0, "token", "dev", Recipe(steps=2000)),
-    ZooModel("zoo-shapes-r4", "shapes", 24, 48, 8, 4, 4.0, "avg", "dev", Recipe(steps=1200)),
+    # zoo-shapes-r4 (shapes, 24 px, width 48, 8 blocks, 4 heads, MLP 4, average pooling, 1200 steps) and
+    # zoo-composites-r2 (composites, 144 classes, width 72, 6 blocks, 6 heads, MLP 2, class token, 1500
+    # steps) failed the validity rule (drops 0.2 and 0.5 points): replaced by look-up tasks, in their half
+    ZooModel("zoo-glyphs-r4", "symbols-glyphs", 24, 48, 6, 4, 4.0, "avg", "dev", Recipe(steps=1200)),
     ZooModel("zoo-gratings-r3", "gratings", 16, 64, 5, 2, 3.0, "avg", "dev", Recipe(steps=2000)),
-    ZooModel("zoo-composites-r2", "composites", 24, 72, 6, 6, 2.0, "token", "dev", Recipe(steps=1500)),
+    ZooModel("zoo-lookup-r2", "composites-lookup", 24, 48, 6, 6, 2.0, "token", "dev", Recipe(steps=1500)),
     # test half
     ZooModel("zoo-digitpairs-r4", "digitpairs", 16, 64, 4, 4, 4.0, "avg", "test", Recipe(steps=2500)),
     ZooModel("zoo-shapes-r2", "shapes", 24, 48, 6, 2, 2.0, "token", "test", Recipe(steps=1500)),

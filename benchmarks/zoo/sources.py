@@ -10,7 +10,9 @@ pure functions of (source, split, n, seed).
 - ``gratings``: oriented sinusoidal gratings, class = orientation bin x spatial-frequency bin
   (12 x 3 = 36 classes), random phase, contrast, tint, noise and an occluding blob;
 - ``composites``: a coloured shape in one quadrant (6 shapes x 6 colours x 4 quadrants = 144 classes)
-  with a grey distractor shape in another quadrant.
+  with a grey distractor shape in another quadrant; ``composites-lookup``: the same images, labelled by
+  a fixed random table of the 144 combinations onto 72 classes (two unrelated combinations per class:
+  a look-up the MLPs have to store).
 
     >>> x, y = images("gratings", "test", 4, size=16)
     >>> x.shape, x.dtype, y.tolist() == sorted(y.tolist()) or True
@@ -29,7 +31,8 @@ SPLIT_SEEDS = {"train": 0, "calib": 2, "test": 1}
 def classes(source: str) -> int:
     """Number of classes of a source."""
     return {"shapes": 10, "symbols-pairs": 64, "symbols-glyphs": 64, "digits": 10, "digitpairs": 100, "digitsum": 19,
-            "gratings": 36, "composites": 144}[source]
+            "gratings": 36, "composites": 144,
+            "composites-lookup": 72}[source]
 
 
 def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +51,10 @@ def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[n
         return _gratings(n, size, rng)
     if source == "composites":
         return _composites(n, size, rng)
+    if source == "composites-lookup":
+        x, y = _composites(n, size, rng)
+        table = np.random.default_rng(2027).permutation(144) % 72
+        return x, table[y].astype(np.int64)
     raise ValueError(f"unknown source {source!r}")
 
 
