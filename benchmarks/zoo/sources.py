@@ -32,7 +32,7 @@ def classes(source: str) -> int:
     """Number of classes of a source."""
     return {"shapes": 10, "symbols-pairs": 64, "symbols-glyphs": 64, "digits": 10, "digitpairs": 100, "digitsum": 19,
             "gratings": 36, "composites": 144,
-            "composites-lookup": 72}[source]
+            "composites-lookup": 72, "gratings-lookup": 12, "shapes-lookup": 10}[source]
 
 
 def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +43,23 @@ def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[n
 
         labels = np.arange(n) % 10
         return np.stack([render(int(k), rng, size) for k in labels]), labels.astype(np.int64)
+    if source == "shapes-lookup":
+        from benchmarks.fixtures.synthetic_shapes import render
+
+        kinds = np.arange(n) % 10
+        out, polarity = [], []
+        for k in kinds:
+            state = rng.bit_generator.state  # render's first draws: background, foreground, swap
+            rng.uniform(0, 0.4, 3), rng.uniform(0.6, 1, 3)
+            polarity.append(int(rng.random() < 0.5))
+            rng.bit_generator.state = state
+            out.append(render(int(k), rng, size))
+        table = np.random.default_rng(2028).permutation(20) % 10
+        return np.stack(out), table[kinds * 2 + np.asarray(polarity)].astype(np.int64)
+    if source == "gratings-lookup":
+        x, y = _gratings(n, size, rng)
+        table = np.random.default_rng(2029).permutation(36) % 12
+        return x, table[y].astype(np.int64)
     if source.startswith("symbols-"):
         return _symbols(source.split("-")[1], split, n, size, seed)
     if source in ("digits", "digitpairs", "digitsum"):
