@@ -82,7 +82,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 def _symbols(kind: str, split: str, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from benchmarks.fixtures.symbol_tasks import SymbolTask, generate
 
-    task = (SymbolTask("pairs", grid=size // 4, patch=4, types=16, classes=64, table_seed=2027) if kind == "pairs"
+    task = (SymbolTask("pairs", grid=size // 4, patch=4, types=24, classes=64, table_seed=2027) if kind == "pairs"
             else SymbolTask("glyphs", grid=size // 4, patch=4, types=32, classes=64, table_seed=2027))
     x, y = generate(task, n, seed * 1000 + {"train": 1_000_000, "calib": 2, "test": 1}[split])
     return _to_uint8((x.permute(0, 2, 3, 1).numpy() + 1) / 2), y.numpy().astype(np.int64)
