@@ -82,7 +82,7 @@ def check(name: str, work: Path, log=print) -> dict:
     return result
 
 
-def write(results: dict[str, dict], seconds: float) -> None:
+def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | None = None) -> None:
     from pathprune.io import write_text_atomic
 
     lines = ["## The model zoo (`python -m benchmarks.zoo.train --all`, `python -m benchmarks.zoo.validity`)", "",
@@ -105,6 +105,12 @@ def write(results: dict[str, dict], seconds: float) -> None:
                      f"{m.img_size} | {train} | {tail}")
     lines += ["", f"Validity run: {seconds:.0f} s, load average at the end {load()}. Test images: 2,000 per model "
               "(the digit models: pairs of digits drawn from the digits test split).", ""]
+    if retired:
+        lines += ["Earlier zoo models that did not count (replaced; benchmarks/zoo/SPLIT.md lists every attempt):", "",
+                  "| model | dense top-1 | random-0.7+recon | drop [95 %] |", "|---|---|---|---|"]
+        lines += [f"| {n} | {r['dense']:.4f} | {r['pruned']:.4f} | {r['drop'] * 100:.1f} [{r['drop_low'] * 100:.1f}, "
+                  f"{r['drop_high'] * 100:.1f}] |" for n, r in retired.items()]
+        lines.append("")
     write_text_atomic(RESULTS, "\n".join(lines) + "\n")
 
 
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         cache[name] = check(name, a.work, log=lambda s: print(s, flush=True))
         cache_path.write_text(json.dumps(cache, indent=1))
-    write({n: cache[n] for n in ZOO if n in cache}, time.perf_counter() - started)
+    write({n: cache[n] for n in ZOO if n in cache}, time.perf_counter() - started,
+          {n: r for n, r in cache.items() if n not in ZOO})
     print(f"-> {RESULTS}")
 
 
