@@ -86,8 +86,10 @@ def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | N
     from pathprune.io import write_text_atomic
 
     lines = ["## The model zoo (`python -m benchmarks.zoo.train --all`, `python -m benchmarks.zoo.validity`)", "",
-             f"Machine: {machine()}; shared by several jobs (load average given per row). torch {torch.__version__}, "
-             "training with 1 torch thread. Validity rule: random pruning of 70 % of every block's MLP neurons "
+             f"Machine: {machine()}; shared with other jobs, and the zoo models were trained 2-6 at a time (train s: "
+             f"wall-clock seconds, with the 1-minute load average before→after). torch {torch.__version__}, "
+             "training with 1 torch thread. A model that fails the rule keeps its row (`counts=False` in the "
+             "registry) and is left out of the suites. Validity rule: random pruning of 70 % of every block's MLP neurons "
              "(`pathprune prune --importance random --seed 0 --ratio 0.7 --reconstruct`, 1,000 calibration images) "
              "must cost at least 3 points of top-1 on the model's test images. Drop: dense minus pruned top-1 in "
              "points, [95 % paired bootstrap interval] over the same test images. Split: benchmarks/zoo/SPLIT.md.", "",
@@ -97,7 +99,8 @@ def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | N
     for name, m in ZOO.items():
         info = json.loads(m.info.read_text()) if m.info.exists() else {}
         r = results.get(name)
-        train = f"{info['seconds']:.0f} ({info['load_before'].split()[0]})" if info else "—"
+        train = (f"{info['seconds']:.0f} ({info['load_before'].split()[0]}→{info['load_after'].split()[0]})"
+                 if info else "—")
         tail = (f"{r['dense']:.4f} | {r['pruned']:.4f} | {r['drop'] * 100:.1f} [{r['drop_low'] * 100:.1f}, "
                 f"{r['drop_high'] * 100:.1f}] | {'yes' if r['valid'] else '**no**'} |") if r else "— | — | — | — |"
         lines.append(f"| {name} | {m.half} | {m.mlp_ratio:g} | {m.depth} | {m.num_heads} | {m.embed_dim} | "
