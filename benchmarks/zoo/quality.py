@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.models:
         outside = [n for n in a.models if n not in names]
         if outside:
-            parser.error(f"not in the {a.half} half: {', '.join(outside)} (benchmarks/zoo/SPLIT.md)")
+            parser.error(f"not a counting model of the {a.half} half: {', '.join(outside)} (benchmarks/zoo/SPLIT.md, results_zoo.md)")
         names = list(a.models)
     torch.set_num_threads(a.threads)
     started = time.perf_counter()
