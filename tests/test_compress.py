@@ -27,6 +27,7 @@ def _args(setup, out, *extra):
             "--backends", "torch-cpu", "--device", "cpu", "--out", out, "--quiet", *extra]
 
 
+@pytest.mark.slow  # end-to-end compress with finetune and resume
 def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, setup, tmp_path):
     from pathprune.pipeline.compress import round_ratios
 
@@ -61,6 +62,7 @@ def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, s
     assert json.loads((out / "compress.json").read_text())["skipped"] == ["analyze", "prune"]
 
 
+@pytest.mark.slow  # two end-to-end compress runs
 def test_compress_a_pruned_model_further_and_refuse_a_passed_ratio(run_cli, setup, tmp_path):
     out = tmp_path / "c1"
     res = run_cli(_args(setup, out, "--ratio", "0.5", "--importance", "magnitude", "--no-reconstruct"))

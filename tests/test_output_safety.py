@@ -167,6 +167,7 @@ def test_second_process_is_refused_with_the_holders_pid_and_stale_lock_is_taken_
     assert not (tmp_path / ".C.lock").exists()
 
 
+@pytest.mark.slow  # two analyze processes
 def test_lock_is_exclusive_between_two_processes_running_analyze(analysis, tmp_path):
     """Two `pathprune analyze` processes on one --out: one runs, the other stops with a one-line error."""
     out = tmp_path / "C2"

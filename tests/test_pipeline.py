@@ -43,6 +43,7 @@ def _cli_args(setup, out) -> list[str]:
             "--out", out, "--quiet"]
 
 
+@pytest.mark.slow  # two whole compress runs
 def test_library_compress_without_click_equals_the_command_and_ignores_display_options(setup, tmp_path, run_cli):
     cli_out, lib_out = tmp_path / "cli", tmp_path / "lib"
     res = run_cli(_cli_args(setup, cli_out))
@@ -236,6 +237,7 @@ def test_compress_under_torchrun_equals_one_process(setup, tmp_path, run_cli):
     assert kept[0] == kept[1]
 
 
+@pytest.mark.slow  # a whole compress run
 def test_compress_never_deletes_a_file_the_user_put_into_a_stage_output(setup, tmp_path, run_cli):
     out = tmp_path / "c"
     args = [a for a in _cli_args(setup, out)]
