@@ -111,6 +111,17 @@ def make_folder(root: Path, broken: bool = True) -> Folder:
         readable += [f"{cls}/{n}" for n in names if not (broken and f"{cls}/{n}" == BROKEN)]
     return Folder(root, readable, BROKEN if broken else None)
 
+def tiny_workspace(root: Path) -> dict:
+    """The tiny ViT's weights (root/tiny.safetensors) and a readable ImageFolder (root/images, 3 classes x 4):
+    {"root", "data", "weights"}, the starting point of the command-line tests."""
+    from safetensors.torch import save_file
+
+    folder = make_folder(root / "images", broken=False)
+    model, _ = make_tiny(seed=0)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return {"root": root, "data": folder.root, "weights": weights}
+
 
 def make_pruned_tiny(root: Path) -> dict:
     """Tiny ViT weights, a 3-class folder of 24 images and a magnitude-pruned directory of the model in

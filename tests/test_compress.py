@@ -6,19 +6,12 @@ import json
 
 import pytest
 
-from conftest import cli_model_args, make_folder, make_tiny
+from conftest import cli_model_args, tiny_workspace
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("compress")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"root": root, "data": folder.root, "weights": weights}
+    return tiny_workspace(tmp_path_factory.mktemp("compress"))
 
 
 def _args(setup, out, *extra):

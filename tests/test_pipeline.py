@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE, TINY_CLASSES, TINY_IMG, cli_model_args, make_folder, make_tiny, tiny_model_args
+from conftest import BASE, TINY_CLASSES, TINY_IMG, cli_model_args, tiny_model_args, tiny_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("pipeline")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"root": root, "data": folder.root, "weights": weights}
+    return tiny_workspace(tmp_path_factory.mktemp("pipeline"))
 
 
 def _library_options(setup, **changes) -> dict:
