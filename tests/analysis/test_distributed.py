@@ -22,7 +22,7 @@ from pathprune.errors import UserError
 from pathprune.analysis.merge import merge_outputs
 
 #: `pathprune` with test-only fault injection (a rank killed after N batches, a per-batch log)
-FAULTY_ANALYZE = Path(__file__).resolve().parent / "helpers" / "faulty_analyze.py"
+FAULTY_ANALYZE = Path(__file__).resolve().parents[1] / "helpers" / "faulty_analyze.py"
 
 TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-arg", "patch_size=8",
         "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--model-arg", "num_heads=2",

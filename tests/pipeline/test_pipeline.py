@@ -12,7 +12,7 @@ import pytest
 
 from conftest import BASE, TINY_CLASSES, TINY_IMG, cli_model_args, tiny_model_args, tiny_workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import torch
 
 from conftest import cli_model_args, make_pruned_tiny, make_tiny
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

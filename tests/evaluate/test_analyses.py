@@ -22,7 +22,7 @@ from pathprune.models import token_range
 
 from conftest import cli_model_args, make_folder, make_tiny
 
-DIGITS_READY = (Path(__file__).resolve().parents[1] / "pathprune" / "assets" / "digits.safetensors").exists()
+DIGITS_READY = (Path(__file__).resolve().parents[2] / "pathprune" / "assets" / "digits.safetensors").exists()
 
 
 # --------------------------------------------------------------------------------------------

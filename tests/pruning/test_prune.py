@@ -281,7 +281,7 @@ def test_failure_during_save_leaves_no_directory(setup, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-DIGITS = Path(__file__).resolve().parents[1] / "pathprune" / "assets" / "digits.safetensors"
+DIGITS = Path(__file__).resolve().parents[2] / "pathprune" / "assets" / "digits.safetensors"
 
 
 @pytest.mark.skipif(not DIGITS.exists(), reason="embedded digits model not present")

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from conftest import assert_exit2_one_error_line, cli_model_args, make_pruned_tiny
 
-HELPERS = Path(__file__).resolve().parent / "helpers"
-REPO = Path(__file__).resolve().parents[1]
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
