@@ -527,7 +527,7 @@ NOTES = (
     "closer to the 128-node reference than the published 20-node left sum, so the speed is not bought with "
     "worse paths.",
     "Fidelity is measured in the paper form (the rule's own error) against a 128-node midpoint reference; "
-    "the new search finds the same paths as the previous one (tests/test_engine_marginal.py), so its "
+    "the new search finds the same paths as the previous one (tests/attribution/test_engine_marginal.py), so its "
     "fidelity is the rule's. The published settings' reference form changes the score itself, not only "
     "the quadrature (docs/design.md, section 2).",
     "Memory: with --max-batch the engine's peak stays flat in m; without it the m x B batch is one chunk and "

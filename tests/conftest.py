@@ -111,6 +111,17 @@ def make_folder(root: Path, broken: bool = True) -> Folder:
         readable += [f"{cls}/{n}" for n in names if not (broken and f"{cls}/{n}" == BROKEN)]
     return Folder(root, readable, BROKEN if broken else None)
 
+def tiny_workspace(root: Path) -> dict:
+    """The tiny ViT's weights (root/tiny.safetensors) and a readable ImageFolder (root/images, 3 classes x 4):
+    {"root", "data", "weights"}, the starting point of the command-line tests."""
+    from safetensors.torch import save_file
+
+    folder = make_folder(root / "images", broken=False)
+    model, _ = make_tiny(seed=0)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return {"root": root, "data": folder.root, "weights": weights}
+
 
 def make_pruned_tiny(root: Path) -> dict:
     """Tiny ViT weights, a 3-class folder of 24 images and a magnitude-pruned directory of the model in
@@ -210,3 +221,67 @@ def count_macs_by_hooks(model, input_shape: tuple[int, ...] = (1, 3, 32, 32)) ->
     for h in handles:
         h.remove()
     return total[0]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by tests of several layers
+
+def slice_pruned_dir(model: torch.nn.Module, spec, widths: list[int], out: Path, seed: int = 0) -> Path:
+    """Keep a random subset of each block's MLP neurons (fc1 rows, fc2 columns); save a pruned directory."""
+    import json
+
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    kept = []
+    for block, width in zip(model.blocks, widths):
+        fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+        idx = torch.randperm(fc2.in_features, generator=gen)[:width].sort().values
+        new1, new2 = torch.nn.Linear(fc1.in_features, width), torch.nn.Linear(width, fc2.out_features)
+        with torch.no_grad():
+            new1.weight.copy_(fc1.weight[idx]), new1.bias.copy_(fc1.bias[idx])
+            new2.weight.copy_(fc2.weight[:, idx]), new2.bias.copy_(fc2.bias)
+        block.mlp.fc1, block.mlp.fc2 = new1, new2
+        kept.append(idx.tolist())
+    out.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "model.json").write_text(json.dumps({
+        "base": spec.base, "overrides": spec.overrides, "mlp_hidden": widths, "preprocessing": spec.preprocessing,
+        "class_names": None, "token_scope": "cls", "weights": "model.safetensors", "kept": kept,
+        "method": "random", "ratio": 0.5, "source": {}}))
+    return out
+
+
+def timm_to_google_npz(model) -> dict[str, np.ndarray]:
+    """Write a timm ViT in the original Google ViT .npz layout (the inverse of timm's _load_weights)."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    dim = model.embed_dim
+    heads = model.blocks[0].attn.num_heads
+    hd = dim // heads
+    out = {
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # OIHW -> HWIO
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+        "head/kernel": sd["head.weight"].T,
+        "head/bias": sd["head.bias"],
+    }
+    for i in range(len(model.blocks)):
+        p, g = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        out[g + "LayerNorm_0/scale"], out[g + "LayerNorm_0/bias"] = sd[p + "norm1.weight"], sd[p + "norm1.bias"]
+        out[g + "LayerNorm_2/scale"], out[g + "LayerNorm_2/bias"] = sd[p + "norm2.weight"], sd[p + "norm2.bias"]
+        qkv_w, qkv_b = sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"]
+        mha = g + "MultiHeadDotProductAttention_1/"
+        for n, name in enumerate(("query", "key", "value")):
+            w = qkv_w[n * dim:(n + 1) * dim]  # [out, in]
+            out[mha + f"{name}/kernel"] = w.T.reshape(dim, heads, hd)  # [in, heads, head_dim]
+            out[mha + f"{name}/bias"] = qkv_b[n * dim:(n + 1) * dim].reshape(heads, hd)
+        proj = sd[p + "attn.proj.weight"]  # [out, in = heads*head_dim]
+        out[mha + "out/kernel"] = proj.reshape(dim, heads, hd).transpose(1, 2, 0)  # [heads, head_dim, out]
+        out[mha + "out/bias"] = sd[p + "attn.proj.bias"]
+        for r in range(2):
+            out[g + f"MlpBlock_3/Dense_{r}/kernel"] = sd[p + f"mlp.fc{r + 1}.weight"].T
+            out[g + f"MlpBlock_3/Dense_{r}/bias"] = sd[p + f"mlp.fc{r + 1}.bias"]
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}

@@ -20,6 +20,7 @@ from pathprune.models import mlp_layouts, model_input_shape
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # runs every docs/api.md example end to end
 def test_docs_api_examples_run():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -107,7 +108,7 @@ def test_export_evaluate_prune_and_importances_leave_the_model_alone(callers_mod
     assert_same_state(before, model)
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # a whole bench run
 def test_bench_leaves_the_models_alone(tmp_path):
     dense, spec = pp.create_model("digits")
     pruned = pp.prune_mlp(dense, pp.MagnitudeImportance().fit(dense), 0.5).model

@@ -20,7 +20,7 @@ from pathprune.data.images import open_images
 from pathprune.errors import OutputError
 from pathprune.io import OUTPUT_MARKER, atomic_directory, claim_output, output_owner
 
-from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny
+from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny, tiny_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,22 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory) -> dict:
     """A tiny complete analysis (3 classes x 4 images) through the CLI, and its weights."""
-    from safetensors.torch import save_file
-
     from pathprune.cli import main
 
     root = tmp_path_factory.mktemp("safety")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    workspace = tiny_workspace(root)
+    weights = workspace["weights"]
     out = root / "A"
     try:
-        main(["analyze", *cli_model_args(weights), "--data", str(folder.root), "--out", str(out), "--steps", "2",
+        main(["analyze", *cli_model_args(weights), "--data", str(workspace["data"]), "--out", str(out), "--steps", "2",
               "--batch-size", "6", "--workers", "0", "--quiet"])
     except SystemExit as exc:
         assert exc.code in (0, None)
-    return {"root": root, "data": folder.root, "weights": weights, "analysis": out}
+    return {"root": root, "data": workspace["data"], "weights": weights, "analysis": out}
 
 
 def _foreign_dir(path: Path) -> Path:
@@ -168,7 +164,7 @@ def test_second_process_is_refused_with_the_holders_pid_and_stale_lock_is_taken_
     assert not (tmp_path / ".C.lock").exists()
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # two analyze processes
 def test_lock_is_exclusive_between_two_processes_running_analyze(analysis, tmp_path):
     """Two `pathprune analyze` processes on one --out: one runs, the other stops with a one-line error."""
     out = tmp_path / "C2"

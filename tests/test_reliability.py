@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny
+from conftest import assert_exit2_one_error_line, cli_model_args, make_tiny, tiny_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,16 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> dict:
     """Tiny ViT weights, a 3-class folder, an analysis of it and a prune output made from it."""
-    from safetensors.torch import save_file
-
     from pathprune.cli import main
 
     root = tmp_path_factory.mktemp("reliability")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    for args in (["analyze", *cli_model_args(weights), "--data", str(folder.root), "--out", str(root / "A"),
+    workspace = tiny_workspace(root)
+    weights = workspace["weights"]
+    for args in (["analyze", *cli_model_args(weights), "--data", str(workspace["data"]), "--out", str(root / "A"),
                   "--steps", "2", "--batch-size", "6", "--workers", "0", "--quiet"],
                  ["prune", *cli_model_args(weights), "--paths", str(root / "A"), "--ratio", "0.5",
                   "--out", str(root / "P"), "--quiet"]):
@@ -40,7 +36,7 @@ def base(tmp_path_factory) -> dict:
             main(args)
         except SystemExit as exc:
             assert exc.code in (0, None)
-    return {"root": root, "data": folder.root, "weights": weights, "analysis": root / "A", "pruned": root / "P"}
+    return {"root": root, "data": workspace["data"], "weights": weights, "analysis": root / "A", "pruned": root / "P"}
 
 
 def _tree(directory: Path) -> dict[str, bytes]:

@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE, TINY_CLASSES, TINY_IMG, cli_model_args, make_folder, make_tiny, tiny_model_args
+from conftest import BASE, TINY_CLASSES, TINY_IMG, cli_model_args, tiny_model_args, tiny_workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("pipeline")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"root": root, "data": folder.root, "weights": weights}
+    return tiny_workspace(tmp_path_factory.mktemp("pipeline"))
 
 
 def _library_options(setup, **changes) -> dict:
@@ -43,7 +36,7 @@ def _cli_args(setup, out) -> list[str]:
             "--out", out, "--quiet"]
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # two whole compress runs
 def test_library_compress_without_click_equals_the_command_and_ignores_display_options(setup, tmp_path, run_cli):
     cli_out, lib_out = tmp_path / "cli", tmp_path / "lib"
     res = run_cli(_cli_args(setup, cli_out))
@@ -237,7 +230,7 @@ def test_compress_under_torchrun_equals_one_process(setup, tmp_path, run_cli):
     assert kept[0] == kept[1]
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # a whole compress run
 def test_compress_never_deletes_a_file_the_user_put_into_a_stage_output(setup, tmp_path, run_cli):
     out = tmp_path / "c"
     args = [a for a in _cli_args(setup, out)]

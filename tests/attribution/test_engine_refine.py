@@ -2,7 +2,7 @@
 with its own rule, and re-scores with the refinement rule the images whose top-K could change within
 the null-rule error estimate.
 
-Checked against the independent autograd oracle of tests/test_engine.py (own fc2 pre-hooks, own
+Checked against the independent autograd oracle of tests/attribution/test_engine.py (own fc2 pre-hooks, own
 quadrature loop) and an independent null rule written here with numpy's Legendre polynomials: every
 refined choice is the refinement rule's choice given the same path before the layer, every choice
 left alone is separated by the error bounds; with ``refine_tol=0`` the search is the unrefined one

@@ -193,7 +193,7 @@ def bad_inputs(tmp_path, tiny_weights):
     wide, _ = make_tiny(seed=1, mlp_ratio=4.0)
     save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(tmp_path / "wide.safetensors"))
     torch.save({"model": wide.state_dict()}, tmp_path / "wide.pth")
-    from test_models_data import timm_to_google_npz
+    from conftest import timm_to_google_npz
 
     np.savez(tmp_path / "wide.npz", **timm_to_google_npz(wide))
     (tmp_path / "weights.ckpt").write_bytes(tiny_weights.read_bytes())

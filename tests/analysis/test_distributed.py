@@ -22,7 +22,7 @@ from pathprune.errors import UserError
 from pathprune.analysis.merge import merge_outputs
 
 #: `pathprune` with test-only fault injection (a rank killed after N batches, a per-batch log)
-FAULTY_ANALYZE = Path(__file__).resolve().parent / "helpers" / "faulty_analyze.py"
+FAULTY_ANALYZE = Path(__file__).resolve().parents[1] / "helpers" / "faulty_analyze.py"
 
 TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-arg", "patch_size=8",
         "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--model-arg", "num_heads=2",
@@ -101,6 +101,7 @@ def assert_same_output(a: Path, b: Path) -> None:
     assert sum_a["num_records"] == sum_b["num_records"] == len(ra)
 
 
+@pytest.mark.slow  # torchrun
 def test_torchrun_two_ranks_equal_single_process(single, multi):
     assert_same_output(multi, single)
     run = json.loads((multi / "run.json").read_text())
@@ -112,6 +113,7 @@ def test_torchrun_two_ranks_equal_single_process(single, multi):
         assert (part / "summary.json").exists()
 
 
+@pytest.mark.slow  # torchrun, kill-and-resume
 def test_killed_rank_resumes_only_its_unfinished_images(data_dir, multi, tmp_path):
     out, log1, log2 = tmp_path / "run", tmp_path / "calls1.log", tmp_path / "calls2.log"
     crashed = torchrun(data_dir, out, env={"FAULT_KILL_AFTER_BATCHES": "2",
@@ -179,6 +181,7 @@ def run_merge_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow  # end-to-end merge commands
 def test_merge_cli_refuses_missing_shards_unless_partial(shards, tmp_path):
     proc = run_merge_cli(shards["0/3"], shards["1/3"], "--out", tmp_path / "m")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -226,7 +229,3 @@ def test_coverage_of_mixed_shard_counts():
     assert partial.as_shard() is False and missing_shards(partial) == ["3/4"]
     with pytest.raises(UserError, match="shards overlap"):
         combined_coverage([part((0, 2)), part((2, 4))])
-
-
-#: the slow tier: every test here runs torchrun with two processes
-pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import torch
 
 from conftest import cli_model_args, make_pruned_tiny, make_tiny
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def _state(directory: Path) -> dict[str, torch.Tensor]:
     return load_file(str(directory / "model.safetensors"))
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # kill-and-resume of finetune subprocesses
 def test_killed_three_times_and_resumed_equals_an_uninterrupted_run(setup, tmp_path):
     from pathprune.repair.distill import CHECKPOINT, work_dir
 
@@ -86,7 +86,7 @@ def test_killed_three_times_and_resumed_equals_an_uninterrupted_run(setup, tmp_p
     assert not work_dir(out).exists()
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # end-to-end finetune -> export -> bench commands
 def test_output_is_a_pruned_directory_that_export_and_bench_accept(run_cli, setup, tmp_path):
     out = tmp_path / "ft"
     res = run_cli(["finetune", "--model", setup["pruned"], "--data", setup["data"], "--eval-data", setup["data"],

@@ -22,7 +22,7 @@ from pathprune.models import token_range
 
 from conftest import cli_model_args, make_folder, make_tiny
 
-DIGITS_READY = (Path(__file__).resolve().parents[1] / "pathprune" / "assets" / "digits.safetensors").exists()
+DIGITS_READY = (Path(__file__).resolve().parents[2] / "pathprune" / "assets" / "digits.safetensors").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_commands_end_to_end_on_a_tiny_vit(tmp_path, run_cli, tiny_weights):
     assert res.code == 2 and "--ops 'twist'" in res.err
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # end-to-end analysis commands on digits
 @pytest.mark.skipif(not DIGITS_READY, reason="embedded digits model not built yet")
 def test_commands_end_to_end_on_digits(tmp_path, run_cli):
     train, test = tmp_path / "train", tmp_path / "test"

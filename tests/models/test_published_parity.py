@@ -33,7 +33,7 @@ def random_vit(img_size: int, num_classes: int, seed: int, **kwargs):
 
 def save_google_npz(model, path: Path) -> None:
     """Write a timm ViT in the original Google ViT .npz layout (what timm's _load_weights reads)."""
-    from test_models_data import timm_to_google_npz  # the one timm -> Google key mapping of the tests
+    from conftest import timm_to_google_npz  # the one timm -> Google key mapping of the tests
 
     np.savez(path, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in timm_to_google_npz(model).items()})
 

@@ -10,31 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import BASE, cli_model_args, make_tiny
+from conftest import BASE, cli_model_args, make_tiny, slice_pruned_dir
 
 from pathprune.errors import UserError
-
-
-def slice_pruned_dir(model: torch.nn.Module, spec, widths: list[int], out: Path, seed: int = 0) -> Path:
-    """Keep a random subset of each block's MLP neurons (fc1 rows, fc2 columns); save a pruned directory."""
-    gen = torch.Generator().manual_seed(seed)
-    kept = []
-    for block, width in zip(model.blocks, widths):
-        fc1, fc2 = block.mlp.fc1, block.mlp.fc2
-        idx = torch.randperm(fc2.in_features, generator=gen)[:width].sort().values
-        new1, new2 = torch.nn.Linear(fc1.in_features, width), torch.nn.Linear(width, fc2.out_features)
-        with torch.no_grad():
-            new1.weight.copy_(fc1.weight[idx]), new1.bias.copy_(fc1.bias[idx])
-            new2.weight.copy_(fc2.weight[:, idx]), new2.bias.copy_(fc2.bias)
-        block.mlp.fc1, block.mlp.fc2 = new1, new2
-        kept.append(idx.tolist())
-    out.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "model.json").write_text(json.dumps({
-        "base": spec.base, "overrides": spec.overrides, "mlp_hidden": widths, "preprocessing": spec.preprocessing,
-        "class_names": None, "token_scope": "cls", "weights": "model.safetensors", "kept": kept,
-        "method": "random", "ratio": 0.5, "source": {}}))
-    return out
 
 
 def ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:

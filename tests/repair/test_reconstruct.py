@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli_model_args, make_folder, make_tiny
+from conftest import cli_model_args, make_tiny, tiny_workspace
 
 
 def _images(n: int = 24, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,14 +136,7 @@ def test_singular_gram_falls_back_and_stays_finite():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("reconstruct")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"root": root, "data": folder.root, "weights": weights}
+    return tiny_workspace(tmp_path_factory.mktemp("reconstruct"))
 
 
 @pytest.mark.parametrize("method,scope", [("magnitude", "uniform"), ("taylor", "global"), ("random", "uniform"),

@@ -302,7 +302,7 @@ def test_plain_timm_loads_a_pruned_directory_with_the_same_logits(tmp_path):
               "ref, _ = pathprune.create_model(sys.argv[1])\n"
               "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
               "with torch.no_grad():\n    print(float((m(x) - ref(x)).abs().max()))\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip().splitlines()[-1]) == 0.0

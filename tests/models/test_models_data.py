@@ -14,7 +14,7 @@ from pathprune.data.images import build_transform, iterate_batches, open_images,
 from pathprune.errors import UserError
 from pathprune.models import MODEL_ALIASES, create_model
 
-from conftest import BASE, TINY_CLASSES, TINY_IMG, make_folder, make_tiny, tiny_model_args
+from conftest import BASE, TINY_CLASSES, TINY_IMG, make_folder, make_tiny, timm_to_google_npz, tiny_model_args
 from pathprune.cli.flags import error_message
 
 
@@ -56,41 +56,6 @@ def test_safetensors_and_pth_round_trip(tmp_path):
         loaded, spec = load_tiny(tmp_path / name)
         assert torch.equal(logits_of(loaded), expected), name
         assert len(spec.weights_sha256) == 64
-
-
-def timm_to_google_npz(model) -> dict[str, np.ndarray]:
-    """Write a timm ViT in the original Google ViT .npz layout (the inverse of timm's _load_weights)."""
-    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    dim = model.embed_dim
-    heads = model.blocks[0].attn.num_heads
-    hd = dim // heads
-    out = {
-        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # OIHW -> HWIO
-        "embedding/bias": sd["patch_embed.proj.bias"],
-        "cls": sd["cls_token"],
-        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
-        "Transformer/encoder_norm/scale": sd["norm.weight"],
-        "Transformer/encoder_norm/bias": sd["norm.bias"],
-        "head/kernel": sd["head.weight"].T,
-        "head/bias": sd["head.bias"],
-    }
-    for i in range(len(model.blocks)):
-        p, g = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
-        out[g + "LayerNorm_0/scale"], out[g + "LayerNorm_0/bias"] = sd[p + "norm1.weight"], sd[p + "norm1.bias"]
-        out[g + "LayerNorm_2/scale"], out[g + "LayerNorm_2/bias"] = sd[p + "norm2.weight"], sd[p + "norm2.bias"]
-        qkv_w, qkv_b = sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"]
-        mha = g + "MultiHeadDotProductAttention_1/"
-        for n, name in enumerate(("query", "key", "value")):
-            w = qkv_w[n * dim:(n + 1) * dim]  # [out, in]
-            out[mha + f"{name}/kernel"] = w.T.reshape(dim, heads, hd)  # [in, heads, head_dim]
-            out[mha + f"{name}/bias"] = qkv_b[n * dim:(n + 1) * dim].reshape(heads, hd)
-        proj = sd[p + "attn.proj.weight"]  # [out, in = heads*head_dim]
-        out[mha + "out/kernel"] = proj.reshape(dim, heads, hd).transpose(1, 2, 0)  # [heads, head_dim, out]
-        out[mha + "out/bias"] = sd[p + "attn.proj.bias"]
-        for r in range(2):
-            out[g + f"MlpBlock_3/Dense_{r}/kernel"] = sd[p + f"mlp.fc{r + 1}.weight"].T
-            out[g + f"MlpBlock_3/Dense_{r}/bias"] = sd[p + f"mlp.fc{r + 1}.bias"]
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
 def test_google_npz_reproduces_logits(tmp_path):

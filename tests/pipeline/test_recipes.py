@@ -86,7 +86,7 @@ def test_recipe_values_are_defaults_and_explicit_options_win(tmp_path):
 
 def test_recipe_gives_export_its_positional_model(tmp_path, run_cli):
     from conftest import make_tiny
-    from test_export import slice_pruned_dir
+    from conftest import slice_pruned_dir
 
     model, spec = make_tiny(seed=0)
     pruned = slice_pruned_dir(model, spec, [10, 5], tmp_path / "p")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_ARGS, cli_model_args, make_folder, make_tiny
+from conftest import TINY_ARGS, cli_model_args, tiny_workspace
 
 WIDTH = int(TINY_ARGS["embed_dim"] * TINY_ARGS["mlp_ratio"])  # 48 neurons per block
 DIM = TINY_ARGS["embed_dim"]
@@ -17,19 +17,15 @@ DIM = TINY_ARGS["embed_dim"]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
     """Tiny random ViT weights, an ImageFolder (3 classes x 4) and an analyze run of it."""
-    from safetensors.torch import save_file
-
     from pathprune.cli import main
 
     root = tmp_path_factory.mktemp("prune")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    workspace = tiny_workspace(root)
+    weights = workspace["weights"]
     analysis = root / "analysis"
-    _main(main, ["analyze", *cli_model_args(weights), "--data", str(folder.root), "--out", str(analysis),
+    _main(main, ["analyze", *cli_model_args(weights), "--data", str(workspace["data"]), "--out", str(analysis),
                  "--steps", "2", "--batch-size", "6", "--workers", "0", "--quiet"])
-    return {"root": root, "data": folder.root, "weights": weights, "analysis": analysis}
+    return {"root": root, "data": workspace["data"], "weights": weights, "analysis": analysis}
 
 
 def _main(main, args):
@@ -285,7 +281,7 @@ def test_failure_during_save_leaves_no_directory(setup, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-DIGITS = Path(__file__).resolve().parents[1] / "pathprune" / "assets" / "digits.safetensors"
+DIGITS = Path(__file__).resolve().parents[2] / "pathprune" / "assets" / "digits.safetensors"
 
 
 @pytest.mark.skipif(not DIGITS.exists(), reason="embedded digits model not present")

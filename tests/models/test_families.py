@@ -120,7 +120,7 @@ def test_mlp_with_a_hidden_norm_is_analysed_but_not_pruned():
         pp.prune_mlp(model, pp.RandomImportance().fit(model), 0.5)
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # end-to-end command chain on two families
 def test_cli_chain_on_beit_and_eva(run_cli, tmp_path, image_folder):
     """The commands themselves on the two non-ViT families (analyze -> prune -> export)."""
     for name, overrides in (("beit_base_patch16_224", ["--img-size", "32", "--model-arg", "patch_size=8"]),

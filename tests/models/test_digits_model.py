@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-ASSETS = Path(__file__).resolve().parents[1] / "pathprune" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "pathprune" / "assets"
 SPEC_PATH = ASSETS / "digits.json"
 N_IMAGES = 1797
 
@@ -47,7 +47,7 @@ def test_spec_has_required_fields(spec: dict) -> None:
         assert key in spec["split"], key
     assert set(spec["metrics"]) >= {"train_acc", "test_acc"}
     assert (ASSETS / spec["weights"]).is_file()
-    assert (Path(__file__).resolve().parents[1] / spec["recipe"]).is_file()
+    assert (Path(__file__).resolve().parents[2] / spec["recipe"]).is_file()
 
 
 def test_weights_hash_matches(spec: dict) -> None:

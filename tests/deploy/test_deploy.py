@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import make_tiny
-from test_export import slice_pruned_dir
+from conftest import slice_pruned_dir
 
 from pathprune.deploy import PRECISIONS, ProviderError, export_onnx, read_metadata
 from pathprune.errors import PathpruneError

@@ -12,7 +12,7 @@ needs_digits = pytest.mark.skipif(not (DIGITS_DIR / WEIGHTS_NAME).exists(),
                                   reason="the embedded digits model is not built (pathprune/assets)")
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # the whole demo command
 @needs_digits
 def test_demo_runs_end_to_end(tmp_path, run_cli):
     out = tmp_path / "demo"

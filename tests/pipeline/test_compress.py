@@ -6,19 +6,12 @@ import json
 
 import pytest
 
-from conftest import cli_model_args, make_folder, make_tiny
+from conftest import cli_model_args, tiny_workspace
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("compress")
-    folder = make_folder(root / "images", broken=False)
-    model, _ = make_tiny(seed=0)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"root": root, "data": folder.root, "weights": weights}
+    return tiny_workspace(tmp_path_factory.mktemp("compress"))
 
 
 def _args(setup, out, *extra):
@@ -27,7 +20,7 @@ def _args(setup, out, *extra):
             "--backends", "torch-cpu", "--device", "cpu", "--out", out, "--quiet", *extra]
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # end-to-end compress with finetune and resume
 def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, setup, tmp_path):
     from pathprune.pipeline.compress import round_ratios
 
@@ -66,7 +59,7 @@ def test_two_rounds_with_finetune_then_resume_skips_and_changes_rerun(run_cli, s
     assert json.loads((out / "compress.json").read_text())["skipped"] == ["analyze", "prune"]
 
 
-@pytest.mark.slow  # slow tier: a whole command or a subprocess
+@pytest.mark.slow  # two end-to-end compress runs
 def test_compress_a_pruned_model_further_and_refuse_a_passed_ratio(run_cli, setup, tmp_path):
     out = tmp_path / "c1"
     res = run_cli(_args(setup, out, "--ratio", "0.5", "--importance", "magnitude", "--no-reconstruct"))

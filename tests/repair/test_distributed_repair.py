@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from conftest import assert_exit2_one_error_line, cli_model_args, make_pruned_tiny
 
-HELPERS = Path(__file__).resolve().parent / "helpers"
-REPO = Path(__file__).resolve().parents[1]
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def two_ranks(setup, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # torchrun
 def test_two_ranks_equal_one_process_with_the_same_global_batch(setup, two_ranks, tmp_path, run_cli):
     # one process loading through a DataLoader worker: per-image seeded augmentation, as the ranks do
     single = tmp_path / "single"
@@ -147,6 +148,7 @@ def test_killed_rank_resumes_to_the_uninterrupted_weights(setup, two_ranks, tmp_
     assert not work_dir(out).exists()
 
 
+@pytest.mark.slow  # torchrun
 def test_distributed_reconstruction_equals_one_process(setup, tmp_path):
     from helpers.dist_reconstruct import reconstructions
 
@@ -187,6 +189,7 @@ def prune_args(setup: dict, out: Path, *extra: str) -> list[str]:
             "--eval-data", str(setup["data"]), "--device", "cpu", "--quiet", "--out", str(out), *extra]
 
 
+@pytest.mark.slow  # torchrun
 def test_prune_with_reconstruction_under_torchrun_equals_one_process(setup, tmp_path, run_cli):
     single, two = tmp_path / "single", tmp_path / "two"
     res = run_cli(prune_args(setup, single))
@@ -243,7 +246,3 @@ def test_throughput_paths_run_on_the_cpu(setup, tmp_path, run_cli):
     assert rep["steps"] == 3 and rep["images_per_second"] > 0 and rep["world_size"] == 1
     state = weights(out)
     assert all(t.is_contiguous() and torch.isfinite(t).all() for t in state.values())
-
-
-#: the slow tier: every test here runs torchrun with two processes
-pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import cli_model_args, make_folder, make_tiny
-from test_export import slice_pruned_dir
+from conftest import slice_pruned_dir
 
 WIDTHS = {"half": [24, 24], "skewed": [40, 6]}  # dense: 48 neurons per block (embed 24, mlp_ratio 2)
 
