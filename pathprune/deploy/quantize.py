@@ -131,7 +131,7 @@ def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None, *,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not calibration:
-        raise ConfigError("int8-static needs calibration images", param="calib_data")
+        raise ConfigError("precision int8-static needs calibration images (`calib_data`)", param="calib_data")
     exclude: list[str] = []
     if float_activation_matmuls:
         weights = {init.name for init in proto.graph.initializer}

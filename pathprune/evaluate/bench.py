@@ -360,7 +360,7 @@ def run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSettings
         raise InputError(f"backend {unavailable[0]} is not available here (available: "
                          f"{', '.join(available_backends())})", param="backends")
     if any(PRECISIONS.entry(p).meta.get("needs_calibration") for p in settings.precisions) and calibration is None:
-        raise ConfigError("int8-static needs calibration images", param="calib_data")
+        raise ConfigError("precision int8-static needs calibration images (`calib_data`)", param="calib_data")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         for m in models:  # the caller's models are given back as they were

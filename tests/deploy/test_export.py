@@ -171,3 +171,10 @@ def test_cli_int8_says_which_variant_it_chose(tmp_path, run_cli, pruned_dir):
     assert f"int8: chose {chosen}," in res.out and meta["precision"] == "int8-dynamic"
     assert "parity (int8-dynamic)" in res.out and "parity (int8)" not in res.out
     assert meta["optimize"] is ("not optimised" not in chosen)
+
+
+def test_int8_static_without_calibration_names_the_option_once(run_cli, tmp_path):
+    res = run_cli(["export", "digits", "--out", tmp_path / "d.onnx", "--precision", "int8-static"])
+    assert res.code == 2 and res.err.count("error:") == 1
+    assert "int8-static needs calibration images (--calib-data)" in res.err and res.err.count("--calib-data") == 1
+    assert not (tmp_path / "d.onnx").exists()

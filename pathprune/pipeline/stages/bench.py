@@ -76,7 +76,7 @@ class BenchSettingsSpec:
             raise ConfigError("give at least one pruned directory or ONNX file to compare with the dense model",
                               param="pruned")
         if "int8-static" in settings.precisions and not self.calib_data:
-            raise ConfigError("precision int8-static needs calibration images", param="calib_data")
+            raise ConfigError("precision int8-static needs calibration images (`calib_data`)", param="calib_data")
         return self
 
 

@@ -43,7 +43,7 @@ class ExportSettings:
         OPTIMIZERS.entry(self.optimizer)
         entry = PRECISIONS.entry(self.precision)
         if entry.meta.get("needs_calibration") and not self.calib_data:
-            raise ConfigError(f"precision {self.precision} needs calibration images", param="calib_data")
+            raise ConfigError(f"precision {self.precision} needs calibration images (`calib_data`)", param="calib_data")
         if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ConfigError(f"{self.tolerance}: must be a finite number >= 0", param="tolerance")
         if not (0 <= self.min_agreement <= 1):
