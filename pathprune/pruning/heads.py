@@ -317,7 +317,13 @@ def select_heads(scores: Sequence[torch.Tensor], ratio: float, scope: str = "uni
                           param="heads_ratio")
     if scope not in SCOPES:
         raise ConfigError(f"'{scope}': choose one of {', '.join(SCOPES)}", param="scope")
-    return select_kept(scores, ratio, scope, min_per_layer)
+    return select_kept(scores, ratio, scope, min_per_layer, unit="head", param="heads_ratio")
+
+
+def check_heads_ratio(model: nn.Module, ratio: float, scope: str = "uniform", min_per_layer: float = 1) -> None:
+    """Refuse a head ratio that removes no head of `model` before any importance is computed."""
+    if ratio:
+        select_heads([torch.zeros(lay.num_heads) for lay in attention_layouts(model)], ratio, scope, min_per_layer)
 
 
 def prune_heads(model: nn.Module, importance: Any, ratio: float, *, scope: str = "uniform",

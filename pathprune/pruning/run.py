@@ -105,6 +105,9 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     if not config.ratio and config.macs is None:  # heads only
         from .heads import NoNeurons
         importance = NoNeurons()
+    if config.heads_ratio and config.macs is None:  # a head ratio that removes nothing fails before any pass
+        from .heads import check_heads_ratio
+        check_heads_ratio(model, config.heads_ratio, config.scope)
     if config.macs is not None:  # infeasible budgets fail before any work
         from .budget import check_fraction
         check_fraction(model, config.macs)

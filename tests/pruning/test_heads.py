@@ -359,3 +359,18 @@ def test_cli_prunes_heads_only_and_refuses_a_bad_heads_ratio(run_cli, tiny_weigh
                    "--out", str(tmp_path / "bad"), "--quiet"])
     assert_exit2_one_error_line(bad, "heads-ratio")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_heads_ratio_that_removes_nothing_names_heads_before_any_pass(run_cli, tmp_path, monkeypatch):
+    import pathprune.pruning.heads as heads
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a head importance pass ran before the heads ratio was checked")
+
+    monkeypatch.setattr(heads.TaylorHeadImportance, "_scores", no_pass)
+    res = run_cli(["prune", "--model", "digits", "--ratio", "0.5", "--importance", "magnitude", "--heads-ratio", "0.01",
+                   "--heads-importance", "taylor", "--calib-data", "digits:train", "--out", tmp_path / "p"])
+    assert res.code == 2 and res.err.count("error:") == 1, res.output
+    assert "--heads-ratio" in res.err and "removes no head" in res.err
+    assert "--ratio " not in res.err and "neuron" not in res.err
+    assert not (tmp_path / "p").exists()
