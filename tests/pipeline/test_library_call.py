@@ -66,3 +66,10 @@ def test_compress_leaves_the_callers_logging_and_random_generators_alone(tmp_pat
     assert np.array_equal(np.random.get_state()[1], states[1])
     assert torch.equal(torch.get_rng_state(), states[2])
     assert (list(root.handlers), list(ours.handlers), root.level, ours.level) == handlers
+
+
+def test_compress_checks_the_calibration_size_of_a_mac_budget_before_the_analysis(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        pp.compress(**BASE_OPTIONS, macs=0.5, calib_images=3, out=str(tmp_path / "c"))
+    assert err.value.param == "calib_images" and "at least 4" in str(err.value)
+    assert not (tmp_path / "c" / "analyze").exists()

@@ -82,6 +82,13 @@ class PruneSettings:
         self.reconstruct_config()
         check_positive(self.batch_size, "batch_size")
         check_positive(self.calib_images, "calib_images")
+        if self.macs is not None:
+            from ...pruning.allocation import HELD_OUT_EVERY
+
+            if self.calib_images < HELD_OUT_EVERY:  # before any analysis or pass, not when splitting them
+                raise ConfigError(f"{self.calib_images}: a MAC budget holds out every {HELD_OUT_EVERY}th calibration "
+                                  f"image to choose its allocation; give at least {HELD_OUT_EVERY}",
+                                  param="calib_images")
         if "analysis" in self.needs and self.paths is None:
             raise ConfigError(f"importance '{self.importance}' needs `paths` (an analyze output directory)",
                               param="paths")
