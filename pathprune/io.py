@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,6 +28,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: errors that only writing raises (a full disk or quota, a read-only file system)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _write_errors_name(target: Path) -> Iterator[None]:
+    """A full disk (or quota, or read-only file system) while writing `target` is an OutputError that
+    names it (one line, exit 2 on the command line), not a bare OSError; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` atomically."""
@@ -37,10 +54,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get ordinary modes
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
+        with _write_errors_name(target):
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -115,7 +133,8 @@ def _atomic_directory(path: str | os.PathLike, overwrite: bool, command: str | N
     except OSError as exc:
         raise OutputError(f"cannot write output directory {shown}: {exc.strerror}") from None
     try:
-        yield tmp
+        with _write_errors_name(shown):
+            yield tmp
         listing = directory_listing(tmp)
         if command is not None:
             write_output_marker(tmp, command, files=listing)

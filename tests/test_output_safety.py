@@ -250,3 +250,38 @@ def test_the_current_directory_is_never_replaced(run_cli, analysis, tmp_path, mo
     monkeypatch.chdir(empty)
     assert_exit2_one_error_line(run_cli(_commands(analysis, ".")["structure"]), "current directory")
     assert empty.is_dir() and list(empty.iterdir()) == []
+
+
+def test_a_full_disk_during_bench_is_one_line_naming_the_output_and_leaves_nothing(run_cli, tmp_path, monkeypatch):
+    import errno
+
+    import pathprune.evaluate.bench as bench_module
+
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    pruned = tmp_path / "pruned"
+    assert run_cli(["prune", "--model", "digits", "--importance", "magnitude", "--ratio", "0.5",
+                    "--out", pruned]).code == 0
+    monkeypatch.setattr(bench_module, "write_json_atomic", full_disk)
+    out = tmp_path / "bench"
+    res = run_cli(["bench", "--model", "digits", "--pruned", pruned, "--data", "digits:test", "--max-images", "8", "--batch-sizes", "1",
+                   "--repeats", "1", "--warmup", "0", "--backends", "torch-cpu", "--out", out, "--quiet"])
+    assert res.code == 2 and res.err.count("error:") == 1, res.output
+    assert f"cannot write {out}" in res.err and "No space left on device" in res.err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bench")]
+
+
+def test_atomic_path_names_its_target_on_a_full_disk_and_passes_other_errors(tmp_path):
+    import errno
+
+    from pathprune.errors import OutputError
+    from pathprune.io import atomic_path
+
+    with pytest.raises(OutputError, match="cannot write .*x.json: No space left"):
+        with atomic_path(tmp_path / "x.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "y.json"):
+            raise PermissionError(errno.EACCES, "denied")
+    assert list(tmp_path.iterdir()) == []
