@@ -359,7 +359,24 @@ def count_ops_and_params(model: nn.Module) -> tuple[int, int]:
 
     with torch.no_grad():
         _, params = tp.utils.count_ops_and_params(model, example_input(model))
-    return count_macs(model, example_input(model), attention_layouts(model)), int(params)
+    return count_macs(model, example_input(model), attention_shapes(model)), int(params)
+
+
+def attention_shapes(model: nn.Module) -> list[Any]:
+    """Every block's attention as ``module``, ``num_heads``, ``head_dim`` (for counting its Q K^T and A V
+    products), whether or not its heads could be removed (BEiT, EVA-02 too)."""
+    from types import SimpleNamespace
+
+    out = []
+    for block in family_of(model).blocks(model):
+        attn = getattr(block, "attn", None)
+        heads = getattr(attn, "num_heads", None)
+        proj = getattr(attn, "proj", None)
+        if attn is None or not heads or not isinstance(proj, nn.Linear):
+            continue
+        head_dim = getattr(attn, "head_dim", None) or proj.in_features // int(heads)
+        out.append(SimpleNamespace(module=attn, num_heads=int(heads), head_dim=int(head_dim)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
