@@ -18,7 +18,7 @@ from pathprune.analysis.statistics import PathStatistics
 from pathprune.attribution import PathConfig
 from pathprune.data.images import open_images
 from pathprune.errors import OutputError
-from pathprune.io import OUTPUT_MARKER, atomic_directory, claim_output, output_owner
+from pathprune.outputs import OUTPUT_MARKER, atomic_directory, claim_output, output_owner
 
 from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny
 
@@ -139,7 +139,7 @@ def test_stale_temporaries_of_our_naming_are_removed_on_the_next_run(run_cli, an
 
 _HOLDER = textwrap.dedent("""
     import sys
-    from pathprune.io import claim_output
+    from pathprune.outputs import claim_output
     with claim_output(sys.argv[1], "analyze", resumable=True, in_place=True):
         print("locked", flush=True)
         sys.stdin.read()

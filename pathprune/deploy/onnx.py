@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, OutputError, PathpruneError
-from ..io import atomic_path
+from ..outputs import atomic_path
 from ..models import borrowed, model_input_shape
 from ..registry import Registry
 from .runtimes import ort_session
@@ -271,7 +271,7 @@ def export_metadata(model: nn.Module, spec: Any = None, *, optimize: bool = Fals
         if pruned_dir is not None and (pruned_dir / "model.json").is_file():
             import json
 
-            from ..io import sha256_file
+            from ..outputs import sha256_file
 
             desc = json.loads((pruned_dir / "model.json").read_text())
             weights = pruned_dir / desc.get("weights", "model.safetensors")
@@ -377,7 +377,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
 
         >>> export_onnx(model, "m.onnx", optimize=True, precision="int8-static", calibration=images, spec=spec)  # doctest: +SKIP
     """
-    from ..io import OutputLock, remove_stale_temporaries
+    from ..outputs import OutputLock, remove_stale_temporaries
 
     check_export_options(tolerance=tolerance, min_agreement=min_agreement)
     if precision == "int8":  # the fastest int8 variant that passes its check (pathprune.deploy.select)

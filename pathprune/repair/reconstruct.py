@@ -42,12 +42,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..data.images import count_images, labelled_batches
+from ..data.images import count_images, labelled_batches, shard_images
+from ..distributed import Ranks, all_reduce_sum, broadcast_tensor, current_ranks
 from ..errors import ConfigError, IncompatibleError, InputError, ModelError
 from ..models.adapters import family_of, mlp_layouts, mlp_output_scales
 from ..models.borrow import borrowed
 from ..progress import progress_bar
-from .distributed import Ranks, all_reduce_sum, broadcast_tensor, current_ranks, shard_images
 
 #: reconstruction modes: inputs from the pruned model block after block, or from the reference model
 RECONSTRUCT_MODES = ("sequential", "independent")
