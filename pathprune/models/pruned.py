@@ -96,7 +96,6 @@ def compose_kept(previous: Sequence[Sequence[int]] | None, kept: Sequence[Sequen
     return [[int(prev[k]) for k in keep] for prev, keep in zip(previous, kept)]
 
 
-
 def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], report: dict[str, Any], *,
                 command: str = "prune", overwrite: bool = True, files: dict[str, bytes] | None = None) -> Path:
     """Write model.safetensors, model.json and report.json atomically into directory `out`, claimed
@@ -119,14 +118,12 @@ def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], 
     return Path(out)
 
 
-
 def load_pruned(directory: str | Path) -> tuple[nn.Module, ModelSpec]:
     """Rebuild a pruned model (eval mode) and its spec from a `pathprune prune` directory."""
     directory = Path(directory)
     if not (directory / MODEL_DESCRIPTION).exists():
         raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})")
     return create_model(str(directory))
-
 
 
 def read_description(model_name: str) -> dict[str, Any] | None:
@@ -136,6 +133,13 @@ def read_description(model_name: str) -> dict[str, Any] | None:
         return None
     return json.loads(path.read_text())
 
+
+def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
+    """model.json of a pruned-model directory (InputError when it is not one)."""
+    description = read_description(str(directory))
+    if description is None:
+        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})", param="model")
+    return description
 
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from ..data.images import ImageSet
 from ..distributed import Ranks, current_ranks
 from ..errors import ConfigError, IncompatibleError, InputError, ModelError
-from ..models import MODEL_DESCRIPTION, ModelSpec, create_model, mlp_widths, save_pruned
+from ..models import ModelSpec, create_model, mlp_widths, save_pruned
 from ..models.borrow import borrowed
 from ..progress import progress_bar
 from .evaluation import sharded_top1
@@ -582,11 +582,3 @@ def check_finetune_output(out: str | os.PathLike, inputs: list[Any], *, overwrit
     if OutputLock(out).held_here():  # the caller claimed it (and checked it) already
         return Path(out)
     return check_output_target(out, FINETUNE_COMMAND, inputs=[i for i in inputs if i], overwrite=overwrite)
-
-
-def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
-    """model.json of a pruned-model directory (InputError when it is not one)."""
-    path = Path(directory) / MODEL_DESCRIPTION
-    if not path.is_file():
-        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})", param="model")
-    return json.loads(path.read_text())
