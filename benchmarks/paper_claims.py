@@ -105,7 +105,7 @@ def main() -> None:
 
     import pathprune.cli  # noqa: F401 - registers the commands before their module is imported here
     from pathprune.evaluate.paper import manipulation_markdown, scores_markdown
-    from pathprune.io import write_text_atomic
+    from pathprune.outputs import write_text_atomic
     from pathprune.evaluate.report import write_markdown_table
 
     torch.set_num_threads(opts.threads)

@@ -229,7 +229,7 @@ def repair_main(args) -> None:
     ViT trained by benchmarks/fixtures/train_synthetic.py (-> results_repair_synthetic.md)."""
     import json
 
-    from pathprune.io import write_text_atomic
+    from pathprune.outputs import write_text_atomic
     from pathprune.models import create_model
     from pathprune.pruning import calibration_statistics
     from pathprune.analysis import load_analysis
@@ -407,7 +407,7 @@ def _table(rows, metric: int, fmt: str, better) -> list[str]:
 def write_results(args, rows, dense_acc, dense_nll, n_test, widths, analyze_seconds, seconds, loaded,
                   shard_rows) -> None:
     """The markdown section of benchmarks/results_prune.md (text after the analysis marker is kept)."""
-    from pathprune.io import write_text_atomic
+    from pathprune.outputs import write_text_atomic
 
     images = int(loaded["cls"].tensors["class_count"].sum())
     lines = [

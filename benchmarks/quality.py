@@ -401,7 +401,7 @@ def plot(name: str, cache, methods, ratios, repairs, path: Path) -> None:
 
 
 def write(args, caches: dict[str, Any], seconds: float) -> None:
-    from pathprune.io import write_text_atomic
+    from pathprune.outputs import write_text_atomic
 
     lines = ["## Quality: importance x repair x ratio on three models (`python -m benchmarks.quality`)", "",
              f"Machine: {platform.machine()} CPU, {args.threads} torch thread(s), 2 cores shared with ~6 other "

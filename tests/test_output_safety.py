@@ -18,7 +18,7 @@ from pathprune.analysis.statistics import PathStatistics
 from pathprune.attribution import PathConfig
 from pathprune.data.images import open_images
 from pathprune.errors import OutputError
-from pathprune.io import OUTPUT_MARKER, atomic_directory, claim_output, output_owner
+from pathprune.outputs import OUTPUT_MARKER, atomic_directory, claim_output, output_owner
 
 from conftest import assert_exit2_one_error_line, cli_model_args, make_folder, make_tiny, tiny_workspace
 
@@ -135,7 +135,7 @@ def test_stale_temporaries_of_our_naming_are_removed_on_the_next_run(run_cli, an
 
 _HOLDER = textwrap.dedent("""
     import sys
-    from pathprune.io import claim_output
+    from pathprune.outputs import claim_output
     with claim_output(sys.argv[1], "analyze", resumable=True, in_place=True):
         print("locked", flush=True)
         sys.stdin.read()
@@ -276,7 +276,7 @@ def test_atomic_path_names_its_target_on_a_full_disk_and_passes_other_errors(tmp
     import errno
 
     from pathprune.errors import OutputError
-    from pathprune.io import atomic_path
+    from pathprune.outputs import atomic_path
 
     with pytest.raises(OutputError, match="cannot write .*x.json: No space left"):
         with atomic_path(tmp_path / "x.json"):

@@ -69,7 +69,7 @@ def _writer_args(base, command: str, out: Path) -> list:
 def test_overwrite_never_deletes_user_files_inside_a_previous_output(run_cli, base, tmp_path, command):
     out = tmp_path / "D"
     if command == "bench":  # a previous bench output, written the way run_bench writes it (a real bench run
-        from pathprune.io import atomic_directory  # costs a minute here; the refusal below is the real CLI's)
+        from pathprune.outputs import atomic_directory  # costs a minute here; the refusal below is the real CLI's)
 
         with atomic_directory(out, command="bench") as tmp:
             (tmp / "report.json").write_text("{}")
@@ -99,7 +99,7 @@ def test_overwrite_never_deletes_user_files_inside_a_previous_output(run_cli, ba
 
 def test_a_file_that_appears_while_the_output_is_rebuilt_stops_the_replacement(tmp_path):
     from pathprune.errors import OutputError
-    from pathprune.io import atomic_directory
+    from pathprune.outputs import atomic_directory
 
     out = tmp_path / "d"
     with atomic_directory(out, command="structure") as tmp:
@@ -116,7 +116,7 @@ def test_a_file_that_appears_while_the_output_is_rebuilt_stops_the_replacement(t
 def test_an_output_without_a_file_list_is_judged_by_the_files_the_new_run_writes(tmp_path):
     """Outputs of older versions (marker without 'files'): same names are replaced, others are foreign."""
     from pathprune.errors import OutputError
-    from pathprune.io import OUTPUT_MARKER, atomic_directory
+    from pathprune.outputs import OUTPUT_MARKER, atomic_directory
 
     out = tmp_path / "d"
     out.mkdir()
@@ -135,7 +135,7 @@ def test_an_output_without_a_file_list_is_judged_by_the_files_the_new_run_writes
 
 def test_a_previous_output_moved_aside_by_a_killed_replacement_is_restored_never_deleted(tmp_path):
     from pathprune.errors import OutputError
-    from pathprune.io import atomic_directory, remove_stale_temporaries
+    from pathprune.outputs import atomic_directory, remove_stale_temporaries
 
     out, old = tmp_path / "d", tmp_path / ".d.old"
     with atomic_directory(out, command="structure") as tmp:

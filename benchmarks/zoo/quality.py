@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     started = time.perf_counter()
     caches = {n: run_model(n, a.methods, a.ratios, a.work / a.half, log=lambda s: print(s, flush=True)) for n in names}
-    from pathprune.io import write_text_atomic
+    from pathprune.outputs import write_text_atomic
 
     out = HERE / f"results_zoo_{a.half}.md"
     write_text_atomic(out, "\n".join(report(a.half, caches, a.methods, a.ratios, time.perf_counter() - started)) + "\n")

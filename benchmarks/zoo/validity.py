@@ -83,7 +83,7 @@ def check(name: str, work: Path, log=print) -> dict:
 
 
 def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | None = None) -> None:
-    from pathprune.io import write_text_atomic
+    from pathprune.outputs import write_text_atomic
 
     lines = ["## The model zoo (`python -m benchmarks.zoo.train --all`, `python -m benchmarks.zoo.validity`)", "",
              f"Machine: {machine()}; shared with other jobs, and the zoo models were trained 2-6 at a time (train s: "

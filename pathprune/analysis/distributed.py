@@ -15,18 +15,14 @@ filesystem every rank sees (for several machines: a shared filesystem, or use --
 from __future__ import annotations
 
 import contextlib
-import datetime
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..device import resolve_device
-from ..errors import ConfigError, InputError
+from ..distributed import Ranks, barrier, torchrun_env, torchrun_process_group
+from ..errors import InputError
 
 PARTS_DIR = "parts"
-#: how long a rank that finished waits at the final barrier for the others (seconds)
-BARRIER_TIMEOUT_ENV = "PATHPRUNE_DIST_TIMEOUT_S"
 
 
 @dataclass
@@ -48,7 +44,7 @@ class RunPlacement:
         self.final_summary = summary
         if self.world_size == 1 and self.root is None:
             return
-        _barrier()
+        barrier(Ranks(rank=self.rank, world_size=self.world_size))
         if self.is_main:
             from .merge import merge_in_place
 
@@ -68,34 +64,6 @@ def rank_shard(rank: int, world_size: int, user_shard: tuple[int, int] | None) -
     return index + rank * count, count * world_size
 
 
-def torchrun_env() -> tuple[int, int, int] | None:
-    """(rank, world_size, local_rank) when launched by torchrun, else None."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
-    try:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local = int(os.environ.get("LOCAL_RANK", rank))
-    except ValueError:
-        raise InputError("RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)") from None
-    if world < 1 or not 0 <= rank < world:
-        raise InputError(f"RANK={rank} WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
-    return rank, world, local
-
-
-def rank_device(device: str, local_rank: int) -> str:
-    """The device of a rank: cuda:LOCAL_RANK for auto/cuda when CUDA is available, else the CPU."""
-    import torch
-
-    if device.startswith("cuda:"):
-        raise ConfigError(f"'{device}' under torchrun: each rank uses cuda:LOCAL_RANK; pass `device` cuda",
-                          param="device")
-    resolved = resolve_device(device, local_rank=local_rank)
-    if resolved.startswith("cuda") and local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs: "
-                          "start at most one torchrun process per GPU (nproc-per-node)")
-    return resolved
-
-
 def _check_single_process_out(out: Path) -> None:
     """Refuse to run a single process into an unfinished torchrun job's directory."""
     if (out / PARTS_DIR).is_dir() and not (out / "summary.json").exists():
@@ -109,52 +77,17 @@ def _check_torchrun_out(out: Path) -> None:
         raise InputError(f"{out} holds a single-process analysis; resume it without torchrun or use another `out`")
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier(group=_STATE["barrier_group"])
-
-
-_STATE: dict[str, Any] = {"barrier_group": None}
-
-
-def _timeout() -> datetime.timedelta:
-    try:
-        return datetime.timedelta(seconds=float(os.environ.get(BARRIER_TIMEOUT_ENV, 7 * 24 * 3600)))
-    except ValueError:
-        raise InputError(f"{BARRIER_TIMEOUT_ENV} must be a number of seconds") from None
-
-
 @contextlib.contextmanager
 def distributed_context(device: str, shard: tuple[int, int] | None, out: str | Path) -> Iterator[RunPlacement]:
     """The placement of this process: the whole run as asked, or this torchrun rank's part."""
     out = Path(out)
-    env = torchrun_env()
-    if env is None:
+    if torchrun_env() is None:
         _check_single_process_out(out)
         yield RunPlacement(out=out, device=device, shard=shard)
         return
-    import torch
-    import torch.distributed as dist
-
-    rank, world, local = env
-    my_device = rank_device(device, local)
     _check_torchrun_out(out)
-    backend = "nccl" if my_device.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(my_device)
-    timeout = _timeout()
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend=backend, timeout=timeout)
-    _STATE["barrier_group"] = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
-    try:
+    with torchrun_process_group(device) as (ranks, my_device):
+        rank, world = ranks.rank, ranks.world_size
         yield RunPlacement(out=out / PARTS_DIR / part_name(rank, world), device=my_device,
-                           shard=rank_shard(rank, world, shard), is_main=rank == 0, rank=rank,
+                           shard=rank_shard(rank, world, shard), is_main=ranks.is_main, rank=rank,
                            world_size=world, root=out, user_shard=shard)
-    finally:
-        if owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-        _STATE["barrier_group"] = None
-
-

@@ -20,7 +20,7 @@ from typing import Any
 from .run import (IDENTITY_KEYS, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics,
                       first_difference, read_records, summarize)
 from ..errors import InputError
-from ..io import (atomic_directory, atomic_path, claim_output, package_versions, read_json,
+from ..outputs import (atomic_directory, atomic_path, claim_output, package_versions, read_json,
                   write_json_atomic, write_output_marker)
 
 #: refuse shard moduli whose least common multiple would make the coverage check unreasonably large

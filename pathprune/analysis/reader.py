@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import InputError
-from ..io import read_json
+from ..outputs import read_json
 from .statistics import RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics
 
 

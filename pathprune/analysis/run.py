@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 from ..attribution import NeuronPathSearch, PathConfig
-from ..data.images import ImageSet, iterate_batches, shard_positions
+from ..data.images import ImageSet, iterate_batches
+from ..distributed import shard_positions
 from ..errors import ConfigError, IncompatibleError, InputError, InterruptedRun, ModelError, OutputError
-from ..io import claim_output, package_versions, read_json, write_json_atomic
+from ..outputs import claim_output, package_versions, read_json, write_json_atomic
 from ..models import ModelSpec
 from ..progress import progress_bar
 from .statistics import (FORMAT, HEADS_FORMAT, PATHS_FILE, RUN_FILE, STATS_FILE, SUMMARY_FILE, PathStatistics, make_records,

@@ -16,7 +16,7 @@ import torch
 from ..attribution import PathResult
 from ..data.images import ImageSet
 from ..errors import IncompatibleError
-from ..io import load_tensors, save_tensors_atomic
+from ..outputs import load_tensors, save_tensors_atomic
 
 RUN_FILE = "run.json"
 

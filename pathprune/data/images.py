@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..distributed import Ranks, shard_positions
 from ..errors import ConfigError, InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpe", ".gif")
@@ -542,12 +543,16 @@ def build_transform(preprocessing: dict[str, Any], preprocess: str = "model") ->
     return create_transform(**cfg, is_training=False)
 
 
-def shard_positions(num_items: int, shard: tuple[int, int] | None) -> list[int]:
-    """Positions of shard I of N: every N-th image starting at I (classes stay balanced)."""
-    if shard is None:
-        return list(range(num_items))
-    index, count = shard
-    return list(range(index, num_items, count))
+def shard_images(images: Any, ranks: Ranks) -> Any:
+    """This rank's shard of an ImageSet or an (images, labels) pair (every W-th image from r)."""
+    if not ranks.distributed:
+        return images
+    if isinstance(images, ImageSet):
+        return _reindexed(images, [images.items[p] for p in shard_positions(len(images.items), ranks.shard)])
+    x, y = images
+    return x[ranks.rank::ranks.world_size], y[ranks.rank::ranks.world_size]
+
+
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, OutputError, PathpruneError
-from ..io import atomic_path
+from ..outputs import atomic_path
 from ..models import borrowed, model_input_shape
 from ..registry import Registry
 from .runtimes import ort_session
@@ -253,7 +253,7 @@ def export_metadata(model: nn.Module, spec: Any = None, *, optimize: bool = Fals
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the file records about itself: preprocessing, classes, source model and its sha256, pruning."""
     from ..version import __version__
-    from ..models import mlp_widths
+    from ..models import mlp_widths, read_description
 
     meta: dict[str, Any] = {"version": __version__, "optimize": optimize, "precision": precision,
                             "mlp_hidden": mlp_widths(model), "num_classes": int(getattr(model, "num_classes", 0))}
@@ -268,12 +268,10 @@ def export_metadata(model: nn.Module, spec: Any = None, *, optimize: bool = Fals
         source = spec.source or {}
         directory = source.get("directory") if isinstance(source, dict) else None
         pruned_dir = Path(spec.name) if Path(spec.name).is_dir() else (Path(directory) if directory else None)
-        if pruned_dir is not None and (pruned_dir / "model.json").is_file():
-            import json
+        desc = read_description(str(pruned_dir)) if pruned_dir is not None else None
+        if desc is not None:
+            from ..outputs import sha256_file
 
-            from ..io import sha256_file
-
-            desc = json.loads((pruned_dir / "model.json").read_text())
             weights = pruned_dir / desc.get("weights", "model.safetensors")
             meta["source_sha256"] = sha256_file(weights) if weights.is_file() else None
             meta["pruning"] = {k: desc.get(k) for k in ("method", "ratio", "mlp_hidden", "token_scope", "source")
@@ -377,7 +375,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, input_shape: Sequen
 
         >>> export_onnx(model, "m.onnx", optimize=True, precision="int8-static", calibration=images, spec=spec)  # doctest: +SKIP
     """
-    from ..io import OutputLock, remove_stale_temporaries
+    from ..outputs import OutputLock, remove_stale_temporaries
 
     check_export_options(tolerance=tolerance, min_agreement=min_agreement)
     if precision == "int8":  # the fastest int8 variant that passes its check (pathprune.deploy.select)

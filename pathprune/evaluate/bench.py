@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..io import write_json_atomic
+from ..outputs import write_json_atomic
 from ..models import MODEL_DESCRIPTION, ModelSpec, borrowed, mlp_widths
 from ..progress import progress_bar, progress_list
 from .accuracy import accuracy_metrics  # noqa: F401  (bench's accuracy table)
@@ -373,7 +373,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
                backends: list[str], started: float, data_name: str, progress: bool,
                calibration: Any) -> dict[str, Any]:
     from ..deploy.onnx import export_onnx
-    from ..io import atomic_directory, package_versions
+    from ..outputs import atomic_directory, package_versions
     from ..models import count_ops_and_params, model_input_shape
 
     torch_models = [m for m in models if m.model is not None]

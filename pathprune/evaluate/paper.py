@@ -229,7 +229,7 @@ def frequency_maps(records: Sequence[dict[str, Any]], key: str, widths: Sequence
 
 def frequency_maps_from_stats(stats_file: Path, prefix: str = "path_count") -> list[torch.Tensor]:
     """The same maps from an analysis `stats.safetensors` (`path_count` or `act_path_count`)."""
-    from ..io import load_tensors
+    from ..outputs import load_tensors
 
     tensors = load_tensors(stats_file)
     per_class = tensors["class_count"].double().clamp_min(1)[:, None]
@@ -356,7 +356,7 @@ def compare_methods(model: nn.Module, spec: Any, paths_dir: str | Path, data: st
 def load_analysis_records(paths_dir: str | Path, max_images: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """run.json and the (first `max_images`) records of an analysis directory."""
     from ..analysis.run import PATHS_FILE, RUN_FILE, read_records
-    from ..io import read_json
+    from ..outputs import read_json
 
     if max_images is not None and max_images < 1:
         raise ConfigError("must be at least 1", param="max_images")
@@ -438,7 +438,7 @@ def scores_markdown(summary: dict[str, Any]) -> str:
 
 def write_comparison(out: str, result: dict[str, Any], name: str) -> None:
     """Write `<name>.json`, `<name>.md` and plots into `out` (atomically, as one directory)."""
-    from ..io import atomic_directory
+    from ..outputs import atomic_directory
     from .report import save_bar_plot, write_report
 
     summary = result["summary"]
@@ -485,7 +485,7 @@ def structure_analysis(paths_dir: str, max_images: int | None) -> dict[str, Any]
 
 def write_structure(out: str, result: dict[str, Any]) -> None:
     """structure.json/.md, similarity heatmaps and per-class frequency maps, written atomically."""
-    from ..io import atomic_directory
+    from ..outputs import atomic_directory
     from .report import save_heatmap, save_heatmap_grid, write_markdown_table, write_report
 
     summary = result["summary"]

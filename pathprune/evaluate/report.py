@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..io import atomic_path, write_json_atomic, write_text_atomic
+from ..outputs import atomic_path, write_json_atomic, write_text_atomic
 
 Column = str | tuple[str, str]  # key, or (key, header)
 

@@ -11,7 +11,7 @@ from .adapters import (AttentionLayout, attention_layouts, attention_output_scal
 from .borrow import borrowed
 from .factory import (MODEL_ALIASES, MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelAlias, ModelSpec, build_from_description,
                       create_model, register_alias, timm_preprocessing)
-from .pruned import REPORT_FILE, compose_kept, load_pruned, read_description, save_pruned
+from .pruned import REPORT_FILE, compose_kept, load_pruned, read_description, read_model_description, save_pruned
 from .weights import WEIGHT_FORMATS, load_weights
 
 __all__ = ["AttentionLayout", "attention_layouts", "attention_output_scales", "head_counts", "head_output_hooks",
@@ -20,5 +20,5 @@ __all__ = ["AttentionLayout", "attention_layouts", "attention_output_scales", "h
            "build_from_description", "compose_kept", "count_ops_and_params", "create_model", "default_token_scope",
            "dependency_graph", "example_input", "family_of", "find_family", "list_families", "load_pruned",
            "load_weights", "mlp_blocks", "mlp_input_hooks", "mlp_layouts", "mlp_widths", "model_input_shape",
-           "read_description", "register_alias", "register_family", "save_pruned", "set_mlp_widths",
+           "read_description", "read_model_description", "register_alias", "register_family", "save_pruned", "set_mlp_widths",
            "timm_preprocessing", "token_range"]

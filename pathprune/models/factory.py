@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from ..io import sha256_file
+from ..outputs import sha256_file
 from .adapters import (default_token_scope, family_of, head_counts, mlp_widths, model_input_shape, set_head_counts,
                        set_mlp_widths)
 from .weights import load_weights

@@ -96,28 +96,26 @@ def compose_kept(previous: Sequence[Sequence[int]] | None, kept: Sequence[Sequen
     return [[int(prev[k]) for k in keep] for prev, keep in zip(previous, kept)]
 
 
-
 def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], report: dict[str, Any], *,
                 command: str = "prune", overwrite: bool = True, files: dict[str, bytes] | None = None) -> Path:
     """Write model.safetensors, model.json and report.json atomically into directory `out`, claimed
     for `command` (``prune``, ``finetune``): a previous output of that command is replaced when
-    `overwrite`, anything else there is refused (see :func:`pathprune.io.claim_output`). `files`:
+    `overwrite`, anything else there is refused (see :func:`pathprune.outputs.claim_output`). `files`:
     further files (name -> content) written with them (e.g. ``budget.png``)."""
     from safetensors.torch import save_file
 
-    from ..io import _umask, atomic_directory
+    from ..outputs import atomic_directory, current_umask
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_directory(out, overwrite=overwrite, command=command) as tmp:
         save_file(state, str(tmp / MODEL_WEIGHTS))
-        os.chmod(tmp / MODEL_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600
+        os.chmod(tmp / MODEL_WEIGHTS, 0o666 & ~current_umask())  # safetensors writes 0600
         (tmp / MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
         (tmp / TIMM_CONFIG).write_text(json.dumps(timm_config(description, model), indent=2) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         for name, content in (files or {}).items():
             (tmp / name).write_bytes(content)
     return Path(out)
-
 
 
 def load_pruned(directory: str | Path) -> tuple[nn.Module, ModelSpec]:
@@ -128,7 +126,6 @@ def load_pruned(directory: str | Path) -> tuple[nn.Module, ModelSpec]:
     return create_model(str(directory))
 
 
-
 def read_description(model_name: str) -> dict[str, Any] | None:
     """model.json of a pruned-model directory, or None for other model names."""
     path = Path(model_name) / MODEL_DESCRIPTION
@@ -136,6 +133,13 @@ def read_description(model_name: str) -> dict[str, Any] | None:
         return None
     return json.loads(path.read_text())
 
+
+def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
+    """model.json of a pruned-model directory (InputError when it is not one)."""
+    description = read_description(str(directory))
+    if description is None:
+        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})", param="model")
+    return description
 
 
 

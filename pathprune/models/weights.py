@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..io import sha256_file
+from ..outputs import sha256_file
 from ..registry import Registry
 from .adapters import mlp_layouts
 

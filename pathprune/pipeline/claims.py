@@ -14,8 +14,8 @@ def claim_on_main(ranks: Any, out: str | os.PathLike, command: str, **claim: Any
     """Claim `out` for `command` on rank 0 only (it alone writes); when the claim fails (a foreign
     file, a lock), every rank raises the same one-line error instead of waiting at a collective."""
     from ..errors import PathpruneError
-    from ..io import claim_output
-    from ..repair.distributed import broadcast_object
+    from ..outputs import claim_output
+    from ..distributed import broadcast_object
 
     if not ranks.distributed:
         with claim_output(out, command, **claim) as path:

@@ -350,8 +350,8 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
     Under torchrun every rank calls this: the analysis, reconstruction and distillation run on every
     rank, prune, export and bench on rank 0 while the others wait; rank 0 decides what to skip and
     returns the summary, the other ranks return None."""
-    from ..io import claim_output
-    from ..repair.distributed import torchrun_process_group
+    from ..outputs import claim_output
+    from ..distributed import torchrun_process_group
 
     settings.validate()
     out = Path(out)
@@ -374,7 +374,7 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
 def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
     """Refuse to replace a compression made with other settings unless `overwrite` (the same settings
     resume); the settings of this run's stages are then recorded for the next one."""
-    from ..io import write_json_atomic
+    from ..outputs import write_json_atomic
 
     recorded = out / STAGES_DIR / SETTINGS_FILE
     current = {stage.name: settings_dict(stage.settings) for stage in plan}
@@ -390,7 +390,7 @@ def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
 
 def _follow(plan: list[Stage], ranks: Any) -> None:
     """A torchrun rank other than 0: take part in the stages rank 0 runs on every rank."""
-    from ..repair.distributed import barrier, broadcast_object
+    from ..distributed import barrier, broadcast_object
 
     for stage in plan:
         run = broadcast_object(None, ranks)  # rank 0's decision: run this stage or skip it
@@ -401,8 +401,8 @@ def _follow(plan: list[Stage], ranks: Any) -> None:
 
 def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], None], already: float,
                  plan: list[Stage], ranks: Any, record_of: Record, show: Show | None) -> dict[str, Any]:
-    from ..io import remove_output, write_json_atomic
-    from ..repair.distributed import barrier, broadcast_object
+    from ..outputs import remove_output, write_json_atomic
+    from ..distributed import barrier, broadcast_object
 
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGES_DIR).mkdir(exist_ok=True)

@@ -61,7 +61,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, echo: Callab
              record: Record | None = None, show: Show | None = None) -> dict[str, Any]:
     """Run the demo into `out`; return the summary (also out/demo.json). `echo`, `record`, `show`: as
     for :func:`~pathprune.pipeline.compress.run_compress`."""
-    from ..io import write_json_atomic
+    from ..outputs import write_json_atomic
 
     settings = (settings or DemoSettings()).validate()
     out = Path(out)

@@ -90,8 +90,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     reconstruction is all-reduced across the ranks' calibration shards, and rank 0 writes `out`;
     every rank returns once it exists.
     """
-    from ..io import check_output_target
-    from ..repair.distributed import barrier, broadcast_object, current_ranks
+    from ..outputs import check_output_target
+    from ..distributed import barrier, broadcast_object, current_ranks
 
     started = time.perf_counter()
     config.validate()

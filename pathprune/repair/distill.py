@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import ImageSet
+from ..distributed import Ranks, current_ranks
 from ..errors import ConfigError, IncompatibleError, InputError, ModelError
-from ..models import MODEL_DESCRIPTION, ModelSpec, create_model, mlp_widths, save_pruned
+from ..models import ModelSpec, create_model, mlp_widths, save_pruned
 from ..models.borrow import borrowed
 from ..progress import progress_bar
-from .distributed import Ranks, current_ranks, rank_seed
-from .loading import StepPlan, epoch_order, seed_all, step_batches  # noqa: F401 (epoch_order: re-exported)
+from .evaluation import sharded_top1
+from .loading import StepPlan, epoch_order, rank_seed, seed_all, step_batches  # noqa: F401 (epoch_order: re-exported)
 
 #: checkpoint file inside the run's work directory
 CHECKPOINT = "checkpoint.pt"
@@ -255,7 +256,7 @@ def work_dir(out: str | os.PathLike) -> Path:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    from ..io import atomic_path
+    from ..outputs import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(state, str(tmp))
@@ -334,7 +335,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     """
     import copy
 
-    from . import distributed as dd
+    from .. import distributed as dd
 
     settings = (settings or FinetuneSettings()).validate()
     if workers < 0:
@@ -381,7 +382,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     eval_batch = max(64, settings.batch_size)
 
     def evaluate(m: nn.Module) -> float:
-        return dd.sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks)
+        return sharded_top1(m, eval_images, batch_size=eval_batch, device=device, ranks=ranks)
 
     with borrowed(teacher, device=device, requires_grad=False) as tmodel:
         model.to(device).train()
@@ -551,7 +552,7 @@ class _Rate:
 def _resume_state(path: Path, key: str, ranks: Ranks) -> dict[str, Any] | None:
     """The checkpoint to resume from (read by rank 0, broadcast to the others), or None; refuses (on every
     rank) a checkpoint written by another number of processes."""
-    from . import distributed as dd
+    from .. import distributed as dd
 
     answer: tuple[str, Any] = ("none", None)
     if ranks.is_main:
@@ -579,17 +580,9 @@ FINETUNE_COMMAND = "finetune"
 def check_finetune_output(out: str | os.PathLike, inputs: list[Any], *, overwrite: bool = False) -> Path:
     """Refuse, before any work, an `out` finetune must not write: one of its `inputs` (the student's
     directory, the data), another command's output or foreign files, and a previous finetune output
-    unless `overwrite` (see :func:`pathprune.io.check_output_target`)."""
-    from ..io import OutputLock, check_output_target
+    unless `overwrite` (see :func:`pathprune.outputs.check_output_target`)."""
+    from ..outputs import OutputLock, check_output_target
 
     if OutputLock(out).held_here():  # the caller claimed it (and checked it) already
         return Path(out)
     return check_output_target(out, FINETUNE_COMMAND, inputs=[i for i in inputs if i], overwrite=overwrite)
-
-
-def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
-    """model.json of a pruned-model directory (InputError when it is not one)."""
-    path = Path(directory) / MODEL_DESCRIPTION
-    if not path.is_file():
-        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})", param="model")
-    return json.loads(path.read_text())

@@ -3,7 +3,7 @@ are loaded (in the training process, or by DataLoader workers that prefetch ahea
 
 Every epoch's order comes from a generator seeded by (seed, epoch); step s of an epoch takes the s-th
 slice of `batch_size` positions of that order (the *global* batch, whatever the number of processes);
-rank r of W takes every W-th position of it from r (:func:`~.distributed.split_batch`). Two ways of
+rank r of W takes every W-th position of it from r (:func:`pathprune.distributed.split_batch`). Two ways of
 seeding the augmentation:
 
 - ``step`` (one process loading in the training loop, as in earlier versions): the RNGs are seeded from
@@ -21,7 +21,9 @@ Both are exactly reproducible, hence exactly resumable.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import random
 from typing import Any, Callable, Iterator, Sequence
 
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .distributed import Ranks, rank_seed, split_batch
+from ..distributed import Ranks, split_batch
 
 #: how augmentation is seeded: per step in the training loop, or per (step, image) anywhere
 LOADING_SCHEMES = ("step", "sample")
@@ -46,6 +48,24 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, step: int, rank: int = 0, position: int | None = None) -> int:
+    """The RNG seed of a training step (rank 0: the single-process seed of earlier versions) or, with
+    `position`, of one image's augmentation at that step (the same whatever rank or worker loads it)."""
+    if position is None and rank == 0:
+        return (seed * 1_000_003 + step) % (2 ** 31)
+    blob = f"{seed}:{step}:{rank}:{position}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def default_workers(device: str, data: str) -> int:
+    """Image loading processes of a training run: none on the CPU or for the embedded digits (loading
+    in the loop keeps the CPU for training), else min(8, cores per local process)."""
+    if not str(device).startswith("cuda") or str(data).startswith("digits"):
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
 
 
 class StepPlan:

@@ -42,12 +42,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..data.images import count_images, labelled_batches
-from ..errors import ConfigError, IncompatibleError, InputError, ModelError
+from ..data.images import count_images, labelled_batches, shard_images
+from ..distributed import Ranks, current_ranks
+from ..errors import ConfigError, IncompatibleError, InputError
 from ..models.adapters import family_of, mlp_layouts, mlp_output_scales
 from ..models.borrow import borrowed
 from ..progress import progress_bar
-from .distributed import Ranks, all_reduce_sum, broadcast_tensor, current_ranks, shard_images
+from .attention_refit import attention_proj, fit_attention, fit_independent_heads, heads_removed, solve_proj_into
+from .block_inputs import BlockInputs, StopForward, cache_block_inputs
+from .least_squares import LeastSquaresSums, refit_linear, solve_ridge  # noqa: F401 (solve_ridge: re-exported)
+from .token_weights import token_weights
 
 #: reconstruction modes: inputs from the pruned model block after block, or from the reference model
 RECONSTRUCT_MODES = ("sequential", "independent")
@@ -117,83 +121,6 @@ class Reconstruction:
         return asdict(self)
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the block being fitted has been seen."""
-
-
-class _Accumulator:
-    """float64 sums of [X 1]^T [X 1], [X 1]^T Y and Y^T Y over token rows."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool):
-        n = in_features + (1 if bias else 0)
-        self.bias = bias
-        self.gram = torch.zeros(n, n, dtype=torch.float64)
-        self.cross = torch.zeros(n, out_features, dtype=torch.float64)
-        self.yy = torch.zeros((), dtype=torch.float64)
-        self.rows = 0
-
-    def add(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> None:
-        """Add token rows x [..., in], y [..., out]; `weight` (one per row, >= 0): weighted sums."""
-        x = x.detach().reshape(-1, x.shape[-1]).double()
-        y = y.detach().reshape(-1, y.shape[-1]).double()
-        if self.bias:
-            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
-        wx = x if weight is None else x * weight.reshape(-1, 1).to(x)
-        self.gram += (wx.T @ x).cpu()
-        self.cross += (wx.T @ y).cpu()
-        self.yy += ((y * y).sum() if weight is None else (weight.reshape(-1).to(y) * (y * y).sum(1)).sum()).cpu()
-        self.rows += len(x)
-
-    def reduce(self, ranks: Ranks) -> "_Accumulator":
-        """Sum the sums over ranks (float64 all-reduce; nothing for one process)."""
-        if ranks.distributed:
-            rows = torch.tensor([self.rows], dtype=torch.float64)
-            self.gram, self.cross, self.yy, rows = all_reduce_sum([self.gram, self.cross, self.yy, rows], ranks)
-            self.rows = int(rows.item())
-        return self
-
-    def relative_error(self, w: torch.Tensor) -> float:
-        """||[X 1] w - Y||^2 / ||Y||^2 from the sums (w: [in(+1), out], float64)."""
-        err = (w * (self.gram @ w)).sum() - 2 * (w * self.cross).sum() + self.yy
-        return float(err.clamp_min(0) / self.yy.clamp_min(1e-300))
-
-
-def solve_ridge(gram: torch.Tensor, cross: torch.Tensor, ridge: float, bias: bool = True) -> tuple[torch.Tensor, str]:
-    """argmin_w ||X w - Y||^2 + lam ||w_x||^2 from G = X^T X and C = X^T Y (float64), with
-    lam = ridge * mean(diag G) over the non-bias rows. Returns (w, solver name)."""
-    n = gram.shape[0] - (1 if bias else 0)
-    a = gram.clone()
-    lam = ridge * float(gram.diagonal()[:n].mean()) if n else 0.0
-    a.diagonal()[:n] += lam
-    chol, info = torch.linalg.cholesky_ex(a)
-    if int(info) == 0:
-        w = torch.cholesky_solve(cross, chol)
-        if torch.isfinite(w).all():
-            return w, "cholesky"
-    w = torch.linalg.lstsq(a, cross, driver="gelsd").solution
-    if torch.isfinite(w).all():
-        return w, "lstsq"
-    values, vectors = torch.linalg.eigh(a)
-    keep = values > values.abs().max() * 1e-12
-    inverse = torch.where(keep, 1.0 / torch.where(keep, values, torch.ones_like(values)), torch.zeros_like(values))
-    return vectors @ (inverse[:, None] * (vectors.T @ cross)), "eigh"
-
-
-def _current(fc2: nn.Linear) -> torch.Tensor:
-    w = fc2.weight.detach().double().T.cpu()
-    if fc2.bias is not None:
-        w = torch.cat([w, fc2.bias.detach().double().cpu()[None]], 0)
-    return w
-
-
-def _assign(fc2: nn.Linear, w: torch.Tensor) -> None:
-    with torch.no_grad():
-        n = fc2.in_features
-        fc2.weight.copy_(w[:n].T.to(fc2.weight))
-        if fc2.bias is not None:
-            fc2.bias.copy_(w[n].to(fc2.bias))
-
-
 def _check_pair(model: nn.Module, reference: nn.Module) -> None:
     mine, theirs = mlp_layouts(model), mlp_layouts(reference)
     if len(mine) != len(theirs):
@@ -212,7 +139,7 @@ def _block_hooks(layout, ref_layout, block, ref_block, target: str, seen: dict[s
         def hook(module, args, out=None):
             seen[name] = (out if output else args[0]).detach()
             if end and stop:
-                raise _Stop
+                raise StopForward
         return hook
 
     fc2 = layout.output
@@ -238,15 +165,15 @@ def _target(seen: dict[str, torch.Tensor], target: str, ref_layout, scale: torch
 
 
 def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, target: str, batch_size: int,
-               device: str, cache: "_BlockInputs | None" = None,
-               weights: "list[torch.Tensor] | None" = None) -> _Accumulator:
+               device: str, cache: BlockInputs | None = None,
+               weights: "list[torch.Tensor] | None" = None) -> LeastSquaresSums:
     """Accumulate the least-squares sums of block `layer` (sequential mode) over all images: from the
     cached block inputs when there are some, else by forward passes that stop after the block."""
     layout, ref_layout = mlp_layouts(model)[layer], mlp_layouts(reference)[layer]
     block, ref_block = family_of(model).blocks(model)[layer], family_of(reference).blocks(reference)[layer]
     scale = mlp_output_scales(model)[layer]
     fc2 = layout.output
-    acc = _Accumulator(fc2.in_features, fc2.out_features, fc2.bias is not None)
+    acc = LeastSquaresSums(fc2.in_features, fc2.out_features, fc2.bias is not None)
     seen: dict[str, torch.Tensor] = {}
     handles = _block_hooks(layout, ref_layout, block, ref_block, target, seen, stop=cache is None)
     try:
@@ -263,7 +190,7 @@ def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, 
                 for net in ((model, reference) if target != "local" else (model,)):
                     try:
                         net(x)
-                    except _Stop:
+                    except StopForward:
                         pass
                 acc.add(seen["x"], _target(seen, target, ref_layout, scale), None if weights is None else weights[b])
     finally:
@@ -272,59 +199,12 @@ def _fit_block(layer: int, model: nn.Module, reference: nn.Module, images: Any, 
     return acc
 
 
-@dataclass
-class _BlockInputs:
-    """Per batch, the current block's input tokens of the pruned and of the reference model."""
-
-    pruned: list[torch.Tensor]
-    reference: list[torch.Tensor]
-
-    def advance(self, block: nn.Module, device: str) -> None:
-        """Pass the pruned inputs through the (re-fitted) block: the next block's inputs."""
-        self.pruned = [block(h.to(device)).to(h.device) for h in self.pruned]
-
-
-def _cache_block_inputs(model: nn.Module, reference: nn.Module, images: Any, batch_size: int, device: str,
-                        budget_bytes: int) -> _BlockInputs | None:
-    """The first block's input tokens of both models for every batch, when blocks are called with the
-    tokens alone (plain ViT blocks) and both copies fit in `budget_bytes`; else None (the blocks are
-    then fitted by forward passes of the whole models, with constant memory)."""
-    total = count_images(images)
-    caches: list[list[torch.Tensor]] = [[], []]
-    for which, net in enumerate((model, reference)):
-        first = family_of(net).blocks(net)[0]
-        plain = [True]
-
-        def grab(module, args, kwargs, store=caches[which]):
-            if kwargs or len(args) != 1:
-                plain[0] = False
-            else:
-                store.append(args[0].detach())
-            raise _Stop
-
-        handle = first.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            for x, _ in labelled_batches(images, batch_size):
-                try:
-                    net(x.to(device))
-                except _Stop:
-                    pass
-                if not plain[0]:
-                    return None
-                stored = caches[which][0]
-                if 2 * stored.element_size() * stored.numel() * total / len(stored) > budget_bytes:
-                    return None
-        finally:
-            handle.remove()
-    return _BlockInputs(pruned=caches[0], reference=caches[1])
-
-
 def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: Sequence[Sequence[int]],
                      batch_size: int, device: str, bar,
-                     weights: "list[list[torch.Tensor]] | None" = None) -> list[_Accumulator]:
+                     weights: "list[list[torch.Tensor]] | None" = None) -> list[LeastSquaresSums]:
     """One pass of the reference model: every block's kept activations and its MLP output."""
     layouts, ref_layouts = mlp_layouts(model), mlp_layouts(reference)
-    accs = [_Accumulator(lay.output.in_features, lay.output.out_features, lay.output.bias is not None)
+    accs = [LeastSquaresSums(lay.output.in_features, lay.output.out_features, lay.output.bias is not None)
             for lay in layouts]
     index = [torch.as_tensor(list(k), dtype=torch.long, device=device) for k in kept]
     handles = []
@@ -347,57 +227,6 @@ def _fit_independent(model: nn.Module, reference: nn.Module, images: Any, kept: 
         for handle in handles:
             handle.remove()
     return accs
-
-
-def token_weights(reference: nn.Module, images: Any, weighting: str, mix: float, *, batch_size: int = 32,
-                  device: str = "cpu") -> list[list[torch.Tensor]]:
-    """Per block, per calibration batch (in `labelled_batches` order), the weight of every token row
-    [B*T] of block l's fc2 fit: ``(1 - mix) + mix * g / mean(g)``, g the squared gradient norm, with
-    respect to the reference fc2 output at that token, of the logit margin (``margin``: top-1 minus
-    runner-up of the reference's logits) or of the cross-entropy on the labels (``fisher``); the
-    mean over all tokens of the block (per process when distributed). The reference's parameters
-    must not require gradients (as inside :func:`reconstruct_mlp`); only activation gradients are taken.
-
-    Example::
-
-        >>> w = token_weights(dense, calib, "margin", 0.5)   # doctest: +SKIP
-        >>> torch.cat(w[0]).mean()                            # doctest: +SKIP
-        tensor(1., dtype=torch.float64)
-    """
-    layouts = mlp_layouts(reference)
-    raw: list[list[torch.Tensor]] = [[] for _ in layouts]
-    outs: dict[int, torch.Tensor] = {}
-
-    def hook(layer: int):
-        def keep(module, args, out):
-            out.retain_grad()
-            outs[layer] = out
-        return keep
-
-    handles = [layout.output.register_forward_hook(hook(i)) for i, layout in enumerate(layouts)]
-    try:
-        with torch.enable_grad():
-            for x, y in labelled_batches(images, batch_size):
-                outs.clear()
-                x = x.to(device).requires_grad_(True)  # a graph through the activations, not the weights
-                logits = reference(x)
-                if weighting == "margin":
-                    top2 = logits.topk(2, dim=-1).values
-                    objective = (top2[:, 0] - top2[:, 1]).sum()
-                else:
-                    objective = torch.nn.functional.cross_entropy(logits, y.to(logits.device), reduction="sum")
-                objective.backward()
-                for i in range(len(layouts)):
-                    g = outs[i].grad
-                    raw[i].append((g.double() ** 2).sum(-1).reshape(-1).cpu())
-    finally:
-        for handle in handles:
-            handle.remove()
-    out = []
-    for per_batch in raw:
-        mean = float(torch.cat(per_batch).mean()) if per_batch else 0.0
-        out.append([(1 - mix) + mix * (g / mean if mean > 0 else torch.ones_like(g)) for g in per_batch])
-    return out
 
 
 @torch.no_grad()
@@ -468,21 +297,21 @@ def reconstruct_mlp(model: nn.Module, reference: nn.Module, images: Any, config:
                 accs = _fit_independent(student, teacher, images, kept, batch_size, device, bar, weights)
             finally:
                 bar.close()
-            for layer, acc in _fit_independent_heads(student, teacher, images, kept_heads, batch_size, device):
-                _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result, ranks)
+            for layer, acc in fit_independent_heads(student, teacher, images, kept_heads, batch_size, device):
+                solve_proj_into(layer, attention_proj(student, layer), acc.reduce(ranks), config.ridge, result, ranks)
             for layout, acc in zip(mlp_layouts(student), accs):
                 _solve_into(layout.output, acc.reduce(ranks), config.ridge, result, ranks)
         else:
             bar = progress_bar(len(layouts) * mine, f"{label} block 1/{len(layouts)}", progress, leave=False)
-            cache = (_cache_block_inputs(student, teacher, images, batch_size, device, cache_bytes)
+            cache = (cache_block_inputs(student, teacher, images, batch_size, device, cache_bytes)
                      if cache_bytes > 0 else None)
             blocks = family_of(student).blocks(student)
             try:
                 for layer in range(len(layouts)):
                     bar.set_description(f"{label} block {layer + 1}/{len(layouts)}")
-                    if _heads_removed(student, teacher, layer):
-                        acc = _fit_attention(layer, student, teacher, images, config.target, batch_size, device, cache)
-                        _solve_proj_into(layer, _proj(student, layer), acc.reduce(ranks), config.ridge, result,
+                    if heads_removed(student, teacher, layer):
+                        acc = fit_attention(layer, student, teacher, images, config.target, batch_size, device, cache)
+                        solve_proj_into(layer, attention_proj(student, layer), acc.reduce(ranks), config.ridge, result,
                                          ranks)
                     acc = _fit_block(layer, student, teacher, images, config.target, batch_size, device, cache,
                                      None if weights is None else weights[layer])
@@ -507,150 +336,13 @@ def _check_determined(rows: int, unknowns: int, block: int, images: int) -> None
                           param="calib_images")
 
 
-def _solve_into(fc2: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction,
+def _solve_into(fc2: nn.Linear, acc: LeastSquaresSums, ridge: float, result: Reconstruction,
                 ranks: Ranks | None = None) -> None:
     if acc.rows == 0:
         raise InputError("no calibration tokens reached the MLPs")
     _check_determined(acc.rows, int(acc.gram.shape[0]), len(result.solvers), result.images)
-    before = acc.relative_error(_current(fc2))
-    w, solver = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
-    if ranks is not None and ranks.distributed:  # the same weights on every rank, whatever its arithmetic
-        w = broadcast_tensor(w, ranks)
-    _assign(fc2, w)
+    before, after, solver = refit_linear(fc2, acc, ridge, ranks)
     result.tokens = acc.rows
     result.error_before.append(before)
-    result.error_after.append(acc.relative_error(_current(fc2)))
+    result.error_after.append(after)
     result.solvers.append(solver)
-
-
-# --------------------------------------------------------------------------------------------
-# attention heads (issue 17): re-fit attn.proj on the kept heads
-
-
-def _proj(model: nn.Module, layer: int) -> nn.Linear:
-    return family_of(model).blocks(model)[layer].attn.proj
-
-
-def _heads_removed(model: nn.Module, reference: nn.Module, layer: int) -> bool:
-    """Whether block `layer` of the pruned model has fewer attention heads than the reference's."""
-    mine = getattr(family_of(model).blocks(model)[layer], "attn", None)
-    theirs = getattr(family_of(reference).blocks(reference)[layer], "attn", None)
-    proj, ref_proj = getattr(mine, "proj", None), getattr(theirs, "proj", None)
-    return (isinstance(proj, nn.Linear) and isinstance(ref_proj, nn.Linear)
-            and proj.in_features != ref_proj.in_features)
-
-
-def _check_pre_norm_block(block: nn.Module, layer: int) -> None:
-    if not all(hasattr(block, n) for n in ("norm1", "attn", "ls1")) or type(block).__name__ != "Block":
-        raise ModelError(f"block {layer}: '{type(block).__name__}' is not a pre-norm ViT block "
-                         "(x + ls1(attn(norm1(x)))); its attention cannot be reconstructed")
-
-
-def _fit_attention(layer: int, model: nn.Module, reference: nn.Module, images: Any, target: str, batch_size: int,
-                   device: str, cache: "_BlockInputs | None" = None) -> _Accumulator:
-    """Least-squares sums for block `layer`'s attn.proj (sequential mode): inputs are the pruned model's
-    kept head outputs; the target is the reference attention output (dense), the reference attention
-    on the pruned inputs (local), or the attention output that makes the pruned block's residual stream
-    after attention equal the reference's (residual)."""
-    from ..models.adapters import attention_output_scales
-
-    block, ref_block = family_of(model).blocks(model)[layer], family_of(reference).blocks(reference)[layer]
-    _check_pre_norm_block(block, layer)
-    _check_pre_norm_block(ref_block, layer)
-    proj = block.attn.proj
-    scale, ref_scale = attention_output_scales(model)[layer], attention_output_scales(reference)[layer]
-    acc = _Accumulator(proj.in_features, proj.out_features, proj.bias is not None)
-    seen: dict[str, torch.Tensor] = {}
-
-    def keep(name: str, end: bool = False, output: bool = False):
-        def hook(module, args, out=None):
-            seen[name] = (out if output else args[0]).detach()
-            if end:
-                raise _Stop
-        return hook
-
-    handles = [block.register_forward_pre_hook(keep("h_p")), proj.register_forward_pre_hook(keep("x")),
-               block.attn.register_forward_hook(keep("a_p", end=True, output=True))]
-    if target != "local":
-        handles += [ref_block.register_forward_pre_hook(keep("h_r")),
-                    ref_block.attn.register_forward_hook(keep("a_r", end=True, output=True))]
-
-    def run(net: nn.Module, inputs: torch.Tensor) -> None:
-        try:
-            net(inputs)
-        except _Stop:
-            pass
-
-    def gamma(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
-        return g.to(like) if g is not None else 1.0
-
-    try:
-        batches = (zip(cache.pruned, cache.reference) if cache is not None
-                   else ((x, x) for x, _ in labelled_batches(images, batch_size)))
-        for hp, hr in batches:
-            seen.clear()
-            run(block if cache is not None else model, hp.to(device))
-            if target == "local":
-                y = ref_block.attn(ref_block.norm1(seen["h_p"]))
-            else:
-                run(ref_block if cache is not None else reference, hr.to(device))
-                if target == "dense":
-                    y = seen["a_r"]
-                else:
-                    a_p = seen["a_p"]
-                    g = gamma(scale, a_p)
-                    mid_r = seen["h_r"] + gamma(ref_scale, a_p) * seen["a_r"]
-                    y = (mid_r - seen["h_p"]) / g
-            acc.add(seen["x"], y)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return acc
-
-
-def _fit_independent_heads(model: nn.Module, reference: nn.Module, images: Any,
-                           kept_heads: Sequence[Sequence[int]] | None, batch_size: int,
-                           device: str) -> list[tuple[int, _Accumulator]]:
-    """Independent mode: per block that lost heads, the reference's kept head outputs and its
-    attention output, from one pass of the reference model."""
-    layers = [i for i in range(len(family_of(model).blocks(model))) if _heads_removed(model, reference, i)]
-    if not layers:
-        return []
-    if kept_heads is None:
-        raise ConfigError("the independent mode needs the kept head indices", param="kept_heads")
-    ref_blocks = family_of(reference).blocks(reference)
-    accs, handles = {}, []
-    for layer in layers:
-        attn = ref_blocks[layer].attn
-        dh = int(attn.head_dim)
-        cols = torch.cat([torch.arange(int(h) * dh, (int(h) + 1) * dh) for h in kept_heads[layer]]).to(device)
-        proj = _proj(model, layer)
-        if len(cols) != proj.in_features:
-            raise ConfigError(f"block {layer}: kept heads do not match the pruned model's head count",
-                              param="kept_heads")
-        accs[layer] = _Accumulator(proj.in_features, proj.out_features, proj.bias is not None)
-
-        def record(module, args, out, layer=layer, cols=cols):
-            accs[layer].add(args[0].index_select(-1, cols), out)
-        handles.append(attn.proj.register_forward_hook(record))
-    try:
-        for x, _ in labelled_batches(images, batch_size):
-            reference(x.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [(layer, accs[layer]) for layer in layers]
-
-
-def _solve_proj_into(layer: int, proj: nn.Linear, acc: _Accumulator, ridge: float, result: Reconstruction,
-                     ranks: Ranks | None = None) -> None:
-    if acc.rows == 0:
-        raise InputError("no calibration tokens reached the attention")
-    before = acc.relative_error(_current(proj))
-    w, _ = solve_ridge(acc.gram, acc.cross, ridge, bias=acc.bias)
-    if ranks is not None and ranks.distributed:  # the same weights on every rank (all-reduced sums)
-        w = broadcast_tensor(w, ranks)
-    _assign(proj, w)
-    result.proj_blocks.append(layer)
-    result.proj_error_before.append(before)
-    result.proj_error_after.append(acc.relative_error(_current(proj)))

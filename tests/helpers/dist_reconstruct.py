@@ -45,7 +45,7 @@ def reconstructions(pruned_dir: str, data_dir: str, distributed: bool) -> tuple[
 def main(pruned_dir: str, data_dir: str, prefix: str) -> None:
     from safetensors.torch import save_file
 
-    from pathprune.repair.distributed import torchrun_process_group
+    from pathprune.distributed import torchrun_process_group
 
     torch.set_num_threads(1)
     with torchrun_process_group("cpu") as (ranks, _):

@@ -218,7 +218,7 @@ def test_prune_with_reconstruction_under_torchrun_equals_one_process(setup, tmp_
 
 
 def test_batch_split_covers_the_global_batch_with_weights_that_average_to_its_mean():
-    from pathprune.repair.distributed import Ranks, split_batch
+    from pathprune.distributed import Ranks, split_batch
     from pathprune.repair.loading import StepPlan
 
     for world in (1, 2, 3, 4):

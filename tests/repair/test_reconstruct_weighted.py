@@ -41,7 +41,7 @@ def _weighted_ridge(a: np.ndarray, t: np.ndarray, w: np.ndarray, ridge: float) -
 
 
 def test_weighted_sums_solve_the_weighted_least_squares_problem():
-    from pathprune.repair.reconstruct import _Accumulator, solve_ridge
+    from pathprune.repair.least_squares import LeastSquaresSums as _Accumulator, solve_ridge
 
     rng = np.random.default_rng(0)
     x, y, w = rng.normal(size=(40, 5)), rng.normal(size=(40, 3)), rng.uniform(0, 3, size=40)

@@ -106,7 +106,7 @@ class StructureSettings:
 
 def _compare(settings: ScoresSettings, command: str) -> dict[str, Any]:
     from ...evaluate.paper import compare_methods, write_comparison
-    from ...io import claim_output
+    from ...outputs import claim_output
 
     s = settings.validate()
     compare = s.compare_settings()
@@ -131,7 +131,7 @@ def scores(settings: ScoresSettings) -> dict[str, Any]:
 def structure(settings: StructureSettings) -> dict[str, Any]:
     """Run `settings`; return the class structure (also OUT/structure.json)."""
     from ...evaluate.paper import structure_analysis, write_structure
-    from ...io import claim_output
+    from ...outputs import claim_output
 
     s = settings.validate()
     with claim_output(s.out, "structure", inputs=input_paths(s.paths), overwrite=s.overwrite):

@@ -79,7 +79,7 @@ def analyze(settings: AnalyzeSettings) -> dict[str, Any]:
     from ...analysis.run import RunSettings, analyze as run_analyze
     from ...data import open_images, parse_shard
     from ...device import resolve_device
-    from ...io import check_output_target
+    from ...outputs import check_output_target
 
     s = settings.validate()
     shard = parse_shard(s.shard)

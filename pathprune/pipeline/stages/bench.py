@@ -84,7 +84,7 @@ def bench(settings: BenchSettingsSpec) -> dict[str, Any]:
     """Run `settings`; return the report (also OUT/report.json, report.md and plots)."""
     from ...data import open_images
     from ...evaluate.bench import BenchModel, load_onnx_file, load_pruned_dir, run_bench
-    from ...io import claim_output
+    from ...outputs import claim_output
 
     s = settings.validate()
     bench_settings = s.bench_settings()

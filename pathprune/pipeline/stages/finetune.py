@@ -47,7 +47,7 @@ def finetune(settings: FinetuneStageSettings, *, distributed: bool | None = None
     directory), another command's output or foreign files; a previous finetune output only with
     `overwrite`."""
     from ...repair.distill import FINETUNE_COMMAND
-    from ...repair.distributed import torchrun_process_group
+    from ...distributed import torchrun_process_group
 
     s = settings.validate()
     with torchrun_process_group(s.device, distributed) as (ranks, device), \
@@ -60,7 +60,7 @@ def _finetune_claimed(s: FinetuneStageSettings, device: str):
     from ...data import open_images
     from ...models import create_model
     from ...repair import find_teacher, finetune as run_finetune, read_model_description
-    from ...repair.distributed import default_workers
+    from ...repair.loading import default_workers
 
     description = read_model_description(s.model)
     student, spec = create_model(str(s.model))

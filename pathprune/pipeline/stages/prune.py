@@ -127,7 +127,7 @@ def prune(settings: PruneSettings, *, distributed: bool | None = None) -> dict[s
     from ...pruning import spread_subset
     from ...pruning.analysis_advice import analysis_advice
     from ...pruning.run import prune as prune_model
-    from ...repair.distributed import torchrun_process_group
+    from ...distributed import torchrun_process_group
 
     s = settings.validate()
     config, repair = s.prune_config(), s.reconstruct_config()

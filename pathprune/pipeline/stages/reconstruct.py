@@ -62,7 +62,7 @@ def reconstruct(settings: ReconstructStageSettings, *, distributed: bool | None 
     from ...models import create_model, save_pruned
     from ...pruning import spread_subset
     from ...repair import find_teacher, read_model_description, reconstruct_mlp
-    from ...repair.distributed import barrier, torchrun_process_group
+    from ...distributed import barrier, torchrun_process_group
 
     s = settings.validate()
     config = s.reconstruct_config()

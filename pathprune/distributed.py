@@ -1,16 +1,16 @@
-"""Process groups, sharding and reductions for repair under torchrun (DDP fine-tuning, all-reduced
-reconstruction).
+"""Processes working together under torchrun: this process's ranks, the process group, collectives
+(no-ops for one process) and shards of a list or batch.
 
-The repair calls (:func:`~pathprune.repair.distill.finetune`,
-:func:`~pathprune.repair.reconstruct.reconstruct_mlp`) take part in an *already initialised* default
+Library calls that can run on several processes (:func:`pathprune.repair.reconstruct_mlp`,
+:func:`pathprune.repair.finetune`, the prune run) take part in an *already initialised* default
 process group when there is one with more than one process (``distributed=None``, the default), so a
-pipeline calls them on every rank; ``distributed=False`` makes a call local to its process. The
-command line initialises the group itself under torchrun (:func:`torchrun_process_group`).
+pipeline calls them on every rank; ``distributed=False`` makes a call local to its process. A command
+initialises the group itself under torchrun (:func:`torchrun_process_group`).
 
     >>> ranks = current_ranks(False)
     >>> (ranks.rank, ranks.world_size, ranks.is_main)
     (0, 1, True)
-    >>> shard_positions(10, Ranks(rank=1, world_size=4))
+    >>> shard_positions(10, Ranks(rank=1, world_size=4).shard)
     [1, 5, 9]
     >>> split_batch([7, 3, 9, 4, 0], Ranks(rank=1, world_size=2))
     ([3, 4], 0.8)
@@ -19,18 +19,18 @@ command line initialises the group itself under torchrun (:func:`torchrun_proces
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..analysis.distributed import _timeout as collective_timeout
-from ..analysis.distributed import rank_device, torchrun_env
-from ..data.images import ImageSet, _reindexed
-from ..device import resolve_device
-from ..errors import ConfigError, InputError
+from .device import resolve_device
+from .errors import ConfigError, InputError
+
+#: how long a rank waits at a collective for the others (seconds; default a week)
+BARRIER_TIMEOUT_ENV = "PATHPRUNE_DIST_TIMEOUT_S"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Ranks:
         """More than one process takes part."""
         return self.world_size > 1
 
+    @property
+    def shard(self) -> tuple[int, int]:
+        """This rank's shard (index, count) of a list: every `world_size`-th item from `rank`."""
+        return self.rank, self.world_size
+
 
 def current_ranks(distributed: bool | None = None) -> Ranks:
     """The ranks of this call: the default process group's when it is initialised with more than one
@@ -66,6 +71,42 @@ def current_ranks(distributed: bool | None = None) -> Ranks:
         return Ranks()
     return Ranks(rank=dist.get_rank(), world_size=dist.get_world_size(),
                  local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+
+
+def torchrun_env() -> tuple[int, int, int] | None:
+    """(rank, world_size, local_rank) when launched by torchrun, else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError:
+        raise InputError("RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"RANK={rank} WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
+    return rank, world, local
+
+
+def rank_device(device: str, local_rank: int) -> str:
+    """The device of a rank: cuda:LOCAL_RANK for auto/cuda when CUDA is available, else the CPU."""
+    import torch
+
+    if device.startswith("cuda:"):
+        raise ConfigError(f"'{device}' under torchrun: each rank uses cuda:LOCAL_RANK; pass `device` cuda",
+                          param="device")
+    resolved = resolve_device(device, local_rank=local_rank)
+    if resolved.startswith("cuda") and local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs: "
+                          "start at most one torchrun process per GPU (nproc-per-node)")
+    return resolved
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a collective (a barrier: a rank that finished waiting for the others) may wait: $PATHPRUNE_DIST_TIMEOUT_S seconds, default a week."""
+    try:
+        return datetime.timedelta(seconds=float(os.environ.get(BARRIER_TIMEOUT_ENV, 7 * 24 * 3600)))
+    except ValueError:
+        raise InputError(f"{BARRIER_TIMEOUT_ENV} must be a number of seconds") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,22 +235,16 @@ def broadcast_tensor(tensor: torch.Tensor, ranks: Ranks, src: int = 0) -> torch.
 
 
 # --------------------------------------------------------------------------------------------
-# sharding
+# shards
 
 
-def shard_positions(num_items: int, ranks: Ranks) -> list[int]:
-    """The positions rank r of W handles: every W-th starting at r."""
-    return list(range(ranks.rank, num_items, ranks.world_size))
-
-
-def shard_images(images: Any, ranks: Ranks) -> Any:
-    """This rank's shard of an ImageSet or an (images, labels) pair (every W-th image from r)."""
-    if not ranks.distributed:
-        return images
-    if isinstance(images, ImageSet):
-        return _reindexed(images, [images.items[p] for p in shard_positions(len(images.items), ranks)])
-    x, y = images
-    return x[ranks.rank::ranks.world_size], y[ranks.rank::ranks.world_size]
+def shard_positions(num_items: int, shard: tuple[int, int] | None) -> list[int]:
+    """Positions of shard I of N: every N-th item starting at I (classes stay balanced); all of them
+    for no shard. A rank's part of a list is ``shard_positions(n, ranks.shard)``."""
+    if shard is None:
+        return list(range(num_items))
+    index, count = shard
+    return list(range(index, num_items, count))
 
 
 def split_batch(positions: Sequence[int], ranks: Ranks) -> tuple[list[int], float]:
@@ -223,49 +258,3 @@ def split_batch(positions: Sequence[int], ranks: Ranks) -> tuple[list[int], floa
     if not mine:
         return positions[:1], 0.0
     return mine, len(mine) * ranks.world_size / len(positions)
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation and seeds
-
-
-def sharded_top1(model: torch.nn.Module, images: Any, *, batch_size: int = 64, device: str = "cpu",
-                 ranks: Ranks | None = None) -> float:
-    """Top-1 of `model` on `images` (ImageSet or (images, labels)); with several ranks (default: the
-    initialised process group's, call it on every rank) each evaluates its shard and the counts are summed."""
-    from ..data.images import count_images
-    from ..evaluate.accuracy import evaluate_models, top1
-
-    ranks = ranks or current_ranks()
-    if not ranks.distributed:
-        return top1(model, images, batch_size=batch_size, device=device)
-    shard = shard_images(images, ranks)
-    correct = seen = 0
-    if count_images(shard):
-        try:
-            ev = evaluate_models({"model": model}, shard, batch_size=batch_size, device=device)
-            correct, seen = int((ev.preds["model"] == ev.labels).sum()), len(ev.labels)
-        except InputError:  # no image of this shard could be read
-            pass
-    counts = all_reduce_sum([torch.tensor([correct, seen], dtype=torch.float64)], ranks)[0]
-    if counts[1] == 0:
-        raise InputError("no image could be read", param="eval_data")
-    return float(counts[0] / counts[1])
-
-
-def rank_seed(seed: int, step: int, rank: int = 0, position: int | None = None) -> int:
-    """The RNG seed of a training step (rank 0: the single-process seed of earlier versions) or, with
-    `position`, of one image's augmentation at that step (the same whatever rank or worker loads it)."""
-    if position is None and rank == 0:
-        return (seed * 1_000_003 + step) % (2 ** 31)
-    blob = f"{seed}:{step}:{rank}:{position}".encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def default_workers(device: str, data: str) -> int:
-    """Image loading processes of a training run: none on the CPU or for the embedded digits (loading
-    in the loop keeps the CPU for training), else min(8, cores per local process)."""
-    if not str(device).startswith("cuda") or str(data).startswith("digits"):
-        return 0
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
