@@ -350,8 +350,8 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
     Under torchrun every rank calls this: the analysis, reconstruction and distillation run on every
     rank, prune, export and bench on rank 0 while the others wait; rank 0 decides what to skip and
     returns the summary, the other ranks return None."""
-    from ..outputs import claim_output
     from ..distributed import torchrun_process_group
+    from .claims import claim_on_main, on_main
 
     settings.validate()
     out = Path(out)
@@ -360,13 +360,18 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
         raise ConfigError("the model to compress cannot lie inside the output directory", param="out")
     already = removed_fraction(settings.model)
     with torchrun_process_group(settings.device) as (ranks, _):
+        from .rank_agreement import check_ranks_agree
+
+        check_ranks_agree(settings, ranks)  # every rank's settings and inputs are rank 0's, before any work
         plan = plan_stages(settings, out, already, distributed=ranks.distributed)  # refuses impossible requests
         check_plan(settings, plan)
-        if not ranks.is_main:
-            _follow(plan, ranks)
-            return None
         inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
-        with claim_output(out, command, inputs=inputs, resumable=True, in_place=True):
+        # rank 0 claims the output and refuses other settings; a refusal stops every rank at once
+        with claim_on_main(ranks, out, command, inputs=inputs, resumable=True, in_place=True):
+            on_main(ranks, lambda: _check_same_settings(plan, out, settings.overwrite))
+            if not ranks.is_main:
+                _follow(plan, ranks)
+                return None
             return _run_claimed(settings, out, echo or (lambda _: None), already, plan, ranks,
                                 record or _no_record, show)
 
@@ -406,7 +411,6 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
 
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGES_DIR).mkdir(exist_ok=True)
-    _check_same_settings(plan, out, settings.overwrite)
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished compression
