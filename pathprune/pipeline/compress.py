@@ -284,13 +284,27 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
     return plan
 
 
+#: (stage command, its setting) -> the compress setting it comes from, where the names differ
+STAGE_PARAMS = {("export", "calib_images"): "export_images", ("analyze", "batch_size"): "analyze_batch_size",
+                ("finetune", "lr"): "finetune_lr", ("finetune", "batch_size"): "finetune_batch_size",
+                ("finetune", "epochs"): "finetune_epochs", ("finetune", "steps"): "finetune_steps"}
+
+
 def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:
     """Every stage's settings checked before the first stage runs (and the data sources exist; a MAC
     budget the model cannot reach is refused)."""
     check_data_source(settings.data, "data")
     check_data_source(settings.eval_data, "eval_data")
+    from ..errors import PathpruneError
+
     for stage in plan:
-        stage.settings.validate()
+        try:
+            stage.settings.validate()
+        except PathpruneError as exc:  # named as compress names the setting (export's calib_images: export_images)
+            own = STAGE_PARAMS.get((stage.command, exc.param))
+            if own is None:
+                raise
+            raise type(exc)(exc.message, param=own) from None
     if settings.macs is not None:
         from ..pruning.budget import check_fraction
 
