@@ -29,8 +29,10 @@ import torch
 from .device import resolve_device
 from .errors import ConfigError, InputError
 
-#: how long a rank waits at a collective for the others (seconds; default a week)
+#: how long any collective (a barrier, a broadcast, an all-reduce) waits for the other ranks (seconds)
 BARRIER_TIMEOUT_ENV = "PATHPRUNE_DIST_TIMEOUT_S"
+#: its default: one hour (a rank that stopped, hung or never came stops the others within it, never days)
+DEFAULT_TIMEOUT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,10 @@ def rank_device(device: str, local_rank: int) -> str:
 
 
 def collective_timeout() -> datetime.timedelta:
-    """How long a collective (a barrier: a rank that finished waiting for the others) may wait: $PATHPRUNE_DIST_TIMEOUT_S seconds, default a week."""
+    """How long any collective (a barrier, a broadcast, an all-reduce) waits for the other ranks:
+    $PATHPRUNE_DIST_TIMEOUT_S seconds, default :data:`DEFAULT_TIMEOUT_S` (one hour)."""
     try:
-        return datetime.timedelta(seconds=float(os.environ.get(BARRIER_TIMEOUT_ENV, 7 * 24 * 3600)))
+        return datetime.timedelta(seconds=float(os.environ.get(BARRIER_TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
     except ValueError:
         raise InputError(f"{BARRIER_TIMEOUT_ENV} must be a number of seconds") from None
 

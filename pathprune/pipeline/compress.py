@@ -284,13 +284,27 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
     return plan
 
 
+#: (stage command, its setting) -> the compress setting it comes from, where the names differ
+STAGE_PARAMS = {("export", "calib_images"): "export_images", ("analyze", "batch_size"): "analyze_batch_size",
+                ("finetune", "lr"): "finetune_lr", ("finetune", "batch_size"): "finetune_batch_size",
+                ("finetune", "epochs"): "finetune_epochs", ("finetune", "steps"): "finetune_steps"}
+
+
 def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:
     """Every stage's settings checked before the first stage runs (and the data sources exist; a MAC
     budget the model cannot reach is refused)."""
     check_data_source(settings.data, "data")
     check_data_source(settings.eval_data, "eval_data")
+    from ..errors import PathpruneError
+
     for stage in plan:
-        stage.settings.validate()
+        try:
+            stage.settings.validate()
+        except PathpruneError as exc:  # named as compress names the setting (export's calib_images: export_images)
+            own = STAGE_PARAMS.get((stage.command, exc.param))
+            if own is None:
+                raise
+            raise type(exc)(exc.message, param=own) from None
     if settings.macs is not None:
         from ..pruning.budget import check_fraction
 
@@ -350,8 +364,8 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
     Under torchrun every rank calls this: the analysis, reconstruction and distillation run on every
     rank, prune, export and bench on rank 0 while the others wait; rank 0 decides what to skip and
     returns the summary, the other ranks return None."""
-    from ..outputs import claim_output
     from ..distributed import torchrun_process_group
+    from .claims import claim_on_main, on_main
 
     settings.validate()
     out = Path(out)
@@ -360,13 +374,18 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
         raise ConfigError("the model to compress cannot lie inside the output directory", param="out")
     already = removed_fraction(settings.model)
     with torchrun_process_group(settings.device) as (ranks, _):
+        from .rank_agreement import check_ranks_agree
+
+        check_ranks_agree(settings, ranks)  # every rank's settings and inputs are rank 0's, before any work
         plan = plan_stages(settings, out, already, distributed=ranks.distributed)  # refuses impossible requests
         check_plan(settings, plan)
-        if not ranks.is_main:
-            _follow(plan, ranks)
-            return None
         inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
-        with claim_output(out, command, inputs=inputs, resumable=True, in_place=True):
+        # rank 0 claims the output and refuses other settings; a refusal stops every rank at once
+        with claim_on_main(ranks, out, command, inputs=inputs, resumable=True, in_place=True):
+            on_main(ranks, lambda: _check_same_settings(plan, out, settings.overwrite))
+            if not ranks.is_main:
+                _follow(plan, ranks)
+                return None
             return _run_claimed(settings, out, echo or (lambda _: None), already, plan, ranks,
                                 record or _no_record, show)
 
@@ -406,7 +425,6 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
 
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGES_DIR).mkdir(exist_ok=True)
-    _check_same_settings(plan, out, settings.overwrite)
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished compression

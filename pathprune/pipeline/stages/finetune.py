@@ -51,7 +51,7 @@ def finetune(settings: FinetuneStageSettings, *, distributed: bool | None = None
 
     s = settings.validate()
     with torchrun_process_group(s.device, distributed) as (ranks, device), \
-            claim_on_main(ranks, s.out, FINETUNE_COMMAND, overwrite=s.overwrite,
+            claim_on_main(ranks, s.out, FINETUNE_COMMAND, overwrite=s.overwrite, agree=s,
                           inputs=[s.model, s.data, s.eval_data, s.teacher, s.teacher_weights]):
         return _finetune_claimed(s, device)
 

@@ -133,7 +133,7 @@ def prune(settings: PruneSettings, *, distributed: bool | None = None) -> dict[s
     config, repair = s.prune_config(), s.reconstruct_config()
     inputs = input_paths(s.paths, *s.source.input_paths(), s.calib_data, s.eval_data, s.class_map, s.labels)
     with torchrun_process_group(s.device, distributed) as (ranks, device), \
-            claim_on_main(ranks, s.out, "prune", inputs=inputs, overwrite=s.overwrite):
+            claim_on_main(ranks, s.out, "prune", inputs=inputs, overwrite=s.overwrite, agree=s):
         analysis = load_analysis(s.paths, allow_partial=s.allow_partial) if s.paths is not None else None
         model, spec = s.source.load()
         if analysis is not None and "analysis" in s.needs and not s.reconstruct and ranks.is_main:

@@ -68,7 +68,7 @@ def reconstruct(settings: ReconstructStageSettings, *, distributed: bool | None 
     config = s.reconstruct_config()
     inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
     with torchrun_process_group(s.device, distributed) as (ranks, device):
-        with claim_on_main(ranks, s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite):
+        with claim_on_main(ranks, s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite, agree=s):
             description = read_model_description(s.model)
             student, spec = create_model(str(s.model))
             dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
