@@ -267,7 +267,7 @@ def test_digit_folders_one_to_ten_are_refused_not_reordered(run_cli, tmp_path):
 
 @pytest.mark.parametrize("folders", [["01", "1", "2"], ["-1", "0", "1"], ["0", "1", "7"], ["cat", "dog", "2"]])
 def test_ambiguous_integer_folders_are_refused(folders):
-    from pathprune.data.images import folder_labels
+    from pathprune.data.labels import folder_labels
     from pathprune.errors import InputError
 
     with pytest.raises(InputError, match="class_map"):
@@ -325,7 +325,7 @@ def _table_label(folders: list[str], num_classes: int, names: list[str] | None, 
 
 
 def test_label_rules_property(tmp_path):
-    from pathprune.data.images import folder_labels, imagenet_classes
+    from pathprune.data.labels import folder_labels, imagenet_classes
     from pathprune.errors import InputError
 
     rng = np.random.default_rng(20)

@@ -258,7 +258,7 @@ def export_metadata(model: nn.Module, spec: Any = None, *, optimize: bool = Fals
     meta: dict[str, Any] = {"version": __version__, "optimize": optimize, "precision": precision,
                             "mlp_hidden": mlp_widths(model), "num_classes": int(getattr(model, "num_classes", 0))}
     if spec is not None:
-        from ..data.images import imagenet_classes
+        from ..data.labels import imagenet_classes
 
         num_classes = meta["num_classes"]
         names = list(spec.class_names or []) or imagenet_classes(num_classes) or [str(i) for i in range(num_classes)]
