@@ -19,8 +19,8 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..outputs import sha256_file
-from .adapters import (default_token_scope, family_of, head_counts, mlp_widths, model_input_shape, set_head_counts,
-                       set_mlp_widths)
+from .adapters import default_token_scope, family_of, mlp_widths, model_input_shape, set_mlp_widths
+from .attention import head_counts, set_head_counts
 from .weights import load_weights
 
 #: file name of the model description inside a pruned-model directory

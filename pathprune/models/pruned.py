@@ -66,7 +66,8 @@ def _register_timm_entrypoint() -> None:
         attention head counts `num_heads_per_block`."""
         from timm.models import load_pretrained
 
-        from .adapters import set_head_counts, set_mlp_widths
+        from .adapters import set_mlp_widths
+        from .attention import set_head_counts
 
         args = {**(overrides or {}), **kwargs}
         model = timm.create_model(base, pretrained=False, **args)
@@ -148,7 +149,7 @@ def dense_head_counts(description: dict[str, Any]) -> list[int]:
     import timm
     import torch
 
-    from .adapters import head_counts
+    from .attention import head_counts
 
     with torch.device("meta"):
         dense = timm.create_model(description["base"], pretrained=False, **description.get("overrides", {}))
