@@ -173,20 +173,28 @@ class ModelFamily:
         fc1, fc2, width = layout.inputs[0], layout.output, layout.width
         rows = torch.cat([keep_t, keep_t + width])
         mlp = layout.module
-        new_fc1 = nn.Linear(fc1.in_features, len(rows), bias=fc1.bias is not None,
-                            device=fc1.weight.device, dtype=fc1.weight.dtype)
-        new_fc2 = nn.Linear(len(keep_t), fc2.out_features, bias=fc2.bias is not None,
-                            device=fc2.weight.device, dtype=fc2.weight.dtype)
-        with torch.no_grad():
-            new_fc1.weight.copy_(fc1.weight[rows])
-            if fc1.bias is not None:
-                new_fc1.bias.copy_(fc1.bias[rows])
-            new_fc2.weight.copy_(fc2.weight[:, keep_t])
-            if fc2.bias is not None:
-                new_fc2.bias.copy_(fc2.bias)
-        new_fc1.requires_grad_(fc1.weight.requires_grad)
-        new_fc2.requires_grad_(fc2.weight.requires_grad)
-        mlp.fc1, mlp.fc2 = new_fc1, new_fc2
+        mlp.fc1, mlp.fc2 = sliced_pair(fc1, fc2, rows, keep_t)
+
+
+def sliced_pair(first: nn.Linear, second: nn.Linear, rows: torch.Tensor,
+                cols: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
+    """New copies of a projection pair keeping `first`'s output rows `rows` and `second`'s input columns
+    `cols` (same device, dtype and requires_grad; `second`'s bias unchanged): an MLP's fc1/fc2 without
+    some neurons, an attention's qkv/proj without some heads."""
+    new_first = nn.Linear(first.in_features, len(rows), bias=first.bias is not None,
+                          device=first.weight.device, dtype=first.weight.dtype)
+    new_second = nn.Linear(len(cols), second.out_features, bias=second.bias is not None,
+                           device=second.weight.device, dtype=second.weight.dtype)
+    with torch.no_grad():
+        new_first.weight.copy_(first.weight[rows])
+        if first.bias is not None:
+            new_first.bias.copy_(first.bias[rows])
+        new_second.weight.copy_(second.weight[:, cols])
+        if second.bias is not None:
+            new_second.bias.copy_(second.bias)
+    new_first.requires_grad_(first.weight.requires_grad)
+    new_second.requires_grad_(second.weight.requires_grad)
+    return new_first, new_second
 
 
 class VisionTransformerFamily(ModelFamily):
@@ -270,11 +278,17 @@ def mlp_widths(model: nn.Module) -> list[int]:
 def mlp_output_scales(model: nn.Module) -> list[torch.Tensor | None]:
     """Per block, the layer-scale vector that multiplies the MLP output before the residual addition
     (timm ``ls2.gamma`` or BEiT/EVA ``gamma_2``), or None where there is none (scale 1)."""
+    return residual_scales(model, 2)
+
+
+def residual_scales(model: nn.Module, branch: int) -> list[torch.Tensor | None]:
+    """Per block, the layer-scale vector of residual branch `branch` (1: attention, 2: MLP; timm
+    ``ls<branch>.gamma`` or BEiT/EVA ``gamma_<branch>``), or None where there is none (scale 1)."""
     scales: list[torch.Tensor | None] = []
     for block in family_of(model).blocks(model):
-        gamma = getattr(getattr(block, "ls2", None), "gamma", None)
+        gamma = getattr(getattr(block, f"ls{branch}", None), "gamma", None)
         if gamma is None:
-            gamma = getattr(block, "gamma_2", None)
+            gamma = getattr(block, f"gamma_{branch}", None)
         scales.append(gamma.detach() if isinstance(gamma, torch.Tensor) else None)
     return scales
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from .adapters import family_of
+from .adapters import family_of, residual_scales, sliced_pair
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,7 @@ def head_counts(model: nn.Module) -> list[int]:
 
 def attention_output_scales(model: nn.Module) -> list[torch.Tensor | None]:
     """Per block, the layer-scale vector on the attention output (timm ``ls1.gamma``), or None."""
-    scales: list[torch.Tensor | None] = []
-    for block in family_of(model).blocks(model):
-        gamma = getattr(getattr(block, "ls1", None), "gamma", None)
-        if gamma is None:
-            gamma = getattr(block, "gamma_1", None)
-        scales.append(gamma.detach() if isinstance(gamma, torch.Tensor) else None)
-    return scales
+    return residual_scales(model, 1)
 
 
 def set_head_counts(model: nn.Module, counts: Sequence[int]) -> None:
@@ -140,20 +134,7 @@ def remove_heads(model: nn.Module, kept: Sequence[Sequence[int]]) -> nn.Module:
         attn, qkv, proj = layout.module, layout.qkv, layout.proj
         rows = layout.qkv_rows(keep).to(qkv.weight.device)
         cols = torch.cat([torch.arange(layout.columns(h).start, layout.columns(h).stop) for h in keep]).to(rows)
-        new_qkv = nn.Linear(qkv.in_features, len(rows), bias=qkv.bias is not None,
-                            device=qkv.weight.device, dtype=qkv.weight.dtype)
-        new_proj = nn.Linear(len(cols), proj.out_features, bias=proj.bias is not None,
-                             device=proj.weight.device, dtype=proj.weight.dtype)
-        with torch.no_grad():
-            new_qkv.weight.copy_(qkv.weight[rows])
-            if qkv.bias is not None:
-                new_qkv.bias.copy_(qkv.bias[rows])
-            new_proj.weight.copy_(proj.weight[:, cols])
-            if proj.bias is not None:
-                new_proj.bias.copy_(proj.bias)
-        new_qkv.requires_grad_(qkv.weight.requires_grad)
-        new_proj.requires_grad_(proj.weight.requires_grad)
-        attn.qkv, attn.proj = new_qkv, new_proj
+        attn.qkv, attn.proj = sliced_pair(qkv, proj, rows, cols)
         attn.num_heads, attn.attn_dim = len(keep), len(keep) * layout.head_dim
     return model
 
