@@ -226,7 +226,7 @@ def test_export_refuses_a_foreign_file_and_replaces_its_own(run_cli, base, tmp_p
     assert data.read_bytes() == b"mine"
     import onnx
 
-    from pathprune.deploy.onnx import check_output_path, write_metadata
+    from pathprune.deploy import check_output_path, write_metadata
 
     ours = tmp_path / "ours.onnx"  # an ONNX file with pathprune's metadata, as every export writes
     proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
