@@ -534,7 +534,8 @@ _HOLDER = textwrap.dedent("""
 def test_library_writers_take_the_lock(base, tmp_path):
     from pathprune.analysis.merge import merge_in_place
     from pathprune.errors import OutputError
-    from pathprune.evaluate.paper import structure_analysis, write_structure
+    from pathprune.evaluate.paper import structure_analysis
+    from pathprune.evaluate.paper_report import write_structure
     from pathprune.models import create_model, save_pruned
 
     outs = [tmp_path / name for name in ("pruned", "structure", "merged")]
