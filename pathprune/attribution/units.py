@@ -75,7 +75,7 @@ class UnitPathSearch:
     """
 
     def __init__(self, model: nn.Module, config=None, units: str = "heads", device: torch.device | str = "cpu"):
-        from .search import PathConfig
+        from .path_config import PathConfig
 
         self.config = (config or PathConfig()).validate()
         if units not in UNIT_KINDS:
