@@ -9,9 +9,10 @@ from .adapters import (MODEL_FAMILIES, TOKEN_SCOPES, MlpLayout, ModelFamily, cou
 from .attention import (AttentionLayout, attention_layouts, attention_output_scales, head_counts, head_output_hooks,
                         remove_heads, set_head_counts)
 from .borrow import borrowed
-from .factory import (MODEL_ALIASES, MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelAlias, ModelSpec, build_from_description,
-                      create_model, register_alias, timm_preprocessing)
-from .pruned import REPORT_FILE, compose_kept, load_pruned, read_description, read_model_description, save_pruned
+from .factory import (MODEL_ALIASES, ModelAlias, ModelSpec, build_from_description, create_model, load_pruned,
+                      register_alias, timm_preprocessing)
+from .pruned import (MODEL_DESCRIPTION, MODEL_WEIGHTS, REPORT_FILE, compose_kept, read_description,
+                     read_model_description, save_pruned)
 from .weights import WEIGHT_FORMATS, load_weights
 
 __all__ = ["AttentionLayout", "attention_layouts", "attention_output_scales", "head_counts", "head_output_hooks",
