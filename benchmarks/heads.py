@@ -101,7 +101,7 @@ def head_path_scores(model, spec, calib, images: int, topk: int = 1, units: str 
 
     from types import SimpleNamespace
 
-    from pathprune.models.adapters import head_counts
+    from pathprune.models.attention import head_counts
 
     search = UnitPathSearch(model, PathConfig(topk=topk, steps=8, token=spec.token_scope), units=units)
     stats = PathStatistics(int(model.num_classes), mlp_widths(model), head_counts=head_counts(model))
@@ -123,7 +123,7 @@ def head_path_scores(model, spec, calib, images: int, topk: int = 1, units: str 
 
 def mlp_deepest(model, neurons):
     """MLP-only at its deepest feasible point: every block keeps its single most important neuron."""
-    from pathprune.models.adapters import attention_layouts
+    from pathprune.models.attention import attention_layouts
     from pathprune.pruning.budget import BudgetPlan, model_macs
 
     kept = [[int(torch.as_tensor(s).argmax())] for s in neurons]
@@ -242,7 +242,7 @@ def best_subsets(model, test, limit: int = 200):
     most `limit` choices (an upper bound no importance can beat), else None."""
     import itertools
 
-    from pathprune.models.adapters import head_counts, remove_heads
+    from pathprune.models.attention import head_counts, remove_heads
 
     counts = head_counts(model)
     keep = [max(1, round(h * 0.5)) for h in counts]

@@ -104,7 +104,7 @@ def main() -> None:
         pathprune.models.digits.DIGITS_DIR = opts.digits_dir
 
     import pathprune.cli  # noqa: F401 - registers the commands before their module is imported here
-    from pathprune.evaluate.paper import manipulation_markdown, scores_markdown
+    from pathprune.evaluate.paper_report import manipulation_markdown, scores_markdown
     from pathprune.outputs import write_text_atomic
     from pathprune.evaluate.report import write_markdown_table
 

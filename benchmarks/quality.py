@@ -93,7 +93,7 @@ def path_analysis(name: str, dense, spec, calib, work: Path):
     """The top-5 all-token analysis of the model (reused from WORK when complete); (Analysis, seconds)."""
     from pathprune.analysis.reader import load_analysis
     from pathprune.analysis.run import RunSettings, analyze
-    from pathprune.attribution.search import PathConfig
+    from pathprune.attribution.path_config import PathConfig
 
     out = work / name / "analysis_all_top5"
     if not (out / "summary.json").exists():

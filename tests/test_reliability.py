@@ -222,7 +222,7 @@ def test_export_refuses_a_foreign_file_and_replaces_its_own(run_cli, base, tmp_p
     assert data.read_bytes() == b"mine"
     import onnx
 
-    from pathprune.deploy.onnx import check_output_path, write_metadata
+    from pathprune.deploy import check_output_path, write_metadata
 
     ours = tmp_path / "ours.onnx"  # an ONNX file with pathprune's metadata, as every export writes
     proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
@@ -263,7 +263,7 @@ def test_digit_folders_one_to_ten_are_refused_not_reordered(run_cli, tmp_path):
 
 @pytest.mark.parametrize("folders", [["01", "1", "2"], ["-1", "0", "1"], ["0", "1", "7"], ["cat", "dog", "2"]])
 def test_ambiguous_integer_folders_are_refused(folders):
-    from pathprune.data.images import folder_labels
+    from pathprune.data.labels import folder_labels
     from pathprune.errors import InputError
 
     with pytest.raises(InputError, match="class_map"):
@@ -321,7 +321,7 @@ def _table_label(folders: list[str], num_classes: int, names: list[str] | None, 
 
 
 def test_label_rules_property(tmp_path):
-    from pathprune.data.images import folder_labels, imagenet_classes
+    from pathprune.data.labels import folder_labels, imagenet_classes
     from pathprune.errors import InputError
 
     rng = np.random.default_rng(20)
@@ -530,7 +530,8 @@ _HOLDER = textwrap.dedent("""
 def test_library_writers_take_the_lock(base, tmp_path):
     from pathprune.analysis.merge import merge_in_place
     from pathprune.errors import OutputError
-    from pathprune.evaluate.paper import structure_analysis, write_structure
+    from pathprune.evaluate.paper import structure_analysis
+    from pathprune.evaluate.paper_report import write_structure
     from pathprune.models import create_model, save_pruned
 
     outs = [tmp_path / name for name in ("pruned", "structure", "merged")]

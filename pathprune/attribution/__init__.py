@@ -11,7 +11,8 @@ from .influence import influence_pattern
 from .forms import JAS_FORMS, JasForm, PathTerms, list_jas_forms, register_jas_form
 from .interventions import ReplaceActivations, capture_activations, manipulated_logits, scale_path_neurons
 from .quadrature import QUADRATURE_RULES, list_quadratures, quadrature_nodes, register_quadrature
-from .search import DTYPES, OBJECTIVES, SCORINGS, TARGETS, CleanPass, NeuronPathSearch, PathConfig, PathResult
+from .path_config import DTYPES, OBJECTIVES, SCORINGS, TARGETS, PathConfig
+from .search import CleanPass, NeuronPathSearch, PathResult
 
 __all__ = ["CleanPass", "DTYPES", "JAS_FORMS", "JasForm", "NeuronPathSearch", "OBJECTIVES", "PATH_METHODS", "SCORINGS",
            "PathConfig", "PathResult", "PathTerms", "QUADRATURE_RULES", "ReplaceActivations", "TARGETS",

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import attention_layouts, mlp_layouts, token_range
+from ..models.adapters import mlp_layouts, token_range
+from ..models.attention import attention_layouts
 from ..models.borrow import borrowed
 from .forms import JAS_FORMS
 from .interventions import ReplaceActivations
@@ -74,7 +75,7 @@ class UnitPathSearch:
     """
 
     def __init__(self, model: nn.Module, config=None, units: str = "heads", device: torch.device | str = "cpu"):
-        from .search import PathConfig
+        from .path_config import PathConfig
 
         self.config = (config or PathConfig()).validate()
         if units not in UNIT_KINDS:

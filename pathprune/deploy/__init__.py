@@ -2,9 +2,9 @@
 optimiser and precisions (fp16, int8) of the exported graph, its metadata, and the runtimes
 (onnxruntime and torch, CPU and CUDA) that benchmarks run models on."""
 
-from .onnx import (DEFAULT_MIN_AGREEMENT, DEFAULT_OPSET, DEFAULT_TOLERANCE, EXPORTERS, ExportResult,
-                   check_output_path, export_onnx, onnx_bytes, onnx_proto, parity_max_diff, read_metadata,
-                   write_metadata)
+from .checks import DEFAULT_MIN_AGREEMENT, DEFAULT_TOLERANCE, check_output_path, parity_max_diff
+from .metadata import read_metadata, write_metadata
+from .onnx import DEFAULT_OPSET, EXPORTERS, ExportResult, export_onnx, onnx_bytes, onnx_proto
 from .optimize import OPTIMIZERS, fused_operator_counts, fusion_friendly
 from .quantize import PRECISIONS, convert_precision
 from .runtimes import (RUNTIMES, ProviderError, available_runtimes, cuda_provider_available, make_runner,

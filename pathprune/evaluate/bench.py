@@ -143,7 +143,7 @@ def load_pruned_dir(directory: str | os.PathLike) -> BenchModel:
 
 def load_onnx_file(path: str | os.PathLike) -> BenchModel:
     """An existing ONNX file, benchmarked as it is (its pathprune metadata gives the ratio and precision)."""
-    from ..deploy.onnx import read_metadata
+    from ..deploy.metadata import read_metadata
 
     file = Path(path)
     if not file.is_file():

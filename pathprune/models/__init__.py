@@ -6,12 +6,13 @@ from .adapters import (MODEL_FAMILIES, TOKEN_SCOPES, MlpLayout, ModelFamily, cou
                        default_token_scope, dependency_graph, example_input, family_of, find_family,
                        list_families, mlp_blocks, mlp_input_hooks, mlp_layouts, mlp_widths, model_input_shape,
                        register_family, set_mlp_widths, token_range)
-from .adapters import (AttentionLayout, attention_layouts, attention_output_scales, head_counts,
-                       head_output_hooks, remove_heads, set_head_counts)
+from .attention import (AttentionLayout, attention_layouts, attention_output_scales, head_counts, head_output_hooks,
+                        remove_heads, set_head_counts)
 from .borrow import borrowed
-from .factory import (MODEL_ALIASES, MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelAlias, ModelSpec, build_from_description,
-                      create_model, register_alias, timm_preprocessing)
-from .pruned import REPORT_FILE, compose_kept, load_pruned, read_description, read_model_description, save_pruned
+from .factory import (MODEL_ALIASES, ModelAlias, ModelSpec, build_from_description, create_model, load_pruned,
+                      register_alias, timm_preprocessing)
+from .pruned import (MODEL_DESCRIPTION, MODEL_WEIGHTS, REPORT_FILE, compose_kept, read_description,
+                     read_model_description, save_pruned)
 from .weights import WEIGHT_FORMATS, load_weights
 
 __all__ = ["AttentionLayout", "attention_layouts", "attention_output_scales", "head_counts", "head_output_hooks",

@@ -122,7 +122,7 @@ def _check_heads(description: dict[str, Any], blocks: int, where: str) -> None:
     import timm
     import torch
 
-    from .adapters import head_counts
+    from .attention import head_counts
 
     with torch.device("meta"):
         dense = head_counts(timm.create_model(description["base"], pretrained=False,

@@ -7,7 +7,6 @@ per-block MLP widths) and a local weights file. Nothing is ever downloaded.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +18,11 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..outputs import sha256_file
-from .adapters import (default_token_scope, family_of, head_counts, mlp_widths, model_input_shape, set_head_counts,
-                       set_mlp_widths)
+from .adapters import default_token_scope, family_of, mlp_widths, model_input_shape, set_mlp_widths
+from .attention import head_counts, set_head_counts
+from .pruned import MODEL_DESCRIPTION, load_description
 from .weights import load_weights
 
-#: file name of the model description inside a pruned-model directory
-MODEL_DESCRIPTION = "model.json"
-#: file name of the weights inside a pruned-model directory
-MODEL_WEIGHTS = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -269,15 +265,7 @@ def _from_directory(path: Path, weights: str | None, overrides: dict[str, Any],
         return _from_timm_directory(str(path), path, None, weights, overrides, seed, False)
     if not desc_file.exists():
         raise ModelError(f"{path} is a directory but not a pathprune model (no {MODEL_DESCRIPTION})")
-    try:
-        description = json.loads(desc_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{desc_file}: not valid JSON ({exc.msg})") from None
-    if not isinstance(description, dict):
-        raise ModelError(f"{desc_file}: not a JSON object")
-    for key in ("base", "mlp_hidden"):
-        if key not in description:
-            raise ModelError(f"{desc_file}: missing '{key}'")
+    description = load_description(path)
     from .description import validate_description
 
     weights_file = validate_description(description, path, weights, str(desc_file))
@@ -325,3 +313,13 @@ def load_digits_model() -> nn.Module:
 
     spec = load_digits_spec()
     return build_from_description(spec, DIGITS_DIR / spec["weights"])
+
+
+def load_pruned(directory: str | Path) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a pruned model (eval mode) and its spec from a `pathprune prune` directory."""
+    from ..errors import InputError
+
+    directory = Path(directory)
+    if not (directory / MODEL_DESCRIPTION).exists():
+        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})")
+    return create_model(str(directory))

@@ -14,10 +14,13 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from .description import validate_description  # noqa: F401 - model.json checks, part of this format
-from .factory import MODEL_DESCRIPTION, MODEL_WEIGHTS, ModelSpec, create_model
 
+#: file name of the model description inside a pruned-model directory
+MODEL_DESCRIPTION = "model.json"
+#: file name of the weights inside a pruned-model directory
+MODEL_WEIGHTS = "model.safetensors"
 #: file name of the pruning report inside a pruned-model directory
 REPORT_FILE = "report.json"
 #: timm's local-dir config: ``timm.create_model("local-dir:DIR", pretrained=True)`` after ``import pathprune``
@@ -66,7 +69,8 @@ def _register_timm_entrypoint() -> None:
         attention head counts `num_heads_per_block`."""
         from timm.models import load_pretrained
 
-        from .adapters import set_head_counts, set_mlp_widths
+        from .adapters import set_mlp_widths
+        from .attention import set_head_counts
 
         args = {**(overrides or {}), **kwargs}
         model = timm.create_model(base, pretrained=False, **args)
@@ -118,12 +122,20 @@ def save_pruned(out: str | Path, model: nn.Module, description: dict[str, Any], 
     return Path(out)
 
 
-def load_pruned(directory: str | Path) -> tuple[nn.Module, ModelSpec]:
-    """Rebuild a pruned model (eval mode) and its spec from a `pathprune prune` directory."""
-    directory = Path(directory)
-    if not (directory / MODEL_DESCRIPTION).exists():
-        raise InputError(f"{directory}: not a pruned-model directory (no {MODEL_DESCRIPTION})")
-    return create_model(str(directory))
+def load_description(directory: str | Path) -> dict[str, Any]:
+    """model.json of a pruned-model directory that is being loaded: a ModelError when it is not valid
+    JSON, not an object or lacks ``base`` or ``mlp_hidden`` (the rest: :func:`validate_description`)."""
+    desc_file = Path(directory) / MODEL_DESCRIPTION
+    try:
+        description = json.loads(desc_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{desc_file}: not valid JSON ({exc.msg})") from None
+    if not isinstance(description, dict):
+        raise ModelError(f"{desc_file}: not a JSON object")
+    for key in ("base", "mlp_hidden"):
+        if key not in description:
+            raise ModelError(f"{desc_file}: missing '{key}'")
+    return description
 
 
 def read_description(model_name: str) -> dict[str, Any] | None:
@@ -142,13 +154,12 @@ def read_model_description(directory: str | os.PathLike) -> dict[str, Any]:
     return description
 
 
-
 def dense_head_counts(description: dict[str, Any]) -> list[int]:
     """Per-block attention head counts of the dense architecture a pruned model was made from."""
     import timm
     import torch
 
-    from .adapters import head_counts
+    from .attention import head_counts
 
     with torch.device("meta"):
         dense = timm.create_model(description["base"], pretrained=False, **description.get("overrides", {}))

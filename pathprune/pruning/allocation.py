@@ -181,7 +181,7 @@ def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, an
     """The budget part of a prune run, in place: fit the head importance, choose the allocation
     (`config.head_weight` when given, else on held-out calibration images), remove the units. Returns
     ``plan``, ``choice`` (or None), ``kept`` and the model.json/report fields as ``prune_heads_stage``."""
-    from ..models.adapters import head_counts
+    from ..models.attention import head_counts
     from .heads import compose_kept_heads, create_head_importance
     from .removal import compensate_bias
 

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.adapters import attention_layouts, example_input, family_of, mlp_layouts, mlp_widths
+from ..models.adapters import example_input, family_of, mlp_layouts, mlp_widths
+from ..models.attention import attention_layouts
 from ..models.macs import count_macs
 
 
@@ -236,7 +237,7 @@ def plan_budget(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | None,
 
 def apply_budget(model: nn.Module, plan: BudgetPlan, *, inplace: bool = False) -> nn.Module:
     """Remove the neurons and heads a plan does not keep (a pruned copy unless `inplace`)."""
-    from ..models.adapters import remove_heads
+    from ..models.attention import remove_heads
     from .removal import remove_neurons
 
     if not inplace:

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..data.images import count_images, labelled_batches
 from ..errors import ConfigError
-from ..models.adapters import attention_layouts, head_counts, head_output_hooks, remove_heads
+from ..models.attention import attention_layouts, head_counts, head_output_hooks, remove_heads
 from ..models.borrow import borrowed
 from ..progress import progress_bar
 from ..registry import Registry

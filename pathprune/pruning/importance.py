@@ -30,7 +30,7 @@ import torch_pruning as tp
 from torch import nn
 
 from ..analysis.reader import Analysis
-from ..data.images import parse_classes
+from ..data.labels import parse_classes
 from ..errors import ConfigError, InputError
 from ..models.adapters import dependency_graph, family_of, mlp_layouts, mlp_widths
 from ..models.borrow import borrowed
@@ -52,7 +52,7 @@ def class_selection(analysis: Analysis, classes: str | None) -> torch.Tensor:
     counts = analysis.tensors["class_count"]
     labels = analysis.run.get("class_labels")
     if classes and labels:  # compact rows (a few classes of a large head): indices are the model's labels
-        from ..data.images import parse_classes as parse
+        from ..data.labels import parse_classes as parse
 
         size = max(labels) + 1
         names = [str(i) for i in range(size)]

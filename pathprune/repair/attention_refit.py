@@ -42,7 +42,7 @@ def fit_attention(layer: int, model: nn.Module, reference: nn.Module, images: An
     kept head outputs; the target is the reference attention output (dense), the reference attention
     on the pruned inputs (local), or the attention output that makes the pruned block's residual stream
     after attention equal the reference's (residual)."""
-    from ..models.adapters import attention_output_scales
+    from ..models.attention import attention_output_scales
 
     block, ref_block = family_of(model).blocks(model)[layer], family_of(reference).blocks(reference)[layer]
     _check_pre_norm_block(block, layer)

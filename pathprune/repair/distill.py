@@ -15,30 +15,26 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import ImageSet
-from ..distributed import Ranks, current_ranks
+from ..distributed import current_ranks
 from ..errors import ConfigError, IncompatibleError, InputError, ModelError
-from ..models import ModelSpec, create_model, mlp_widths, save_pruned
+from ..models import ModelSpec, mlp_widths, save_pruned
 from ..models.borrow import borrowed
 from ..progress import progress_bar
+from .checkpoints import CHECKPOINT, resume_state, rng_state, save_checkpoint, state_sha256, work_dir
 from .evaluation import sharded_top1
 from .loading import StepPlan, epoch_order, rank_seed, seed_all, step_batches  # noqa: F401 (epoch_order: re-exported)
 
-#: checkpoint file inside the run's work directory
-CHECKPOINT = "checkpoint.pt"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -117,70 +113,7 @@ class FinetuneResult:
 
 
 # --------------------------------------------------------------------------------------------
-# the teacher
-
-
-def source_chain(description: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sources recorded in a pruned model.json, newest first (the last one is the dense model)."""
-    chain, source = [], description.get("source")
-    while isinstance(source, dict):
-        chain.append(source)
-        source = source.get("previous")
-    return chain
-
-
-def _build(name: str, weights: str | None, overrides: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
-    if name == "digits" or Path(name).is_dir():
-        return create_model(name, weights)
-    return create_model(name, weights, model_args=overrides)
-
-
-def find_teacher(description: dict[str, Any], teacher: str | None = None,
-                 teacher_weights: str | None = None) -> tuple[nn.Module, ModelSpec]:
-    """The dense model a pruned model was made from (its model.json source), or `teacher`; checked to
-    be the same architecture (MLP widths aside) with the same classes."""
-    overrides = dict(description.get("overrides") or {})
-    if teacher is not None:
-        model, spec = _build(teacher, teacher_weights, overrides)
-    else:
-        chain = source_chain(description)
-        if not chain or not chain[-1].get("model"):
-            raise InputError("the model.json records no source model; pass `teacher`", param="model")
-        root = chain[-1]
-        name, weights, sha = root["model"], root.get("weights"), root.get("weights_sha256")
-        missing = weights not in (None, "random") and not Path(weights).is_file() and name != "digits"
-        if missing or (name != "digits" and not Path(name).is_dir() and weights is None):
-            raise InputError(f"the dense model it was pruned from ({name}, weights {weights}) cannot be found; "
-                             "pass `teacher` (and `teacher_weights`)", param="model")
-        if name == "digits" and weights is not None and not Path(weights).is_file():
-            weights = None  # the embedded asset moved with the installation; the sha check below decides
-        try:
-            model, spec = _build(name, weights if weights != "random" else "random", overrides)
-        except (ModelError, InputError) as exc:
-            raise InputError(f"the dense model it was pruned from cannot be rebuilt ({exc}); pass `teacher`",
-                             param="model") from None
-        if sha is not None and spec.weights_sha256 != sha:
-            raise InputError(f"the dense model's weights {spec.weights} changed since pruning (sha256 differs); "
-                             "pass `teacher`", param="model")
-    check_teacher(description, spec)
-    return model, spec
-
-
-def check_teacher(description: dict[str, Any], teacher: ModelSpec) -> None:
-    """Same base architecture and overrides (MLP widths aside), hence the same classes."""
-    mine = {"base": str(description["base"]).split(".")[0], "overrides": description.get("overrides") or {}}
-    theirs = {"base": teacher.base.split(".")[0], "overrides": teacher.overrides}
-    if mine["base"] != theirs["base"]:
-        raise IncompatibleError(f"the teacher is a {theirs['base']}, the pruned model a {mine['base']}",
-                                param="teacher")
-    keys = sorted(set(mine["overrides"]) | set(theirs["overrides"]))
-    for key in keys:
-        if mine["overrides"].get(key) != theirs["overrides"].get(key):
-            what = "class count" if key == "num_classes" else key
-            raise IncompatibleError(f"the teacher's {what} is {theirs['overrides'].get(key)}, the pruned model's "
-                                    f"{mine['overrides'].get(key)}", param="teacher")
-    if len(teacher.mlp_hidden) != len(description["mlp_hidden"]):
-        raise IncompatibleError("the teacher has another number of blocks", param="teacher")
+# the data's classes
 
 
 def check_classes(images: ImageSet, spec: ModelSpec, num_classes: int, where: str, labels_used: bool) -> None:
@@ -228,7 +161,7 @@ def _seed_step(seed: int, step: int, rank: int = 0) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# checkpoints
+# what a checkpoint must match
 
 
 def fingerprint(description: dict[str, Any], settings: FinetuneSettings, data: str, teacher: ModelSpec,
@@ -238,43 +171,6 @@ def fingerprint(description: dict[str, Any], settings: FinetuneSettings, data: s
                        "teacher": [teacher.name, teacher.weights_sha256], "student": student_sha,
                        "mlp_hidden": description.get("mlp_hidden"), **extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def state_sha256(model: nn.Module) -> str:
-    """Digest of a model's parameters and buffers (what a checkpoint was trained from)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def work_dir(out: str | os.PathLike) -> Path:
-    """Where a run's checkpoint lives until its output directory is complete (a hidden sibling)."""
-    out = Path(out)
-    return out.parent / f".{out.name}.finetune"
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    from ..outputs import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(state, str(tmp))
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is restarted, not trusted
-        warnings.warn(f"ignoring an unreadable checkpoint {path} ({type(exc).__name__}); starting over", stacklevel=2)
-        return None
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
-            "python": json.dumps(random.getstate(), default=list)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +267,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
     key = fingerprint(description, settings, images.root, teacher_spec, num_images, state_sha256(student),
                       **({"loading": scheme} if scheme != "step" else {}))
     ckpt_path = work / CHECKPOINT
-    state = _resume_state(ckpt_path, key, ranks)
+    state = resume_state(ckpt_path, key, ranks)
 
     model = copy.deepcopy(student)
     autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(settings.dtype)
@@ -430,11 +326,11 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
             if not ranks.is_main:
                 return
             work.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(ckpt_path, {
+            save_checkpoint(ckpt_path, {
                 "fingerprint": key, "step": step, "world_size": ranks.world_size,
                 "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "losses": list(losses),
-                "evaluations": json.dumps(evaluations), "rng": _rng_state(),
+                "evaluations": json.dumps(evaluations), "rng": rng_state(),
                 "data_generator": torch.Generator().manual_seed(settings.seed * 100_003 + step // per_epoch).get_state(),
                 "top1_before": -1.0 if top1_before is None else float(top1_before),
                 "teacher_top1": -1.0 if teacher_top1 is None else float(teacher_top1)})
@@ -547,30 +443,6 @@ class _Rate:
 
     def overall(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
-
-
-def _resume_state(path: Path, key: str, ranks: Ranks) -> dict[str, Any] | None:
-    """The checkpoint to resume from (read by rank 0, broadcast to the others), or None; refuses (on every
-    rank) a checkpoint written by another number of processes."""
-    from .. import distributed as dd
-
-    answer: tuple[str, Any] = ("none", None)
-    if ranks.is_main:
-        state = _load_checkpoint(path)
-        if state is not None and int(state.get("world_size", 1)) != ranks.world_size:  # checked first: never
-            # start over (and so discard) a checkpoint of another world size, whatever its settings
-            wrote = int(state.get("world_size", 1))
-            answer = ("error", f"the checkpoint {path} (step {int(state['step'])}) was written by {wrote} "
-                               f"process{'es' if wrote > 1 else ''}, this run has {ranks.world_size}: resume it "
-                               f"with {wrote} (the same torchrun world size) or choose another output directory")
-        elif state is not None and state.get("fingerprint") != key:
-            warnings.warn(f"{path} belongs to a run with other settings; starting over", stacklevel=3)
-        elif state is not None:
-            answer = ("state", state)
-    answer = dd.broadcast_object(answer, ranks)
-    if answer[0] == "error":
-        raise ConfigError(answer[1])
-    return answer[1]
 
 
 #: the command name finetune outputs are claimed and marked with (prune outputs: "prune")

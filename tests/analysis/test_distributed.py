@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from pathprune.cli import main
-from pathprune.data.images import shard_positions
+from pathprune.distributed import shard_positions
 from pathprune.analysis.distributed import part_name, rank_shard
 from pathprune.errors import UserError
 from pathprune.analysis.merge import merge_outputs

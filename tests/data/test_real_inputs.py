@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pathprune.data.images import folder_labels, open_images, to_mode
+from pathprune.data.images import open_images, to_mode
+from pathprune.data.labels import folder_labels
 from pathprune.errors import InputError, ModelError
 from pathprune.models import create_model
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pathprune.data.images import build_transform, iterate_batches, open_images, parse_shard, shard_positions
+from pathprune.data.images import build_transform, iterate_batches, open_images, parse_shard
+from pathprune.distributed import shard_positions
 from pathprune.errors import UserError
 from pathprune.models import MODEL_ALIASES, create_model
 

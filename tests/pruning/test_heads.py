@@ -322,7 +322,8 @@ def test_int8_picks_the_fastest_passing_variant_and_static_int8_keeps_attention_
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from pathprune.deploy.onnx import export_onnx, read_metadata
+    from pathprune.deploy.metadata import read_metadata
+    from pathprune.deploy.onnx import export_onnx
     from pathprune.deploy.select import export_fastest_int8
 
     model, _ = tiny

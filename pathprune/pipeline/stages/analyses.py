@@ -105,7 +105,8 @@ class StructureSettings:
 
 
 def _compare(settings: ScoresSettings, command: str) -> dict[str, Any]:
-    from ...evaluate.paper import compare_methods, write_comparison
+    from ...evaluate.paper import compare_methods
+    from ...evaluate.paper_report import write_comparison
     from ...outputs import claim_output
 
     s = settings.validate()
@@ -130,7 +131,8 @@ def scores(settings: ScoresSettings) -> dict[str, Any]:
 
 def structure(settings: StructureSettings) -> dict[str, Any]:
     """Run `settings`; return the class structure (also OUT/structure.json)."""
-    from ...evaluate.paper import structure_analysis, write_structure
+    from ...evaluate.paper import structure_analysis
+    from ...evaluate.paper_report import write_structure
     from ...outputs import claim_output
 
     s = settings.validate()
