@@ -26,7 +26,7 @@ def count_macs(model: nn.Module, inputs: torch.Tensor, attention: Sequence[Any] 
     """MACs of one image (the first of `inputs`) through `model` by the definition of this module.
 
     `attention`: the blocks' attention layouts, objects with ``module``, ``num_heads`` and ``head_dim``
-    (:func:`~pathprune.models.adapters.attention_layouts`). :func:`pathprune.models.count_ops_and_params`
+    (:func:`~pathprune.models.attention.attention_layouts`). :func:`pathprune.models.count_ops_and_params`
     calls it with the model's example input and layouts.
     """
     total = [0]

@@ -4,7 +4,8 @@ structure table count the same number, equal to an independent hook count."""
 from __future__ import annotations
 
 from pathprune.models import count_ops_and_params
-from pathprune.models.adapters import attention_layouts, example_input
+from pathprune.models.adapters import example_input
+from pathprune.models.attention import attention_layouts
 from pathprune.models.macs import count_macs as _count
 
 
