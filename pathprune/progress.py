@@ -143,19 +143,98 @@ class _Silent(PlainProgress):
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool = True, *, unit: str = "img", initial: int = 0,
-                 leave: bool = True, stream: TextIO | None = None, iterable: Iterable[Any] | None = None) -> Any:
+                 leave: bool = True, stream: TextIO | None = None, iterable: Iterable[Any] | None = None,
+                 estimate: bool = False) -> Any:
     """A progress bar labelled `desc`: tqdm (count, rate, ETA) when `stream` (default stderr) is a terminal,
     :class:`PlainProgress` lines otherwise, a silent one when `enabled` is False. With `iterable`,
-    iterating the bar yields its items and counts them."""
+    iterating the bar yields its items and counts them. With `estimate` (long stages: analyze, finetune,
+    bench), the bar is an :class:`EstimatingBar`: it prints the expected total time once, measured on
+    its first update (the first batch), and keeps it for the stage's report."""
     if not enabled:
-        return _Silent(total, desc, unit=unit, initial=initial, leave=leave, stream=stream, iterable=iterable)
-    out = stream if stream is not None else sys.stderr
-    if _is_terminal(out):
-        from tqdm import tqdm
+        bar: Any = _Silent(total, desc, unit=unit, initial=initial, leave=leave, stream=stream, iterable=iterable)
+    else:
+        out = stream if stream is not None else sys.stderr
+        if _is_terminal(out):
+            from tqdm import tqdm
 
-        return tqdm(iterable, total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True,
-                    smoothing=0.1, leave=leave, file=out)
-    return PlainProgress(total, desc, unit=unit, initial=initial, leave=leave, stream=stream, iterable=iterable)
+            bar = tqdm(iterable, total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True,
+                       smoothing=0.1, leave=leave, file=out)
+        else:
+            bar = PlainProgress(total, desc, unit=unit, initial=initial, leave=leave, stream=stream,
+                                iterable=iterable)
+    return EstimatingBar(bar, total, desc, unit=unit, initial=initial, show=enabled) if estimate else bar
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: ``42 s``, ``3 min 5 s``, ``2 h 05 min``, ``6 d 3 h``.
+
+    >>> duration(42.4), duration(185), duration(7500), duration(6 * 86400 + 3 * 3600)
+    ('42 s', '3 min 5 s', '2 h 05 min', '6 d 3 h')
+    """
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+class EstimatingBar:
+    """A progress bar that says, after its first update, how long the whole job will take: the rate of
+    the first batch times the work left (``analyze: expected 1 h 12 min for 2000 img (first 32 img in
+    1 min 9 s)``). The estimate stays in :attr:`estimate` (seconds, or None before the first update) for
+    the stage's report, beside :attr:`elapsed` (seconds since the bar started).
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> bar = progress_bar(10, "analyze", stream=out, estimate=True)
+    >>> bar.update(2); bar.close()
+    >>> "analyze: expected" in out.getvalue() and bar.estimate is not None
+    True
+    """
+
+    def __init__(self, bar: Any, total: int | None, desc: str, *, unit: str = "img", initial: int = 0,
+                 show: bool = True) -> None:
+        self.bar, self.total, self.desc, self.unit, self.show = bar, total, desc, unit, show
+        self.initial = int(initial)
+        self.started = time.monotonic()
+        self.estimate: float | None = None
+        self._done = 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def update(self, n: int = 1) -> None:
+        self._done += int(n)
+        if self.estimate is None and self._done > 0 and self.total:
+            first = self.elapsed
+            self.estimate = first * max(0, self.total - self.initial) / self._done
+            if self.show:
+                self.bar.write(f"{self.desc}: expected {duration(self.estimate)} for "
+                               f"{self.total - self.initial} {self.unit} (first {self._done} {self.unit} in "
+                               f"{duration(first)})")
+        self.bar.update(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bar, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.bar.iterable or ():
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self) -> "EstimatingBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def progress_list(items: Iterable[Any], desc: str, enabled: bool = True, *, unit: str = "item",

@@ -257,7 +257,7 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
     (out / SUMMARY_FILE).unlink(missing_ok=True)
 
     todo = positions[state["position"]:]
-    bar = progress_bar(len(positions), "analyze", progress, initial=state["position"])
+    bar = progress_bar(len(positions), "analyze", progress, initial=state["position"], estimate=True)
     started, last_checkpoint = time.perf_counter(), time.perf_counter()
     base_seconds = state["seconds"]
     # True while a batch is being added to `stats`, `state` and paths.jsonl: an interruption there
@@ -322,6 +322,8 @@ def _analyze_locked(search: NeuronPathSearch, image_set: ImageSet, settings: Run
         why = f" (first: {first['file']}: {first['error']})" if first else ""
         raise InputError(f"no image could be analysed: all {len(positions)} failed to load{why}")
     summary = summarize(out)
+    if bar.estimate is not None:  # this run's expected seconds after its first batch, and what it took
+        summary["estimate"] = {"seconds": bar.estimate, "actual_seconds": bar.elapsed}
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
 

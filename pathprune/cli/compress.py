@@ -102,7 +102,11 @@ def compress(out, **options) -> None:
     for budget in (summary.get("budget") or {}).get("rounds", []):
         click.echo(f"MAC budget ({budget['stage']}, {budget['macs']}): {budget['allocation']}; where it went "
                    f"({budget['plot']}):\n{budget['table']}")
-    click.echo(f"compressed in {summary['seconds']['total']:.0f} s; report: {summary['report']}")
+    from ..progress import duration
+
+    estimated = sum((summary.get("estimated_seconds") or {}).values())
+    said = f" (estimated {duration(estimated)} before the work)" if estimated else ""
+    click.echo(f"compressed in {duration(summary['seconds']['total'])}{said}; report: {summary['report']}")
 
 
 COMMANDS = [compress]

@@ -407,6 +407,47 @@ def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
     write_json_atomic(recorded, current)
 
 
+def _stage_keys(plan: list[Stage], out: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Each stage's resume key and input fingerprints: its settings, the content of its inputs outside
+    `out`, and the key of the stage before it (a changed stage redoes everything after it)."""
+    keys, upstream = [], ""
+    for stage in plan:
+        inputs = input_fingerprints(stage.settings, produced_inside=out)
+        upstream = stage_key(stage.command, stage.settings, upstream + json.dumps(inputs, sort_keys=True))
+        keys.append((upstream, inputs))
+    return keys
+
+
+def _finished_earlier(stage: Stage, key: str, out: Path) -> bool:
+    done = out / STAGES_DIR / f"{stage.name}.json"
+    return done.exists() and json.loads(done.read_text()).get("key") == key and stage.output.exists()
+
+
+def _estimate(settings: CompressSettings, plan: list[Stage], finished: list[bool],
+              echo: Callable[[str], None]) -> dict[str, float]:
+    """Measure this machine's costs, say what the stages still to run will take (a warning when the analysis
+    alone would exceed an hour, naming the cheaper alternative), and return the estimate per stage."""
+    import warnings
+    from dataclasses import replace
+
+    from .estimate import analysis_warning, estimate_lines, estimate_stages, measure_costs
+
+    pending = [stage for stage, was_done in zip(plan, finished) if not was_done]
+    if not pending:
+        return {}
+    probe, counts = measure_costs(settings, pending)
+    estimates = estimate_stages(pending, probe, counts)
+    echo("== estimate (measured on this machine: a forward pass, the path search of the first images):")
+    for line in estimate_lines(estimates):
+        echo(line)
+    if probe.search is not None:
+        cheaper = estimate_stages(plan_stages(replace(settings, importance="obs"), "estimate"), probe, counts)
+        warning = analysis_warning(estimates, cheaper)
+        if warning:
+            warnings.warn(warning, stacklevel=3)
+    return {e.name: e.seconds for e in estimates}
+
+
 def _follow(plan: list[Stage], ranks: Any) -> None:
     """A torchrun rank other than 0: take part in the stages rank 0 runs on every rank."""
     from ..distributed import barrier, broadcast_object
@@ -428,18 +469,18 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
     marker = out / MARKER
     if marker.exists():
         marker.unlink()  # a failed re-run must not look like a finished compression
-    upstream = ""
     seconds: dict[str, float] = {}
     skipped: list[str] = []
     final_model = ""
     started = time.perf_counter()
-    for stage in plan:
-        inputs = input_fingerprints(stage.settings, produced_inside=out)
-        key = stage_key(stage.command, stage.settings, upstream + json.dumps(inputs, sort_keys=True))
+    keys = _stage_keys(plan, out)
+    finished = [_finished_earlier(stage, key, out) for stage, (key, _) in zip(plan, keys)]
+    estimates = _estimate(settings, plan, finished, echo)
+    for stage, (key, inputs), was_done in zip(plan, keys, finished):
         done = out / STAGES_DIR / f"{stage.name}.json"
         record = record_of(stage.command, stage.settings)
         previous = json.loads(done.read_text()) if done.exists() else {}
-        if previous.get("key") == key and stage.output.exists():
+        if was_done:
             echo(f"== {stage.name}: done earlier with the same settings and inputs, skipped")
             skipped.append(stage.name)
             broadcast_object(False, ranks)
@@ -466,7 +507,6 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
         barrier(ranks)
         if stage.command in ("prune", "reconstruct", "finetune"):
             final_model = str(stage.output)
-        upstream = key
     report = json.loads((out / "bench" / "report.json").read_text())
     summary = {"settings": asdict(settings), "ratio_already_removed": already,
                "round_ratios": (round_ratios(settings.ratio, settings.rounds, already) if settings.macs is None
@@ -475,6 +515,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
                "processes": ranks.world_size,
                "commands": {stage.name: record_of(stage.command, stage.settings) for stage in plan},
                "skipped": skipped, "seconds": {**seconds, "total": time.perf_counter() - started},
+               "estimated_seconds": estimates,
                "final_model": final_model, "onnx": str(out / "pruned.onnx"),
                "report": str(out / "bench" / "report.md"), "models": report["models"],
                "variants": report["variants"]}

@@ -107,6 +107,7 @@ class FinetuneResult:
     seconds: float = 0.0
     world_size: int = 1  # processes that trained (torchrun ranks)
     images_per_second: float | None = None  # training steps only (global images, all ranks together)
+    estimated_seconds: float | None = None  # the training's expected seconds after its first step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,7 +318,7 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
             train_model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if on_cuda else None,
                                                   **no_sync)
         resumed_from = step
-        bar = progress_bar(total, "finetune", progress and ranks.is_main, unit="step", initial=step)
+        bar = progress_bar(total, "finetune", progress and ranks.is_main, unit="step", initial=step, estimate=True)
         batches = (step_batches(load, labels, plan, step, total, workers=workers, pin_memory=on_cuda,
                                 prefetch=prefetch) if scheme == "sample" else None)
         rate = _Rate()
@@ -403,7 +404,8 @@ def finetune(student: nn.Module, spec: ModelSpec, description: dict[str, Any], t
                             top1_before=top1_before, teacher_top1=teacher_top1,
                             top1_after=evaluations[-1]["top1"] if evaluations else None,
                             resumed_from_step=resumed_from, seconds=time.perf_counter() - started,
-                            world_size=ranks.world_size, images_per_second=rate.overall())
+                            world_size=ranks.world_size, images_per_second=rate.overall(),
+                            estimated_seconds=bar.estimate)
     new_description = json.loads(json.dumps(description))
     new_description["recovery"] = list(description.get("recovery") or []) + [{
         "stage": "finetune", "teacher": result.teacher, "data": images.root, "images": num_images,
