@@ -22,6 +22,8 @@ from typing import Any, Iterable, Iterator, TextIO
 
 #: seconds between two plain progress lines (off a terminal)
 LINE_SECONDS = 30.0
+#: an estimating bar says its expected total only when the job will take at least this long
+SAY_ESTIMATE_SECONDS = 10.0
 
 
 def _line_seconds() -> float:
@@ -187,14 +189,15 @@ def duration(seconds: float) -> str:
 class EstimatingBar:
     """A progress bar that says, after its first update, how long the whole job will take: the rate of
     the first batch times the work left (``analyze: expected 1 h 12 min for 2000 img (first 32 img in
-    1 min 9 s)``). The estimate stays in :attr:`estimate` (seconds, or None before the first update) for
-    the stage's report, beside :attr:`elapsed` (seconds since the bar started).
+    1 min 9 s)``), for jobs of at least :data:`SAY_ESTIMATE_SECONDS`. The estimate stays in
+    :attr:`estimate` (seconds, or None before the first update) for the stage's report, beside
+    :attr:`elapsed` (seconds since the bar started).
 
     >>> import io
     >>> out = io.StringIO()
     >>> bar = progress_bar(10, "analyze", stream=out, estimate=True)
     >>> bar.update(2); bar.close()
-    >>> "analyze: expected" in out.getvalue() and bar.estimate is not None
+    >>> bar.estimate is not None and "expected" not in out.getvalue()  # a job of a moment: nothing said
     True
     """
 
@@ -215,7 +218,7 @@ class EstimatingBar:
         if self.estimate is None and self._done > 0 and self.total:
             first = self.elapsed
             self.estimate = first * max(0, self.total - self.initial) / self._done
-            if self.show:
+            if self.show and self.estimate >= SAY_ESTIMATE_SECONDS:
                 self.bar.write(f"{self.desc}: expected {duration(self.estimate)} for "
                                f"{self.total - self.initial} {self.unit} (first {self._done} {self.unit} in "
                                f"{duration(first)})")

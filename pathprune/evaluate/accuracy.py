@@ -84,7 +84,7 @@ def _evaluate(predictors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], 
     preds: dict[str, list] = {name: [] for name in predictors}
     probs: dict[str, list] = {name: [] for name in predictors}
     top5: dict[str, list] = {name: [] for name in predictors}
-    bar = progress_bar(count_images(images), desc, progress, leave=False)
+    bar = progress_bar(count_images(images), desc, progress, leave=False, estimate=True)
     for x, y in labelled_batches(images, batch_size, workers):
         labels.append(y)
         for name, predict in predictors.items():
