@@ -29,6 +29,8 @@ def prune_report(report: dict[str, Any], s: Any, echo: Echo) -> None:
          f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
          f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
          f"({report['macs_ratio']:.1%})")
+    if report.get("importance_choice"):
+        echo(f"{s.importance} chose {report['importance_choice']['summary']}")
     if report.get("heads_removed"):
         echo(f"removed {report['heads_removed']} of {sum(report['heads_before'])} attention heads")
     if report.get("budget"):

@@ -172,8 +172,12 @@ class NeuronImportance(tp.importance.Importance):
         """Compute the scores for `model` (calibration: images, for the methods that need them)."""
         if "calibration" in needs_of(self.needs) and calibration is None and statistics is None:
             raise ConfigError("needs calibration data", param="calib_data")
-        self.scores = [s.detach().double().cpu() for s in self._scores(
-            model, calibration, batch_size=batch_size, progress=progress, device=device, statistics=statistics)]
+        return self.set_scores(model, self._scores(model, calibration, batch_size=batch_size, progress=progress,
+                                                   device=device, statistics=statistics))
+
+    def set_scores(self, model: nn.Module, scores: Sequence[torch.Tensor]) -> "NeuronImportance":
+        """Take per-block `scores` for `model` (as `fit` does with the ones it computes)."""
+        self.scores = [s.detach().double().cpu() for s in scores]
         widths = mlp_widths(model)
         if [len(s) for s in self.scores] != widths:
             raise ConfigError(f"scores have widths {[len(s) for s in self.scores]} but the model {widths}",

@@ -92,3 +92,55 @@ class PathObsImportance(ObsImportance):
             scores[order] = torch.arange(len(order), dtype=torch.float64) / len(order)  # removal order
             out.append(scores)
         return out
+
+
+@register_importance("auto", help="path-obs or obs, whichever loses less on held-out calibration images after "
+                     "reconstruction (one calibration pass; an analysis and calibration images; options as path-obs)")
+class AutoImportance(ObsImportance):
+    """The default with repair: the path-weighted and the plain OBS selection scored from one calibration
+    pass; a prune run keeps the one whose selection loses less on held-out calibration images after
+    reconstruction (:mod:`.choice`). Until then (and for torch-pruning's pruners) it scores as path-obs.
+
+    >>> sorted(AutoImportance.options), AutoImportance.candidates_order
+    (['classes', 'path_weight', 'ridge'], ('path-obs', 'obs'))
+    """
+
+    needs = ("analysis", "calibration")
+    options: ClassVar[dict[str, Any]] = dict(PathObsImportance.options)
+    #: the candidates, in order of preference on a tie
+    candidates_order: ClassVar[tuple[str, ...]] = ("path-obs", "obs")
+
+    def __init__(self, frequency: Sequence[torch.Tensor], **options: Any) -> None:
+        super().__init__(ridge=options.get("ridge", self.options["ridge"]))
+        self.candidates: dict[str, ObsImportance] = {"path-obs": PathObsImportance(frequency, **options),
+                                                     "obs": ObsImportance(ridge=self.settings["ridge"])}
+        self.chosen: str | None = None
+
+    @classmethod
+    def from_settings(cls, *, analysis: Analysis | None = None, **options: Any) -> "AutoImportance":
+        if analysis is None:
+            raise ConfigError("'auto' needs an analysis (its path-obs candidate)", param="paths")
+        options = cls.check_options(options)
+        return cls(path_frequency(analysis, "path", options.pop("classes")), **options)
+
+    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
+            device: str = "cpu", statistics: Any = None) -> "AutoImportance":
+        if calibration is None:
+            raise ConfigError("'auto' needs calibration images", param="calib_data")
+        moments = self.moments(model, calibration, statistics, batch_size=batch_size, progress=progress,
+                               device=device)  # one pass, one Gram per block, for every candidate
+        self.mean = [x.clone() for x in moments.mean]
+        for candidate in self.candidates.values():
+            candidate.mean = self.mean
+            candidate.set_scores(model, candidate.from_moments(model, moments))
+        self.chosen = None
+        return self.set_scores(model, self.candidates[self.candidates_order[0]].neuron_scores())
+
+    def candidate_scores(self) -> dict[str, list[torch.Tensor]]:
+        """Each candidate's per-block scores, in order of preference."""
+        return {name: self.candidates[name].neuron_scores() for name in self.candidates_order}
+
+    def take(self, name: str, model: nn.Module) -> "AutoImportance":
+        """Score as the candidate `name` from now on (the winner of a choice)."""
+        self.chosen = name
+        return self.set_scores(model, self.candidates[name].neuron_scores())

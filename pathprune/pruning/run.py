@@ -129,6 +129,13 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     needs_statistics = config.compensate or "calibration" in needs_of(importance)
     calibration = (calibration_statistics(model, calib, batch_size, progress, device) if needs_statistics else None)
     importance.fit(model, calib, batch_size=batch_size, progress=progress, device=device, statistics=calibration)
+    choice = None
+    if hasattr(importance, "candidate_scores") and config.ratio and config.macs is None:  # `auto`: measure which
+        from .choice import choose_selection
+        choice = choose_selection(model, importance.candidate_scores(), config.ratio, calib, scope=config.scope,
+                                  min_per_layer=config.min_per_layer, reconstruct=reconstruct, batch_size=batch_size,
+                                  device=device, progress=progress, distributed=ranks.distributed)
+        importance.take(choice.winner, model)
     reference = copy.deepcopy(model) if reconstruct is not None else None
     files = {}
     if config.macs is not None:  # the head/neuron split allocated to meet the budget (pruning.allocation)
@@ -173,6 +180,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
     }
     description = model_description(spec, kept, config, source, widths_after)
     description.update({"format": "pathprune.model/2", **heads["description"]})
+    if choice is not None:  # `auto`: the selection it kept
+        description["chosen_method"] = choice.winner
     if config.macs is not None:  # the fraction of this model's neurons the budget removed
         description["ratio"] = 1.0 - sum(widths_after) / sum(widths_before)
     description["reconstruct"] = reconstruct.to_dict() if reconstruct is not None else None
@@ -200,6 +209,8 @@ def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Pat
         "seconds": time.perf_counter() - started,
         **heads["report"],
     }
+    if choice is not None:
+        report["importance_choice"] = {**choice.to_dict(), "summary": choice.summary(), "table": choice.table()}
     if ranks.is_main:
         save_pruned(out, pruned, description, report, files=files)
     barrier(ranks)  # every rank returns once the output exists

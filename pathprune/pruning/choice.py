@@ -1,0 +1,132 @@
+"""The default selection with repair: path-based or not, chosen per model on held-out calibration images.
+
+On models nobody tuned it on, the path-weighted OBS selection (``path-obs``) sometimes beats plain OBS
+after reconstruction and sometimes loses to it. The importance method ``auto`` therefore does not assume
+which is better: it measures it, the way a MAC budget chooses its head/neuron split
+(:mod:`.allocation`):
+
+1. both candidates are scored from one calibration pass (one Gram matrix per block, shared);
+2. when they keep the same neurons at the requested ratio, that selection is taken and nothing else is
+   spent;
+3. otherwise the calibration images are split (every ``HELD_OUT_EVERY``-th held out); each candidate's
+   selection is applied to a copy of the model, reconstructed on at most :data:`CHOICE_FIT_FRACTION` of the
+   calibration images, and scored by its mean KL divergence from the unpruned model on the held-out
+   images; the candidate of least loss wins (ties: the earlier candidate, path-obs first);
+4. the run then prunes with the winner and reconstructs on *all* calibration images, as any prune does.
+
+Reconstructing two candidates on a quarter of the images each adds half a reconstruction: the whole
+prune stays within 1.5x of ``--importance obs`` (benchmarks/results_zoo_*.md measure it).
+
+Example::
+
+    >>> imp = create_importance("auto", analysis=load_analysis("runs/paths")).fit(model, calib)  # doctest: +SKIP
+    >>> choice = choose_selection(model, imp.candidates, 0.9, calib)                              # doctest: +SKIP
+    >>> choice.winner, choice.table()                                                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
+from .allocation import _log_probs, held_out_loss, split_calibration
+from .selection import select_kept
+
+#: the fraction of the calibration images each candidate's trial reconstruction fits on (at most)
+CHOICE_FIT_FRACTION = 0.25
+
+
+@dataclass
+class SelectionChoice:
+    """The winning candidate and every candidate's held-out loss (None when the selections agree).
+
+    ``margin``: how much more held-out loss the runner-up has than the winner, relative to the winner's
+    (0 when there was nothing to compare)."""
+
+    winner: str
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    compared: bool = False
+
+    @property
+    def margin(self) -> float:
+        losses = sorted(c["loss"] for c in self.candidates if c.get("loss") is not None)
+        return (losses[1] - losses[0]) / max(losses[0], 1e-12) if len(losses) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"winner": self.winner, "compared": self.compared, "margin": self.margin,
+                "candidates": self.candidates}
+
+    def summary(self) -> str:
+        """One line for the report: who won and by how much."""
+        if not self.compared:
+            return f"{self.winner} (the candidates keep the same neurons)"
+        others = ", ".join(f"{c['method']} {c['loss']:.5f}" for c in self.candidates if c["method"] != self.winner)
+        best = next(c for c in self.candidates if c["method"] == self.winner)
+        return (f"{self.winner}: held-out KL {best['loss']:.5f} after reconstruction vs {others} "
+                f"({100 * self.margin:.1f}% less)")
+
+    def table(self) -> str:
+        lines = ["| candidate | neurons kept | held-out KL to unpruned |", "|---|---|---|"]
+        for c in self.candidates:
+            mark = " (chosen)" if c["method"] == self.winner else ""
+            loss = "-" if c.get("loss") is None else f"{c['loss']:.5f}"
+            lines.append(f"| {c['method']}{mark} | {c['neurons']} | {loss} |")
+        return "\n".join(lines)
+
+
+def choose_selection(model: nn.Module, candidates: dict[str, Sequence[Any]], ratio: float, images: Any, *,
+                     scope: str = "uniform", min_per_layer: float = 1,
+                     reconstruct: ReconstructConfig | None = ReconstructConfig(), batch_size: int | None = 32,
+                     device: str = "cpu", progress: bool = False, distributed: bool | None = None) -> SelectionChoice:
+    """The candidate (name -> per-block neuron scores) whose selection at `ratio` loses least on held-out
+    calibration images after repair (module docstring). `model` is not changed."""
+    kept = {name: select_kept(scores, ratio, scope, min_per_layer) for name, scores in candidates.items()}
+    names = list(candidates)
+    rows = [{"method": name, "neurons": int(sum(len(k) for k in kept[name])), "loss": None} for name in names]
+    signature = {name: tuple(tuple(k.tolist()) for k in kept[name]) for name in names}
+    if len(set(signature.values())) == 1:
+        return SelectionChoice(winner=names[0], candidates=rows)
+    fit, held = split_calibration(images)
+    fit = _first(fit, max(1, int(round(CHOICE_FIT_FRACTION * _count(images)))))
+    reference = _log_probs(model, held, batch_size or 32, device)
+    seen: dict[tuple, float] = {}
+    for row in rows:
+        name = row["method"]
+        if signature[name] in seen:  # the same neurons as an earlier candidate: the same loss
+            row["loss"] = seen[signature[name]]
+            continue
+        from .removal import remove_neurons
+
+        pruned = remove_neurons(copy.deepcopy(model), kept[name])
+        if reconstruct is not None:
+            reconstruct_mlp(pruned, model, fit, reconstruct, kept=kept[name], batch_size=batch_size, device=device,
+                            progress=progress, distributed=distributed, label=f"reconstruct [candidate {name}]")
+        row["loss"] = seen[signature[name]] = held_out_loss(pruned, reference, held, batch_size=batch_size or 32,
+                                                            device=device)
+        del pruned
+    best = min(range(len(rows)), key=lambda i: (rows[i]["loss"], i))
+    return SelectionChoice(winner=names[best], candidates=rows, compared=True)
+
+
+def _count(images: Any) -> int:
+    from ..data.images import count_images
+
+    return count_images(images)
+
+
+def _first(images: Any, n: int) -> Any:
+    """The first `n` images of an ImageSet or an (images, labels) pair."""
+    from ..data.images import ImageSet
+
+    if isinstance(images, ImageSet):
+        return ImageSet(root=images.root, items=images.items[:n], class_names=images.class_names,
+                        loader=images.loader, label_source=dict(images.label_source))
+    x, y = images
+    return x[:n], y[:n]
+
+
+__all__ = ["CHOICE_FIT_FRACTION", "SelectionChoice", "choose_selection"]
