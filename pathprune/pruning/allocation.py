@@ -202,6 +202,11 @@ def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, an
         choice = choose_allocation(model, neuron_scores, head_scores, config.macs, calib, reconstruct=reconstruct,
                                    batch_size=batch_size, device=device, progress=progress, distributed=distributed)
         plan = choice.plan
+    chosen_importance = None
+    if hasattr(neuron_importance, "candidate_scores"):  # `auto`: path-obs or OBS neurons within the plan's counts
+        plan, chosen_importance = _choose_neurons_within(model, neuron_importance, plan, calib, reconstruct=reconstruct,
+                                                         batch_size=batch_size, device=device, progress=progress,
+                                                         distributed=distributed)
     before = head_counts(model)
     if config.compensate:
         if calibration is None:
@@ -222,7 +227,31 @@ def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, an
                          "candidates": choice.candidates if choice is not None else None,
                          "candidates_repaired": choice is not None and reconstruct is not None,
                          "candidates_table": choice.table() if choice is not None else None}}
+    if chosen_importance is not None:
+        description["chosen_method"] = chosen_importance.winner
+        report["importance_choice"] = {**chosen_importance.to_dict(), "summary": chosen_importance.summary(),
+                                       "table": chosen_importance.table()}
     return {"plan": plan, "choice": choice, "kept": plan.kept, "description": description, "report": report}
+
+
+def _choose_neurons_within(model: nn.Module, importance: Any, plan: BudgetPlan, calib: Any, **kwargs: Any):
+    """(plan, choice): the allocation chosen with the first candidate's scores, its neurons per block then
+    taken by each candidate's ranking and compared on held-out calibration images after repair
+    (:func:`pathprune.pruning.choice.choose_kept`); the plan keeps the winner's neurons."""
+    import dataclasses
+
+    from .choice import choose_kept
+
+    counts = [len(k) for k in plan.kept]
+    kept = {}
+    for name, scores in importance.candidate_scores().items():
+        kept[name] = (plan.kept if not kept else  # the first candidate's own plan, exactly
+                      [sorted(torch.topk(s, n).indices.tolist()) for s, n in zip(scores, counts)])
+    choice = choose_kept(model, kept, calib, kept_heads=plan.kept_heads, **kwargs,
+                         apply=lambda m, k: apply_budget(m, dataclasses.replace(plan, kept=[list(x) for x in k]),
+                                                         inplace=True))
+    importance.take(choice.winner, model)
+    return dataclasses.replace(plan, kept=[list(k) for k in kept[choice.winner]]), choice
 
 
 def budget_plot_bytes(plan: BudgetPlan) -> bytes:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -85,9 +85,24 @@ def choose_selection(model: nn.Module, candidates: dict[str, Sequence[Any]], rat
     """The candidate (name -> per-block neuron scores) whose selection at `ratio` loses least on held-out
     calibration images after repair (module docstring). `model` is not changed."""
     kept = {name: select_kept(scores, ratio, scope, min_per_layer) for name, scores in candidates.items()}
-    names = list(candidates)
+    return choose_kept(model, kept, images, reconstruct=reconstruct, batch_size=batch_size, device=device,
+                       progress=progress, distributed=distributed)
+
+
+def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *,
+                apply: Callable[[nn.Module, Sequence[Any]], nn.Module] | None = None,
+                kept_heads: Sequence[Sequence[int]] | None = None,
+                reconstruct: ReconstructConfig | None = ReconstructConfig(), batch_size: int | None = 32,
+                device: str = "cpu", progress: bool = False, distributed: bool | None = None) -> SelectionChoice:
+    """The candidate (name -> per-block kept neurons) that loses least on held-out calibration images after
+    repair. `apply(copy, kept)` removes the units from a copy of `model` (default: the neurons not kept; a
+    MAC budget also removes its heads, `kept_heads`). `model` is not changed."""
+    from .removal import remove_neurons
+
+    apply = apply or remove_neurons
+    names = list(kept)
     rows = [{"method": name, "neurons": int(sum(len(k) for k in kept[name])), "loss": None} for name in names]
-    signature = {name: tuple(tuple(k.tolist()) for k in kept[name]) for name in names}
+    signature = {name: tuple(tuple(int(i) for i in k) for k in kept[name]) for name in names}
     if len(set(signature.values())) == 1:
         return SelectionChoice(winner=names[0], candidates=rows)
     fit, held = split_calibration(images)
@@ -99,12 +114,11 @@ def choose_selection(model: nn.Module, candidates: dict[str, Sequence[Any]], rat
         if signature[name] in seen:  # the same neurons as an earlier candidate: the same loss
             row["loss"] = seen[signature[name]]
             continue
-        from .removal import remove_neurons
-
-        pruned = remove_neurons(copy.deepcopy(model), kept[name])
+        pruned = apply(copy.deepcopy(model), kept[name])
         if reconstruct is not None:
-            reconstruct_mlp(pruned, model, fit, reconstruct, kept=kept[name], batch_size=batch_size, device=device,
-                            progress=progress, distributed=distributed, label=f"reconstruct [candidate {name}]")
+            reconstruct_mlp(pruned, model, fit, reconstruct, kept=kept[name], kept_heads=kept_heads,
+                            batch_size=batch_size, device=device, progress=progress, distributed=distributed,
+                            label=f"reconstruct [candidate {name}]")
         row["loss"] = seen[signature[name]] = held_out_loss(pruned, reference, held, batch_size=batch_size or 32,
                                                             device=device)
         del pruned
@@ -129,4 +143,4 @@ def _first(images: Any, n: int) -> Any:
     return x[:n], y[:n]
 
 
-__all__ = ["CHOICE_FIT_FRACTION", "SelectionChoice", "choose_selection"]
+__all__ = ["CHOICE_FIT_FRACTION", "SelectionChoice", "choose_kept", "choose_selection"]

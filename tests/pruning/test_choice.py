@@ -85,3 +85,21 @@ def test_auto_prunes_exactly_as_its_winner_would(run_cli, tmp_path):
     res = run_cli(["prune", "--model", "digits", "--importance", "auto", "--ratio", "0.5", "--reconstruct",
                    "--calib-data", "digits:train", "--out", str(tmp_path / "none")])
     assert res.code == 2 and "--paths" in res.err and not (tmp_path / "none").exists()
+
+
+def test_auto_under_a_mac_budget_compares_the_neurons_within_the_chosen_allocation(run_cli, tmp_path):
+    analysis = tmp_path / "a"
+    res = run_cli(["analyze", "--model", "digits", "--data", "digits:train", "--out", str(analysis), "--topk", "5",
+                   "--token", "all", "--images-per-class", "4", "--quiet"])
+    assert res.code == 0, res.output
+    res = run_cli(["prune", "--model", "digits", "--paths", str(analysis), "--importance", "auto", "--macs", "0.5",
+                   "--reconstruct", "--calib-data", "digits:train", "--calib-images", "96", "--out", str(tmp_path / "m")])
+    assert res.code == 0, res.output
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    choice = report["importance_choice"]
+    assert [c["method"] for c in choice["candidates"]] == ["path-obs", "obs"]
+    assert report["macs_after"] <= 0.5 * report["macs_before"] * 1.001  # the budget holds whoever wins
+    description = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert description["chosen_method"] == choice["winner"] and f"auto chose {choice['winner']}" in res.out
+    neurons = {c["method"]: c["neurons"] for c in choice["candidates"]}
+    assert neurons["path-obs"] == neurons["obs"] == sum(description["mlp_hidden"])  # the same counts per block
