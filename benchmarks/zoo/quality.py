@@ -25,7 +25,9 @@ import torch
 from benchmarks.zoo.registry import ZOO, half, load_model, split_tensors
 
 HERE = Path(__file__).resolve().parents[1]
-METHODS = ("path-obs", "obs", "taylor", "magnitude", "variance", "wanda", "activation", "random")
+METHODS = ("auto", "path-obs", "obs", "taylor", "magnitude", "variance", "wanda", "activation", "random")
+#: the product's candidates (not baselines): the default `auto` and the path methods
+CANDIDATES = ("auto",)
 RATIOS = (0.9, 0.95)
 REPAIR = "recon."
 
@@ -33,7 +35,26 @@ REPAIR = "recon."
 def is_baseline(method: str) -> bool:
     from benchmarks.quality import is_path
 
-    return not is_path(method)
+    return not is_path(method) and method not in CANDIDATES
+
+
+def auto_cell(dense, spec, calib, test, calibration, analysis, ratio: float) -> dict[str, Any]:
+    """The default `auto` at `ratio`: path-obs and OBS from one calibration pass, the winner chosen on
+    held-out calibration images after a trial reconstruction (pathprune.pruning.choice), then the same cell
+    as every method with the winner's scores; the cell records the winner, the margin and the choice's
+    seconds (scores and the trial reconstructions)."""
+    from benchmarks.quality import run_cell
+    from pathprune.pruning import create_importance
+    from pathprune.pruning.choice import choose_selection
+
+    started = time.perf_counter()
+    auto = create_importance("auto", analysis=analysis).fit(dense, calib, batch_size=100)
+    choice = choose_selection(dense, auto.candidate_scores(), ratio, calib, batch_size=100)
+    seconds = time.perf_counter() - started
+    cell = run_cell(dense, spec, auto.candidate_scores()[choice.winner], "uniform", ratio, REPAIR, calib, test,
+                    calibration, 0)
+    return {**cell, "winner": choice.winner, "compared": choice.compared, "margin": choice.margin,
+            "choice_seconds": seconds}
 
 
 def run_model(name: str, methods, ratios, work: Path, log=print) -> dict[str, Any]:
@@ -52,8 +73,16 @@ def run_model(name: str, methods, ratios, work: Path, log=print) -> dict[str, An
         return cache
     calibration = calibration_statistics(dense, calib, batch_size=100)
     analysis, analysis_seconds = (path_analysis(name, dense, spec, calib, work)
-                                  if any(is_path(m) for m in todo) else (None, 0.0))
+                                  if any(is_path(m) or m == "auto" for m in todo) else (None, 0.0))
     for method in todo:
+        if method == "auto":
+            for ratio in ratios:
+                cell = f"{method}|{REPAIR}|{ratio}"
+                if cell not in cache:
+                    cache[cell] = auto_cell(dense, spec, calib, test, calibration, analysis, ratio)
+                    log(f"{name} {cell}: top-1 {cache[cell]['top1']:.4f} (chose {cache[cell]['winner']})")
+                    cache_path.write_text(json.dumps(cache))
+            continue
         scores, scope, seconds = importance_scores(method, dense, calib, calibration, analysis, analysis_seconds)
         cache[f"importance/{method}"] = seconds
         for ratio in ratios:
@@ -69,17 +98,21 @@ def report(which: str, caches: dict[str, Any], methods, ratios, seconds: float) 
     from benchmarks.quality import interval
     from benchmarks.zoo.validity import load, machine
 
+    compared = [m for m in methods if not is_baseline(m)]  # auto and the path methods, each against the best
     lines = [f"## Zoo quality, {which} half (`python -m benchmarks.zoo.quality --half {which}`)", "",
              f"Machine: {machine()}, load average {load()} at the end; this run {seconds:.0f} s. Repair: sequential "
              "least-squares reconstruction of fc2 (residual target, ridge 1e-3) on the 1,000 calibration images; "
              "uniform per-block ratio; path-obs with its registered path_weight and a top-5 all-token analysis "
              "of max(4, 200 / classes) calibration images per class. Per cell: top-1 of every method (2,000 test "
-             "images); last columns: each path method minus the best baseline of the cell [95 % paired bootstrap "
-             "interval].", "",
-             "| model | ratio | " + " | ".join(methods) + " | best baseline | path-obs − best [95 %] |",
-             "|---|---|" + "---|" * (len(methods) + 2)]
+             "images); `auto` (the default of compress with reconstruction) is path-obs or obs, whichever loses less "
+             "KL to the dense model on every 4th calibration image after a trial reconstruction on a quarter of "
+             "them (its choice in brackets); last columns: auto and each path method minus the best baseline of the "
+             "cell [95 % paired bootstrap interval].", "",
+             "| model | ratio | " + " | ".join(methods) + " | best baseline | " +
+             " | ".join(f"{m} − best [95 %]" for m in compared) + " |",
+             "|---|---|" + "---|" * (len(methods) + 1 + len(compared))]
     diffs: dict[str, list[float]] = {m: [] for m in methods}
-    gaps = []
+    gaps: dict[str, list[float]] = {m: [] for m in compared}
     for name, cache in caches.items():
         for r in ratios:
             cells = {m: cache.get(f"{m}|{REPAIR}|{r}") for m in methods}
@@ -90,18 +123,20 @@ def report(which: str, caches: dict[str, Any], methods, ratios, seconds: float) 
             top = max(c["top1"] for c in cells.values())
             row = [f"**{cells[m]['top1']:.4f}**" if cells[m]["top1"] == top else f"{cells[m]['top1']:.4f}"
                    for m in methods]
-            gap = "—"
-            if "path-obs" in methods:
-                d, lo, hi = interval(cache, "path-obs", best, REPAIR, r)
-                gaps.append(d)
-                gap = f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+            if "auto" in cells:
+                row[methods.index("auto")] += f" ({cells['auto']['winner']})"
+            shown = []
+            for m in compared:
+                d, lo, hi = interval(cache, m, best, REPAIR, r)
+                gaps[m].append(d)
+                shown.append(f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
             for m in methods:
                 diffs[m].append(cells[m]["top1"])
             lines.append(f"| {name} (dense {cache['dense']['top1']:.4f}) | {r} | " + " | ".join(row) +
-                         f" | {best} | {gap} |")
-    if gaps:
+                         f" | {best} | " + " | ".join(shown) + " |")
+    if any(gaps.values()):
         lines.append("| **mean over cells** | | " + " | ".join(f"{sum(v) / len(v):.4f}" for v in diffs.values()) +
-                     f" | | {sum(gaps) / len(gaps):+.4f} |")
+                     " | | " + " | ".join(f"{sum(v) / len(v):+.4f}" for v in gaps.values()) + " |")
     return lines + [""]
 
 

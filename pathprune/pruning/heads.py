@@ -348,8 +348,9 @@ def list_head_importances(**where: Any) -> list[str]:
 
 
 def heads_method(config: Any) -> str:
-    """The head importance method of a PruneConfig (`heads_method`, else the neuron `method`)."""
-    return config.heads_method or config.method
+    """The head importance method of a PruneConfig (`heads_method`, else the neuron `method`; ``activation``
+    for ``auto``, whose candidates rank neurons only, as a MAC budget's heads)."""
+    return config.heads_method or ("activation" if config.method == "auto" else config.method)
 
 
 def validate_heads(config: Any) -> None:
