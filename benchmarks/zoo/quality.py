@@ -2,7 +2,10 @@
 the zoo (benchmarks/zoo/SPLIT.md), each cell against the best single baseline with paired intervals.
 
     python -m benchmarks.zoo.quality --half dev [--models zoo-...] [--ratios 0.9,0.95]
-        [--methods path-obs,obs,taylor,magnitude,variance,wanda,activation,random] [--work /tmp/zoo-quality]
+        [--methods auto,path-obs,obs,taylor,magnitude,variance,wanda,activation,random] [--work /tmp/zoo-quality]
+
+``auto`` is compress's default with reconstruction; ``auto:0.5/1/obs`` tries another candidate set (path-obs at
+path_weight 0.5 and 1, and obs), ``path-obs:1`` another path weight (experiments on the dev half).
 
 Tune on ``--half dev`` only; ``--half test`` is run once per product change and reported as it comes.
 Per model: the calibration split (1,000 images) feeds the importance, the path analysis (top-5 paths,
@@ -35,10 +38,10 @@ REPAIR = "recon."
 def is_baseline(method: str) -> bool:
     from benchmarks.quality import is_path
 
-    return not is_path(method) and method not in CANDIDATES
+    return not is_path(method) and method.split(":")[0] not in CANDIDATES
 
 
-def auto_cell(dense, spec, calib, test, calibration, analysis, ratio: float) -> dict[str, Any]:
+def auto_cell(dense, spec, calib, test, calibration, analysis, ratio: float, method: str = "auto") -> dict[str, Any]:
     """The default `auto` at `ratio`: path-obs and OBS from one calibration pass, the winner chosen on
     held-out calibration images after a trial reconstruction (pathprune.pruning.choice), then the same cell
     as every method with the winner's scores; the cell records the winner, the margin and the choice's
@@ -49,10 +52,23 @@ def auto_cell(dense, spec, calib, test, calibration, analysis, ratio: float) -> 
 
     started = time.perf_counter()
     auto = create_importance("auto", analysis=analysis).fit(dense, calib, batch_size=100)
-    choice = choose_selection(dense, auto.candidate_scores(), ratio, calib, batch_size=100)
+    candidates = auto.candidate_scores()
+    if ":" in method:  # an experiment: "auto:1/4/obs" = path-obs at path_weight 1 and 4, and obs
+        from pathprune.pruning.recoverability import PathObsImportance
+
+        frequency = auto.candidates["path-obs"].frequency
+        moments = auto.candidates["obs"]
+        candidates = {}
+        for part in method.split(":")[1].split("/"):
+            if part == "obs":
+                candidates["obs"] = auto.candidate_scores()["obs"]
+            else:
+                candidates[f"path-obs:{part}"] = PathObsImportance(frequency, path_weight=float(part)).fit(
+                    dense, calib, batch_size=100).neuron_scores()
+        del moments
+    choice = choose_selection(dense, candidates, ratio, calib, batch_size=100)
     seconds = time.perf_counter() - started
-    cell = run_cell(dense, spec, auto.candidate_scores()[choice.winner], "uniform", ratio, REPAIR, calib, test,
-                    calibration, 0)
+    cell = run_cell(dense, spec, candidates[choice.winner], "uniform", ratio, REPAIR, calib, test, calibration, 0)
     return {**cell, "winner": choice.winner, "compared": choice.compared, "margin": choice.margin,
             "choice_seconds": seconds}
 
@@ -73,13 +89,13 @@ def run_model(name: str, methods, ratios, work: Path, log=print) -> dict[str, An
         return cache
     calibration = calibration_statistics(dense, calib, batch_size=100)
     analysis, analysis_seconds = (path_analysis(name, dense, spec, calib, work)
-                                  if any(is_path(m) or m == "auto" for m in todo) else (None, 0.0))
+                                  if any(is_path(m) or m.split(":")[0] == "auto" for m in todo) else (None, 0.0))
     for method in todo:
-        if method == "auto":
+        if method.split(":")[0] == "auto":
             for ratio in ratios:
                 cell = f"{method}|{REPAIR}|{ratio}"
                 if cell not in cache:
-                    cache[cell] = auto_cell(dense, spec, calib, test, calibration, analysis, ratio)
+                    cache[cell] = auto_cell(dense, spec, calib, test, calibration, analysis, ratio, method)
                     log(f"{name} {cell}: top-1 {cache[cell]['top1']:.4f} (chose {cache[cell]['winner']})")
                     cache_path.write_text(json.dumps(cache))
             continue
@@ -123,8 +139,9 @@ def report(which: str, caches: dict[str, Any], methods, ratios, seconds: float) 
             top = max(c["top1"] for c in cells.values())
             row = [f"**{cells[m]['top1']:.4f}**" if cells[m]["top1"] == top else f"{cells[m]['top1']:.4f}"
                    for m in methods]
-            if "auto" in cells:
-                row[methods.index("auto")] += f" ({cells['auto']['winner']})"
+            for m in methods:
+                if m.split(":")[0] == "auto":
+                    row[methods.index(m)] += f" ({cells[m]['winner']})"
             shown = []
             for m in compared:
                 d, lo, hi = interval(cache, m, best, REPAIR, r)

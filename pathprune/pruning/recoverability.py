@@ -106,7 +106,10 @@ class AutoImportance(ObsImportance):
     """
 
     needs = ("analysis", "calibration")
-    options: ClassVar[dict[str, Any]] = dict(PathObsImportance.options)
+    #: path_weight 0.5 for the path-obs candidate: chosen on the zoo's development half (benchmarks/zoo/SPLIT.md),
+    #: where it kept the most top-1 of the weights tried (0.25, 0.5, 1, 2, 4, 16) and auto with it the most of
+    #: the candidate sets tried (benchmarks/results_zoo_dev.md; notes/issue-27.md)
+    options: ClassVar[dict[str, Any]] = {**PathObsImportance.options, "path_weight": 0.5}
     #: the candidates, in order of preference on a tie
     candidates_order: ClassVar[tuple[str, ...]] = ("path-obs", "obs")
 
