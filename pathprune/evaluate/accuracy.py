@@ -34,9 +34,16 @@ class Evaluation:
     preds: dict[str, torch.Tensor]  # name -> [N]
     probs: dict[str, torch.Tensor]  # name -> [N] softmax probability of the label
     top5: dict[str, torch.Tensor]  # name -> [N] bool
+    num_classes: int | None = None  # the models' output width
 
     def top1(self, name: str) -> float:
         return float((self.preds[name] == self.labels).double().mean())
+
+    def per_class(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(correct, total) images per class index of model `name`, from this very pass's predictions."""
+        from .per_class import class_counts
+
+        return class_counts(self.labels, self.preds[name], self.num_classes)
 
     def top5_accuracy(self, name: str) -> float:
         return float(self.top5[name].double().mean())
@@ -84,11 +91,13 @@ def _evaluate(predictors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], 
     preds: dict[str, list] = {name: [] for name in predictors}
     probs: dict[str, list] = {name: [] for name in predictors}
     top5: dict[str, list] = {name: [] for name in predictors}
+    num_classes = None
     bar = progress_bar(count_images(images), desc, progress, leave=False)
     for x, y in labelled_batches(images, batch_size, workers):
         labels.append(y)
         for name, predict in predictors.items():
             p = torch.softmax(predict(x).double(), dim=-1).cpu()
+            num_classes = p.shape[1]
             preds[name].append(p.argmax(-1))
             probs[name].append(p.gather(1, y.view(-1, 1)).squeeze(1))
             k = min(5, p.shape[1])
@@ -98,7 +107,7 @@ def _evaluate(predictors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], 
     if not labels:
         raise InputError("no image could be read")
     cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
-    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
+    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5), num_classes)
 
 
 def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images: Any, *, batch_size: int = 64,
