@@ -56,7 +56,7 @@ def wilson_interval(correct: float, total: float, confidence: float = 0.95) -> t
     p = correct / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if correct <= 0 else max(0.0, centre - half)), (1.0 if correct >= total else min(1.0, centre + half))
 
 
 def readable_class_names(names: Sequence[str] | None, num_classes: int) -> list[str]:
@@ -121,9 +121,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """One line: ``2 of 10 classes lost significantly (5 lost any), 0 gained; largest drop: 8 -0.0889 [...]``."""
-    text = (f"{summary['lost_significantly']} of {summary['classes']} classes lost significantly "
-            f"({summary['classes_lost']} lost any), {summary['gained_significantly']} gained significantly")
+    """One line: ``2 of 10 classes lost significantly, 0 gained significantly (5 lost, 1 gained any accuracy);
+    largest drop: 8 -0.0889 [-0.1556, -0.0222]``."""
+    text = (f"{summary['lost_significantly']} of {summary['classes']} classes lost significantly, "
+            f"{summary['gained_significantly']} gained significantly ({summary['classes_lost']} lost, "
+            f"{summary['classes_gained']} gained any accuracy)")
     drop = summary.get("largest_drop")
     if drop:
         lo, hi = drop["deviation_ci95"]

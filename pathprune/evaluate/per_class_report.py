@@ -67,7 +67,7 @@ def per_class_markdown(report: dict[str, Any], count: int = WORST_CLASSES) -> li
         lost = [r for r in worst_classes(v["rows"], count) if r["deviation"] < 0]
         if not lost:
             continue
-        lines += ["", f"### `{v['variant']}` ({v['backend']}): the {len(lost)} classes that lost most", "",
+        lines += ["", f"### `{v['variant']}` ({v['backend']}): the classes that lost most", "",
                   "| class | images | dense top-1 [95% CI] | top-1 [95% CI] | deviation [95% CI] | significant |",
                   "|---|---|---|---|---|---|"]
         for r in lost:
