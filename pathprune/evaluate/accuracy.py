@@ -41,8 +41,6 @@ class Evaluation:
 
     def per_class(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(correct, total) images per class index of model `name`, from this very pass's predictions."""
-        from .per_class import class_counts
-
         return class_counts(self.labels, self.preds[name], self.num_classes)
 
     def top5_accuracy(self, name: str) -> float:
@@ -128,6 +126,18 @@ def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images:
 
     return _evaluate({name: through(run) for name, run in runners.items()}, images, batch_size, progress, workers,
                      "evaluate (runtimes)")
+
+
+def class_counts(labels: Any, preds: Any, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, total) images per class index, from per-image labels and predictions.
+
+    >>> class_counts([0, 0, 2], [0, 1, 2], 3)
+    (array([1, 0, 1]), array([2, 0, 1]))
+    """
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    p = np.asarray(preds, dtype=np.int64).ravel()
+    size = max(int(num_classes or 0), int(y.max()) + 1 if y.size else 0)
+    return np.bincount(y[p == y], minlength=size), np.bincount(y, minlength=size)
 
 
 def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, resamples: int = 10000,

@@ -22,24 +22,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .accuracy import paired_interval
+from .accuracy import class_counts, paired_interval  # noqa: F401  (class_counts: per class, here too)
 
 #: how many of the classes that lost most the Markdown report and the terminal show (the JSON has all)
 WORST_CLASSES = 10
 
 _WNID = re.compile(r"n\d{8}")
-
-
-def class_counts(labels: Any, preds: Any, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(correct, total) images per class index, from per-image labels and predictions.
-
-    >>> class_counts([0, 0, 2], [0, 1, 2], 3)
-    (array([1, 0, 1]), array([2, 0, 1]))
-    """
-    y = np.asarray(labels, dtype=np.int64).ravel()
-    p = np.asarray(preds, dtype=np.int64).ravel()
-    size = max(int(num_classes or 0), int(y.max()) + 1 if y.size else 0)
-    return np.bincount(y[p == y], minlength=size), np.bincount(y, minlength=size)
 
 
 def wilson_interval(correct: float, total: float, confidence: float = 0.95) -> tuple[float, float]:
