@@ -105,8 +105,8 @@ def per_class_line(entry: dict[str, Any], count: int = 3) -> str:
 
     worst = ", ".join(f"{r['name']} {r['deviation']:+.3f}{'*' if r['significant'] else ''}"
                       for r in worst_classes(entry["rows"], count) if r["deviation"] < 0)
-    return (f"per class, {entry['variant']} ({entry['backend']}): {summary_line({**entry['summary'], 'largest_drop': None})}"
-            + (f"; worst: {worst}" if worst else ""))
+    summary = summary_line({**entry["summary"], "largest_drop": None})  # the worst classes follow
+    return f"per class, {entry['variant']} ({entry['backend']}): {summary}" + (f"; worst: {worst}" if worst else "")
 
 
 def reconstruct_report(report: dict[str, Any], s: Any, echo: Echo) -> None:

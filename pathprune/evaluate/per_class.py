@@ -130,4 +130,4 @@ def per_class_report(labels: Any, dense_preds: Any, compared: Sequence[dict[str,
     for entry in compared:
         table = per_class_table(labels, entry["preds"], dense_preds, class_names, resamples=resamples, seed=seed)
         variants.append({"variant": entry["variant"], "backend": entry["backend"], "model": entry["model"], **table})
-    return {"reference": dense, "classes": len(class_names), "worst_shown": WORST_CLASSES, "variants": variants}
+    return {"reference": dense, "model_classes": len(class_names), "worst_shown": WORST_CLASSES, "variants": variants}

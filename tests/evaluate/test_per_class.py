@@ -92,7 +92,7 @@ def broken_bench(tmp_path_factory):
 def test_bench_names_the_broken_class_first_with_a_significant_drop(broken_bench):
     report = json.loads((broken_bench["out"] / "report.json").read_text())
     per_class = report["per_class"]
-    assert per_class["reference"] == report["dense"] and per_class["classes"] == 10
+    assert per_class["reference"] == report["dense"] and per_class["model_classes"] == 10
     entries = {(v["variant"], v["backend"]): v for v in per_class["variants"]}
     # every variant but the dense torch model, the ONNX graphs through onnxruntime's own predictions
     assert set(entries) == {("broken (torch)", "torch (cpu)"), ("broken (onnx fp32)", "ort-cpu"),
