@@ -172,3 +172,16 @@ def test_a_thousand_classes_keep_the_markdown_short_and_the_plot_readable(tmp_pa
     with Image.open(path) as image:
         width, height = image.size
     assert width < 120 * (0.32 * PLOT_CLASSES + 4) and height < 120 * 10  # 30 classes shown, not 1000
+
+
+def test_class_names_say_what_the_class_is():
+    from pathprune.data.labels import imagenet_classes
+    from pathprune.evaluate.per_class import readable_class_names
+
+    wnids = imagenet_classes(1000)
+    if wnids is None:
+        pytest.skip("timm's ImageNet class list is not installed")
+    names = readable_class_names(wnids, 1000)
+    assert names[0] == "n01440764 tench" and len(names) == 1000
+    assert readable_class_names(["cat", "dog"], 2) == ["cat", "dog"]
+    assert readable_class_names(["cat"], 3) == ["0", "1", "2"]  # names of another model: indices
