@@ -92,11 +92,23 @@ def bench_report(report: dict[str, Any], s: Any, echo: Echo) -> None:
             lo, hi = row["top1_deviation_ci95"]
             echo(f"{row['variant']} ({row['backend']}): top-1 {row['top1']:.4f} ({row['top1_deviation']:+.4f}, "
                  f"95% CI [{lo:+.4f}, {hi:+.4f}])")
+    for entry in (report.get("per_class") or {}).get("variants", []):
+        echo(per_class_line(entry))
     for row in report["latency"]:
         if row["variant"] != row["speedup_reference"]:
             echo(f"  {row['backend']} batch {row['batch_size']}: {row['variant']} {row['median_ms']:.2f} ms "
                  f"({row['speedup']:.2f}x)")
     echo(f"report: {s.out}/report.md")
+
+
+def per_class_line(entry: dict[str, Any], count: int = 3) -> str:
+    """One variant's per-class summary and its worst few classes (``*``: the interval excludes zero)."""
+    from ..evaluate.per_class import summary_line, worst_classes
+
+    worst = ", ".join(f"{r['name']} {r['deviation']:+.3f}{'*' if r['significant'] else ''}"
+                      for r in worst_classes(entry["rows"], count) if r["deviation"] < 0)
+    summary = summary_line({**entry["summary"], "largest_drop": None})  # the worst classes follow
+    return f"per class, {entry['variant']} ({entry['backend']}): {summary}" + (f"; worst: {worst}" if worst else "")
 
 
 def reconstruct_report(report: dict[str, Any], s: Any, echo: Echo) -> None:

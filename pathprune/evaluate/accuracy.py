@@ -34,9 +34,14 @@ class Evaluation:
     preds: dict[str, torch.Tensor]  # name -> [N]
     probs: dict[str, torch.Tensor]  # name -> [N] softmax probability of the label
     top5: dict[str, torch.Tensor]  # name -> [N] bool
+    num_classes: int | None = None  # the models' output width
 
     def top1(self, name: str) -> float:
         return float((self.preds[name] == self.labels).double().mean())
+
+    def per_class(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(correct, total) images per class index of model `name`, from this very pass's predictions."""
+        return class_counts(self.labels, self.preds[name], self.num_classes)
 
     def top5_accuracy(self, name: str) -> float:
         return float(self.top5[name].double().mean())
@@ -84,11 +89,13 @@ def _evaluate(predictors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], 
     preds: dict[str, list] = {name: [] for name in predictors}
     probs: dict[str, list] = {name: [] for name in predictors}
     top5: dict[str, list] = {name: [] for name in predictors}
+    num_classes = None
     bar = progress_bar(count_images(images), desc, progress, leave=False, estimate=True)
     for x, y in labelled_batches(images, batch_size, workers):
         labels.append(y)
         for name, predict in predictors.items():
             p = torch.softmax(predict(x).double(), dim=-1).cpu()
+            num_classes = p.shape[1]
             preds[name].append(p.argmax(-1))
             probs[name].append(p.gather(1, y.view(-1, 1)).squeeze(1))
             k = min(5, p.shape[1])
@@ -98,7 +105,7 @@ def _evaluate(predictors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], 
     if not labels:
         raise InputError("no image could be read")
     cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
-    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5))
+    return Evaluation(torch.cat(labels), cat(preds), cat(probs), cat(top5), num_classes)
 
 
 def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images: Any, *, batch_size: int = 64,
@@ -119,6 +126,18 @@ def evaluate_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], images:
 
     return _evaluate({name: through(run) for name, run in runners.items()}, images, batch_size, progress, workers,
                      "evaluate (runtimes)")
+
+
+def class_counts(labels: Any, preds: Any, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, total) images per class index, from per-image labels and predictions.
+
+    >>> class_counts([0, 0, 2], [0, 1, 2], 3)
+    (array([1, 0, 1]), array([2, 0, 1]))
+    """
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    p = np.asarray(preds, dtype=np.int64).ravel()
+    size = max(int(num_classes or 0), int(y.max()) + 1 if y.size else 0)
+    return np.bincount(y[p == y], minlength=size), np.bincount(y, minlength=size)
 
 
 def paired_interval(correct: Any, reference: Any, *, confidence: float = 0.95, resamples: int = 10000,

@@ -13,8 +13,8 @@ On one image set:
   on CUDA inputs are device-resident (IOBinding) and timed with CUDA events;
 - peak memory (CPU: process RSS peak and what one run added; CUDA: torch.cuda.max_memory_allocated,
   onnxruntime's device memory), parameters, MACs and file sizes.
-`run_bench` measures and writes report.json, and (through :mod:`.bench_report`) report.md, accuracy.png,
-latency.png and pareto.png, into one directory, atomically.
+`run_bench` measures (per class too: :mod:`.per_class`) and writes report.json, and (through :mod:`.bench_report`)
+report.md, accuracy.png, latency.png, pareto.png, per_class.csv and per_class.png, into one directory, atomically.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ..progress import progress_bar, progress_list
 from .accuracy import accuracy_metrics  # noqa: F401  (bench's accuracy table)
 from .timing import interleaved_latency, load_average, measure_memory, noise_reasons, timing_stats  # noqa: F401
 from .bench_report import DEFINITIONS, machine_info, plot_accuracy, plot_latency, plot_pareto, render_markdown
+from .per_class_report import bench_per_class, write_per_class
 
 from ..deploy.runtimes import RUNTIMES, available_runtimes as available_backends, make_runner
 
@@ -449,6 +450,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
                                                 if k != "labels" else joint[k]) for k in joint},
                                            dense_name, resamples=settings.bootstrap, seed=settings.seed)
                 variant_rows.append({**v.row(), "backend": backend, **metrics[v.name], "export": v.export})
+        per_class = bench_per_class(models[0], images, variants, evaluation, evaluations, settings)
         report = {
             "dense": dense_name,
             "data": data_name or getattr(images, "root", ""),
@@ -461,6 +463,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
             "variants": variant_rows,
             "latency": latency,
             "noise": noise_summary(latency, settings),
+            "per_class": per_class,
             "seconds": time.perf_counter() - started,
         }
         if report["noise"]["unreliable_rows"]:
@@ -470,6 +473,7 @@ def _run_bench(models: Sequence[BenchModel], images: Any, settings: BenchSetting
         plot_accuracy(report, tmp_out / "accuracy.png")
         plot_latency(report, tmp_out / "latency.png")
         plot_pareto(report, tmp_out / "pareto.png")
+        write_per_class(report, tmp_out)
     return report
 
 

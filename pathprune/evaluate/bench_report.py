@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .per_class_report import per_class_markdown
+
 DEFINITIONS = {
     "variant": "one model on one runtime: the torch model, or one ONNX graph of it (precision, optimised) "
                "or an existing ONNX file",
@@ -51,6 +53,11 @@ DEFINITIONS = {
               "model included), run_added_rss_bytes = what that run added; CUDA: torch max_memory_allocated, "
               "onnxruntime device memory taken since its session was created",
     "size_bytes": "ONNX file (with external data) or torch parameter bytes",
+    "per_class": "per variant (every one but the dense torch model) and class with images: images, correct "
+                 "predictions of dense and variant, dense_top1 / top1 with 95% Wilson intervals (dense_top1_ci95, "
+                 "top1_ci95), deviation = top1 - dense_top1 with deviation_ci95, the 95% paired bootstrap interval "
+                 "on that class's images, and significant (the interval excludes zero; per class, not corrected "
+                 "for the number of classes); per_class.csv holds the same rows",
 }
 
 
@@ -98,6 +105,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{'yes' if r['optimize'] else 'no'} | {r['top1']:.4f} | {r['top1_deviation']:+.4f} "
                      f"[{lo1:+.4f}, {hi1:+.4f}] | {r['top5']:.4f} | {r['top5_deviation']:+.4f} [{lo5:+.4f}, "
                      f"{hi5:+.4f}] | {r['agreement']:.4f} | {r['size_bytes'] / 1e6:.2f} |")
+    section = per_class_markdown(report)
+    lines += ["", *section] if section else []
     lines += ["", "## Latency and memory", ""]
     noise = report.get("noise") or {}
     if noise.get("unreliable_rows"):

@@ -21,7 +21,7 @@ def test_demo_runs_end_to_end(tmp_path, run_cli):
     assert f"report: {out / 'bench' / 'report.md'}" in res.out
     for path in ("analysis/run.json", "analysis/paths.jsonl", "pruned/model.json", "pruned/model.safetensors",
                  "pruned.onnx", "bench/report.json", "bench/report.md", "bench/accuracy.png",
-                 "bench/latency.png", "demo.json"):
+                 "bench/latency.png", "bench/per_class.png", "bench/per_class.csv", "demo.json"):
         assert (out / path).is_file(), path
     summary = json.loads((out / "demo.json").read_text())
     assert list(summary["commands"]) == ["analyze", "prune", "export", "bench"]
@@ -32,6 +32,13 @@ def test_demo_runs_end_to_end(tmp_path, run_cli):
     assert pruned["params"] < dense["params"] and pruned["macs_ratio"] < 0.8
     assert dense["top1"] > 0.9  # the embedded model is trained
     assert pruned["top1"] > 0.5  # path pruning at 0.5 keeps a working classifier
+    # the per-class report: every digit, for the pruned model and its ONNX file, in the Markdown with its plot
+    per_class = {v["variant"]: v for v in report["per_class"]["variants"]}
+    assert {"pruned (torch)", "pruned.onnx fp32"} <= set(per_class)
+    assert [r["name"] for r in per_class["pruned (torch)"]["rows"]] == [str(d) for d in range(10)]
+    md = (out / "bench" / "report.md").read_text()
+    assert "## Per-class accuracy" in md and "![per-class accuracy](per_class.png)" in md
+    assert "- `pruned (torch)` (torch (cpu)): " in md
     # the analysis used the requested class-balanced subset
     lines = (out / "analysis" / "paths.jsonl").read_text().splitlines()
     assert len(lines) == 50
