@@ -39,7 +39,8 @@ D = defaults(CompressSettings)
 @click.option("--refine-tol", type=float, default=D["refine_tol"], show_default=True,
               help="Analysis: ambiguity margin in units of the error estimate.")
 @click.option("--importance", default=D["importance"], cls=RegistryOption, registry=IMPORTANCES,
-              help_prefix="[default: path-obs with --reconstruct, path without: the best measured, benchmarks/results_quality.md] ")
+              help_prefix="[default: auto with --reconstruct (path-obs or obs, whichever loses less on held-out "
+                          "calibration images), path without: the best measured, benchmarks/RESULTS.md] ")
 @importance_options
 @click.option("--scope", type=click.Choice(["uniform", "global"]), default=D["scope"], show_default=True)
 @click.option("--reconstruct/--no-reconstruct", default=D["reconstruct"], show_default=True,

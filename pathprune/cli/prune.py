@@ -29,8 +29,9 @@ D = defaults(PruneSettings)
                    "neurons removed where they cost least (the split chosen on held-out calibration images).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.safetensors, model.json, config.json (timm), report.json (atomic).")
-@click.option("--importance", default=D["importance"], show_default=True, cls=RegistryOption,
-              registry=IMPORTANCES, help_suffix=" For pruning, analyse with --topk 5 --token all: on the digits model it keeps "
+@click.option("--importance", default=D["importance"], cls=RegistryOption, registry=IMPORTANCES,
+              help_prefix="[default: auto with --reconstruct (path-obs or obs, whichever loses less on held-out "
+                          "calibration images), path without] ", help_suffix=" For pruning, analyse with --topk 5 --token all: on the digits model it keeps "
                    "+0.02-0.03 top-1 at ratio 0.95 over a top-1 cls analysis (benchmarks/RESULTS.md).")
 @click.option("--scope", default=D["scope"], show_default=True, metavar="uniform|global",
               help="uniform: every block loses the same fraction; global: one ranking over all blocks.")

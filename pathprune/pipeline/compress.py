@@ -59,14 +59,14 @@ SETTINGS_FILE = "settings.json"
 @dataclass
 class CompressSettings:
     """Everything `compress` runs with (field names are the command's option names); defaults are
-    the settings that prune best as measured (benchmarks/results_quality.md, results_prune.md):
-    sequential reconstruction on calibration images with the path-weighted OBS selection (``path-obs``:
-    a top-5, all-token analysis and the calibration images); without reconstruction, path importance
-    from the same analysis; optional distillation.
+    the settings that prune best as measured: sequential reconstruction on calibration images with the
+    ``auto`` selection (path-weighted OBS or plain OBS, whichever loses less on held-out calibration
+    images; a top-5, all-token analysis; benchmarks/results_zoo_dev.md); without reconstruction, path
+    importance from the same analysis (benchmarks/results_quality.md); optional distillation.
 
     >>> s = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=0.5).validate()
     >>> s.method, CompressSettings(model="digits", data="d", eval_data="e", ratio=0.5, reconstruct=False).method
-    ('path-obs', 'path')
+    ('auto', 'path')
     """
 
     model: str
@@ -91,7 +91,7 @@ class CompressSettings:
     quadrature: str = PathConfig.quadrature
     analyze_batch_size: int = 32
     # prune
-    importance: str | None = None  # None: path-obs with reconstruction, path without (benchmarks/results_quality.md)
+    importance: str | None = None  # None: auto with reconstruction, path without (benchmarks/results_zoo_dev.md)
     options: dict[str, Any] = field(default_factory=dict)  # the importance method's own options
     scope: str = "uniform"
     reconstruct: bool = True
@@ -153,11 +153,10 @@ class CompressSettings:
 
     @property
     def method(self) -> str:
-        """The importance method: the one asked for, else the measured best for the repair chosen (with
-        reconstruction the path-weighted OBS selection kept the most top-1 at 0.9-0.95 on digits and
-        pairs, significantly above OBS on pairs, within the interval on glyphs; without repair path
-        importance leads)."""
-        return self.importance or ("path-obs" if self.reconstruct else "path")
+        """The importance method: the one asked for, else the measured best for the repair chosen: with
+        reconstruction ``auto`` (on the zoo's development half +1.3 points of top-1 over the best baseline
+        per cell at ratios 0.9-0.95, never significantly below it); without repair path importance leads."""
+        return self.importance or ("auto" if self.reconstruct else "path")
 
     @property
     def finetunes(self) -> bool:

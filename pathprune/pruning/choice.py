@@ -9,8 +9,8 @@ which is better: it measures it, the way a MAC budget chooses its head/neuron sp
 2. when they keep the same neurons at the requested ratio, that selection is taken and nothing else is
    spent;
 3. otherwise the calibration images are split (every ``HELD_OUT_EVERY``-th held out); each candidate's
-   selection is applied to a copy of the model, reconstructed on at most :data:`CHOICE_FIT_FRACTION` of the
-   calibration images, and scored by its mean KL divergence from the unpruned model on the held-out
+   selection is applied to a copy of the model, reconstructed on :data:`CHOICE_FIT_FRACTION` of the
+   calibration images (at least :data:`CHOICE_MIN_IMAGES`), and scored by its mean KL divergence from the unpruned model on the held-out
    images; the candidate of least loss wins (ties: the earlier candidate, path-obs first);
 4. the run then prunes with the winner and reconstructs on *all* calibration images, as any prune does.
 
@@ -32,12 +32,15 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 from .allocation import _log_probs, held_out_loss, split_calibration
 from .selection import select_kept
 
-#: the fraction of the calibration images each candidate's trial reconstruction fits on (at most)
+#: the fraction of the calibration images each candidate's trial reconstruction fits on (at most) ...
 CHOICE_FIT_FRACTION = 0.25
+#: ... but at least this many (all the fitting images of a smaller calibration set)
+CHOICE_MIN_IMAGES = 64
 
 
 @dataclass
@@ -50,6 +53,8 @@ class SelectionChoice:
     winner: str
     candidates: list[dict[str, Any]] = field(default_factory=list)
     compared: bool = False
+    #: why the candidates were not compared, when they differ but could not be (too few images)
+    note: str = ""
 
     @property
     def margin(self) -> float:
@@ -58,10 +63,12 @@ class SelectionChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return {"winner": self.winner, "compared": self.compared, "margin": self.margin,
-                "candidates": self.candidates}
+                "candidates": self.candidates, **({"note": self.note} if self.note else {})}
 
     def summary(self) -> str:
         """One line for the report: who won and by how much."""
+        if self.note:
+            return f"{self.winner} ({self.note})"
         if not self.compared:
             return f"{self.winner} (the candidates keep the same neurons)"
         others = ", ".join(f"{c['method']} {c['loss']:.5f}" for c in self.candidates if c["method"] != self.winner)
@@ -106,7 +113,7 @@ def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *
     if len(set(signature.values())) == 1:
         return SelectionChoice(winner=names[0], candidates=rows)
     fit, held = split_calibration(images)
-    fit = _first(fit, max(1, int(round(CHOICE_FIT_FRACTION * _count(images)))))
+    fit = _first(fit, max(int(round(CHOICE_FIT_FRACTION * _count(images))), min(_count(fit), CHOICE_MIN_IMAGES)))
     reference = _log_probs(model, held, batch_size or 32, device)
     seen: dict[tuple, float] = {}
     for row in rows:
@@ -116,9 +123,16 @@ def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *
             continue
         pruned = apply(copy.deepcopy(model), kept[name])
         if reconstruct is not None:
-            reconstruct_mlp(pruned, model, fit, reconstruct, kept=kept[name], kept_heads=kept_heads,
-                            batch_size=batch_size, device=device, progress=progress, distributed=distributed,
-                            label=f"reconstruct [candidate {name}]")
+            try:
+                reconstruct_mlp(pruned, model, fit, reconstruct, kept=kept[name], kept_heads=kept_heads,
+                                batch_size=batch_size, device=device, progress=progress, distributed=distributed,
+                                label=f"reconstruct [candidate {name}]")
+            except ConfigError as error:  # too few images to compare on: the first candidate, said so
+                if error.param != "calib_images":
+                    raise
+                for r in rows:
+                    r["loss"] = None
+                return SelectionChoice(winner=names[0], candidates=rows, note=f"not compared: {error.message}")
         row["loss"] = seen[signature[name]] = held_out_loss(pruned, reference, held, batch_size=batch_size or 32,
                                                             device=device)
         del pruned
@@ -143,4 +157,4 @@ def _first(images: Any, n: int) -> Any:
     return x[:n], y[:n]
 
 
-__all__ = ["CHOICE_FIT_FRACTION", "SelectionChoice", "choose_kept", "choose_selection"]
+__all__ = ["CHOICE_FIT_FRACTION", "CHOICE_MIN_IMAGES", "SelectionChoice", "choose_kept", "choose_selection"]

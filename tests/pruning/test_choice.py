@@ -12,14 +12,14 @@ import torch
 from conftest import make_tiny
 
 
-def _calib(n: int = 48, seed: int = 0):
+def _calib(n: int = 48, seed: int = 0):  # 36 fitting images: fewer than CHOICE_MIN_IMAGES, all of them fit
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
 def test_the_winner_is_the_candidate_of_least_held_out_loss_after_repair():
     from pathprune.pruning.allocation import held_out_loss, split_calibration
-    from pathprune.pruning.choice import CHOICE_FIT_FRACTION, choose_selection
+    from pathprune.pruning.choice import CHOICE_FIT_FRACTION, CHOICE_MIN_IMAGES, choose_selection
     from pathprune.pruning.removal import remove_neurons
     from pathprune.pruning.selection import select_kept
     from pathprune.repair.reconstruct import ReconstructConfig, reconstruct_mlp
@@ -33,10 +33,11 @@ def test_the_winner_is_the_candidate_of_least_held_out_loss_after_repair():
     choice = choose_selection(model, candidates, 0.5, calib)
     assert choice.compared and [c["method"] for c in choice.candidates] == ["a", "b"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is not changed
-    # independently: each selection applied, repaired on the first quarter of the fitting images, scored on
-    # every 4th image against the unpruned model
+    # independently: each selection applied, repaired on the first quarter of the images (at least
+    # CHOICE_MIN_IMAGES of the fitting ones), scored on every 4th image against the unpruned model
     fit, held = split_calibration(calib)
-    fit = (fit[0][:int(round(CHOICE_FIT_FRACTION * 48))], fit[1][:int(round(CHOICE_FIT_FRACTION * 48))])
+    n = max(int(round(CHOICE_FIT_FRACTION * 48)), min(len(fit[0]), CHOICE_MIN_IMAGES))
+    fit = (fit[0][:n], fit[1][:n])
     with torch.no_grad():
         reference = torch.log_softmax(model.eval()(held[0]).double(), -1)
     losses = {}
@@ -103,3 +104,22 @@ def test_auto_under_a_mac_budget_compares_the_neurons_within_the_chosen_allocati
     assert description["chosen_method"] == choice["winner"] and f"auto chose {choice['winner']}" in res.out
     neurons = {c["method"]: c["neurons"] for c in choice["candidates"]}
     assert neurons["path-obs"] == neurons["obs"] == sum(description["mlp_hidden"])  # the same counts per block
+
+
+def test_too_few_calibration_images_to_compare_keep_the_first_candidate_and_say_so(monkeypatch):
+    from pathprune.errors import ConfigError
+    from pathprune.pruning import choice as choice_module
+    from pathprune.pruning.choice import choose_selection
+
+    def refuse(*args, **kwargs):  # what the least-squares fit says when the tokens cannot determine it
+        raise ConfigError("gives 68 calibration tokens for the 129 unknowns of block 0's fit", param="calib_images")
+
+    monkeypatch.setattr(choice_module, "reconstruct_mlp", refuse)
+
+    model, _ = make_tiny(seed=3)
+    widths = [layer.mlp.fc1.out_features for layer in model.blocks]
+    g = torch.Generator().manual_seed(1)
+    candidates = {"a": [torch.rand(w, generator=g) for w in widths], "b": [torch.rand(w, generator=g) for w in widths]}
+    choice = choose_selection(model, candidates, 0.5, _calib())
+    assert choice.winner == "a" and not choice.compared and "not compared" in choice.summary()
+    assert all(c["loss"] is None for c in choice.candidates) and "129 unknowns" in choice.to_dict()["note"]

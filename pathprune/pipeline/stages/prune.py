@@ -29,7 +29,7 @@ class PruneSettings:
     ratio: float
     out: str
     paths: str | None = None
-    importance: str = "path"
+    importance: str | None = None  # None: `auto` with `reconstruct` (measured: benchmarks/results_zoo_dev.md), else path
     options: dict[str, Any] = field(default_factory=dict, metadata={"options": True})
     scope: str = "uniform"
     min_per_layer: float = 1
@@ -53,10 +53,16 @@ class PruneSettings:
     heads_importance: str | None = None  # None: `importance` (with `macs`: activation)
     macs: float | None = None  # fraction of the MACs kept, instead of `ratio`/`heads_ratio` (issue 17)
 
+    @property
+    def method(self) -> str:
+        """The importance method: the one asked for, else ``auto`` (path-obs or OBS, chosen on held-out
+        calibration images) with reconstruction and ``path`` without."""
+        return self.importance or ("auto" if self.reconstruct else "path")
+
     def prune_config(self):
         from ...pruning import PruneConfig
 
-        return PruneConfig(method=self.importance, ratio=self.ratio, scope=self.scope,
+        return PruneConfig(method=self.method, ratio=self.ratio, scope=self.scope,
                            min_per_layer=self.min_per_layer, compensate=self.compensate,
                            options=dict(self.options), heads_ratio=self.heads_ratio,
                            heads_method=self.heads_importance, macs=self.macs).validate()
@@ -74,7 +80,7 @@ class PruneSettings:
         """What the importance method needs: a subset of {"analysis", "calibration"}."""
         from ...pruning.importance import needs_of
 
-        return needs_of(self.importance)
+        return needs_of(self.method)
 
     def validate(self) -> "PruneSettings":
         self.source.validate()
@@ -90,7 +96,7 @@ class PruneSettings:
                                   f"image to choose its allocation; give at least {HELD_OUT_EVERY}",
                                   param="calib_images")
         if "analysis" in self.needs and self.paths is None:
-            raise ConfigError(f"importance '{self.importance}' needs `paths` (an analyze output directory)",
+            raise ConfigError(f"importance '{self.method}' needs `paths` (an analyze output directory)",
                               param="paths")
         return self
 
@@ -112,7 +118,7 @@ def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str
             return (recorded["root"], analysis.run.get("settings", {}).get("preprocess", "model"),
                     recorded.get("class_map"), recorded.get("labels"))
     user = ("`compensate`" if settings.compensate else "`reconstruct`" if settings.reconstruct
-            else "`macs`" if settings.macs is not None else f"importance '{settings.importance}'")
+            else "`macs`" if settings.macs is not None else f"importance '{settings.method}'")
     raise ConfigError(f"{user} needs `calib_data`", param="calib_data")
 
 
