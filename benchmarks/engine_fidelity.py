@@ -49,7 +49,6 @@ gauss4:float32:token=all:topk=5,gauss16:float32:token=all:topk=5:refine_steps=0 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys

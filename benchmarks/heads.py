@@ -30,8 +30,6 @@ interleaved in one run.
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from pathlib import Path

@@ -18,8 +18,6 @@ Writes a Markdown section to stdout (and --out FILE) with the machine and its lo
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import tempfile
 import time

@@ -23,9 +23,7 @@ run at low priority and the timing alone at normal priority.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path

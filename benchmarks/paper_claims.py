@@ -15,7 +15,6 @@ Writes benchmarks/results_paper_claims.md and benchmarks/figures/paper_*.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys

@@ -20,9 +20,6 @@ benchmarks/figures/prune_quality.png. About 1.5 minutes on 2 idle CPU cores (12 
 
 from __future__ import annotations
 
-import argparse
-import copy
-import sys
 import time
 from pathlib import Path
 

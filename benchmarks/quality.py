@@ -24,8 +24,6 @@ writes benchmarks/results_quality.md and benchmarks/figures/quality_<model>.png.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import time
 from pathlib import Path

@@ -13,17 +13,14 @@ Cells are cached in WORK/<model>/cells.json (a rerun resumes); writes benchmarks
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks import harness
-from benchmarks.zoo.registry import ZOO, half, load_model, split_tensors
+from benchmarks.zoo.registry import half, load_model, split_tensors
 
 HERE = Path(__file__).resolve().parents[1]
 METHODS = ("path-obs", "obs", "taylor", "magnitude", "variance", "wanda", "activation", "random")

@@ -11,7 +11,6 @@ the committed weights ARE the model) and <name>.json (test top-1 of the fp16 mod
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math

@@ -12,9 +12,7 @@ the dense and the pruned model on ROOT/test. Writes benchmarks/results_zoo.md (z
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 import time
