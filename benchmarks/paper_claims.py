@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(opts.threads)
     work = opts.work or Path(tempfile.mkdtemp(prefix="paper_claims."))
     common = ["--steps", str(opts.steps), "--jas", opts.jas, "--quiet", "--device", "cpu"]
-    run = harness.Run(threads=opts.threads)
+    measured = harness.Run(threads=opts.threads)
     started = time.perf_counter()
     timings = {}
     t = time.perf_counter()
@@ -200,7 +200,7 @@ path is {"more" if structure["act_path"]["within_class"] > structure["path"]["wi
 ![similarity]({rel}/paper_similarity_path.png)
 ![similarity activation path]({rel}/paper_similarity_act_path.png)
 ![frequency]({rel}/paper_frequency_path.png)
-""" + run.footer()
+""" + measured.footer()
     harness.write_results(opts.out, text)
     print(f"-> {opts.out} ({total:.0f} s)")
     if opts.work is None:
