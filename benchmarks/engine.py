@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from benchmarks import harness
 
 
 STRUCTURAL = ("engine", "engine_full_backward", "engine_compile", "hook_and_clone", "floor", "engine_reference",
@@ -297,8 +297,7 @@ def run_fidelity(args) -> dict:
     images = torch.stack([image_set.loader(i) for i in range(len(image_set.items))]).to(args.device)
     labels = torch.tensor([it.label for it in image_set.items]).to(args.device)
     model = model.to(args.device)
-    with torch.no_grad():
-        accuracy = float((model(images).argmax(-1) == labels).float().mean())
+    accuracy = harness.top1(model, images.cpu(), labels.cpu(), device=args.device)
     out["digits"] = {"images": len(labels), "layers": len(model.blocks), "accuracy": accuracy,
                      "rules": fidelity(model, images, labels, args.device, 1024)}
     size = args.fidelity_img_size
@@ -315,25 +314,14 @@ def run_fidelity(args) -> dict:
 # the driver
 
 
-def machine_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return (f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU, "
-            f"torch {torch.__version__}")
-
-
-def loadavg() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
 def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, "benchmarks.engine", out="results_engine.md", threads=None,
+                            threads_help="torch threads [default: 1 on CPU (a shared, oversubscribed 2-core machine "
+                                         "ran 10x slower with 2), torch's default on CUDA]")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--models", default="vit_tiny_patch16_224,vit_base_patch16_224",
@@ -344,9 +332,6 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--batch-base", type=int, default=1, help="images per batch B (ViT-B)")
     parser.add_argument("--steps", type=int, default=8, help="quadrature nodes m of the structural comparison")
     parser.add_argument("--max-batch", type=int, default=None, help="--max-batch of the engine in the speed runs")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads [default: 1 on CPU (a shared, oversubscribed 2-core machine ran "
-                             "10x slower with 2), torch's default on CUDA]")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (median)")
     parser.add_argument("--methods", default=",".join(STRUCTURAL))
     parser.add_argument("--skip-product", action="store_true", help="no product-level comparison")
@@ -357,7 +342,6 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--fidelity-batch", type=int, default=16, help="random ViT-Ti images")
     parser.add_argument("--skip-fidelity", action="store_true")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per memory subprocess")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results_engine.md"))
     parser.add_argument("--json", default=None, help="also write the raw results (per-round times) to this file")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -373,11 +357,11 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-    started, load_start = time.perf_counter(), loadavg()
+    run = harness.Run(threads=threads)
     models = [m for m in args.models.split(",") if m]
     sizes = {m: (args.img_size_base if "base" in m else args.img_size_tiny) for m in models}
     batches = {m: (args.batch_base if "base" in m else args.batch) for m in models}
-    results: dict = {"speed": {}, "memory": {}, "fidelity": None, "threads": threads, "load_start": load_start}
+    results: dict = {"speed": {}, "memory": {}, "fidelity": None, "threads": threads}
     for i, name in enumerate(models):
         inner = argparse.Namespace(**{**vars(args), "batch": batches[name]})
         results["speed"][name] = run_speed(inner, name, sizes[name], product=(i == 0 and not args.skip_product))
@@ -391,22 +375,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_fidelity:
         print("fidelity", file=sys.stderr, flush=True)
         results["fidelity"] = run_fidelity(args)
-    results["load_end"] = loadavg()
-    results["elapsed"] = time.perf_counter() - started
-    report = render(args, machine_description(args.device), models, sizes, batches, mem_steps, results)
+    run.stop()
+    results.update(load_start=run.load_before, load_end=run.load_after, elapsed=run.seconds)
+    report = render(args, models, sizes, batches, mem_steps, results) + run.footer()
     print(report)
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(report)
-    os.replace(tmp, out)
-    print(f"written {out}")
+    harness.write_results(args.out, report)
     if args.json:  # raw per-round times, for re-analysis
-        raw = Path(args.json)
-        tmp = raw.with_name(raw.name + ".tmp")
-        tmp.write_text(json.dumps({**results, "memory": {f"{k[0]}/{k[1]}": v for k, v in results["memory"].items()}},
-                                  indent=1))
-        os.replace(tmp, raw)
-        print(f"written {raw}")
+        harness.write_results(args.json, json.dumps(
+            {**results, "memory": {f"{k[0]}/{k[1]}": v for k, v in results["memory"].items()}}, indent=1))
 
 
 def _ratio_cell(times: dict[str, list[float]], a: str, b: str) -> str:
@@ -416,11 +392,10 @@ def _ratio_cell(times: dict[str, list[float]], a: str, b: str) -> str:
     return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
 
-def render(args, machine, models, sizes, batches, mem_steps, results) -> str:
+def render(args, models, sizes, batches, mem_steps, results) -> str:
     """The markdown report (figures only; notes are kept below it by hand)."""
     lines = ["## Path-search engine: speed, memory, quadrature fidelity (`benchmarks/engine.py`)", "",
-             f"Machine: {machine}; load average (1/5/15 min) {results['load_start']} at start, "
-             f"{results['load_end']} at end. Torch threads: {results['threads'] or 'default'}. Device "
+             f"Torch threads: {results['threads'] or 'default'} (machine and load: the last line). Device "
              f"`{args.device}`, dtype `{args.dtype}`. Random-weight timm ViTs (O(1) weight scales). All methods "
              f"of a model interleaved in one process: one warm-up round, then {args.repeats} rounds each running "
              f"every method once (order rotated by one per round); times are medians over rounds, ratios are "

@@ -49,13 +49,14 @@ gauss4:float32:token=all:topk=5,gauss16:float32:token=all:topk=5:refine_steps=0 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ("gauss", 32, "float32")
@@ -136,8 +137,7 @@ def load_case_model(name: str, args) -> dict[str, Any]:
     if name in ("digits", "shapes"):
         x, y = tensors(train)
         xt, yt = tensors(test)
-    with torch.no_grad():
-        acc = float((model(xt).argmax(-1) == yt).float().mean())
+    acc = harness.top1(model, xt, yt)
     kind = ("the first of the task's held-apart calibration split" if name in ("glyphs", "pairs")
             else "class-balanced training images")
     return {"model": model, "spec": spec, "x": x, "y": y, "xt": xt, "yt": yt, "desc": desc, "test_top1": acc,
@@ -348,31 +348,10 @@ def run_speed(args) -> dict[str, Any]:
 # report
 
 
-def loadavg() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
-def machine(device: str) -> str:
-    import platform
-
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = sorted({f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f" {f}" in text})
-        flags = f", CPU flags {'/'.join(found) or 'none of avx2/avx512'}"
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}){flags}, torch {torch.__version__}"
-
-
 def render(args, results: dict[str, Any]) -> str:
     lines = ["## Engine fidelity and cost: quadrature nodes and precision on trained models "
              "(`benchmarks/engine_fidelity.py`)", "",
-             f"Machine: {machine(args.device)}; load average (1/5/15 min) {results['load_start']} at start, "
+             f"Load average (1/5/15 min) {results['load_start']} at start, "
              f"{results['load_end']} at end; torch threads {results['threads'] or 'default'}; device `{args.device}`. "
              + results.get("elapsed_text", f"Whole run: {results['elapsed'] / 60:.1f} min."), ""]
     fid = results.get("fidelity")
@@ -536,7 +515,8 @@ circles and lines; bfloat16: crosses)."""
 
 def parse_args(argv):
     ints = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = harness.parser(__doc__, "benchmarks.engine_fidelity", out="results_engine_fidelity.md", threads=None,
+                       threads_help="torch threads [default: 1 on CPU]")
     p.add_argument("--device", default="cpu")
     p.add_argument("--models", type=lambda s: [m for m in s.split(",") if m], default=["digits", "shapes"])
     p.add_argument("--images-per-class", type=int, default=20, help="analysed training images per class")
@@ -564,8 +544,6 @@ def parse_args(argv):
                    help="engine variants QUADnodes[:dtype[:field=value...]] (the first is the ratio base)")
     p.add_argument("--no-published", action="store_true", help="do not time the published loop")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="torch threads [default: 1 on CPU]")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results_engine_fidelity.md"))
     p.add_argument("--plot", default=str(ROOT / "benchmarks" / "figures" / "engine_fidelity.png"))
     p.add_argument("--json", default=None, help="also write the raw results here")
     p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
@@ -582,15 +560,16 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-    started = time.perf_counter()
-    results: dict[str, Any] = {"threads": threads, "load_start": loadavg()}
+    run = harness.Run(threads=threads)
+    results: dict[str, Any] = {"threads": threads, "load_start": harness.load_text(run.load_before)}
     if not args.skip_fidelity:
         results["fidelity"] = run_fidelity(args)
     if not args.skip_speed:
         results["speed"] = run_speed(args)
-    results["load_end"] = loadavg()
-    results["elapsed"] = time.perf_counter() - started
-    write_outputs(args, results)
+    run.stop()
+    results["load_end"] = harness.load_text(run.load_after)
+    results["elapsed"] = run.seconds
+    write_outputs(args, results, run.footer())
 
 
 def combine(files: list[str]) -> dict[str, Any]:
@@ -621,24 +600,19 @@ def combine(files: list[str]) -> dict[str, Any]:
     return out
 
 
-def write_outputs(args, results: dict[str, Any]) -> None:
+def write_outputs(args, results: dict[str, Any], footer: str | None = None) -> None:
+    """The report (ending with the harness's machine line; combined runs: their loads are in the header),
+    the plot and the raw JSON."""
     import json
 
-    report = render(args, results)
+    report = render(args, results) + (footer or harness.footer_text(harness.machine(), None, None))
     print(report)
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(report)
-    os.replace(tmp, out)
-    print(f"written {out}")
+    harness.write_results(args.out, report)
     if results.get("fidelity") and args.plot:
         plot(results, Path(args.plot), args.bar)
         print(f"written {args.plot}")
     if args.json:
-        raw = Path(args.json)
-        tmp = raw.with_name(raw.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=str))
-        os.replace(tmp, raw)
+        harness.write_results(args.json, json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

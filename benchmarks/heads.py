@@ -30,8 +30,6 @@ interleaved in one run.
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,16 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import harness
+
 BUDGETS = (0.7, 0.5, 0.35)
 #: random head importance: seeds averaged (one seed is a lucky or unlucky draw)
 RANDOM_SEEDS = 10
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def load_model(name: str, shapes_work: Path | None = None, calib_images: int = 256):
@@ -81,10 +74,8 @@ def load_model(name: str, shapes_work: Path | None = None, calib_images: int = 2
 
 
 def correct(model, test) -> np.ndarray:
-    x, y = test
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + 256]).argmax(-1) for i in range(0, len(x), 256)])
-    return (pred == y).numpy().astype(np.int64)
+    """Per test image, 1 where the model is right (the library's evaluator)."""
+    return harness.correct(model, *test)
 
 
 def head_path_scores(model, spec, calib, images: int, topk: int = 1, units: str = "heads") -> list[torch.Tensor]:
@@ -186,9 +177,9 @@ def run_model(name: str, shapes_work: Path | None, repeats: int, tmp: Path, neur
         res = export_onnx(r["model"], tmp / f"{name}-{key.replace(' ', '_')}.onnx", exporter="torchscript")
         runners[key] = make_runner("ort-cpu", None, res.path, 1)
     x = test[0][:32].numpy().astype(np.float32)
-    load_before = load_average()
+    load_before = harness.load_text()
     latency = interleaved_latency(runners, x, warmup=3, repeats=repeats)
-    load_after = load_average()
+    load_after = harness.load_text()
     for key, lat in latency.items():
         results[key]["ms"] = lat["median_ms"]
 
@@ -370,7 +361,7 @@ def vit_section(repeats: int, tmp: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, "benchmarks.heads", out=True)
     parser.add_argument("--models", default="digits,shapes,pairs")
     parser.add_argument("--shapes-work", type=Path, default=None, help="unused (the shapes model is committed)")
     parser.add_argument("--sections", default="budget,heads", help="budget, heads (head importance), or both")
@@ -381,15 +372,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--vit", action="store_true", help="also the ViT-B/16 latency section")
     parser.add_argument("--vit-repeats", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--figures", type=Path, default=Path("benchmarks/figures"),
                         help="Pareto plots heads_pareto_<model>.png go here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from pathprune.evaluate.bench import machine_info
-
-    started = time.perf_counter()
-    loads = [load_average()]
+    run = harness.Run(threads=1)
     lines = ["## Attention heads and MAC budgets (`python -m benchmarks.heads`)", ""]
     sections = {x.strip() for x in args.sections.split(",")}
     path_settings = [(u, int(i), int(k)) for u, i, k in (p.split(":") for p in args.path_settings.split(",") if p)]
@@ -403,17 +390,14 @@ def main(argv: list[str] | None = None) -> None:
                 lines += section + ["", f"Pareto plot: {plot}", ""]
             if "heads" in sections:
                 lines += head_importance_section(name, args.shapes_work, path_settings)
-            loads.append(load_average())
+            run.mark(f"after {name}")
         if args.vit:
             lines += vit_section(args.vit_repeats, Path(tmp)) + [""]
-            loads.append(load_average())
-    info = machine_info()
-    lines += ["", f"Machine: {info.get('processor', '?')}, {os.cpu_count()} cores, torch 1 thread; load averages during "
-              f"the run: {' | '.join(loads)}; {time.perf_counter() - started:.0f} s."]
-    text = "\n".join(lines) + "\n"
+            run.mark("after ViT-B/16")
+    text = "\n".join(lines) + "\n" + run.footer()
     print(text)
     if args.out:
-        args.out.write_text(text)
+        harness.write_results(args.out, text)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Writes a Markdown section to stdout (and --out FILE) with the machine and its lo
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import harness
 
 #: variant name -> (optimize, precision)
 VARIANTS = {"fp32": (False, "fp32"), "opt-fp32": (True, "fp32"), "int8-dynamic": (False, "int8-dynamic"),
@@ -47,27 +47,19 @@ def pruned_copy(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
     return pruned.eval()
 
 
-def load_average() -> str:
-    try:
-        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def digits_section(threads: int | None, calib_images: int = 256) -> list[str]:
     """top-1 of the digits model through onnxruntime: fp32 vs int8 (static and dynamic), with and without --optimize."""
     from pathprune import create_model
     from pathprune.data import open_images
     from pathprune.deploy import export_onnx, make_runner
     from pathprune.data.images import labelled_batches
-    from pathprune.evaluate.accuracy import top1
 
     model, spec = create_model("digits")
     calib = open_images("digits:train", spec.preprocessing, max_images=calib_images)
     test = open_images("digits:test", spec.preprocessing)
-    x = torch.cat([b for b, _ in labelled_batches(test, 512)]).numpy()
-    y = torch.cat([lab for _, lab in labelled_batches(test, 512)]).numpy()
-    rows = [f"| torch (reference) | - | {100 * top1(model, test):.2f} | - | - |"]
+    x = torch.cat([b for b, _ in labelled_batches(test, 512)])
+    y = torch.cat([lab for _, lab in labelled_batches(test, 512)])
+    rows = [f"| torch (reference) | - | {100 * harness.top1(model, x, y):.2f} | - | - |"]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("fp32", "int8-static", "int8-dynamic", "opt-fp32", "opt-int8-static", "opt-int8-dynamic"):
@@ -75,8 +67,7 @@ def digits_section(threads: int | None, calib_images: int = 256) -> list[str]:
             res = export_onnx(model, Path(tmp) / f"{name}.onnx", optimize=optimize, precision=precision,
                               calibration=calib, spec=spec, min_agreement=0.0)
             runner = make_runner("ort-cpu", None, res.path, threads)
-            pred = np.concatenate([runner(x[i:i + 256]).argmax(-1) for i in range(0, len(x), 256)])
-            results[name] = 100 * float((pred == y).mean())
+            results[name] = 100 * harness.runner_top1({name: runner}, x, y)[name]
             rows.append(f"| onnxruntime {name} | {res.file_bytes / 1e3:.0f} kB | {results[name]:.2f} | "
                         f"{results[name] - results.get('opt-fp32' if optimize else 'fp32', results[name]):+.2f} | "
                         f"{res.top1_agreement if res.top1_agreement is not None else 1.0:.4f} |")
@@ -88,10 +79,11 @@ def digits_section(threads: int | None, calib_images: int = 256) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     from pathprune.deploy import export_onnx, make_runner
-    from pathprune.evaluate.bench import interleaved_latency, machine_info
+    from pathprune.evaluate.bench import interleaved_latency
     from pathprune.models import count_ops_and_params, model_input_shape
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, "benchmarks.latency", out=True, threads=None,
+                            threads_help="onnxruntime intra-op threads")
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--ratios", default="0.5")
     parser.add_argument("--variants", default="fp32,opt-fp32,int8-dynamic,opt-int8-dynamic,opt-int8-static")
@@ -102,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--calib-inputs", type=int, default=16, help="random calibration inputs (int8-static)")
     parser.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--digits", action="store_true", help="also the digits int8 accuracy section")
-    parser.add_argument("--out", default=None, help="also write the Markdown section to this file")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     dense_variants = ([v.strip() for v in args.dense_variants.split(",") if v.strip()] if args.dense_variants
@@ -115,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import timm
 
-    started = time.perf_counter()
-    loads = [load_average()]
+    run = harness.Run()
     torch.manual_seed(0)
     dense = timm.create_model(args.model, pretrained=False).eval()
     shape = model_input_shape(dense)
@@ -138,24 +127,18 @@ def main(argv: list[str] | None = None) -> None:
                 runners[name] = make_runner(f"ort-{args.provider}", None, res.path, args.threads)
                 print(f"exported {name} in {time.perf_counter() - t0:.0f} s: {res.fused or ''} "
                       f"agreement {res.top1_agreement}", file=sys.stderr)
-        loads.append(load_average())
+        run.mark("after export")
         results = {}
         for batch in batch_sizes:
             x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
             t0 = time.perf_counter()
             results[batch] = interleaved_latency(runners, x, args.warmup, args.repeats)
-            loads.append(load_average())
+            run.mark(f"after batch {batch}")
             print(f"batch {batch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    info = machine_info()
-    import onnxruntime
-
     base = "0.00 fp32"
     lines = [f"## Optimised and quantised ONNX latency: {args.model}, onnxruntime {args.provider}", "",
-             f"Machine: {info.get('cpu_affinity', info['cpu_count'])} CPU cores ({info['processor']}), GPU: "
-             f"{info['gpu'] or 'none'} (no GPU is lent to this task, CUDA not measured); onnxruntime "
-             f"{onnxruntime.__version__}, torch {torch.__version__}, threads {args.threads or 'default'}. "
-             f"Shared machine, load average (1/5/15 min) at start, after export and after each batch size: "
-             f"{' | '.join(loads)}. Random weights; uniform magnitude pruning of the MLP neurons; every variant "
+             f"onnxruntime threads {args.threads or 'default'} (machine and load: the last line). "
+             f"Random weights; uniform magnitude pruning of the MLP neurons; every variant "
              f"exported with `pathprune.deploy.export_onnx` (parity-checked), all variants interleaved "
              f"round-robin, {args.warmup} warm-up + {args.repeats} timed runs each; median latency. int8-static "
              f"calibrated on {args.calib_inputs} random inputs (random weights: latency only). Command: "
@@ -173,11 +156,10 @@ def main(argv: list[str] | None = None) -> None:
                          f"**{speedup:.2f}x** |")
     if args.digits:
         lines += digits_section(args.threads)
-    lines += ["", f"Total time {time.perf_counter() - started:.0f} s.", ""]
-    text = "\n".join(lines)
+    text = "\n".join(lines) + "\n" + run.footer()
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        harness.write_results(args.out, text)
 
 
 if __name__ == "__main__":

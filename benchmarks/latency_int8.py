@@ -23,15 +23,15 @@ run at low priority and the timing alone at normal priority.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import harness
 
 #: variant -> (model, optimize, precision, fuse_attention)
 VARIANTS = {
@@ -54,10 +54,6 @@ VARIANTS = {
 }
 #: the `--precision int8` selections (optimize on), exported through export_fastest_int8
 CHOICES = {"pruned opt-int8 (selected)": "pruned", "MLP-only opt-int8 (selected)": "mlp"}
-
-
-def load_average() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def build_models() -> dict[str, torch.nn.Module]:
@@ -102,7 +98,7 @@ def export_all(work: Path, models: dict, names: list[str], log) -> dict[str, dic
         index[name] = {"path": str(path), "bytes": res.file_bytes, "fused": res.fused, "precision": res.precision,
                        "seconds": time.perf_counter() - start, **extra}
         index_file.write_text(json.dumps(index, indent=1))
-        log(f"exported {name} ({time.perf_counter() - start:.0f} s, load {load_average()})")
+        log(f"exported {name} ({time.perf_counter() - start:.0f} s, load {harness.load_text()})")
     return index
 
 
@@ -173,7 +169,7 @@ def plot(lat: dict, base: float, ratio_pruned: float, ratio_mlp: float, out: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, "benchmarks.latency_int8", out=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/latency_int8"))
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
@@ -183,7 +179,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spinning", action="store_true",
                         help="time with onnxruntime's default spinning (off by default: the sessions alternate, and "
                              "a spinning session's idle threads take the cores from the next one)")
-    parser.add_argument("--out", type=Path, default=None, help="Markdown section written here")
     parser.add_argument("--json", type=Path, default=None, help="raw figures written here")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/figures/latency_int8.png"))
     args = parser.parse_args(argv)
@@ -199,20 +194,19 @@ def main(argv: list[str] | None = None) -> None:
     del models
     if args.export_only:
         return
-    loads = [load_average()]
+    run = harness.Run(threads=1)
     started = time.perf_counter()
     lat = time_all(index, names, args.repeats, args.warmup, spinning=None if args.spinning else False)
     seconds = time.perf_counter() - started
-    loads.append(load_average())
+    run.mark("after timing")
     profiles = {}
     if args.profile:
         for n in names:
             profiles[n] = profile(index[n]["path"], runs=1)
-        loads.append(load_average())
+        run.mark("after profiling")
     import onnxruntime as ort
 
     from pathprune.deploy.quantize import saturating_int8_cpu
-    from pathprune.evaluate.bench import machine_info
 
     base = lat["dense fp32"]["median_ms"] if "dense fp32" in lat else None
     r_pruned, r_mlp = macs["dense"] / macs["pruned"], macs["dense"] / macs["mlp"]
@@ -244,28 +238,15 @@ def main(argv: list[str] | None = None) -> None:
             other = sum(v for k, v in p.items() if k not in top)
             lines.append(f"| {n} | " + " | ".join(f"{p.get(op, 0):.0f}" for op in top) +
                          f" | {other:.0f} | {sum(p.values()):.0f} |")
-    info = machine_info()
-    lines += ["", f"Machine: {info.get('processor', '?')} ({_cpu_model()}), {os.cpu_count()} cores; load averages "
-              f"before / after timing{' / after profiling' if profiles else ''}: {' | '.join(loads)}."]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + run.footer()
     print(text)
     if args.out:
-        args.out.write_text(text)
+        harness.write_results(args.out, text)
     if args.json:
-        args.json.write_text(json.dumps({"latency": lat, "index": index, "profiles": profiles, "macs": macs,
-                                         "loads": loads}, indent=1))
+        harness.write_results(args.json, json.dumps({"latency": lat, "index": index, "profiles": profiles,
+                                                     "macs": macs, "loads": run.marks}, indent=1))
     if base:
         plot(lat, base, r_pruned, r_mlp, args.plot)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 if __name__ == "__main__":

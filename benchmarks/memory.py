@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+from benchmarks import harness
+
 
 def search(arch: str, images: int, rows: int, mode: str) -> dict:
     import timm
@@ -79,7 +81,7 @@ def stages(cmd: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, "benchmarks.memory", out=True, out_flags=("--out",))
     sub = parser.add_subparsers(dest="what", required=True)
     one = sub.add_parser("search")
     one.add_argument("arch")
@@ -89,10 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     many = sub.add_parser("stages")
     many.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    run = harness.Run()
     if args.what == "search":
-        print(json.dumps(search(args.arch, args.images, args.rows, args.mode)))
+        result = search(args.arch, args.images, args.rows, args.mode)
     else:
-        print(json.dumps(stages([c for c in args.cmd if c != "--"])))
+        result = stages([c for c in args.cmd if c != "--"])
+    run.stop()
+    result["machine"] = run.footer().strip()
+    print(json.dumps(result))
+    if args.out:
+        harness.write_results(args.out, json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ benchmarks/figures/prune_quality.png. About 1.5 minutes on 2 idle CPU cores (12 
 
 from __future__ import annotations
 
-import argparse
-import copy
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+
+from benchmarks import harness
 
 HERE = Path(__file__).resolve().parent
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.95)
@@ -89,13 +87,10 @@ def tensors_of(data: str, preprocessing: dict, limit: int | None = None) -> tupl
     return x, y
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-    """(top-1, mean cross-entropy) on (images, labels)."""
-    model.eval()
-    logits = model(data[0])
-    return (float((logits.argmax(-1) == data[1]).float().mean()),
-            float(torch.nn.functional.cross_entropy(logits, data[1])))
+    """(top-1, mean cross-entropy) on (images, labels), by the library's evaluator."""
+    correct, cross_entropy = harness.correct_and_cross_entropy(model, *data)
+    return float(correct.mean()), cross_entropy
 
 
 def path_with_activation(analysis, mean_abs: list[torch.Tensor], kind: str = "path") -> list[torch.Tensor]:
@@ -229,12 +224,12 @@ def repair_main(args) -> None:
     ViT trained by benchmarks/fixtures/train_synthetic.py (-> results_repair_synthetic.md)."""
     import json
 
-    from pathprune.outputs import write_text_atomic
     from pathprune.models import create_model
     from pathprune.pruning import calibration_statistics
     from pathprune.analysis import load_analysis
 
     torch.set_num_threads(args.threads)
+    run = harness.Run(threads=args.threads)
     started = time.perf_counter()
     if args.synthetic is None:
         name, data_train = "digits", "digits:train"
@@ -286,9 +281,8 @@ def repair_main(args) -> None:
         f"## Repair after pruning: {name} (`benchmarks/prune_quality.py --repair"
         f"{'' if args.synthetic is None else ' --synthetic WORK'}`)",
         "",
-        f"Machine: {platform.machine()} CPU, {args.threads} torch thread(s), a 2-core CPU shared with 4 other "
-        f"jobs (load average 6-9 during the run: every time here is inflated several-fold; compare times with "
-        f"each other only). torch {torch.__version__}. Total {seconds:.0f} s.",
+        f"Total {seconds:.0f} s (machine and load: the last line; on a shared machine compare times with each "
+        f"other only).",
         "",
         f"Model: MLP widths {spec.mlp_hidden}. Dense on the test split ({len(test[1])} images): top-1 "
         f"**{dense_acc:.4f}**, cross-entropy {dense_nll:.3f}. Path importance: `analyze --topk 5 --token all` on "
@@ -305,16 +299,16 @@ def repair_main(args) -> None:
         "Bold: best method of the column for that repair.",
         "",
     ]
-    write_text_atomic(results, "\n".join(lines) + "\n")
+    harness.write_results(results, "\n".join(lines) + "\n" + run.footer())
     print(f"done in {seconds:.0f} s -> {results}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.parser(__doc__, "benchmarks.prune_quality", out="results_prune.md",
+                            out_flags=("--out", "--results"), threads=1)
     parser.add_argument("--images-per-class", type=int, default=30, help="analyze subset of digits:train")
     parser.add_argument("--calib-images", type=int, default=256)
     parser.add_argument("--work", type=Path, default=Path("/tmp/prune_quality"))
-    parser.add_argument("--results", type=Path, default=HERE / "results_prune.md")
     parser.add_argument("--figure", type=Path, default=HERE / "figures" / "prune_quality.png")
     parser.add_argument("--digits-dir", type=Path, default=None,
                         help="use a digits model retrained into this directory instead of the embedded one")
@@ -323,12 +317,11 @@ def main() -> None:
     parser.add_argument("--repair-results", type=Path, default=HERE / "results_repair.md")
     parser.add_argument("--repair-calib", type=int, default=None, help="calibration images (default: all train)")
     parser.add_argument("--distill-steps", type=int, default=84, help="distillation steps (4 epochs of batch 64)")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--synthetic", type=Path, default=None,
                         help="--repair on the ViT of benchmarks/fixtures/train_synthetic.py --work WORK instead of digits")
     parser.add_argument("--synthetic-images-per-class", type=int, default=10)
     parser.add_argument("--repair-ratios", default="0.5,0.7,0.9,0.95")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.repair:
         repair_main(args)
         return
@@ -341,6 +334,7 @@ def main() -> None:
     from pathprune.models import create_model, mlp_widths
     from pathprune.pruning import calibration_statistics, prune_mlp
 
+    run = harness.Run(threads=args.threads)
     started = time.perf_counter()
     analyze_seconds = {name: run_analyze(args.work / f"analysis_{name.replace('-', '_')}", args.images_per_class,
                                          token, topk)
@@ -387,9 +381,9 @@ def main() -> None:
 
     seconds = time.perf_counter() - started
     write_results(args, rows, dense_acc, dense_nll, len(test[1]), mlp_widths(dense), analyze_seconds, seconds,
-                  loaded, shard_rows)
+                  loaded, shard_rows, run.footer())
     plot(args.figure, rows, dense_acc)
-    print(f"done in {seconds:.0f} s -> {args.results}, {args.figure}")
+    print(f"done in {seconds:.0f} s -> {args.out}, {args.figure}")
 
 
 def _table(rows, metric: int, fmt: str, better) -> list[str]:
@@ -405,16 +399,13 @@ def _table(rows, metric: int, fmt: str, better) -> list[str]:
 
 
 def write_results(args, rows, dense_acc, dense_nll, n_test, widths, analyze_seconds, seconds, loaded,
-                  shard_rows) -> None:
+                  shard_rows, footer: str) -> None:
     """The markdown section of benchmarks/results_prune.md (text after the analysis marker is kept)."""
-    from pathprune.outputs import write_text_atomic
-
     images = int(loaded["cls"].tensors["class_count"].sum())
     lines = [
         "## Pruning quality on the digits model (`benchmarks/prune_quality.py`)",
         "",
-        f"Machine: {platform.machine()} CPU, {torch.get_num_threads()} threads (2-core CPU, no GPU, possibly "
-        f"shared with another job; timings are not the point). torch {torch.__version__}. Total run time "
+        f"Total run time (timings are not the point; machine and load: the line above the analysis) "
         f"{seconds:.0f} s (analyze: {', '.join(f'{k} {v:.0f} s' for k, v in analyze_seconds.items())}; 0 s = reused).",
         "",
         f"Model: {'embedded `digits`' if args.digits_dir is None else f'stand-in digits model from {args.digits_dir}'}"
@@ -450,11 +441,10 @@ def write_results(args, rows, dense_acc, dense_nll, n_test, widths, analyze_seco
           for (name, shard), results in sorted(shard_rows.items())],
         "",
     ]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
     marker = "<!-- analysis -->"
-    old = args.results.read_text() if args.results.exists() else ""
+    old = args.out.read_text() if args.out.exists() else ""
     tail = old[old.index(marker):] if marker in old else marker + "\n\n(analysis: see the report)\n"
-    write_text_atomic(args.results, "\n".join(lines) + "\n" + tail)
+    harness.write_results(args.out, "\n".join(lines) + "\n" + footer + "\n" + tail)
 
 
 def plot(path: Path, rows, dense_acc: float) -> None:

@@ -24,15 +24,14 @@ writes benchmarks/results_quality.md and benchmarks/figures/quality_<model>.png.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks import harness
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("digits", "pairs", "glyphs")
@@ -108,11 +107,9 @@ def path_analysis(name: str, dense, spec, calib, work: Path):
 
 @torch.no_grad()
 def evaluate(model, test) -> tuple[list[int], float]:
-    """(per-image correctness, mean cross-entropy) on (x, y)."""
-    model.eval()
-    logits = torch.cat([model(test[0][i:i + 500]) for i in range(0, len(test[1]), 500)])
-    return ((logits.argmax(-1) == test[1]).long().tolist(),
-            float(torch.nn.functional.cross_entropy(logits, test[1])))
+    """(per-image correctness, mean cross-entropy) on (x, y), by the library's evaluator."""
+    correct, cross_entropy = harness.correct_and_cross_entropy(model, *test, batch=500)
+    return correct.tolist(), cross_entropy
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,13 +397,11 @@ def plot(name: str, cache, methods, ratios, repairs, path: Path) -> None:
     plt.close(fig)
 
 
-def write(args, caches: dict[str, Any], seconds: float) -> None:
-    from pathprune.outputs import write_text_atomic
-
+def write(args, caches: dict[str, Any], seconds: float, footer: str) -> None:
     lines = ["## Quality: importance x repair x ratio on three models (`python -m benchmarks.quality`)", "",
-             f"Machine: {platform.machine()} CPU, {args.threads} torch thread(s), 2 cores shared with ~6 other "
-             f"agents (load average {args.load}); times are inflated several-fold, compare them with each other "
-             f"only. torch {torch.__version__}. " + ("Tables drawn from the cells cached by earlier runs (`--report-only`)."
+             f"{args.threads} torch thread(s); load average of the measuring runs {args.load} (this run's "
+             f"machine and load: the line above the analysis); on a shared machine compare times with each other "
+             f"only. " + ("Tables drawn from the cells cached by earlier runs (`--report-only`)."
                                                    if args.report_only else
                                                    f"This run: {seconds:.0f} s (cached cells not re-measured)."), "",
              f"Grid run: models {', '.join(caches)}; methods {', '.join(args.methods)}; repairs "
@@ -432,13 +427,14 @@ def write(args, caches: dict[str, Any], seconds: float) -> None:
         lines += tables(name, cache, args.methods, args.ratios, args.repairs)
         lines += [f"![{name}](figures/quality_{name}.png)", ""]
     marker = "<!-- analysis -->"
-    old = args.results.read_text() if args.results.exists() else ""
+    old = args.out.read_text() if args.out.exists() else ""
     tail = old[old.index(marker):] if marker in old else marker + "\n\n(analysis: see notes/issue-18.md)\n"
-    write_text_atomic(args.results, "\n".join(lines) + "\n" + tail)
+    harness.write_results(args.out, "\n".join(lines) + "\n" + footer + "\n" + tail)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "benchmarks.quality", out="results_quality.md", out_flags=("--out", "--results"),
+                            threads=1)
     split = lambda t: lambda s: tuple(t(v) for v in s.split(","))  # noqa: E731
     parser.add_argument("--models", type=split(str), default=MODELS)
     parser.add_argument("--methods", type=split(str), default=METHODS)
@@ -448,13 +444,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib-images", type=int, default=600)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/quality"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--load", default="6-9", help="load average to report")
-    parser.add_argument("--results", type=Path, default=HERE / "results_quality.md")
+    parser.add_argument("--load", default="6-9", help="load average of the measuring runs, to report")
     parser.add_argument("--report-only", action="store_true", help="tables and plots from the cached cells")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    started = time.perf_counter()
+    run = harness.Run(threads=args.threads)
     caches = {}
     for name in args.models:
         if args.report_only:
@@ -462,8 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             caches[name] = run_model(name, args, log=lambda s: print(s, flush=True))
         plot(name, caches[name], args.methods, args.ratios, args.repairs, HERE / "figures" / f"quality_{name}.png")
-    write(args, caches, time.perf_counter() - started)
-    print(f"-> {args.results}")
+    run.stop()
+    write(args, caches, run.seconds, run.footer())
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .scaling import free_port, machine, make_images
+from benchmarks import harness
+from benchmarks.scaling import free_port, make_images
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -102,18 +103,18 @@ def projection(rows: list[dict], args: argparse.Namespace) -> list[str]:
             "assumed to keep up; evaluation, checkpoints and start-up not included).", ""]
 
 
-def report(rows: list[dict], runs: list[dict], args: argparse.Namespace, where: str, seconds: float) -> str:
+def report(rows: list[dict], runs: list[dict], args: argparse.Namespace, command: str, seconds: float) -> str:
     base = rows[0]
     loads = [r["load_before"] for r in runs] + [r["load_after"] for r in runs]
     lines = [f"## finetune (distillation) over torchrun processes ({args.device})", "",
-             f"Machine: {where}. Load average during the runs: {min(loads):.1f}-{max(loads):.1f} "
+             f"Load average during the runs: {min(loads):.1f}-{max(loads):.1f} "
              f"(median {statistics.median(loads):.1f}); {seconds:.0f} s in all.", "",
              f"Model: random-weight `{args.model}` img {args.img_size}, {' '.join(args.model_arg)}, "
              f"{args.classes} classes, MLPs pruned to {1 - args.ratio:.0%} (magnitude), distilled from the dense "
              f"model; {args.images} generated {args.data_size} px images; --steps {args.steps} "
              f"--batch-size {args.batch_size} (global) "
              f"--dtype {args.dtype} --no-augment. Command: `python -m benchmarks.repair_scaling "
-             f"{' '.join(sys.argv[1:])}`; median of {args.repeats} interleaved repeats.", "",
+             f"{command}`; median of {args.repeats} interleaved repeats.", "",
              "| ranks x threads | images/s (training) | steps/s | speed-up | wall s (with start-up) | runs (images/s) |",
              "|---|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -127,9 +128,9 @@ def report(rows: list[dict], runs: list[dict], args: argparse.Namespace, where: 
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.parser(__doc__, "benchmarks.repair_scaling", out="results_repair_scaling.md",
+                            out_flags=("--out", "--report"), device=("cpu", "cuda"))
     parser.add_argument("--configs", default=None,
                         help="comma-separated RANKSxTHREADS [default: cpu 1x1,1x2,2x1; cuda 1x8]")
     parser.add_argument("--model", default=None)
@@ -148,9 +149,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--efficiency", type=float, default=0.9,
                         help="multi-GPU scaling efficiency assumed by the projection when 8 GPUs are not measured")
-    parser.add_argument("--report", default=str(Path(__file__).with_name("results_repair_scaling.md")))
-    parser.add_argument("--append", action="store_true", help="add the section to --report instead of replacing it")
-    args = parser.parse_args()
+    parser.add_argument("--append", action="store_true", help="add the section to --out instead of replacing it")
+    args = parser.parse_args(argv)
     gpu = args.device == "cuda"
     args.configs = parse_configs(args.configs or ("1x8" if gpu else "1x1,1x2,2x1"))
     args.model = args.model or ("vit_base_patch16_224" if gpu else "vit_tiny_patch16_224")
@@ -164,8 +164,7 @@ def main() -> None:
     # 2-vCPU machine weigh more: 1.62x there against 1.86x at 64 (results_repair_scaling.md, 2026-12-02)
     args.batch_size = args.batch_size or (256 if gpu else 64)
     args.dtype = args.dtype or ("bfloat16" if gpu else "float32")
-    where = machine(args.device)
-    started = time.perf_counter()
+    run = harness.Run()
     with tempfile.TemporaryDirectory(prefix="pathprune-repair-scaling-") as tmp:
         data = Path(tmp) / "data"
         per_class = -(-args.images // args.classes)
@@ -184,9 +183,10 @@ def main() -> None:
         mine = [r for r in runs if (r["ranks"], r["threads"]) == (ranks, threads)]
         rows.append({"ranks": ranks, "threads": threads,
                      **{k: statistics.median(r[k] for r in mine) for k in ("images_per_s", "steps_per_s", "wall_s")}})
-    text = report(rows, runs, args, where, time.perf_counter() - started)
-    previous = Path(args.report).read_text().rstrip() + "\n\n" if args.append and Path(args.report).exists() else ""
-    Path(args.report).write_text(previous + text)
+    run.stop()
+    text = report(rows, runs, args, " ".join(sys.argv[1:] if argv is None else argv), run.seconds) + "\n" + run.footer()
+    previous = args.out.read_text().rstrip() + "\n\n" if args.append and args.out.exists() else ""
+    harness.write_results(args.out, previous + text)
     print(text)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import harness
 
 
 def make_images(root: Path, classes: int, per_class: int, size: int) -> None:
@@ -83,29 +84,13 @@ def time_merge(out: Path, nproc: int, repeats: int = 3) -> dict:
     return {"parts": nproc, "records": summary["num_records"], "merge_s": best}
 
 
-def machine(device: str) -> str:
-    import torch
-
-    text = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
-    if device == "cuda" and torch.cuda.is_available():
-        text += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    else:
-        text += ", no GPU"
-    try:
-        text += f", load average {os.getloadavg()[0]:.1f} at start"
-    except OSError:
-        pass
-    return text + f"; torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def report(rows: list[dict], merge: dict, args: argparse.Namespace, where: str) -> str:
+def report(rows: list[dict], merge: dict, args: argparse.Namespace, command: str) -> str:
     base = rows[0]
     lines = [f"## analyze over torchrun processes ({args.device})", "",
-             f"Machine: {where}.", "",
              f"Model: random-weight `{args.model}` img {args.img_size}, "
              f"{' '.join(args.model_arg)}; {args.classes} classes x {args.per_class} generated images; "
              f"--steps {args.steps} --batch-size {args.batch_size}. Command: "
-             f"`python -m benchmarks.scaling {' '.join(sys.argv[1:])}` (best of {args.repeats} runs each).", "",
+             f"`python -m benchmarks.scaling {command}` (best of {args.repeats} runs each).", "",
              "| processes | images | wall s | images/s end to end | analysis s (slowest rank) "
              "| images/s analysis | speed-up (analysis) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -118,9 +103,9 @@ def report(rows: list[dict], merge: dict, args: argparse.Namespace, where: str) 
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.parser(__doc__, "benchmarks.scaling", out="results_scaling.md", out_flags=("--out", "--report"),
+                            device=("cpu", "cuda"))
     parser.add_argument("--nproc", default="1,2", help="comma-separated process counts")
     parser.add_argument("--model", default="vit_tiny_patch16_224")
     parser.add_argument("--model-arg", action="append",
@@ -133,12 +118,11 @@ def main() -> None:
     parser.add_argument("--threads-per-proc", type=int, default=None,
                         help="OMP_NUM_THREADS per process [default: cores / processes]")
     parser.add_argument("--repeats", type=int, default=1, help="runs per process count (best is reported)")
-    parser.add_argument("--report", default=str(Path(__file__).with_name("results_scaling.md")))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.model_arg is None:
         args.model_arg = ["patch_size=8", "depth=4", "embed_dim=96", "num_heads=3"]
     counts = [int(x) for x in args.nproc.split(",")]
-    where = machine(args.device)
+    run = harness.Run()
     with tempfile.TemporaryDirectory(prefix="pathprune-scaling-") as tmp:
         data = Path(tmp) / "data"
         make_images(data, args.classes, args.per_class, args.img_size)
@@ -153,8 +137,8 @@ def main() -> None:
             rows.append(min(runs, key=lambda r: r["analysis_s"]))
         merge = time_merge(Path(tmp) / f"run-{max(counts)}", max(counts))
         print(json.dumps(merge), flush=True)
-    text = report(rows, merge, args, where)
-    Path(args.report).write_text(text)
+    text = report(rows, merge, args, " ".join(sys.argv[1:] if argv is None else argv)) + "\n" + run.footer()
+    harness.write_results(args.out, text)
     print(text)
 
 

@@ -16,16 +16,14 @@ Cells are cached in WORK/<model>/cells.json (a rerun resumes); writes benchmarks
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.zoo.registry import ZOO, half, load_model, split_tensors
+from benchmarks import harness
+from benchmarks.zoo.registry import half, load_model, split_tensors
 
 HERE = Path(__file__).resolve().parents[1]
 METHODS = ("auto", "path-obs", "obs", "taylor", "magnitude", "variance", "wanda", "activation", "random")
@@ -112,11 +110,10 @@ def run_model(name: str, methods, ratios, work: Path, log=print) -> dict[str, An
 
 def report(which: str, caches: dict[str, Any], methods, ratios, seconds: float) -> list[str]:
     from benchmarks.quality import interval
-    from benchmarks.zoo.validity import load, machine
 
     compared = [m for m in methods if not is_baseline(m)]  # auto and the path methods, each against the best
     lines = [f"## Zoo quality, {which} half (`python -m benchmarks.zoo.quality --half {which}`)", "",
-             f"Machine: {machine()}, load average {load()} at the end; this run {seconds:.0f} s. Repair: sequential "
+             f"This run {seconds:.0f} s (machine and load: the last line). Repair: sequential "
              "least-squares reconstruction of fc2 (residual target, ridge 1e-3) on the 1,000 calibration images; "
              "uniform per-block ratio; path-obs with its registered path_weight and a top-5 all-token analysis "
              "of max(4, 200 / classes) calibration images per class. Per cell: top-1 of every method (2,000 test "
@@ -158,14 +155,13 @@ def report(which: str, caches: dict[str, Any], methods, ratios, seconds: float) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "benchmarks.zoo.quality", out=True, threads=1)
     split = lambda t: lambda s: tuple(t(v) for v in s.split(","))  # noqa: E731
     parser.add_argument("--half", choices=("dev", "test"), required=True)
     parser.add_argument("--models", type=split(str), default=None, help="a subset of the half")
     parser.add_argument("--methods", type=split(str), default=METHODS)
     parser.add_argument("--ratios", type=split(float), default=RATIOS)
     parser.add_argument("--work", type=Path, default=Path("/tmp/zoo-quality"))
-    parser.add_argument("--threads", type=int, default=1)
     a = parser.parse_args(argv)
     names = [m.name for m in half(a.half)]
     if a.models:
@@ -174,13 +170,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"not a counting model of the {a.half} half: {', '.join(outside)} (benchmarks/zoo/SPLIT.md, results_zoo.md)")
         names = list(a.models)
     torch.set_num_threads(a.threads)
-    started = time.perf_counter()
+    run = harness.Run(threads=a.threads)
     caches = {n: run_model(n, a.methods, a.ratios, a.work / a.half, log=lambda s: print(s, flush=True)) for n in names}
-    from pathprune.outputs import write_text_atomic
-
-    out = HERE / f"results_zoo_{a.half}.md"
-    write_text_atomic(out, "\n".join(report(a.half, caches, a.methods, a.ratios, time.perf_counter() - started)) + "\n")
-    print(f"-> {out}")
+    run.stop()
+    out = a.out or HERE / f"results_zoo_{a.half}.md"
+    harness.write_results(out, "\n".join(report(a.half, caches, a.methods, a.ratios, run.seconds)) + "\n" + run.footer())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the committed weights ARE the model) and <name>.json (test top-1 of the fp16 mod
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -21,6 +20,7 @@ import time
 
 import torch
 
+from benchmarks import harness
 from benchmarks.zoo.registry import BASE, ZOO, build, split_tensors
 
 
@@ -91,7 +91,7 @@ def train(name: str, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "benchmarks.zoo.train")
     parser.add_argument("names", nargs="*", help=", ".join(ZOO))
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--missing", action="store_true", help="only models without committed weights")

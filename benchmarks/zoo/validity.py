@@ -12,10 +12,7 @@ the dense and the pruned model on ROOT/test. Writes benchmarks/results_zoo.md (z
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 from benchmarks.zoo.registry import ZOO, cli_options, data_dir, load_model, split_tensors
 
 HERE = Path(__file__).resolve().parents[1]
@@ -30,20 +28,9 @@ RESULTS = HERE / "results_zoo.md"
 RATIO, MIN_DROP = 0.7, 0.03
 
 
-def machine() -> str:
-    """CPU model name and its vector/matrix extensions (lscpu)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
-    return f"{fields.get('Model name', '?').strip()} ({fields.get('CPU(s)', '?').strip()} CPUs; {', '.join(ext) or 'no AVX2'})"
-
-
 def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    """The 1-minute load average now (each model's row)."""
+    return harness.load_text().split("/")[0]
 
 
 def check(name: str, work: Path, log=print) -> dict:
@@ -82,12 +69,11 @@ def check(name: str, work: Path, log=print) -> dict:
     return result
 
 
-def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | None = None) -> None:
-    from pathprune.outputs import write_text_atomic
-
+def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | None = None, out: Path = RESULTS,
+          footer: str = "") -> None:
     lines = ["## The model zoo (`python -m benchmarks.zoo.train --all`, `python -m benchmarks.zoo.validity`)", "",
-             f"Machine: {machine()}; shared with other jobs, and the zoo models were trained 2-6 at a time (train s: "
-             f"wall-clock seconds, with the 1-minute load average before→after). torch {torch.__version__}, "
+             "Machine: the last line; shared with other jobs, and the zoo models were trained 2-6 at a time "
+             "(train s: wall-clock seconds, with the 1-minute load average before→after), "
              "training with 1 torch thread. A model that fails the rule keeps its row (`counts=False` in the "
              "registry) and is left out of the suites. Validity rule: random pruning of 70 % of every block's MLP neurons "
              "(`pathprune prune --importance random --seed 0 --ratio 0.7 --reconstruct`, 1,000 calibration images) "
@@ -106,7 +92,7 @@ def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | N
         lines.append(f"| {name} | {m.half} | {m.mlp_ratio:g} | {m.depth} | {m.num_heads} | {m.embed_dim} | "
                      f"{'class token' if m.pool == 'token' else 'average'} | {m.num_classes} | {m.source} | "
                      f"{m.img_size} | {train} | {tail}")
-    lines += ["", f"Validity run: {seconds:.0f} s, load average at the end {load()}. Test images: 2,000 per model "
+    lines += ["", f"Validity run: {seconds:.0f} s. Test images: 2,000 per model "
               "(the digit models: pairs of digits drawn from the digits test split).", ""]
     if retired:
         lines += ["Earlier zoo models that did not count (replaced; benchmarks/zoo/SPLIT.md lists every attempt):", "",
@@ -114,14 +100,13 @@ def write(results: dict[str, dict], seconds: float, retired: dict[str, dict] | N
         lines += [f"| {n} | {r['dense']:.4f} | {r['pruned']:.4f} | {r['drop'] * 100:.1f} [{r['drop_low'] * 100:.1f}, "
                   f"{r['drop_high'] * 100:.1f}] |" for n, r in retired.items()]
         lines.append("")
-    write_text_atomic(RESULTS, "\n".join(lines) + "\n")
+    harness.write_results(out, "\n".join(lines) + "\n" + footer)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "benchmarks.zoo.validity", out=RESULTS, threads=1)
     parser.add_argument("--models", default=",".join(ZOO))
     parser.add_argument("--work", type=Path, default=Path("/tmp/zoo-validity"))
-    parser.add_argument("--threads", type=int, default=1)
     a = parser.parse_args(argv)
     torch.set_num_threads(a.threads)
     names = [n for n in a.models.split(",") if n]
@@ -131,13 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     cache_path = a.work / "validity.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    started = time.perf_counter()
+    run = harness.Run(threads=a.threads)
     for name in names:
         cache[name] = check(name, a.work, log=lambda s: print(s, flush=True))
         cache_path.write_text(json.dumps(cache, indent=1))
-    write({n: cache[n] for n in ZOO if n in cache}, time.perf_counter() - started,
-          {n: r for n, r in cache.items() if n not in ZOO})
-    print(f"-> {RESULTS}")
+    run.stop()
+    write({n: cache[n] for n in ZOO if n in cache}, run.seconds, {n: r for n, r in cache.items() if n not in ZOO},
+          a.out, run.footer())
 
 
 if __name__ == "__main__":
