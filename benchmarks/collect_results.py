@@ -42,6 +42,8 @@ SUITES: tuple[Suite, ...] = (
     Suite("repair_scaling", ("results_repair_scaling.md",), "finetune over torchrun processes"),
     Suite("zoo.validity", ("results_zoo.md",), "the model zoo and its validity rule"),
     Suite("zoo.quality", ("results_zoo_dev.md", "results_zoo_test.md"), "quality on the zoo's dev and test halves"),
+    Suite("zoo.cost", ("results_zoo_cost.md",), "the default's time against --importance obs on the zoo's largest model"),
+    Suite("gpu", ("results_gpu.md",), "every GPU figure in one command (needs a GPU machine)"),
 )
 #: entry points that are not suites (they write models or data, not results)
 TOOLS = ("zoo.train",)

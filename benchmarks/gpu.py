@@ -20,10 +20,7 @@ The run stops starting new steps after `--budget` seconds (default 450) and repo
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,17 +36,15 @@ QUICK = {"model": ["--model", "vit_tiny_patch16_224", "--weights", "random", "--
          "size": 32, "classes": 10, "paper_images": 4, "compress_images": 2, "steps": 3, "batch": 4, "batches": "1,2"}
 
 
-def machine(device: str) -> str:
-    """CPU, GPU (nvidia-smi) and library versions: the footer of the results file."""
+def gpu_line(device: str) -> str:
+    """The GPU and onnxruntime's providers (the harness's footer has the rest of the machine)."""
     import onnxruntime
     import torch
 
     gpu = "none"
     if device.startswith("cuda") and torch.cuda.is_available():
         gpu = f"{torch.cuda.get_device_name(0)} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, GPU {gpu}; torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__} (providers {', '.join(onnxruntime.get_available_providers())}); "
-            f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return f"GPU {gpu}; onnxruntime providers {', '.join(onnxruntime.get_available_providers())}"
 
 
 def image_folder(root: Path, classes: int, per_class: int, size: int) -> Path:
@@ -72,7 +67,7 @@ def pathprune(*args: str, log=print) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-def run(device: str, quick: bool, budget: float, work: Path, log=print) -> dict[str, Any]:
+def run_steps(device: str, quick: bool, budget: float, work: Path, log=print) -> dict[str, Any]:
     p = QUICK if quick else FULL
     started = time.perf_counter()
     figures: dict[str, Any] = {"device": device, "quick": quick}
@@ -141,8 +136,8 @@ def projection(model: list[str], device: str, data: Path, analysis_rate: float, 
             "projection_stages": {e.name: e.seconds for e in estimates}}
 
 
-def write(figures: dict[str, Any], out: Path, device: str, command: str) -> None:
-    from pathprune.outputs import write_text_atomic
+def write(figures: dict[str, Any], out: Path, device: str, command: str, footer: str) -> None:
+    from benchmarks import harness
     from pathprune.progress import duration
 
     def fig(key: str, fmt: str = "{:.3g}") -> str:
@@ -150,7 +145,7 @@ def write(figures: dict[str, Any], out: Path, device: str, command: str) -> None
         return "not measured" if value is None else fmt.format(value)
 
     lines = ["## GPU figures (`python -m benchmarks.gpu`)", "",
-             f"Machine: {machine(device)}. Command: `{command}`; this run {figures['seconds']:.0f} s"
+             f"GPU and runtimes: {gpu_line(device)}. Command: `{command}`; this run {figures['seconds']:.0f} s"
              + (" (a smoke run on a tiny model: NOT the GPU figures)" if figures["quick"] else "") + ".", "",
              "| figure | value |", "|---|---|",
              f"| analysis, paper's settings (top-1, class token), images/s | {fig('analysis_paper_images_per_s')} |",
@@ -162,24 +157,24 @@ def write(figures: dict[str, Any], out: Path, device: str, command: str) -> None
         stages = ", ".join(f"{k} {duration(v)}" for k, v in figures["projection_stages"].items())
         lines.append(f"| compress --macs 0.5 --precision int8, 1000 classes, defaults (projected) | "
                      f"{duration(figures['projection_1000_classes_seconds'])} ({stages}) |")
-    write_text_atomic(out, "\n".join(lines) + "\n")
+    harness.write_results(out, "\n".join(lines) + "\n" + footer)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--quick", action="store_true", help="a tiny ViT (a smoke run of the same steps)")
+    from benchmarks import harness
+
+    parser = harness.parser(__doc__, "benchmarks.gpu", out="results_gpu.md", device=("cuda", "cpu"), quick=True)
     parser.add_argument("--budget", type=float, default=450.0, help="seconds after which no new step starts")
-    parser.add_argument("--out", type=Path, default=HERE / "results_gpu.md")
     a = parser.parse_args(argv)
     if a.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             parser.error("no CUDA device here: run it on a GPU machine, or --device cpu --quick for a smoke run")
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = run(a.device, a.quick, a.budget, Path(tmp), log=lambda s: print(s, flush=True))
-    write(figures, a.out, a.device, "python -m benchmarks.gpu " + " ".join(argv if argv is not None else sys.argv[1:]))
+    with harness.Run() as run, tempfile.TemporaryDirectory() as tmp:
+        figures = run_steps(a.device, a.quick, a.budget, Path(tmp), log=lambda s: print(s, flush=True))
+    write(figures, a.out, a.device, "python -m benchmarks.gpu " + " ".join(argv if argv is not None else sys.argv[1:]),
+          run.footer())
     print(f"-> {a.out}")
 
 

@@ -16,7 +16,6 @@ Writes benchmarks/results_zoo_cost.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -62,43 +61,38 @@ def pairs(a: list[str], b: list[str], repeats: int, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import os
+    from benchmarks import harness
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "benchmarks.zoo.cost", out="results_zoo_cost.md")
     parser.add_argument("--model", default=None, help="a zoo model [default: the largest counting one]")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ratio", type=float, default=0.9)
     parser.add_argument("--work", type=Path, default=Path("/tmp/zoo-cost"))
-    parser.add_argument("--out", type=Path, default=HERE / "results_zoo_cost.md")
     a = parser.parse_args(argv)
-    name = a.model or largest()
-    root = data_dir(name)
-    model = cli_options(name)
-    calib, test = str(root / "calib"), str(root / "test")
-    work = a.work / name
-    load_before = os.getloadavg()
-    common = [*model, "--data", calib, "--eval-data", test, "--ratio", str(a.ratio), "--device", "cpu", "--quiet",
-              "--overwrite", "--batch-sizes", "1", "--repeats", "3", "--backends", "torch-cpu"]
-    print(f"{name}: compress default vs compress --importance obs")
-    whole = pairs(["compress", *common, "--out", str(work / "default")],
-                  ["compress", *common, "--importance", "obs", "--out", str(work / "obs")], a.repeats)
-    analysis = work / "default" / "analysis"  # made by the default's compress above
-    prune = [*model, "--ratio", str(a.ratio), "--reconstruct", "--calib-data", calib, "--calib-images", "512",
-             "--device", "cpu", "--quiet", "--overwrite"]
-    print(f"{name}: prune --importance auto vs obs (analysis made once)")
-    stage = pairs(["prune", *prune, "--paths", str(analysis), "--importance", "auto", "--out", str(work / "p-auto")],
-                  ["prune", *prune, "--importance", "obs", "--out", str(work / "p-obs")], a.repeats)
+    with harness.Run() as run:
+        name = a.model or largest()
+        root = data_dir(name)
+        model = cli_options(name)
+        calib, test = str(root / "calib"), str(root / "test")
+        work = a.work / name
+        common = [*model, "--data", calib, "--eval-data", test, "--ratio", str(a.ratio), "--device", "cpu",
+                  "--quiet", "--overwrite", "--batch-sizes", "1", "--repeats", "3", "--backends", "torch-cpu"]
+        print(f"{name}: compress default vs compress --importance obs")
+        whole = pairs(["compress", *common, "--out", str(work / "default")],
+                      ["compress", *common, "--importance", "obs", "--out", str(work / "obs")], a.repeats)
+        run.mark("compress pairs")
+        analysis = work / "default" / "analysis"  # made by the default's compress above
+        prune = [*model, "--ratio", str(a.ratio), "--reconstruct", "--calib-data", calib, "--calib-images", "512",
+                 "--device", "cpu", "--quiet", "--overwrite"]
+        print(f"{name}: prune --importance auto vs obs (analysis made once)")
+        stage = pairs(["prune", *prune, "--paths", str(analysis), "--importance", "auto", "--out",
+                       str(work / "p-auto")], ["prune", *prune, "--importance", "obs", "--out", str(work / "p-obs")],
+                      a.repeats)
     report = json.loads((work / "p-auto" / "report.json").read_text()).get("importance_choice") or {}
-    load_after = os.getloadavg()
-    from benchmarks.zoo.validity import machine
-    from pathprune.outputs import write_text_atomic
-
     fmt = lambda r: f"{r['median_ratio']:.2f}x ({', '.join(f'{x:.2f}' for x in r['ratios'])})"  # noqa: E731
     lines = ["## What the default costs (`python -m benchmarks.zoo.cost`)", "",
-             f"Machine: {machine()}; load average {' '.join(f'{v:.2f}' for v in load_before)} before, "
-             f"{' '.join(f'{v:.2f}' for v in load_after)} after (the ratios are within back-to-back pairs). "
              f"Model: {name} (the largest counting zoo model), ratio {a.ratio}, reconstruction on, 512 calibration "
-             f"images; {a.repeats} pairs, medians.", "",
+             f"images; {a.repeats} back-to-back pairs (order alternating), medians; the ratios are within pairs.", "",
              "| comparison | default | `--importance obs` | ratio: median (each pair) | target |", "|---|---|---|---|---|",
              f"| whole `compress` (analysis included) | {whole['median_a']:.1f} s | {whole['median_b']:.1f} s | "
              f"{fmt(whole)} | at most 2x |",
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{stage['median_b']:.1f} s | {fmt(stage)} | at most 1.5x |", "",
              f"The prune stage's choice: {report.get('winner', '?')} (compared: {report.get('compared')}, "
              f"margin {100 * report.get('margin', 0):.1f}%).", ""]
-    write_text_atomic(a.out, "\n".join(lines))
+    harness.write_results(a.out, "\n".join(lines) + run.footer())
     print(f"-> {a.out}")
 
 
