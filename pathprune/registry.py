@@ -61,7 +61,7 @@ class Registry(Generic[T]):
             declared = self._entries.get(name)
             if declared is not None and declared.module:  # the implementation of a declared name
                 declared.obj, declared.module = value, ""
-                declared.help = help or declared.help
+                declared.help = declared.help or help
                 declared.meta.update(meta)
                 return value
             if declared is not None and not replace:
