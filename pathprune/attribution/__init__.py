@@ -10,12 +10,13 @@ from ..lazy import lazy_exports
 
 #: where each public name lives, imported on first use (a light module of this package loads alone)
 _PUBLIC = {
-    **dict.fromkeys(['PATH_METHODS', 'knowledge_path', 'random_path', 'register_path_method'], '.baselines'),
+    **dict.fromkeys(['QUADRATURE_RULES', 'JAS_FORMS', 'PATH_METHODS'], '.choices'),
+    **dict.fromkeys(['knowledge_path', 'random_path', 'register_path_method'], '.baselines'),
     **dict.fromkeys(['influence_pattern'], '.influence'),
-    **dict.fromkeys(['JAS_FORMS', 'JasForm', 'PathTerms', 'list_jas_forms', 'register_jas_form'], '.forms'),
+    **dict.fromkeys(['JasForm', 'PathTerms', 'list_jas_forms', 'register_jas_form'], '.forms'),
     **dict.fromkeys(['ReplaceActivations', 'capture_activations', 'manipulated_logits',
                      'scale_path_neurons'], '.interventions'),
-    **dict.fromkeys(['QUADRATURE_RULES', 'list_quadratures', 'quadrature_nodes',
+    **dict.fromkeys(['list_quadratures', 'quadrature_nodes',
                      'register_quadrature'], '.quadrature'),
     **dict.fromkeys(['DTYPES', 'OBJECTIVES', 'SCORINGS', 'TARGETS', 'PathConfig'], '.path_config'),
     **dict.fromkeys(['CleanPass', 'NeuronPathSearch', 'PathResult'], '.search'),

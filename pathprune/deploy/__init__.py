@@ -6,14 +6,15 @@ from ..lazy import lazy_exports
 
 #: where each public name lives, imported on first use (a light module of this package loads alone)
 _PUBLIC = {
+    **dict.fromkeys(['EXPORTERS', 'OPTIMIZERS', 'PRECISIONS', 'RUNTIMES'], '.choices'),
     **dict.fromkeys(['DEFAULT_MIN_AGREEMENT', 'DEFAULT_TOLERANCE', 'check_output_path',
                      'parity_max_diff'], '.checks'),
     **dict.fromkeys(['read_metadata', 'write_metadata'], '.metadata'),
-    **dict.fromkeys(['DEFAULT_OPSET', 'EXPORTERS', 'ExportResult', 'export_onnx', 'onnx_bytes',
+    **dict.fromkeys(['DEFAULT_OPSET', 'ExportResult', 'export_onnx', 'onnx_bytes',
                      'onnx_proto'], '.onnx'),
-    **dict.fromkeys(['OPTIMIZERS', 'fused_operator_counts', 'fusion_friendly'], '.optimize'),
-    **dict.fromkeys(['PRECISIONS', 'convert_precision'], '.quantize'),
-    **dict.fromkeys(['RUNTIMES', 'ProviderError', 'available_runtimes', 'cuda_provider_available',
+    **dict.fromkeys(['fused_operator_counts', 'fusion_friendly'], '.optimize'),
+    **dict.fromkeys(['convert_precision'], '.quantize'),
+    **dict.fromkeys(['ProviderError', 'available_runtimes', 'cuda_provider_available',
                      'make_runner', 'ort_session'], '.runtimes'),
 }
 

@@ -6,7 +6,8 @@ from ..lazy import lazy_exports
 #: where each public name lives, imported on first use (a light module of this package loads alone)
 _PUBLIC = {
     **dict.fromkeys(['Evaluation', 'evaluate_models', 'top1'], '.accuracy'),
-    **dict.fromkeys(['BenchModel', 'BenchSettings', 'load_pruned_dir', 'run_bench'], '.bench'),
+    **dict.fromkeys(['BenchSettings'], '.config'),
+    **dict.fromkeys(['BenchModel', 'load_pruned_dir', 'run_bench'], '.bench'),
 }
 
 __all__ = ["BenchModel", "BenchSettings", "Evaluation", "evaluate_models", "load_pruned_dir", "run_bench", "top1"]

@@ -6,7 +6,8 @@ from ..lazy import lazy_exports
 
 #: where each public name lives, imported on first use (a light module of this package loads alone)
 _PUBLIC = {
-    **dict.fromkeys(['MODEL_FAMILIES', 'TOKEN_SCOPES', 'MlpLayout', 'ModelFamily',
+    **dict.fromkeys(['TOKEN_SCOPES'], '.scopes'),
+    **dict.fromkeys(['MODEL_FAMILIES', 'MlpLayout', 'ModelFamily',
                      'count_ops_and_params', 'default_token_scope', 'dependency_graph',
                      'example_input', 'family_of', 'find_family', 'list_families', 'mlp_blocks',
                      'mlp_input_hooks', 'mlp_layouts', 'mlp_widths', 'model_input_shape',

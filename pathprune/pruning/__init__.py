@@ -7,9 +7,10 @@ from ..lazy import lazy_exports
 
 #: where each public name lives, imported on first use (a light module of this package loads alone)
 _PUBLIC = {
+    **dict.fromkeys(['IMPORTANCES'], '.choices'),
     **dict.fromkeys(['Analysis', 'load_analysis'], '..analysis.reader'),
     **dict.fromkeys(['CalibrationStats', 'calibration_statistics', 'spread_subset'], '.calibration'),
-    **dict.fromkeys(['IMPORTANCES', 'PATH_KINDS', 'PRIMARY_SCORES', 'TIE_SCALE',
+    **dict.fromkeys(['PATH_KINDS', 'PRIMARY_SCORES', 'TIE_SCALE',
                      'ActivationImportance', 'ActivationPathImportance', 'MagnitudeImportance',
                      'NeuronImportance', 'PathImportance', 'RandomImportance', 'TaylorImportance',
                      'create_importance', 'group_scores', 'list_importances', 'path_frequency',

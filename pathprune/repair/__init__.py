@@ -7,9 +7,9 @@ from ..lazy import lazy_exports
 #: where each public name lives, imported on first use (a light module of this package loads alone)
 _PUBLIC = {
     **dict.fromkeys(['read_model_description'], '..models.pruned'),
-    **dict.fromkeys(['RECONSTRUCT_MODES', 'RECONSTRUCT_TARGETS', 'ReconstructConfig',
-                     'reconstruct_mlp'], '.reconstruct'),
-    **dict.fromkeys(['FinetuneResult', 'FinetuneSettings', 'distillation_loss', 'finetune'], '.distill'),
+    **dict.fromkeys(['RECONSTRUCT_MODES', 'RECONSTRUCT_TARGETS', 'ReconstructConfig', 'FinetuneSettings'], '.config'),
+    **dict.fromkeys(['reconstruct_mlp'], '.reconstruct'),
+    **dict.fromkeys(['FinetuneResult', 'distillation_loss', 'finetune'], '.distill'),
     **dict.fromkeys(['check_teacher', 'find_teacher', 'source_chain'], '.teacher'),
 }
 
