@@ -89,7 +89,7 @@ __all__ = [
 from .cli.guard import running_as_command  # noqa: E402 - light: no click, no torch
 
 if not running_as_command():  # a program using the library: timm knows `pathprune_vit` after `import pathprune`
-    from . import models  # noqa: E402,F401 - (timm.create_model("local-dir:DIR") of a pruned directory)
+    from .models import pruned  # noqa: E402,F401 - (timm.create_model("local-dir:DIR") of a pruned directory)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,10 +13,19 @@ implementation is one registration::
     ['red']
     >>> colours.get("red")()
     (255, 0, 0)
+
+A name can be declared before its implementation is imported (:meth:`Registry.declare`): its name,
+help and metadata are known at once (the command line's choices and help need no torch), and the
+implementation module is imported on first :meth:`Registry.get`; that module registers the object::
+
+    >>> colours.declare("blue", "colorsys", help="the colour of the sky at noon")
+    >>> colours.names(), "blue" in colours
+    (['red', 'blue'], True)
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -33,6 +42,8 @@ class Entry(Generic[T]):
     obj: T
     help: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the module whose import registers `obj` (a declared name not yet loaded); "" once registered
+    module: str = ""
 
 
 class Registry(Generic[T]):
@@ -47,13 +58,26 @@ class Registry(Generic[T]):
                  **meta: Any) -> Any:
         """Register `obj` under `name`; without `obj`, return a decorator that does."""
         def add(value: T) -> T:
-            if name in self._entries and not replace:
+            declared = self._entries.get(name)
+            if declared is not None and declared.module:  # the implementation of a declared name
+                declared.obj, declared.module = value, ""
+                declared.help = declared.help or help
+                declared.meta.update(meta)
+                return value
+            if declared is not None and not replace:
                 raise ConfigError(f"'{name}' is already registered (pass replace=True to override)",
                                   param=self.param)
             self._entries[name] = Entry(name, value, help, dict(meta))
             return value
 
         return add if obj is None else add(obj)
+
+    def declare(self, name: str, module: str, *, help: str = "", **meta: Any) -> None:
+        """Know `name` (its help and metadata) before its implementation: importing `module` (on the
+        first :meth:`get` or :meth:`entry`) registers it."""
+        if name in self._entries:
+            raise ConfigError(f"'{name}' is already registered", param=self.param)
+        self._entries[name] = Entry(name, None, help, dict(meta), module)  # type: ignore[arg-type]
 
     def unregister(self, name: str) -> None:
         """Remove a registration (for tests and plug-ins that registered temporarily)."""
@@ -63,11 +87,24 @@ class Registry(Generic[T]):
         """The implementation registered as `name` (ConfigError listing the choices otherwise)."""
         return self.entry(name).obj
 
+    def check(self, name: str) -> str:
+        """`name` if it is registered or declared (ConfigError listing the choices otherwise), without
+        importing a declared implementation."""
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} '{name}' (choose one of {', '.join(self._entries)})")
+        return name
+
     def entry(self, name: str) -> Entry[T]:
+        """The entry of `name`, its implementation imported if it was declared."""
         try:
-            return self._entries[name]
+            entry = self._entries[name]
         except KeyError:
             raise ConfigError(f"unknown {self.kind} '{name}' (choose one of {', '.join(self._entries)})") from None
+        if entry.module:
+            importlib.import_module(entry.module)
+            if entry.module:
+                raise RuntimeError(f"{entry.module} did not register the {self.kind} '{name}' it declares")
+        return entry
 
     def names(self, **where: Any) -> list[str]:
         """Registered names, in order; `where` filters on metadata values."""

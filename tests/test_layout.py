@@ -18,7 +18,7 @@ PACKAGE = ROOT / "pathprune"
 #: the stages in the order data flows; a module may import its own stage and earlier ones only
 STAGES = ["core", "models", "data", "attribution", "analysis", "deploy", "evaluate", "repair", "pruning", "recipes",
           "pipeline", "cli"]
-CORE = {"errors", "registry", "device", "outputs", "distributed", "progress", "memory", "assets", "version"}
+CORE = {"errors", "registry", "lazy", "device", "outputs", "distributed", "progress", "memory", "assets", "version"}
 
 
 def module_name(path: Path) -> str:

@@ -18,15 +18,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..registry import Registry
+from .choices import PATH_METHODS
 from .influence import influence_pattern
 from .search import CleanPass, NeuronPathSearch
 
 #: (search, clean pass, records, k, generator) -> L tensors [B, K]
 PathMethod = Callable[[NeuronPathSearch, CleanPass, Sequence[dict], int, torch.Generator], list]
 
-#: path methods of the paper's comparisons, by name
-PATH_METHODS: Registry[PathMethod] = Registry("path method", param="methods")
 
 
 def register_path_method(name: str, method: PathMethod | None = None, *, help: str = ""):
@@ -63,14 +61,8 @@ def record_path(records: Sequence[dict[str, Any]], key: str) -> list[torch.Tenso
     return list(stacked.unbind(1))
 
 
-register_path_method("jas", lambda search, cp, records, k, gen: record_path(records, "path"),
-                     help="the searched JAS path (from the analysis records)")
-register_path_method("activation", lambda search, cp, records, k, gen: record_path(records, "act_path"),
-                     help="largest clean activation per layer (from the analysis records)")
-register_path_method("knowledge", lambda search, cp, records, k, gen: knowledge_path(search, cp, k),
-                     help="knowledge neurons (Dai et al. 2022): per-layer integrated gradients")
-register_path_method("influence", lambda search, cp, records, k, gen: influence_pattern(search, cp, k),
-                     help="influence patterns (Lu et al. 2021): greedy path-integrated gradients through the "
-                          "chosen neurons")
-register_path_method("random", lambda search, cp, records, k, gen: random_path(search.widths, len(records), k, gen),
-                     help="K seeded random neurons per layer")
+register_path_method("jas", lambda search, cp, records, k, gen: record_path(records, "path"))
+register_path_method("activation", lambda search, cp, records, k, gen: record_path(records, "act_path"))
+register_path_method("knowledge", lambda search, cp, records, k, gen: knowledge_path(search, cp, k))
+register_path_method("influence", lambda search, cp, records, k, gen: influence_pattern(search, cp, k))
+register_path_method("random", lambda search, cp, records, k, gen: random_path(search.widths, len(records), k, gen))

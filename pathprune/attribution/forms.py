@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..registry import Registry
+from .choices import JAS_FORMS
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,6 @@ class JasForm:
     complete: bool = False
 
 
-#: JAS forms by name
-JAS_FORMS: Registry[JasForm] = Registry("jas form", param="jas")
 
 
 def register_jas_form(form: JasForm, help: str = "") -> JasForm:
@@ -69,10 +67,10 @@ register_jas_form(JasForm(
     candidates=lambda p, a_l, g_l: p.ag[:, None] + (a_l * g_l).sum(1),
     marginal=lambda a_l, g_l: (a_l * g_l).sum(1),
     complete=True,
-), help="sum of a*IG over the path (integrated gradients of the joint scaling)")
+))  # help: attribution/choices.py
 register_jas_form(JasForm(
     "reference",
     score=lambda t: t.g * t.a,
     candidates=lambda p, a_l, g_l: (p.g[:, None] + g_l.sum(1)) * (p.a[:, None] + a_l.sum(1)),
     freeze=True,
-), help="the published code's product of sums")
+))

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..errors import ConfigError
-from ..models.adapters import TOKEN_SCOPES
-from .forms import JAS_FORMS
-from .quadrature import QUADRATURE_RULES
+from ..models.scopes import TOKEN_SCOPES
+from .choices import JAS_FORMS, QUADRATURE_RULES
 
 TARGETS = ("label", "pred")
 OBJECTIVES = ("prob", "logit")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: autocast dtypes of the search, by their torch names
+DTYPES = ("float32", "bfloat16", "float16")
 #: how the final paths' JAS is computed: ``exact`` (complete forms, e.g. paper: F(x) - F(x with the
 #: path zeroed), two forwards of the B images; other forms fall back to the quadrature) or
 #: ``quadrature`` (the search's m-node rule: m forward+backward passes of the B images per path)
@@ -52,8 +50,8 @@ class PathConfig:
 
     def validate(self) -> "PathConfig":
         """Raise ConfigError for an impossible setting; return self."""
-        QUADRATURE_RULES.entry(self.quadrature)
-        JAS_FORMS.entry(self.jas)
+        QUADRATURE_RULES.check(self.quadrature)
+        JAS_FORMS.check(self.jas)
         for param, value, allowed in (("token", self.token, TOKEN_SCOPES), ("target", self.target, TARGETS),
                                       ("objective", self.objective, OBJECTIVES), ("dtype", self.dtype, tuple(DTYPES)),
                                       ("scoring", self.scoring, SCORINGS)):

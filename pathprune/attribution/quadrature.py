@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..registry import Registry
+from .choices import QUADRATURE_RULES
 
 QuadratureRule = Callable[[int], "tuple[np.ndarray, np.ndarray]"]
 
-#: quadrature rules by name
-QUADRATURE_RULES: Registry[QuadratureRule] = Registry("quadrature")
 
 
 def register_quadrature(name: str, rule: QuadratureRule | None = None, *, help: str = ""):
@@ -34,17 +32,17 @@ def list_quadratures() -> list[str]:
     return QUADRATURE_RULES.names()
 
 
-@register_quadrature("riemann", help="left Riemann sum alpha_i = i/m, as published")
+@register_quadrature("riemann")  # help: attribution/choices.py
 def _riemann(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(steps) / steps, np.full(steps, 1.0 / steps)
 
 
-@register_quadrature("midpoint", help="midpoint rule alpha_i = (i + 1/2)/m")
+@register_quadrature("midpoint")
 def _midpoint(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
 
 
-@register_quadrature("gauss", help="Gauss-Legendre on [0, 1] (exact for polynomials of degree 2m-1)")
+@register_quadrature("gauss")
 def _gauss(steps: int) -> tuple[np.ndarray, np.ndarray]:
     x, w = np.polynomial.legendre.leggauss(steps)
     return (x + 1.0) / 2.0, w / 2.0

@@ -109,7 +109,7 @@ class NeuronPathSearch:
             raise ConfigError(f"{self.config.topk} exceeds the narrowest MLP ({min(self.widths)} neurons)",
                               param="topk")
         self.freeze = self.form.freeze
-        dtype = DTYPES[self.config.dtype]
+        dtype = getattr(torch, self.config.dtype)
         self._autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32
                           else contextlib.nullcontext())
         self._placed_depth = 0

@@ -137,7 +137,7 @@ class RegistryOption(click.Option):
 def reconstruct_options(ridge: bool = True) -> Callable[[Callable], Callable]:
     """--reconstruct-mode, --reconstruct-target, --reconstruct-weighting (and --ridge): how a least-squares
     reconstruction re-fits the pruned blocks (``ReconstructConfig``); the defaults are the library's."""
-    from ..repair.reconstruct import (RECONSTRUCT_MODES, RECONSTRUCT_TARGETS, RECONSTRUCT_WEIGHTINGS,
+    from ..repair.config import (RECONSTRUCT_MODES, RECONSTRUCT_TARGETS, RECONSTRUCT_WEIGHTINGS,
                                       ReconstructConfig)
 
     d = ReconstructConfig()

@@ -6,7 +6,7 @@ import click
 
 from ..pipeline.stages import PruneSettings
 from ..pruning import IMPORTANCES
-from ..pruning.heads import HEAD_IMPORTANCES
+from ..pruning.choices import HEAD_IMPORTANCES
 from .options import (CONTEXT, RegistryOption, defaults, device_option, importance_options, label_options,
                       model_options, model_source, overwrite_option, pop_importance_options, recipe_option,
                       reconstruct_options)

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ConfigError, OutputError
 from ..models import borrowed, model_input_shape
 from ..outputs import atomic_path
-from ..registry import Registry
+from .choices import EXPORTERS
 from .checks import (DEFAULT_MIN_AGREEMENT, DEFAULT_TOLERANCE, PARITY_BATCH_SIZES, agreement_check, as_batches,
                      check_export_options, check_finite_outputs, check_output_path, check_replaceable_file,
                      parity_max_diff)
@@ -44,11 +44,9 @@ OUTPUT_NAME = "logits"
 _PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1
 
 
-#: torch.onnx exporters by name: (model, example input, opset) -> serialised ONNX bytes or a ModelProto
-EXPORTERS: Registry[Callable[[nn.Module, torch.Tensor, int], bytes]] = Registry("exporter")
 
 
-@EXPORTERS.register("dynamo", help="torch.export-based exporter (torch.onnx.export(dynamo=True))")
+@EXPORTERS.register("dynamo")
 def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
     program = torch.onnx.export(model, (example,), None, input_names=[INPUT_NAME],
                                 output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
@@ -56,7 +54,7 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> bytes
     return program.model_proto
 
 
-@EXPORTERS.register("torchscript", help="the legacy TorchScript exporter")
+@EXPORTERS.register("torchscript")
 def _export_torchscript(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
     buffer = io.BytesIO()
     torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import Registry
+from .choices import OPTIMIZERS
 
 #: the fused operators reported after optimisation, grouped as the issue asks
 FUSED_GROUPS = {
@@ -117,12 +117,9 @@ def attention_shape(model: nn.Module) -> tuple[int, int]:
     return int(blocks[0].attn.num_heads), int(model.embed_dim)
 
 
-#: graph optimisers by name: (onnx ModelProto, num_heads, hidden_size) -> optimised ModelProto
-OPTIMIZERS: Registry[Callable[..., Any]] = Registry("optimizer", param="optimizer")
 
 
-@OPTIMIZERS.register("ort-vit", help="onnxruntime.transformers optimizer, model_type='vit' (fused Attention, "
-                     "SkipLayerNorm, BiasGelu), portable (no hardware-specific rewrites)")
+@OPTIMIZERS.register("ort-vit")
 def _ort_vit(proto, num_heads: int, hidden_size: int, attention: bool = True, skip_layer_norm: bool = False):
     import logging
 

@@ -30,10 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..registry import Registry
-
-#: precisions by name; metadata: parity ("logits" | "top1"), needs_calibration, exporter (preferred)
-PRECISIONS: Registry[Callable[..., Any]] = Registry("precision", param="precision")
+from .choices import PRECISIONS
 
 
 def _save(proto, path: Path, keep_value_info: bool = False) -> None:
@@ -64,22 +61,19 @@ def _load(path: Path):
     return onnx.load_model(str(path))
 
 
-@PRECISIONS.register("fp32", help="float32 (as exported)", parity="logits", needs_calibration=False,
-                     exporter=None)
+@PRECISIONS.register("fp32")
 def _fp32(proto, calibration: Sequence[np.ndarray] | None = None):
     return proto
 
 
-@PRECISIONS.register("fp16", help="float16 weights and compute, float32 inputs/outputs (GPU)", parity="top1",
-                     needs_calibration=False, exporter=None)
+@PRECISIONS.register("fp16")
 def _fp16(proto, calibration: Sequence[np.ndarray] | None = None):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     return convert_float_to_float16(_without_value_info(proto), keep_io_types=True, disable_shape_infer=proto.ByteSize() > 1_500_000_000)
 
 
-@PRECISIONS.register("int8-dynamic", help="int8 weights, activations quantised at run time (quantize_dynamic)",
-                     parity="top1", needs_calibration=False, exporter=None)
+@PRECISIONS.register("int8-dynamic")
 def _int8_dynamic(proto, calibration: Sequence[np.ndarray] | None = None):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -94,9 +88,7 @@ def _int8_dynamic(proto, calibration: Sequence[np.ndarray] | None = None):
         return _load(dst)
 
 
-@PRECISIONS.register("int8", help="the fastest int8 variant that passes the agreement check (int8-dynamic, "
-                     "and int8-static with calibration data; see pathprune.deploy.select)", parity="top1",
-                     needs_calibration=False, exporter=None, selects=("int8-dynamic", "int8-static"))
+@PRECISIONS.register("int8")
 def _int8_choice(proto, calibration: Sequence[np.ndarray] | None = None):
     from ..errors import ConfigError
 
@@ -120,8 +112,7 @@ class _Batches:
         self.i = 0
 
 
-@PRECISIONS.register("int8-static", help="int8 QDQ, per-channel weights, activation ranges from calibration images",
-                     parity="top1", needs_calibration=True, exporter=None)
+@PRECISIONS.register("int8-static")
 def _int8_static(proto, calibration: Sequence[np.ndarray] | None = None, *,
                  float_activation_matmuls: bool = False):
     """`float_activation_matmuls`: leave MatMuls of two activations (attention scores, attention times

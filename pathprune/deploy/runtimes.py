@@ -26,10 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, PathpruneError
-from ..registry import Registry
+from .choices import RUNTIMES
 
-#: runtimes by name; metadata ``available``: a function telling whether it can run here; ``kind``: onnx|torch
-RUNTIMES: Registry[Callable[..., "Runner"]] = Registry("runtime", param="backends")
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -287,14 +285,10 @@ def _torch_runner(device: str):
     return make
 
 
-RUNTIMES.register("ort-cpu", _ort_runner("cpu"), help="onnxruntime, CPU provider", available=lambda: True,
-                  kind="onnx", device="cpu")
-RUNTIMES.register("ort-cuda", _ort_runner("cuda"), help="onnxruntime, CUDA provider (IOBinding, CUDA events)",
-                  available=cuda_provider_available, kind="onnx", device="cuda")
-RUNTIMES.register("torch-cpu", _torch_runner("cpu"), help="torch eager on the CPU", available=lambda: True,
-                  kind="torch", device="cpu")
-RUNTIMES.register("torch-cuda", _torch_runner("cuda"), help="torch eager on CUDA (CUDA events)",
-                  available=torch.cuda.is_available, kind="torch", device="cuda")
+RUNTIMES.register("ort-cpu", _ort_runner("cpu"), available=lambda: True)
+RUNTIMES.register("ort-cuda", _ort_runner("cuda"), available=cuda_provider_available)
+RUNTIMES.register("torch-cpu", _torch_runner("cpu"), available=lambda: True)
+RUNTIMES.register("torch-cuda", _torch_runner("cuda"), available=torch.cuda.is_available)
 
 
 def available_runtimes() -> list[str]:

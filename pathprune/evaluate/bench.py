@@ -44,6 +44,7 @@ from .bench_report import DEFINITIONS, machine_info, plot_accuracy, plot_latency
 from .per_class_report import bench_per_class, write_per_class
 
 from ..deploy.runtimes import RUNTIMES, available_runtimes as available_backends, make_runner
+from .config import BenchSettings  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -58,67 +59,6 @@ class BenchModel:
     directory: str | None = None
     description: dict[str, Any] = field(default_factory=dict)
     onnx_file: str | None = None  # kind "onnx": the file benchmarked as it is
-
-
-@dataclass
-class BenchSettings:
-    """How to measure."""
-
-    batch_sizes: tuple[int, ...] = (1, 32)
-    warmup: int = 3
-    repeats: int = 20
-    backends: tuple[str, ...] | None = None  # None: every backend available here
-    eval_batch_size: int = 64
-    device: str = "cpu"  # where the torch accuracy pass runs (auto, cpu, cuda, cuda:N)
-    threads: int | None = None  # onnxruntime intra-op threads (None: its default)
-    # onnxruntime's idle intra-op threads busy-wait (its default) or not: off, because bench alternates
-    # several sessions (and torch) in one process, and a spinning session's idle threads took the cores
-    # from the one being timed (digits, batch 32: 2-5x slower; benchmarks/results_latency_int8.md)
-    spinning: bool = False
-    keep_onnx: bool = False
-    workers: int = 0  # image decoding processes of the accuracy pass
-    exporter: str = "dynamo"  # torch.onnx exporter of the benchmarked ONNX files
-    precisions: tuple[str, ...] = ("fp32",)  # ONNX precisions exported for every torch model
-    optimize: bool = False  # run the transformer optimiser on the exported graphs
-    bootstrap: int = 10000  # resamples of the paired bootstrap interval
-    seed: int = 0  # of the bootstrap
-    #: the timed repeats are split into this many consecutive rounds; the spread of their medians
-    #: ((max - min) / median) shows drift (another process, frequency scaling) that one median hides
-    rounds: int = 3
-    #: a latency row is marked unreliable when p90/median exceeds `noise_p90_ratio` or the spread of
-    #: its round medians exceeds `noise_spread` (the report and a warning say so)
-    noise_p90_ratio: float = 1.5
-    noise_spread: float = 0.2
-    #: re-time (another `repeats` runs of every variant) while a row is unreliable, for at most
-    #: `max_seconds` per backend and batch size; the last attempt's figures are reported
-    retime_until_stable: bool = False
-    max_seconds: float = 120.0
-
-    def validate(self) -> "BenchSettings":
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError("must be positive integers", param="batch_sizes")
-        if self.warmup < 0 or self.repeats < 1:
-            raise ConfigError("must be >= 0 and `repeats` >= 1", param="warmup")
-        if self.eval_batch_size < 1:
-            raise ConfigError("must be at least 1", param="eval_batch_size")
-        for b in self.backends or ():
-            if b not in RUNTIMES:  # the registry as it is now: runtimes registered after import count
-                raise ConfigError(f"unknown backend '{b}' ({', '.join(RUNTIMES)})", param="backends")
-        from ..deploy.quantize import PRECISIONS
-
-        if not self.precisions:
-            raise ConfigError("give at least one precision", param="precisions")
-        for precision in self.precisions:
-            PRECISIONS.entry(precision)
-        if self.bootstrap < 100:
-            raise ConfigError("must be at least 100", param="bootstrap")
-        if self.rounds < 1:
-            raise ConfigError("must be at least 1", param="rounds")
-        if not self.noise_p90_ratio >= 1 or not self.noise_spread >= 0:
-            raise ConfigError("must be >= 1 (and `noise_spread` >= 0)", param="noise_p90_ratio")
-        if not self.max_seconds >= 0:
-            raise ConfigError("must be at least 0", param="max_seconds")
-        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,9 +34,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..registry import Registry
-
-#: token scopes: which token positions a neuron is read and intervened at
-TOKEN_SCOPES = ("cls", "patches", "all")
+from .scopes import TOKEN_SCOPES  # noqa: F401 - which token positions a neuron is read and intervened at
 
 
 @dataclass(frozen=True)

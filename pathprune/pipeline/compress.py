@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..attribution import PathConfig
-from ..evaluate.bench import BenchSettings
+from ..evaluate.config import BenchSettings
 from ..repair import FinetuneSettings
-from ..repair.reconstruct import ReconstructConfig
+from ..repair.config import ReconstructConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
 from .identity import changed_inputs, input_fingerprints, settings_changes

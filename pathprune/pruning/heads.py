@@ -44,7 +44,7 @@ from ..errors import ConfigError
 from ..models.attention import attention_layouts, head_counts, head_output_hooks, remove_heads
 from ..models.borrow import borrowed
 from ..progress import progress_bar
-from ..registry import Registry
+from .choices import HEAD_IMPORTANCES
 from .selection import SCOPES, select_kept
 
 
@@ -120,8 +120,6 @@ class HeadImportance(tp.importance.Importance):
         return self.scores[layer][(idxs % attn_dim) // head_dim].float()
 
 
-#: head importance methods by name
-HEAD_IMPORTANCES: Registry[type] = Registry("head importance", param="heads_importance")
 
 
 def register_head_importance(name: str, cls: type | None = None, *, help: str = ""):
@@ -150,7 +148,7 @@ def create_head_importance(name: str, *, analysis: Any = None, **options: Any) -
     return cls.from_settings(analysis=analysis, **taken)
 
 
-@register_head_importance("magnitude", help="squared L2 norm of the head's q, k, v rows and proj columns")
+@register_head_importance("magnitude")
 class MagnitudeHeadImportance(HeadImportance):
     """Squared L2 norm of each head's parameters: q, k, v rows (and biases) of qkv, columns of proj."""
 
@@ -226,7 +224,7 @@ def _head_passes(model: nn.Module, calibration: Any, batch_size: int, progress: 
     return [t / n for t in totals]
 
 
-@register_head_importance("taylor", help="|z . dL/dz| of the head's output per image (head-mask Taylor)")
+@register_head_importance("taylor")
 class TaylorHeadImportance(HeadImportance):
     """First-order Taylor estimate of masking the head: mean over images of |sum z * dL/dz| (cross-entropy)."""
 
@@ -236,7 +234,7 @@ class TaylorHeadImportance(HeadImportance):
         return _head_passes(model, calibration, batch_size, progress, device, "taylor heads", grad=True)
 
 
-@register_head_importance("activation", help="mean L2 norm of the head's contribution W_proj[:, h] z_h, all tokens")
+@register_head_importance("activation")
 class ActivationHeadImportance(HeadImportance):
     """Mean over all tokens of calibration images of ||W_proj[:, h] z_h||_2 (the head's contribution)."""
 
@@ -246,7 +244,7 @@ class ActivationHeadImportance(HeadImportance):
         return _head_passes(model, calibration, batch_size, progress, device, "activation heads", grad=False)
 
 
-@register_head_importance("random", help="seeded uniform random scores")
+@register_head_importance("random")
 class RandomHeadImportance(HeadImportance):
     """Seeded uniform random head scores (a baseline)."""
 
@@ -257,7 +255,7 @@ class RandomHeadImportance(HeadImportance):
         return [torch.rand(h, generator=gen, dtype=torch.float64) for h in head_counts(model)]
 
 
-@register_head_importance("path", help="class-balanced JAS-path frequency of heads (from a head analysis)")
+@register_head_importance("path")
 class PathHeadImportance(HeadImportance):
     """Class-balanced path frequency of each head from an analysis with head statistics."""
 

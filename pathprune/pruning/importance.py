@@ -35,7 +35,7 @@ from ..errors import ConfigError, InputError
 from ..models.adapters import dependency_graph, family_of, mlp_layouts, mlp_widths
 from ..models.borrow import borrowed
 from ..progress import progress_bar
-from ..registry import Registry
+from .choices import IMPORTANCES
 from ..data.images import count_images, labelled_batches
 from .calibration import CalibrationStats, calibration_statistics
 
@@ -234,8 +234,6 @@ def needs_of(needs: Any) -> frozenset[str]:
     return found
 
 
-#: importance methods by name (classes; ``needs`` in the metadata)
-IMPORTANCES: Registry[type] = Registry("importance", param="importance")
 
 
 def register_importance(name: str, cls: type | None = None, *, help: str = ""):
@@ -292,7 +290,7 @@ def create_importance(name: str, *, analysis: "Analysis | None" = None, **option
     return IMPORTANCES.get(name).from_settings(analysis=analysis, **select_options(name, options))
 
 
-@register_importance("path", help="class-balanced JAS-path frequency (from an analysis); JAS sums break ties")
+@register_importance("path")
 class PathImportance(NeuronImportance):
     """Class-balanced path frequency of each neuron, from an analysis (on disk or in memory).
 
@@ -337,14 +335,14 @@ class PathImportance(NeuronImportance):
         return self._given
 
 
-@register_importance("activation-path", help="the same for the activation path; summed activations break ties")
+@register_importance("activation-path")
 class ActivationPathImportance(PathImportance):
     """Class-balanced activation-path frequency of each neuron, from an analysis."""
 
     kind = "activation-path"
 
 
-@register_importance("activation", help="mean |activation| over calibration data, all tokens")
+@register_importance("activation")
 class ActivationImportance(NeuronImportance):
     """Mean |activation| of each neuron over all tokens of calibration images."""
 
@@ -367,7 +365,7 @@ def group_scores(model: nn.Module, importance) -> list[torch.Tensor]:
     return out
 
 
-@register_importance("magnitude", help="torch-pruning group L2 norm (fc1 rows and fc2 columns)")
+@register_importance("magnitude")
 class MagnitudeImportance(NeuronImportance):
     """torch-pruning's group L2 magnitude of each neuron's fc1 rows and fc2 column."""
 
@@ -375,7 +373,7 @@ class MagnitudeImportance(NeuronImportance):
         return group_scores(model, tp.importance.GroupMagnitudeImportance(p=2))
 
 
-@register_importance("taylor", help="torch-pruning group Taylor with cross-entropy on calibration data")
+@register_importance("taylor")
 class TaylorImportance(NeuronImportance):
     """torch-pruning's group Taylor importance with the cross-entropy gradient of calibration images."""
 
@@ -403,7 +401,7 @@ class TaylorImportance(NeuronImportance):
             bar.close()
 
 
-@register_importance("random", help="seeded uniform random scores")
+@register_importance("random")
 class RandomImportance(NeuronImportance):
     """Seeded uniform random scores (a baseline).
 

@@ -167,7 +167,7 @@ class PostTrainingImportance(NeuronImportance):
         compensate_bias(model, [torch.as_tensor(list(k), dtype=torch.long) for k in kept], self.mean)
 
 
-@register_importance("variance", help="activation variance on calibration data (VBP); mean-shift compensation")
+@register_importance("variance")
 class VarianceImportance(PostTrainingImportance):
     """Variance of each neuron's activation over all calibration tokens (Variance-Based Pruning).
 
@@ -183,7 +183,7 @@ class VarianceImportance(PostTrainingImportance):
         return moments.variance()
 
 
-@register_importance("wanda", help="structured Wanda: fc2 column L2 norm x activation L2 norm")
+@register_importance("wanda")
 class WandaImportance(PostTrainingImportance):
     """||fc2[:, j]||_2 x ||a_j||_2 (activation norm over all calibration tokens), structured Wanda.
 
@@ -196,8 +196,7 @@ class WandaImportance(PostTrainingImportance):
         return [w * q.sqrt() for w, q in zip(_fc2_column_norms(model), moments.squares)]
 
 
-@register_importance("flap", help="FLAP fluctuation: activation sample variance x ||fc2 column||^2, "
-                                  "standardised per block; bias compensation")
+@register_importance("flap")
 class FlapImportance(PostTrainingImportance):
     """FLAP's fluctuation metric, standardised per block (so a global ranking compares blocks).
 
@@ -250,7 +249,7 @@ def obs_order(gram: torch.Tensor, weight: torch.Tensor, ridge: float = 1e-3,
     return torch.tensor(order, dtype=torch.long), torch.tensor(losses, dtype=torch.float64)
 
 
-@register_importance("obs", help="reconstruction-aware greedy selection (OBS/ZipLM) on the fc2 input Gram")
+@register_importance("obs")
 class ObsImportance(PostTrainingImportance):
     """Greedy least-cost removal with the optimal least-squares update of the remaining neurons.
 

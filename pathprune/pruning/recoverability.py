@@ -40,8 +40,7 @@ def path_cost_weights(frequency: Sequence[torch.Tensor], path_weight: float) -> 
     return out
 
 
-@register_importance("path-obs", help="OBS greedy selection whose removal costs grow with the class-balanced path "
-                     "frequency (an analysis and calibration images; option path_weight)")
+@register_importance("path-obs")
 class PathObsImportance(ObsImportance):
     """Reconstruction-aware selection that protects the neurons on influential paths.
 

@@ -33,59 +33,9 @@ from ..models.borrow import borrowed
 from ..progress import progress_bar
 from .checkpoints import CHECKPOINT, resume_state, rng_state, save_checkpoint, state_sha256, work_dir
 from .evaluation import sharded_top1
+from .config import DTYPES, FinetuneSettings  # noqa: F401 (re-exported)
 from .loading import StepPlan, epoch_order, rank_seed, seed_all, step_batches  # noqa: F401 (epoch_order: re-exported)
 
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass
-class FinetuneSettings:
-    """How to fine-tune. `steps` (optimizer steps) wins over `epochs` when given.
-
-    >>> FinetuneSettings(steps=10).validate().total_steps(100)
-    10
-    """
-
-    epochs: int = 1
-    steps: int | None = None
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.05  # fraction of the steps with a linear warm-up
-    temperature: float = 2.0
-    alpha: float = 0.0  # weight of cross-entropy on labels
-    seed: int = 0
-    augment: bool | None = None  # None: timm train transform for image folders, none for digits
-    dtype: str = "float32"
-    checkpoint_every: int = 25
-    grad_clip: float | None = 1.0
-
-    def validate(self) -> "FinetuneSettings":
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError("must be at least 1", param=name)
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError("must be at least 1", param="steps")
-        if not self.lr > 0:
-            raise ConfigError("must be > 0", param="lr")
-        if not 0 <= self.alpha <= 1:
-            raise ConfigError("must be between 0 and 1 (weight of cross-entropy)", param="alpha")
-        if not self.temperature > 0:
-            raise ConfigError("must be > 0", param="temperature")
-        if not 0 <= self.warmup < 1:
-            raise ConfigError("must be in [0, 1) (fraction of the steps)", param="warmup")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"'{self.dtype}': choose one of {', '.join(DTYPES)}", param="dtype")
-        return self
-
-    def steps_per_epoch(self, num_images: int) -> int:
-        return max(1, math.ceil(num_images / self.batch_size))
-
-    def total_steps(self, num_images: int) -> int:
-        return int(self.steps) if self.steps is not None else self.epochs * self.steps_per_epoch(num_images)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -52,52 +52,8 @@ from .attention_refit import attention_proj, fit_attention, fit_independent_head
 from .block_inputs import BlockInputs, StopForward, cache_block_inputs
 from .least_squares import LeastSquaresSums, refit_linear, solve_ridge  # noqa: F401 (solve_ridge: re-exported)
 from .token_weights import token_weights
-
-#: reconstruction modes: inputs from the pruned model block after block, or from the reference model
-RECONSTRUCT_MODES = ("sequential", "independent")
-#: what the re-fitted MLP output must match (sequential mode)
-RECONSTRUCT_TARGETS = ("residual", "dense", "local")
-#: how the calibration tokens' squared errors are weighted (see the module docstring)
-RECONSTRUCT_WEIGHTINGS = ("uniform", "margin", "fisher")
-
-
-@dataclass
-class ReconstructConfig:
-    """How to reconstruct: mode, target, relative ridge.
-
-    >>> ReconstructConfig().validate().mode
-    'sequential'
-    """
-
-    mode: str = "sequential"
-    target: str = "residual"
-    ridge: float = 1e-3
-    #: token weights of the fit: uniform, or from the reference model's decision gradients
-    weighting: str = "uniform"
-    #: share of the gradient weights in the token weights (the rest uniform), in [0, 1]
-    weight_mix: float = 0.5
-
-    def validate(self) -> "ReconstructConfig":
-        if self.mode not in RECONSTRUCT_MODES:
-            raise ConfigError(f"'{self.mode}': choose one of {', '.join(RECONSTRUCT_MODES)}", param="reconstruct")
-        if self.target not in RECONSTRUCT_TARGETS:
-            raise ConfigError(f"'{self.target}': choose one of {', '.join(RECONSTRUCT_TARGETS)}",
-                              param="reconstruct_target")
-        if not (isinstance(self.ridge, (int, float)) and self.ridge >= 0):
-            raise ConfigError(f"{self.ridge}: must be >= 0", param="ridge")
-        if self.weighting not in RECONSTRUCT_WEIGHTINGS:
-            raise ConfigError(f"'{self.weighting}': choose one of {', '.join(RECONSTRUCT_WEIGHTINGS)}",
-                              param="weighting")
-        if not (isinstance(self.weight_mix, (int, float)) and 0 <= self.weight_mix <= 1):
-            raise ConfigError(f"{self.weight_mix}: must be in [0, 1]", param="weight_mix")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings (the token weighting only when it is not uniform, as model.json had it before)."""
-        out = asdict(self)
-        if self.weighting == "uniform":
-            del out["weighting"], out["weight_mix"]
-        return out
+from .config import (RECONSTRUCT_MODES, RECONSTRUCT_TARGETS, RECONSTRUCT_WEIGHTINGS,  # noqa: F401 (re-exported)
+                     ReconstructConfig)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Start-up of the command and the package: what is imported, not how long it takes (timings belong
-in benchmarks/). `pathprune --version` loads no torch; the library is imported by the command that
+in benchmarks/). `pathprune --version` and the `--help` of the group and of every command load no
+torch, timm, onnx, onnxruntime, torch-pruning or numpy; the library is imported by the command that
 runs."""
 
 from __future__ import annotations
@@ -21,13 +22,29 @@ try:
 except SystemExit as exc:
     code = exc.code
 print("torch" in sys.modules, "timm" in sys.modules, file=sys.stderr)
+print("loaded:", " ".join(sorted(sys.modules)), file=sys.stderr)
 """
+
+#: what the command's start-up must not import (each costs from 0.1 s, numpy, to seconds, torch)
+HEAVY = ("torch", "timm", "onnx", "onnxruntime", "torch_pruning", "numpy")
+
+
+def _run_probe(*args: str) -> tuple[str, list[str]]:
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    return res.stdout, res.stderr.strip().splitlines()
 
 
 def _modules_after(*args: str) -> tuple[str, str]:
-    res = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
-    return res.stdout, res.stderr.strip().splitlines()[-1]
+    out, err = _run_probe(*args)
+    return out, err[-2]
+
+
+def _heavy_after(*args: str) -> tuple[str, list[str]]:
+    """What `pathprune ARGS` printed and the heavy packages it imported."""
+    out, err = _run_probe(*args)
+    loaded = err[-1].removeprefix("loaded: ").split()
+    return out, sorted({m.split(".")[0] for m in loaded} & set(HEAVY))
 
 
 def test_version_loads_no_torch():
@@ -36,11 +53,34 @@ def test_version_loads_no_torch():
     assert loaded == "False False"
 
 
+def _commands() -> list[str]:
+    from pathprune.cli.app import COMMAND_MODULES
+
+    return sorted(COMMAND_MODULES)
+
+
+def test_group_help_loads_no_library():
+    """`pathprune --help` lists every command (importing every command module) without torch."""
+    out, heavy = _heavy_after("--help")
+    assert all(name in out for name in _commands()), out
+    assert heavy == []
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_command_help_loads_no_library(command):
+    """Each command's options, defaults and registry choices come from torch-free settings modules."""
+    out, heavy = _heavy_after(command, "--help")
+    assert f"Usage: pathprune {command}" in out, out
+    assert heavy == [], f"`pathprune {command} --help` imported {heavy}"
+
+
 @pytest.mark.slow  # slow tier: a whole command or a subprocess
-def test_a_command_loads_the_library_it_needs():
-    """The probe can see torch: a command's help builds its options from the library."""
-    out, loaded = _modules_after("prune", "--help")
-    assert "--importance" in out and loaded.startswith("True")
+def test_a_command_loads_the_library_it_needs(tmp_path):
+    """The probe can see torch: a command that runs imports the library it needs."""
+    out, heavy = _heavy_after("prune", "--model", "digits", "--importance", "magnitude", "--ratio", "0.5",
+                              "--out", str(tmp_path / "pruned"))
+    assert (tmp_path / "pruned" / "model.safetensors").exists(), out
+    assert {"torch", "timm", "torch_pruning"} <= set(heavy)
 
 
 @pytest.mark.slow  # slow tier: a whole command or a subprocess

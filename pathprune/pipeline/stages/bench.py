@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
-from ...evaluate.bench import BenchSettings
+from ...evaluate.config import BenchSettings
 from ..settings import (CHECK_IMAGES, ModelSource, check_positive, display_field, input_paths, int_tuple, label_arguments,
                         str_tuple)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
-from ...repair.reconstruct import ReconstructConfig
+from ...repair.config import ReconstructConfig
 from ..claims import claim_on_main
 from ..settings import CALIBRATION_IMAGES, ModelSource, check_positive, display_field, input_paths, label_arguments
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...repair.reconstruct import ReconstructConfig
+from ...repair.config import ReconstructConfig
 from ..claims import claim_on_main
 from ..settings import CALIBRATION_IMAGES, check_positive, display_field, input_paths, label_arguments
 
