@@ -33,7 +33,10 @@ for _name, _module, _needs, _help in (
          "reconstruction-aware greedy selection (OBS/ZipLM) on the fc2 input Gram"),
         ("path-obs", "recoverability", ("analysis", "calibration"),
          "OBS greedy selection whose removal costs grow with the class-balanced path frequency (an analysis and "
-         "calibration images; option path_weight)")):
+         "calibration images; option path_weight)"),
+        ("auto", "recoverability", ("analysis", "calibration"),
+         "path-obs or obs, whichever loses less on held-out calibration images after reconstruction (one calibration "
+         "pass; an analysis and calibration images; options as path-obs; the default with --reconstruct)")):
     IMPORTANCES.declare(_name, f"pathprune.pruning.{_module}", help=_help, needs=_needs)
 
 for _name, _needs, _help in (

@@ -93,8 +93,7 @@ class PathObsImportance(ObsImportance):
         return out
 
 
-@register_importance("auto", help="path-obs or obs, whichever loses less on held-out calibration images after "
-                     "reconstruction (one calibration pass; an analysis and calibration images; options as path-obs)")
+@register_importance("auto")
 class AutoImportance(ObsImportance):
     """The default with repair: the path-weighted and the plain OBS selection scored from one calibration
     pass; a prune run keeps the one whose selection loses less on held-out calibration images after
