@@ -404,7 +404,25 @@ def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
         if changes:
             raise OutputError(f"{out} holds a compression made with other settings ({'; '.join(changes)}); "
                               "give `overwrite` to replace it, or another output directory", param="out")
+    elif not overwrite and not _same_as_unrecorded(plan, out):
+        raise OutputError(f"{out} holds a compression made before its settings were recorded, not with these "
+                          "settings and inputs; give `overwrite` to replace it, or another output", param="out")
     write_json_atomic(recorded, current)
+
+
+def _same_as_unrecorded(plan: list[Stage], out: Path) -> bool:
+    """Whether every stage marker of an output without SETTINGS_FILE (older versions) has the key this
+    run computes for its stage (same settings and inputs; no markers: True)."""
+    markers = {p.stem: p for p in (out / STAGES_DIR).glob("*.json") if p.name != SETTINGS_FILE}
+    upstream, keys = "", {}
+    for stage in plan:
+        inputs = input_fingerprints(stage.settings, produced_inside=out)
+        upstream = keys[stage.name] = stage_key(stage.command, stage.settings,
+                                                upstream + json.dumps(inputs, sort_keys=True))
+    try:
+        return all(json.loads(path.read_text()).get("key") == keys.get(name) for name, path in markers.items())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _follow(plan: list[Stage], ranks: Any) -> None:
