@@ -296,7 +296,7 @@ def measure_variants(variants: Sequence[Variant], backends: Sequence[str], image
             if kind == "torch":  # the largest timed batch is refused up front when it cannot fit
                 from ..memory import resolve_batch
 
-                for v in chosen:
+                for v in (v for v in chosen if hasattr(v.model.model, "parameters")):
                     resolve_batch(max(settings.batch_sizes), v.model.model, "forward", what=f"timing {v.name}",
                                   param="batch_sizes", device=RUNTIMES.entry(backend).meta["device"])
             runners = {v.name: make_runner(backend, v.model.model, v.onnx_file, settings.threads, settings.spinning)
