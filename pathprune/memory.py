@@ -237,19 +237,21 @@ def auto_batch(model: Any, mode: str, *, device: Any = "cpu", upper: int | None 
 
 
 def resolve_batch(batch: int | None, model: Any, mode: str, *, device: Any = "cpu", upper: int = 64,
-                  what: str = "this stage", param: str = "batch_size", models: int = 1) -> int:
+                  what: str = "this stage", param: str = "batch_size", models: int = 1, fixed_extra: int = 0,
+                  per_sample_extra: int = 0) -> int:
     """The batch a stage uses: `batch` when the caller set one (refused up front when its estimate
     exceeds the available memory, naming what it needs and the batch that fits), else the largest up to
     `upper` within :func:`memory_budget`. `models`: how many models of this size run side by side
-    (a teacher and a student: 2).
+    (a teacher and a student: 2); `fixed_extra` and `per_sample_extra`: bytes the stage holds on top
+    (a copy of the model; a per-sample tensor the estimate does not cover).
 
     >>> import torch
     >>> resolve_batch(8, torch.nn.Linear(4, 4), "forward")
     8
     """
     shape = activation_shape(model)
-    fixed = model_bytes(model) * models * (2 if mode == "backward" else 1)
-    per = shape.row_bytes(mode) + (models - 1) * shape.row_bytes("forward")
+    fixed = model_bytes(model) * models * (2 if mode == "backward" else 1) + int(fixed_extra)
+    per = shape.row_bytes(mode) + (models - 1) * shape.row_bytes("forward") + int(per_sample_extra)
     if batch is None:
         return choose_batch(shape, mode, budget=memory_budget(device), fixed=fixed, upper=upper,
                             per_sample_extra=per - shape.row_bytes(mode), what=what)

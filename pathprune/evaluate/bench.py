@@ -234,6 +234,12 @@ def measure_variants(variants: Sequence[Variant], backends: Sequence[str], image
             chosen = [v for v in variants if v.runtime == kind]
             if not chosen:
                 continue
+            if kind == "torch":  # the largest timed batch is refused up front when it cannot fit
+                from ..memory import resolve_batch
+
+                for v in (v for v in chosen if hasattr(v.model.model, "parameters")):
+                    resolve_batch(max(settings.batch_sizes), v.model.model, "forward", what=f"timing {v.name}",
+                                  param="batch_sizes", device=RUNTIMES.entry(backend).meta["device"])
             runners = {v.name: make_runner(backend, v.model.model, v.onnx_file, settings.threads, settings.spinning)
                        for v in chosen}
             try:

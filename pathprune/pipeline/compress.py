@@ -403,6 +403,9 @@ def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
         if changes:
             raise OutputError(f"{out} holds a compression made with other settings ({'; '.join(changes)}); "
                               "give `overwrite` to replace it, or another output directory", param="out")
+    elif not overwrite and not _same_as_unrecorded(plan, out):
+        raise OutputError(f"{out} holds a compression made before its settings were recorded, not with these "
+                          "settings and inputs; give `overwrite` to replace it, or another output", param="out")
     write_json_atomic(recorded, current)
 
 
@@ -445,6 +448,15 @@ def _estimate(settings: CompressSettings, plan: list[Stage], finished: list[bool
         if warning:
             warnings.warn(warning, stacklevel=3)
     return {e.name: e.seconds for e in estimates}
+def _same_as_unrecorded(plan: list[Stage], out: Path) -> bool:
+    """Whether every stage marker of an output without SETTINGS_FILE (older versions) has the key this
+    run computes for its stage (same settings and inputs; no markers: True)."""
+    markers = {p.stem: p for p in (out / STAGES_DIR).glob("*.json") if p.name != SETTINGS_FILE}
+    keys = {stage.name: key for stage, (key, _) in zip(plan, _stage_keys(plan, out))}
+    try:
+        return all(json.loads(path.read_text()).get("key") == keys.get(name) for name, path in markers.items())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _follow(plan: list[Stage], ranks: Any) -> None:

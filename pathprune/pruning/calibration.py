@@ -15,6 +15,10 @@ from ..models.borrow import borrowed
 from ..progress import progress_bar
 
 
+#: the largest batch a calibration pass takes when the caller gives none (fewer when memory is short)
+DEFAULT_BATCH = 32
+
+
 @dataclass
 class CalibrationStats:
     """Per-layer sums of MLP activations over calibration images at all tokens."""
@@ -27,9 +31,17 @@ class CalibrationStats:
 
 
 @torch.no_grad()
-def calibration_statistics(model: nn.Module, images: Any, batch_size: int = 32,
+def calibration_statistics(model: nn.Module, images: Any, batch_size: int | None = None,
                            progress: bool = False, device: str = "cpu") -> CalibrationStats:
-    """Mean activation, mean |activation| and mean squared activation of every MLP neuron over all tokens of the images."""
+    """Mean activation, mean |activation| and mean squared activation of every MLP neuron over all tokens of the images.
+
+    `batch_size` None: the largest (up to 32) within the memory budget (:mod:`pathprune.memory`); a given
+    one, or batch 1, that cannot fit is refused up front (:class:`~pathprune.memory.MemoryBudgetError`).
+    """
+    from ..memory import resolve_batch
+
+    batch_size = resolve_batch(batch_size, model, "forward", device=device, upper=DEFAULT_BATCH,
+                               what="the calibration statistics pass")
     widths = mlp_widths(model)
     sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
     abs_sums = [torch.zeros(w, dtype=torch.float64) for w in widths]

@@ -77,9 +77,12 @@ class HeadImportance(tp.importance.Importance):
         """An instance from settings (only the options this class declares)."""
         return cls(**options)
 
-    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
-            device: str = "cpu") -> "HeadImportance":
-        """Compute the scores for `model` (calibration: images, for the methods that need them)."""
+    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int | None = None,
+            progress: bool = False, device: str = "cpu") -> "HeadImportance":
+        """Compute the scores for `model` (calibration: images, for the methods that need them).
+
+        `batch_size` None: the largest (up to 32) that the memory budget allows (:mod:`pathprune.memory`).
+        """
         if self.needs == "calibration" and calibration is None:
             raise ConfigError("needs calibration data", param="calib_data")
         layouts = attention_layouts(model)
@@ -169,11 +172,28 @@ class MagnitudeHeadImportance(HeadImportance):
         return out
 
 
-def _head_passes(model: nn.Module, calibration: Any, batch_size: int, progress: bool, device: str,
+#: the largest batch a head pass takes when the caller gives none (fewer when memory is short)
+DEFAULT_BATCH = 32
+
+
+def _head_pass_batch(model: nn.Module, batch_size: int | None, device: str, what: str, grad: bool) -> int:
+    """The batch of a head pass: memory-chosen (up to 32) when None; a given one that cannot fit, or
+    batch 1, refused up front. The activation pass also holds every head's contribution
+    (tokens x heads x width values per sample); the Taylor pass saves a backward's activations."""
+    from ..memory import activation_shape, resolve_batch
+
+    shape = activation_shape(model)
+    extra = 0 if grad else 2 * shape.tokens * shape.heads * shape.width * shape.bytes_per_value
+    return resolve_batch(batch_size, model, "backward" if grad else "forward", device=device, upper=DEFAULT_BATCH,
+                         what=f"the {what} pass", per_sample_extra=extra)
+
+
+def _head_passes(model: nn.Module, calibration: Any, batch_size: int | None, progress: bool, device: str,
                  what: str, grad: bool) -> list[torch.Tensor]:
     """Per block [H] sums over calibration images of a head statistic (see the callers)."""
     work = model  # only head masks get gradients: nothing is written into the model
     layouts = attention_layouts(work)
+    batch_size = _head_pass_batch(model, batch_size, device, what, grad)
     totals = [torch.zeros(lay.num_heads, dtype=torch.float64) for lay in layouts]
     n = count_images(calibration)
     if n == 0:
@@ -230,7 +250,7 @@ class TaylorHeadImportance(HeadImportance):
 
     needs = "calibration"
 
-    def _scores(self, model, calibration, *, batch_size=32, progress=False, device="cpu", **_):
+    def _scores(self, model, calibration, *, batch_size=None, progress=False, device="cpu", **_):
         return _head_passes(model, calibration, batch_size, progress, device, "taylor heads", grad=True)
 
 
@@ -240,7 +260,7 @@ class ActivationHeadImportance(HeadImportance):
 
     needs = "calibration"
 
-    def _scores(self, model, calibration, *, batch_size=32, progress=False, device="cpu", **_):
+    def _scores(self, model, calibration, *, batch_size=None, progress=False, device="cpu", **_):
         return _head_passes(model, calibration, batch_size, progress, device, "activation heads", grad=False)
 
 
@@ -370,7 +390,7 @@ def compose_kept_heads(previous: Sequence[Sequence[int]] | None, kept: Sequence[
 
 
 def prune_heads_stage(model: nn.Module, config: Any, *, analysis: Any = None, calib: Any = None,
-                      previous: dict[str, Any] | None = None, batch_size: int = 32, progress: bool = False,
+                      previous: dict[str, Any] | None = None, batch_size: int | None = None, progress: bool = False,
                       device: str = "cpu") -> dict[str, Any]:
     """The head part of a prune run, in place: fit the head importance, remove `config.heads_ratio` of
     the heads (config.scope, at least one per block). Returns the model.json fields (``num_heads``,

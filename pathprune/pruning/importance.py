@@ -37,7 +37,7 @@ from ..models.borrow import borrowed
 from ..progress import progress_bar
 from .choices import IMPORTANCES
 from ..data.images import count_images, labelled_batches
-from .calibration import CalibrationStats, calibration_statistics
+from .calibration import DEFAULT_BATCH, CalibrationStats, calibration_statistics
 
 #: importance kinds computed from an analysis: (count tensor name, dense tie-breaker tensor name)
 PATH_KINDS = {"path": ("path_count", "jas_sum"), "activation-path": ("act_path_count", "act_sum")}
@@ -167,11 +167,17 @@ class NeuronImportance(tp.importance.Importance):
         """An instance from the prune settings: the method's own `options` (see ``options``)."""
         return cls(**cls.check_options(options))
 
-    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
-            device: str = "cpu", statistics: CalibrationStats | None = None) -> "NeuronImportance":
-        """Compute the scores for `model` (calibration: images, for the methods that need them)."""
+    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int | None = None,
+            progress: bool = False, device: str = "cpu",
+            statistics: CalibrationStats | None = None) -> "NeuronImportance":
+        """Compute the scores for `model` (calibration: images, for the methods that need them).
+
+        `batch_size` None: the largest (up to 32) that the memory budget allows (:mod:`pathprune.memory`).
+        """
         if "calibration" in needs_of(self.needs) and calibration is None and statistics is None:
             raise ConfigError("needs calibration data", param="calib_data")
+        if calibration is not None:
+            batch_size = self._batch(model, batch_size, device)
         return self.set_scores(model, self._scores(model, calibration, batch_size=batch_size, progress=progress,
                                                    device=device, statistics=statistics))
 
@@ -188,6 +194,15 @@ class NeuronImportance(tp.importance.Importance):
 
     def _scores(self, model: nn.Module, calibration: Any, **kwargs: Any) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def _batch(self, model: nn.Module, batch_size: int | None, device: str) -> int:
+        """The batch of this method's calibration pass: `batch_size`, or memory-chosen (forward passes)."""
+        if batch_size is not None:
+            return batch_size
+        from ..memory import resolve_batch
+
+        return resolve_batch(None, model, "forward", device=device, upper=DEFAULT_BATCH,
+                             what="the importance pass")
 
     def neuron_scores(self, model: nn.Module | None = None) -> list[torch.Tensor]:
         """Per-block scores (fitting on `model` first if this importance is not fitted yet)."""
@@ -379,11 +394,20 @@ class TaylorImportance(NeuronImportance):
 
     needs = "calibration"
 
-    def _scores(self, model, calibration, *, batch_size=32, progress=False, device="cpu", statistics=None):
+    def _batch(self, model, batch_size, device):
+        """Forward and backward with parameter gradients on a copy of the model: a given batch that
+        cannot fit is refused up front too."""
+        from ..memory import model_bytes, resolve_batch
+
+        return resolve_batch(batch_size, model, "backward", device=device, upper=DEFAULT_BATCH,
+                             what="the Taylor importance pass", fixed_extra=model_bytes(model))
+
+    def _scores(self, model, calibration, *, batch_size=None, progress=False, device="cpu", statistics=None):
         import copy
 
         if calibration is None:
             raise ConfigError("needs calibration images, not only statistics", param="calib_data")
+        batch_size = self._batch(model, batch_size, device)
         work = copy.deepcopy(model)  # gradients are written into .grad: never into the caller's model
         n = count_images(calibration)
         bar = progress_bar(n, "taylor", progress, leave=False)
