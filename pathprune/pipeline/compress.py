@@ -36,7 +36,8 @@ from ..repair import FinetuneSettings
 from ..repair.config import ReconstructConfig
 from ..errors import ConfigError, OutputError
 from . import stages as st
-from .identity import changed_inputs, input_fingerprints, settings_changes
+from .identity import changed_inputs
+from .resume import SETTINGS_FILE, STAGES_DIR, check_same_settings, finished_earlier, stage_keys
 from .isolation import preserved_global_state
 from .settings import (CHECK_IMAGES, ModelSource, check_data_source, check_types, display_field, model_arg_items,
                        settings_dict, stage_key)
@@ -51,9 +52,6 @@ STAGE_FILES = {
     "reconstruct": ("model.safetensors", "model.json", "config.json", "report.json"),
     "bench": ("report.json", "report.md", "accuracy.png", "latency.png", "pareto.png", "onnx/"),
 }
-STAGES_DIR = "stages"
-#: the settings of the last run, in STAGES_DIR (a re-run with other settings needs `overwrite`)
-SETTINGS_FILE = "settings.json"
 
 
 @dataclass
@@ -381,7 +379,7 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
         inputs = [settings.model, settings.weights, settings.data, settings.eval_data]
         # rank 0 claims the output and refuses other settings; a refusal stops every rank at once
         with claim_on_main(ranks, out, command, inputs=inputs, resumable=True, in_place=True):
-            on_main(ranks, lambda: _check_same_settings(plan, out, settings.overwrite))
+            on_main(ranks, lambda: check_same_settings(plan, out, settings.overwrite))
             if not ranks.is_main:
                 _follow(plan, ranks)
                 return None
@@ -389,74 +387,16 @@ def run_compress(settings: CompressSettings, out: str | Path, echo: Callable[[st
                                 record or _no_record, show)
 
 
-def _check_same_settings(plan: list[Stage], out: Path, overwrite: bool) -> None:
-    """Refuse to replace a compression made with other settings unless `overwrite` (the same settings
-    resume); the settings of this run's stages are then recorded for the next one."""
-    from ..outputs import write_json_atomic
-
-    recorded = out / STAGES_DIR / SETTINGS_FILE
-    current = {stage.name: settings_dict(stage.settings) for stage in plan}
-    if recorded.exists() and not overwrite:
-        old = json.loads(recorded.read_text())
-        changes = ([f"stages: {', '.join(old)} -> {', '.join(current)}"] if list(old) != list(current) else
-                   [f"{name} {change}" for name in current for change in settings_changes(old[name], current[name])])
-        if changes:
-            raise OutputError(f"{out} holds a compression made with other settings ({'; '.join(changes)}); "
-                              "give `overwrite` to replace it, or another output directory", param="out")
-    elif not overwrite and not _same_as_unrecorded(plan, out):
-        raise OutputError(f"{out} holds a compression made before its settings were recorded, not with these "
-                          "settings and inputs; give `overwrite` to replace it, or another output", param="out")
-    write_json_atomic(recorded, current)
-
-
-def _stage_keys(plan: list[Stage], out: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Each stage's resume key and input fingerprints: its settings, the content of its inputs outside
-    `out`, and the key of the stage before it (a changed stage redoes everything after it)."""
-    keys, upstream = [], ""
-    for stage in plan:
-        inputs = input_fingerprints(stage.settings, produced_inside=out)
-        upstream = stage_key(stage.command, stage.settings, upstream + json.dumps(inputs, sort_keys=True))
-        keys.append((upstream, inputs))
-    return keys
-
-
-def _finished_earlier(stage: Stage, key: str, out: Path) -> bool:
-    done = out / STAGES_DIR / f"{stage.name}.json"
-    return done.exists() and json.loads(done.read_text()).get("key") == key and stage.output.exists()
-
-
 def _estimate(settings: CompressSettings, plan: list[Stage], finished: list[bool],
               echo: Callable[[str], None]) -> dict[str, float]:
-    """Measure this machine's costs, say what the stages still to run will take (a warning when the analysis
-    alone would exceed an hour, naming the cheaper alternative), and return the estimate per stage."""
-    import warnings
+    """Say what the stages still to run will take (pathprune.pipeline.estimate), naming `--importance obs`
+    when the analysis alone would take more than an hour; the estimate per stage."""
     from dataclasses import replace
 
-    from .estimate import analysis_warning, estimate_lines, estimate_stages, measure_costs
+    from .estimate import announce
 
     pending = [stage for stage, was_done in zip(plan, finished) if not was_done]
-    if not pending:
-        return {}
-    probe, counts = measure_costs(settings, pending)
-    estimates = estimate_stages(pending, probe, counts)
-    echo("== estimate (measured on this machine: a forward pass, the path search of the first images):")
-    for line in estimate_lines(estimates):
-        echo(line)
-    if probe.search is not None:
-        cheaper = estimate_stages(plan_stages(replace(settings, importance="obs"), "estimate"), probe, counts)
-        warning = analysis_warning(estimates, cheaper)
-        if warning:
-            warnings.warn(warning, stacklevel=3)
-    return {e.name: e.seconds for e in estimates}
-def _same_as_unrecorded(plan: list[Stage], out: Path) -> bool:
-    """Whether every stage marker of an output without SETTINGS_FILE (older versions) has the key this
-    run computes for its stage (same settings and inputs; no markers: True)."""
-    markers = {p.stem: p for p in (out / STAGES_DIR).glob("*.json") if p.name != SETTINGS_FILE}
-    keys = {stage.name: key for stage, (key, _) in zip(plan, _stage_keys(plan, out))}
-    try:
-        return all(json.loads(path.read_text()).get("key") == keys.get(name) for name, path in markers.items())
-    except (OSError, ValueError, AttributeError):
-        return False
+    return announce(settings, pending, echo, cheaper=plan_stages(replace(settings, importance="obs"), "estimate"))
 
 
 def _follow(plan: list[Stage], ranks: Any) -> None:
@@ -484,8 +424,8 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
     skipped: list[str] = []
     final_model = ""
     started = time.perf_counter()
-    keys = _stage_keys(plan, out)
-    finished = [_finished_earlier(stage, key, out) for stage, (key, _) in zip(plan, keys)]
+    keys = stage_keys(plan, out)
+    finished = [finished_earlier(stage, key, out) for stage, (key, _) in zip(plan, keys)]
     estimates = _estimate(settings, plan, finished, echo)
     for stage, (key, inputs), was_done in zip(plan, keys, finished):
         done = out / STAGES_DIR / f"{stage.name}.json"

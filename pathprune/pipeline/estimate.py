@@ -235,3 +235,24 @@ def analysis_warning(estimates: Sequence[StageEstimate], cheaper: Sequence[Stage
             f"no analysis (about {duration(total_seconds(cheaper))} in all), or analyse fewer images "
             "(`images_per_class`, `max_images`). The analysis is resumable: stop it with Ctrl-C and run the "
             "same command to go on")
+
+
+def announce(settings: Any, pending: Sequence[Any], echo: Any, *, cheaper: Sequence[Any] = ()) -> dict[str, float]:
+    """Measure this machine's costs, print each of the `pending` stages' expected time and the total through
+    `echo`, warn when the analysis alone would exceed :data:`WARN_ANALYSIS_SECONDS` (naming `cheaper`, the same
+    job with `--importance obs`, and its estimate), and return the estimate per stage (nothing pending:
+    nothing measured, ``{}``)."""
+    import warnings
+
+    if not pending:
+        return {}
+    probe, counts = measure_costs(settings, pending)
+    estimates = estimate_stages(pending, probe, counts)
+    echo("== estimate (measured on this machine: a forward pass, the path search of the first images):")
+    for line in estimate_lines(estimates):
+        echo(line)
+    if probe.search is not None:
+        warning = analysis_warning(estimates, estimate_stages(cheaper, probe, counts))
+        if warning:
+            warnings.warn(warning, stacklevel=4)
+    return {e.name: e.seconds for e in estimates}

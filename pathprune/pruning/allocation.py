@@ -40,15 +40,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..data.images import ImageSet, labelled_batches
 from ..errors import ConfigError
 from .budget import BudgetPlan, apply_budget, check_fraction, plan_budget
+from .held_out import HELD_OUT_EVERY, held_out_loss, log_probs, split_calibration
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 
 #: the head weights of the mixed candidate allocations (see the module docstring)
 HEAD_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-#: every HELD_OUT_EVERY-th calibration image scores the candidates; the others fit the reconstruction
-HELD_OUT_EVERY = 4
 
 
 @dataclass
@@ -68,47 +66,6 @@ class AllocationChoice:
             mark = " (chosen)" if c["label"] == self.label else ""
             lines.append(f"| {c['label']}{mark} | {c['heads']} | {c['neurons']} | {c['macs']:.3f} | {c['loss']:.5f} |")
         return "\n".join(lines)
-
-
-def split_calibration(images: Any, every: int = HELD_OUT_EVERY) -> tuple[Any, Any]:
-    """(fitting, held-out) parts of calibration images (ImageSet or (images, labels)): every `every`-th
-    image (from the last of the first `every`) is held out."""
-    if isinstance(images, ImageSet):
-        n = len(images.items)
-        held = [i for i in range(n) if i % every == every - 1]
-        fit = [i for i in range(n) if i % every != every - 1]
-        if not held or not fit:
-            raise ConfigError(f"{n} calibration images are too few to hold some out", param="calib_images")
-        base = images.loader
-
-        def part(picks: list[int]) -> ImageSet:
-            return ImageSet(root=images.root, items=[images.items[p] for p in picks], class_names=images.class_names,
-                            loader=lambda pos: base(picks[pos]), label_source=dict(images.label_source))
-        return part(fit), part(held)
-    x, y = images
-    index = torch.arange(len(x))
-    mask = index % every == every - 1
-    if not mask.any() or mask.all():
-        raise ConfigError(f"{len(x)} calibration images are too few to hold some out", param="calib_images")
-    return (x[~mask], y[~mask]), (x[mask], y[mask])
-
-
-@torch.no_grad()
-def _log_probs(model: nn.Module, images: Any, batch_size: int, device: str) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        out = [torch.log_softmax(model(x.to(device)).double(), -1).cpu() for x, _ in labelled_batches(images, batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
-
-
-def held_out_loss(model: nn.Module, reference_log_probs: torch.Tensor, images: Any, *, batch_size: int = 32,
-                  device: str = "cpu") -> float:
-    """Mean over images of KL(reference || model) on `images` (reference given as log-probabilities)."""
-    logp = _log_probs(model, images, batch_size, device)
-    return float((reference_log_probs.exp() * (reference_log_probs - logp)).sum(-1).mean())
 
 
 def allocation_candidates(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | None,
@@ -152,7 +109,7 @@ def choose_allocation(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | 
     plans = allocation_candidates(model, neuron_scores, head_scores, fraction, weights=weights,
                                   min_neurons=min_neurons)
     fit, held = split_calibration(images)
-    reference = _log_probs(model, held, batch_size, device)
+    reference = log_probs(model, held, batch_size, device)
     candidates = []
     for label, plan in plans:
         pruned = apply_budget(model, plan)

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
-from .allocation import _log_probs, held_out_loss, split_calibration
+from .held_out import held_out_loss, log_probs, split_calibration
 from .selection import select_kept
 
 #: the fraction of the calibration images each candidate's trial reconstruction fits on (at most) ...
@@ -114,7 +114,7 @@ def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *
         return SelectionChoice(winner=names[0], candidates=rows)
     fit, held = split_calibration(images)
     fit = _first(fit, max(int(round(CHOICE_FIT_FRACTION * _count(images))), min(_count(fit), CHOICE_MIN_IMAGES)))
-    reference = _log_probs(model, held, batch_size or 32, device)
+    reference = log_probs(model, held, batch_size, device)
     seen: dict[tuple, float] = {}
     for row in rows:
         name = row["method"]

@@ -36,7 +36,7 @@ for _name, _module, _needs, _help in (
          "calibration images; option path_weight)"),
         ("auto", "recoverability", ("analysis", "calibration"),
          "path-obs or obs, whichever loses less on held-out calibration images after reconstruction (one calibration "
-         "pass; an analysis and calibration images; options as path-obs; the default with --reconstruct)")):
+         "pass; an analysis and calibration images; options as path-obs; the default with reconstruction)")):
     IMPORTANCES.declare(_name, f"pathprune.pruning.{_module}", help=_help, needs=_needs)
 
 for _name, _needs, _help in (

@@ -48,7 +48,7 @@ def test_an_output_without_recorded_settings_resumes_or_refuses(tmp_path):
 
 
 def test_markers_of_other_stages_or_unreadable_markers_are_not_the_same_settings(tmp_path):
-    from pathprune.pipeline.compress import _same_as_unrecorded
+    from pathprune.pipeline.resume import same_as_unrecorded as _same_as_unrecorded
 
     out = tmp_path / "c"
     (out / STAGES_DIR).mkdir(parents=True)

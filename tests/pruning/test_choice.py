@@ -18,7 +18,7 @@ def _calib(n: int = 48, seed: int = 0):  # 36 fitting images: fewer than CHOICE_
 
 
 def test_the_winner_is_the_candidate_of_least_held_out_loss_after_repair():
-    from pathprune.pruning.allocation import held_out_loss, split_calibration
+    from pathprune.pruning.held_out import held_out_loss, split_calibration
     from pathprune.pruning.choice import CHOICE_FIT_FRACTION, CHOICE_MIN_IMAGES, choose_selection
     from pathprune.pruning.removal import remove_neurons
     from pathprune.pruning.selection import select_kept
