@@ -126,6 +126,11 @@ class CompressSettings:
     def __post_init__(self) -> None:
         self.model_arg = model_arg_items(self.model_arg)  # a mapping from a library caller, too
 
+    @classmethod
+    def from_options(cls, **options: Any) -> "CompressSettings":
+        """The settings of `options`, the flat keyword form of ``pp.compress`` (:func:`option_names`)."""
+        return cls(**options)
+
     @property
     def source(self) -> ModelSource:
         return ModelSource(self.model, weights=self.weights, pretrained=self.pretrained, ema=self.ema,
@@ -162,6 +167,16 @@ class CompressSettings:
     @property
     def finetunes(self) -> bool:
         return bool(self.finetune_steps) or self.finetune_epochs > 0
+
+
+def option_names() -> list[str]:
+    """The flat option names of :class:`CompressSettings` (``pp.compress``'s keywords), in order."""
+    return [f.name for f in fields(CompressSettings)]
+
+
+def recorded_settings(settings: CompressSettings) -> dict[str, Any]:
+    """The settings as compress.json records them: one flat mapping of option names to values."""
+    return asdict(settings)
 
 
 @dataclass
@@ -468,7 +483,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
             final_model = str(stage.output)
         upstream = key
     report = json.loads((out / "bench" / "report.json").read_text())
-    summary = {"settings": asdict(settings), "ratio_already_removed": already,
+    summary = {"settings": recorded_settings(settings), "ratio_already_removed": already,
                "round_ratios": (round_ratios(settings.ratio, settings.rounds, already) if settings.macs is None
                                 else None),
                "budget": budget_summary(plan),
