@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -38,8 +38,9 @@ from ..errors import ConfigError, OutputError
 from . import stages as st
 from .identity import changed_inputs, input_fingerprints, settings_changes
 from .isolation import preserved_global_state
-from .settings import (CHECK_IMAGES, ModelSource, check_data_source, check_types, display_field, model_arg_items,
-                       settings_dict, stage_key)
+from .settings import (CHECK_IMAGES, RECONSTRUCT_OPTIONS, ModelSource, check_data_source, check_types, contained,
+                       display_field, flat_dict, from_options, model_arg_items, option_fields, settings_dict,
+                       stage_key)
 from .stages.bench import BENCH_BATCH_SIZES
 
 #: the marker of a compress output directory
@@ -52,6 +53,8 @@ STAGE_FILES = {
     "bench": ("report.json", "report.md", "accuracy.png", "latency.png", "pareto.png", "onnx/"),
 }
 STAGES_DIR = "stages"
+#: compress's reconstruction options (its ridge is the library's default)
+COMPRESS_RECONSTRUCT_OPTIONS = {k: v for k, v in RECONSTRUCT_OPTIONS.items() if k != "ridge"}
 #: the settings of the last run, in STAGES_DIR (a re-run with other settings needs `overwrite`)
 SETTINGS_FILE = "settings.json"
 
@@ -95,9 +98,7 @@ class CompressSettings:
     options: dict[str, Any] = field(default_factory=dict)  # the importance method's own options
     scope: str = "uniform"
     reconstruct: bool = True
-    reconstruct_mode: str = ReconstructConfig.mode
-    reconstruct_target: str = ReconstructConfig.target
-    reconstruct_weighting: str = ReconstructConfig.weighting
+    reconstruction: ReconstructConfig = contained(ReconstructConfig, names=COMPRESS_RECONSTRUCT_OPTIONS)
     calib_images: int = 512
     compensate: bool = False
     # finetune (skipped when both are 0/None)
@@ -128,8 +129,9 @@ class CompressSettings:
 
     @classmethod
     def from_options(cls, **options: Any) -> "CompressSettings":
-        """The settings of `options`, the flat keyword form of ``pp.compress`` (:func:`option_names`)."""
-        return cls(**options)
+        """The settings of `options`, the flat keyword form of ``pp.compress`` (:func:`option_names`:
+        a contained config's fields under the option names its field's metadata gives)."""
+        return from_options(cls, options)
 
     @property
     def source(self) -> ModelSource:
@@ -171,12 +173,12 @@ class CompressSettings:
 
 def option_names() -> list[str]:
     """The flat option names of :class:`CompressSettings` (``pp.compress``'s keywords), in order."""
-    return [f.name for f in fields(CompressSettings)]
+    return [name for name, _, _ in option_fields(CompressSettings)]
 
 
 def recorded_settings(settings: CompressSettings) -> dict[str, Any]:
     """The settings as compress.json records them: one flat mapping of option names to values."""
-    return asdict(settings)
+    return flat_dict(settings)
 
 
 @dataclass
@@ -266,16 +268,14 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
             source=source, paths=str(analysis) if analysis_needed else None, importance=method,
             options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), macs=macs,
-            reconstruct=s.reconstruct and not separate,
-            reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
-            reconstruct_weighting=s.reconstruct_weighting, compensate=s.compensate,
+            reconstruct=s.reconstruct and not separate, reconstruction=replace(s.reconstruction),
+            compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
             out=str(removed), quiet=s.quiet), removed, partial(st.prune, distributed=False)))  # rank 0 alone
         if separate:
             plan.append(Stage(f"reconstruct{suffix}", "reconstruct", st.ReconstructStageSettings(
                 model=str(removed), calib_data=s.data, calib_images=s.calib_images,
-                reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
-                reconstruct_weighting=s.reconstruct_weighting,
+                reconstruction=replace(s.reconstruction),
                 eval_data=s.eval_data, device=s.device, out=str(pruned), quiet=s.quiet), pruned, st.reconstruct))
         source = ModelSource(str(pruned))
         if s.finetunes:
@@ -351,16 +351,16 @@ def compress(settings: CompressSettings | None = None, *, out: str | Path, echo:
     ...                       out="runs/digits-90")  # doctest: +SKIP
     """
     if settings is None:
-        known = {f.name for f in fields(CompressSettings)}
+        known = set(option_names())
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown option '{unknown[0]}' (the options are CompressSettings' fields)",
                               param=unknown[0])
-        missing = sorted(f.name for f in fields(CompressSettings)
-                         if f.default is MISSING and f.default_factory is MISSING and f.name not in options)
+        missing = sorted(name for name, _, f in option_fields(CompressSettings)
+                         if f.default is MISSING and f.default_factory is MISSING and name not in options)
         if missing:
             raise ConfigError("is required", param=missing[0])
-        settings = CompressSettings(**options)
+        settings = CompressSettings.from_options(**options)
     elif options:
         raise ConfigError("give either settings or keyword options, not both", param="settings")
     if not isinstance(out, (str, os.PathLike)) or not str(out):

@@ -10,7 +10,7 @@ from typing import Any
 from ...errors import ConfigError
 from ...repair.reconstruct import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import CALIBRATION_IMAGES, ModelSource, check_positive, display_field, input_paths, label_arguments
+from ..settings import CALIBRATION_IMAGES, RECONSTRUCT_OPTIONS, contained, ModelSource, check_positive, display_field, input_paths, label_arguments
 
 
 @dataclass
@@ -35,10 +35,8 @@ class PruneSettings:
     min_per_layer: float = 1
     compensate: bool = False
     reconstruct: bool = False
-    reconstruct_mode: str = ReconstructConfig.mode
-    reconstruct_target: str = ReconstructConfig.target
-    reconstruct_weighting: str = ReconstructConfig.weighting
-    ridge: float = ReconstructConfig.ridge
+    #: how a least-squares reconstruction re-fits (options reconstruct_mode, _target, _weighting, ridge)
+    reconstruction: ReconstructConfig = contained(ReconstructConfig, names=RECONSTRUCT_OPTIONS)
     calib_data: str | None = None
     calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
@@ -62,12 +60,9 @@ class PruneSettings:
                            heads_method=self.heads_importance, macs=self.macs).validate()
 
     def reconstruct_config(self):
-        from ...repair import ReconstructConfig
-
         if not self.reconstruct:
             return None
-        return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
-                                 weighting=self.reconstruct_weighting, ridge=self.ridge).validate()
+        return self.reconstruction.validate()
 
     @property
     def needs(self) -> frozenset[str]:

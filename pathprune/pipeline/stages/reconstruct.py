@@ -8,7 +8,7 @@ from typing import Any
 
 from ...repair.reconstruct import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import CALIBRATION_IMAGES, check_positive, display_field, input_paths, label_arguments
+from ..settings import CALIBRATION_IMAGES, RECONSTRUCT_OPTIONS, contained, check_positive, display_field, input_paths, label_arguments
 
 
 @dataclass
@@ -17,7 +17,7 @@ class ReconstructStageSettings:
     that it reproduces its dense model (recorded in model.json, or `teacher`) on calibration images;
     the result is a pruned-model directory `out`.
 
-    >>> ReconstructStageSettings(model="runs/p95", calib_data="digits:train", out="runs/p95-r").validate().ridge
+    >>> ReconstructStageSettings(model="runs/p95", calib_data="digits:train", out="runs/p95-r").validate().reconstruction.ridge
     0.001
     """
 
@@ -26,10 +26,8 @@ class ReconstructStageSettings:
     out: str
     teacher: str | None = None
     teacher_weights: str | None = None
-    reconstruct_mode: str = ReconstructConfig.mode
-    reconstruct_target: str = ReconstructConfig.target
-    reconstruct_weighting: str = ReconstructConfig.weighting
-    ridge: float = ReconstructConfig.ridge
+    #: how a least-squares reconstruction re-fits (options reconstruct_mode, _target, _weighting, ridge)
+    reconstruction: ReconstructConfig = contained(ReconstructConfig, names=RECONSTRUCT_OPTIONS)
     calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
     class_map: str | None = None
@@ -40,10 +38,7 @@ class ReconstructStageSettings:
     quiet: bool = display_field(False)
 
     def reconstruct_config(self):
-        from ...repair import ReconstructConfig
-
-        return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
-                                 weighting=self.reconstruct_weighting, ridge=self.ridge).validate()
+        return self.reconstruction.validate()
 
     def validate(self) -> "ReconstructStageSettings":
         self.reconstruct_config()
