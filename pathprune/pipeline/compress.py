@@ -55,6 +55,11 @@ STAGE_FILES = {
 STAGES_DIR = "stages"
 #: compress's reconstruction options (its ridge is the library's default)
 COMPRESS_RECONSTRUCT_OPTIONS = {k: v for k, v in RECONSTRUCT_OPTIONS.items() if k != "ridge"}
+#: compress's path-search options (the other PathConfig fields keep the library's defaults)
+COMPRESS_PATH_OPTIONS = {name: name for name in ("topk", "token", "steps", "refine_steps", "refine_tol", "quadrature")}
+#: compress's distillation options: a FinetuneSettings field -> its compress option
+COMPRESS_FINETUNE_OPTIONS = {"epochs": "finetune_epochs", "steps": "finetune_steps", "lr": "finetune_lr",
+                             "batch_size": "finetune_batch_size", "alpha": "alpha", "temperature": "temperature"}
 #: the settings of the last run, in STAGES_DIR (a re-run with other settings needs `overwrite`)
 SETTINGS_FILE = "settings.json"
 
@@ -86,12 +91,8 @@ class CompressSettings:
     # analyze
     images_per_class: int | None = 20
     max_images: int | None = None
-    topk: int = 5
-    token: str = "all"
-    steps: int = PathConfig.steps
-    refine_steps: int = PathConfig.refine_steps
-    refine_tol: float = PathConfig.refine_tol
-    quadrature: str = PathConfig.quadrature
+    #: the path search (compress's own defaults: a top-5, all-token analysis prunes best)
+    analysis: PathConfig = contained(lambda: PathConfig(topk=5, token="all"), names=COMPRESS_PATH_OPTIONS)
     analyze_batch_size: int = 32
     # prune
     importance: str | None = None  # None: path-obs with reconstruction, path without (benchmarks/results_quality.md)
@@ -102,12 +103,8 @@ class CompressSettings:
     calib_images: int = 512
     compensate: bool = False
     # finetune (skipped when both are 0/None)
-    finetune_epochs: int = 0
-    finetune_steps: int | None = None
-    finetune_lr: float = FinetuneSettings.lr
-    finetune_batch_size: int = FinetuneSettings.batch_size
-    alpha: float = FinetuneSettings.alpha
-    temperature: float = FinetuneSettings.temperature
+    #: the distillation (compress's default: none, 0 epochs)
+    finetune: FinetuneSettings = contained(lambda: FinetuneSettings(epochs=0), names=COMPRESS_FINETUNE_OPTIONS)
     # export (calibrated on --data, checked on --eval-data) and bench (the exported file included)
     precision: str = "fp32"
     optimize: bool = False
@@ -153,7 +150,7 @@ class CompressSettings:
             raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1", param="ratio")
         if int(self.rounds) < 1:
             raise ConfigError("must be at least 1", param="rounds")
-        if self.finetune_epochs < 0 or (self.finetune_steps is not None and self.finetune_steps < 0):
+        if self.finetune.epochs < 0 or (self.finetune.steps is not None and self.finetune.steps < 0):
             raise ConfigError("must be >= 0", param="finetune_epochs")
         self.source.validate()
         return self
@@ -168,7 +165,7 @@ class CompressSettings:
 
     @property
     def finetunes(self) -> bool:
-        return bool(self.finetune_steps) or self.finetune_epochs > 0
+        return bool(self.finetune.steps) or self.finetune.epochs > 0
 
 
 def option_names() -> list[str]:
@@ -259,8 +256,9 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         if analysis_needed:
             plan.append(Stage(f"analyze{suffix}", "analyze", st.AnalyzeSettings(
                 source=source, data=s.data, out=str(analysis), images_per_class=s.images_per_class or None,
-                max_images=s.max_images or None, topk=s.topk, token=s.token, steps=s.steps,
-                refine_steps=s.refine_steps, refine_tol=s.refine_tol, quadrature=s.quadrature,
+                max_images=s.max_images or None, topk=s.analysis.topk, token=s.analysis.token,
+                steps=s.analysis.steps, refine_steps=s.analysis.refine_steps, refine_tol=s.analysis.refine_tol,
+                quadrature=s.analysis.quadrature,
                 batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
                 analysis, st.analyze))
         separate = distributed and s.reconstruct
@@ -279,9 +277,8 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
                 eval_data=s.eval_data, device=s.device, out=str(pruned), quiet=s.quiet), pruned, st.reconstruct))
         source = ModelSource(str(pruned))
         if s.finetunes:
-            training = FinetuneSettings(steps=s.finetune_steps or None,
-                                        epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
-                                        batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature)
+            training = replace(s.finetune, steps=s.finetune.steps or None,
+                               epochs=1 if s.finetune.steps else s.finetune.epochs)
             plan.append(Stage(f"finetune{suffix}", "finetune", st.FinetuneStageSettings(
                 model=str(pruned), data=s.data, eval_data=s.eval_data, finetune=training, device=s.device,
                 out=str(tuned), quiet=s.quiet, overwrite=True), tuned, st.finetune))  # its own sub-output
@@ -301,8 +298,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
 
 #: (stage command, its setting) -> the compress setting it comes from, where the names differ
 STAGE_PARAMS = {("export", "calib_images"): "export_images", ("analyze", "batch_size"): "analyze_batch_size",
-                ("finetune", "lr"): "finetune_lr", ("finetune", "batch_size"): "finetune_batch_size",
-                ("finetune", "epochs"): "finetune_epochs", ("finetune", "steps"): "finetune_steps"}
+                **{("finetune", inner): option for inner, option in COMPRESS_FINETUNE_OPTIONS.items() if inner != option}}
 
 
 def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:

@@ -48,7 +48,7 @@ class DemoSettings:
 
     def compress_settings(self) -> CompressSettings:
         """The compress settings of the demo (the digits recipe)."""
-        return CompressSettings(model="digits", data="digits:train", eval_data="digits:test", ratio=self.ratio,
+        return CompressSettings.from_options(model="digits", data="digits:train", eval_data="digits:test", ratio=self.ratio,
                                 importance="path",  # the demo shows the influential neuron paths at work
                                 images_per_class=self.images_per_class, steps=self.steps, refine_steps=0,
                                 analyze_batch_size=50,

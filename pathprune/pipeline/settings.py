@@ -52,17 +52,24 @@ def check_types(settings: Any) -> None:
     ...
     pathprune.errors.ConfigError: img_size 2.5: expected an integer
     """
-    import typing
-
-    hints = typing.get_type_hints(type(settings))
+    hints = _hints(type(settings))
     for f in dataclasses.fields(settings):
         value, kinds = getattr(settings, f.name), _kinds(hints.get(f.name, Any))
-        if kinds is None or any(_is_a(value, kind) for kind in kinds):
+        if f.metadata.get("contained") and dataclasses.is_dataclass(value):
+            inner_hints = _hints(type(value))
+            for option, g in _inner_options(f, value):  # named by their option names
+                _check_type(getattr(value, g.name), _kinds(inner_hints.get(g.name, Any)), option)
             continue
-        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
-                 dict: "a mapping", type(None): "nothing"}
-        wanted = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
-        raise ConfigError(f"{value!r}: expected {wanted}", param=f.name)
+        _check_type(value, kinds, f.name)
+
+
+def _check_type(value: Any, kinds: tuple[type, ...] | None, param: str) -> None:
+    if kinds is None or any(_is_a(value, kind) for kind in kinds):
+        return
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
+             dict: "a mapping", type(None): "nothing"}
+    wanted = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
+    raise ConfigError(f"{value!r}: expected {wanted}", param=param)
 
 
 def _kinds(hint: Any) -> tuple[type, ...] | None:
@@ -392,13 +399,16 @@ def option_items(settings: Any, *, include_display: bool = False) -> list[tuple[
         if f.metadata.get("display") and not include_display:
             continue
         if dataclasses.is_dataclass(value):
+            # a contained config's default is the containing field's (compress's 512 calibration images)
+            baseline = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
             for option, g in _inner_options(f, value):
                 inner = getattr(value, g.name)
                 if g.metadata.get("display") and not include_display:
                     continue
+                default = getattr(baseline, g.name) if baseline is not None else _default_of(g)
                 if dataclasses.is_dataclass(inner):
                     items += option_items(inner, include_display=include_display)
-                elif inner != _default_of(g) or _default_of(g) is dataclasses.MISSING:
+                elif inner != default or default is dataclasses.MISSING:
                     items.append((option, inner))
             continue
         if f.metadata.get("options"):
