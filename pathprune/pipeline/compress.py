@@ -256,9 +256,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         if analysis_needed:
             plan.append(Stage(f"analyze{suffix}", "analyze", st.AnalyzeSettings(
                 source=source, data=s.data, out=str(analysis), images_per_class=s.images_per_class or None,
-                max_images=s.max_images or None, topk=s.analysis.topk, token=s.analysis.token,
-                steps=s.analysis.steps, refine_steps=s.analysis.refine_steps, refine_tol=s.analysis.refine_tol,
-                quadrature=s.analysis.quadrature,
+                max_images=s.max_images or None, path=replace(s.analysis),
                 batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
                 analysis, st.analyze))
         separate = distributed and s.reconstruct
