@@ -193,6 +193,43 @@ class ModelSource:
         return input_paths(self.model, self.weights)
 
 
+@dataclass
+class LabelFiles:
+    """How image folders and files map to the model's classes (options ``class_map`` and ``labels``), for
+    every stage that reads labelled images.
+
+    >>> LabelFiles(labels="LOC_val_solution.csv").labels
+    'LOC_val_solution.csv'
+    """
+
+    class_map: str | None = None
+    labels: str | None = None
+
+    def paths(self) -> tuple[str | None, str | None]:
+        return self.class_map, self.labels
+
+    def arguments(self, model: Any, spec: Any) -> dict[str, Any]:
+        """open_images keyword arguments that make labels follow the model."""
+        return label_arguments(model, spec, self.class_map, self.labels)
+
+
+@dataclass
+class TeacherSource:
+    """The dense model a repair matches (options ``teacher`` and ``teacher_weights``); None: the one
+    recorded in the pruned model's model.json.
+
+    >>> TeacherSource("vit_tiny_patch16_224", "dense.safetensors").weights
+    'dense.safetensors'
+    """
+
+    model: str | None = None
+    weights: str | None = None
+
+
+#: the options of a contained TeacherSource
+TEACHER_OPTIONS = {"model": "teacher", "weights": "teacher_weights"}
+
+
 def input_paths(*items: Any) -> list[str]:
     """The inputs of a stage that are paths on disk (never an output target); names like digits skipped."""
     paths = [str(i)[len("local-dir:"):] if str(i).startswith("local-dir:") else str(i) for i in items if i]

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...attribution import PathConfig
 from ...errors import ConfigError
-from ..settings import DISPLAY, ModelSource, contained, check_positive, display_field, input_paths, label_arguments
+from ..settings import DISPLAY, LabelFiles, ModelSource, check_positive, contained, display_field, input_paths
 
 
 #: the analyze options of a contained PathConfig, in option order
@@ -29,8 +29,7 @@ class AnalyzeSettings:
     source: ModelSource
     data: str
     out: str
-    class_map: str | None = None
-    labels: str | None = None
+    labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
     #: the path search; its token None: the model's own scope (cls, or patches for pooled models).
     #: Its max_batch and dtype are this stage's own fields below (their place among the options).
     path: PathConfig = contained(lambda: PathConfig(token=None), names=PATH_OPTIONS)
@@ -79,13 +78,13 @@ def analyze(settings: AnalyzeSettings) -> dict[str, Any]:
 
     s = settings.validate()
     shard = parse_shard(s.shard)
-    check_output_target(s.out, "analyze", inputs=input_paths(s.data, *s.source.input_paths(), s.class_map, s.labels),
+    check_output_target(s.out, "analyze", inputs=input_paths(s.data, *s.source.input_paths(), *s.labels_from.paths()),
                         resumable=True)
     model, spec = s.source.load()
     config = s.path_config(spec.token_scope)
     image_set = open_images(s.data, spec.preprocessing, preprocess=s.preprocess, classes=s.classes,
                             images_per_class=s.images_per_class, max_images=s.max_images,
-                            **label_arguments(model, spec, s.class_map, s.labels))
+                            **s.labels_from.arguments(model, spec))
     workers = s.workers
     if workers is None:
         workers = 0 if s.data.startswith("digits") else min(4, os.cpu_count() or 1)

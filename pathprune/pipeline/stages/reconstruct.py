@@ -8,7 +8,8 @@ from typing import Any
 
 from ...repair.reconstruct import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import CALIBRATION_IMAGES, RECONSTRUCT_OPTIONS, contained, check_positive, display_field, input_paths, label_arguments
+from ..settings import (CALIBRATION_IMAGES, RECONSTRUCT_OPTIONS, TEACHER_OPTIONS, LabelFiles, TeacherSource,
+                        check_positive, contained, display_field, input_paths)
 
 
 @dataclass
@@ -24,14 +25,12 @@ class ReconstructStageSettings:
     model: str
     calib_data: str
     out: str
-    teacher: str | None = None
-    teacher_weights: str | None = None
+    teacher: TeacherSource = contained(TeacherSource, names=TEACHER_OPTIONS)  # options teacher, teacher_weights
     #: how a least-squares reconstruction re-fits (options reconstruct_mode, _target, _weighting, ridge)
     reconstruction: ReconstructConfig = contained(ReconstructConfig, names=RECONSTRUCT_OPTIONS)
     calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
-    class_map: str | None = None
-    labels: str | None = None
+    labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
     batch_size: int = 32
     device: str = "auto"
     overwrite: bool = display_field(False)
@@ -61,13 +60,13 @@ def reconstruct(settings: ReconstructStageSettings, *, distributed: bool | None 
 
     s = settings.validate()
     config = s.reconstruct_config()
-    inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
+    inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher.model, s.teacher.weights, *s.labels_from.paths())
     with torchrun_process_group(s.device, distributed) as (ranks, device):
         with claim_on_main(ranks, s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite, agree=s):
             description = read_model_description(s.model)
             student, spec = create_model(str(s.model))
-            dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
-            labels = label_arguments(student, spec, s.class_map, s.labels)
+            dense, _ = find_teacher(description, s.teacher.model, s.teacher.weights)
+            labels = s.labels_from.arguments(student, spec)
             calib = spread_subset(open_images(s.calib_data, spec.preprocessing, **labels), s.calib_images)
             eval_images = (open_images(s.eval_data, spec.preprocessing, **labels)
                            if s.eval_data and ranks.is_main else None)
