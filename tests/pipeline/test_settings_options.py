@@ -78,3 +78,43 @@ def test_compress_option_names_are_unchanged():
     from pathprune.pipeline.compress import option_names
 
     assert list(option_names()) == EXPECTED["compress_names"]
+
+
+@pytest.mark.parametrize("case", [0, 1])
+def test_demo_runs_the_same_compress_settings(case):
+    from pathprune.pipeline.compress import recorded_settings
+    from pathprune.pipeline.demo import DemoSettings
+
+    options = [{}, dict(images_per_class=5, ratio=0.7, repeats=3, quiet=True)][case]
+    s = DemoSettings.from_options(**options).validate().compress_settings()
+    flat, plan = EXPECTED["demo"][case]
+    assert json.loads(json.dumps(recorded_settings(s), default=str)) == flat
+    assert [[st.name, command_record(st.command, st.settings), stage_key(st.command, st.settings)]
+            for st in plan_stages(s, "runs/d")] == plan
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("finetune_lr", "x", "finetune_lr 'x': expected a number"), ("topk", 2.5, "topk 2.5: expected an integer"),
+    ("reconstruct_mode", 3, "reconstruct_mode 3: expected a string"),
+    ("images_per_class", 2.5, "images_per_class 2.5: expected an integer")])
+def test_a_contained_setting_of_the_wrong_type_is_named_by_its_option(option, value, message):
+    from pathprune.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        CompressSettings.from_options(model="digits", data="d", eval_data="e", ratio=0.5, **{option: value}).validate()
+    assert caught.value.param == option and str(caught.value) == message
+
+
+def test_flat_options_round_trip_through_the_nested_settings():
+    from pathprune.pipeline.settings import from_options, option_fields
+    from pathprune.pipeline.stages import PruneSettings
+
+    s = from_options(PruneSettings, {"model": "digits", "ratio": 0.5, "out": "o", "ridge": 0.1,
+                                     "reconstruct_mode": "independent", "labels": "l"})
+    assert (s.reconstruction.ridge, s.reconstruction.mode, s.labels_from.labels, s.source.model) == \
+        (0.1, "independent", "l", "digits")
+    names = [name for name, _, _ in option_fields(PruneSettings)]
+    assert len(names) == len(set(names))  # every option name is one setting
+    assert dict(option_items(s))["ridge"] == 0.1
+    with pytest.raises(Exception, match="unknown option 'topk'"):
+        from_options(PruneSettings, {"model": "digits", "ratio": 0.5, "out": "o", "topk": 1})
