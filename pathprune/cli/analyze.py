@@ -7,7 +7,8 @@ import click
 from ..attribution import DTYPES, JAS_FORMS, OBJECTIVES, QUADRATURE_RULES, SCORINGS, TARGETS
 from ..models import TOKEN_SCOPES
 from ..pipeline.stages import AnalyzeSettings
-from .options import CONTEXT, RegistryOption, defaults, label_options, model_options, model_source, recipe_option
+from .options import (CONTEXT, RegistryOption, build_settings, defaults, label_options, model_options, model_source,
+                      recipe_option)
 
 D = defaults(AnalyzeSettings)
 
@@ -59,7 +60,7 @@ def analyze(**options) -> None:
     from ..pipeline.stages import analyze as run_analyze
     from .report import analyze_summary
 
-    settings = AnalyzeSettings(source=model_source(options), **options)
+    settings = build_settings(AnalyzeSettings, {"source": model_source(options), **options})
     analyze_summary(run_analyze(settings), settings, click.echo)
 
 

@@ -59,14 +59,14 @@ def render_warning(message: Warning | str) -> str:
     from ..pruning.analysis_advice import AnalysisAdvice
 
     if isinstance(message, AnalysisAdvice):
-        from ..pipeline.settings import ModelSource
+        from ..pipeline.settings import ModelSource, from_options
         from ..pipeline.stages import AnalyzeSettings
         from .records import command_record
 
         a = dict(message.analyze)
         best = {"topk": a["topk"], "token": a["token"]}
         source = ModelSource(a.pop("model"), weights=a.pop("weights", None), model_arg=tuple(a.pop("model_arg", ())))
-        command = command_record("analyze", AnalyzeSettings(source=source, **a))
+        command = command_record("analyze", from_options(AnalyzeSettings, {"source": source, **a}))
         best = f"--topk {best['topk']} --token {best['token']}"
         return (f"--paths {message.paths} was analysed with --topk {message.topk} --token {message.token} (the paper's "
                 f"setting); without --reconstruct, neurons ranked by it prune worse than with {best}. For pruning, "

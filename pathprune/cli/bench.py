@@ -6,8 +6,8 @@ import click
 
 from ..deploy import EXPORTERS, PRECISIONS, RUNTIMES
 from ..pipeline.stages import BenchSettingsSpec
-from .options import (CONTEXT, RegistryOption, defaults, device_option, label_options, model_options, model_source, overwrite_option,
-                      recipe_option)
+from .options import (CONTEXT, RegistryOption, build_settings, defaults, device_option, label_options, model_options,
+                      model_source, overwrite_option, recipe_option)
 
 D = defaults(BenchSettingsSpec)
 
@@ -87,7 +87,7 @@ def bench(**options) -> None:
 
     from .report import bench_report
 
-    settings = BenchSettingsSpec(source=model_source(options), **options)
+    settings = build_settings(BenchSettingsSpec, {"source": model_source(options), **options})
     bench_report(run_bench(settings), settings, click.echo)
 
 

@@ -7,8 +7,8 @@ import click
 from ..deploy import PRECISIONS
 from ..pipeline.compress import CompressSettings
 from ..pruning import IMPORTANCES
-from .options import (CONTEXT, RegistryOption, defaults, importance_options, model_options, model_source,
-                      pop_importance_options, recipe_option, reconstruct_options)
+from .options import (CONTEXT, RegistryOption, defaults, importance_options, model_options, pop_importance_options,
+                      recipe_option, reconstruct_options)
 
 D = defaults(CompressSettings)
 
@@ -84,10 +84,8 @@ def compress(out, **options) -> None:
     from .report import show
 
     importance = pop_importance_options(options)
-    source = model_source(options)
-    settings = CompressSettings(model=source.model, weights=source.weights, pretrained=source.pretrained,
-                                ema=source.ema, img_size=source.img_size, num_classes=source.num_classes,
-                                model_arg=source.model_arg, options=importance, **options)
+    options["model_arg"] = tuple(options.get("model_arg") or ())
+    settings = CompressSettings.from_options(options=importance, **options)
     summary = run_compress(settings, out, echo=click.echo, record=command_record,
                            show=lambda command, result, s: show(command, result, s, click.echo))
     if summary is None:  # a torchrun rank other than 0: rank 0 reports

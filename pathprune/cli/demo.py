@@ -36,7 +36,7 @@ def demo(out, images_per_class, ratio, repeats, quiet) -> None:
     from .records import command_record
     from .report import show
 
-    settings = DemoSettings(images_per_class=images_per_class, ratio=ratio, repeats=repeats, quiet=quiet)
+    settings = DemoSettings.from_options(images_per_class=images_per_class, ratio=ratio, repeats=repeats, quiet=quiet)
     summary = run_demo(out, settings, echo=click.echo, record=command_record,
                        show=lambda command, result, s: show(command, result, s, click.echo))
     dense, pruned = summary["models"][0], summary["models"][1]

@@ -195,31 +195,17 @@ def label_options(fn: Callable) -> Callable:
 
 
 def defaults(settings_class: type) -> dict[str, Any]:
-    """The default of every field of a stage's settings dataclass, the fields of the settings it
-    contains included (``FinetuneStageSettings.finetune.lr`` is ``lr``): the one place command-line
-    defaults come from."""
-    import dataclasses
+    """The default of every option of a stage's settings dataclass, the options of the settings it
+    contains included (``FinetuneStageSettings.finetune.lr`` is ``lr``; ``PruneSettings.reconstruction.mode``
+    is ``reconstruct_mode``): the one place command-line defaults come from."""
+    from ..pipeline.settings import option_defaults
 
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(settings_class):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-            out.update(defaults(type(value)) if dataclasses.is_dataclass(value) else {f.name: value})
-    return out
+    return option_defaults(settings_class)
 
 
 def build_settings(settings_class: type, options: dict[str, Any]) -> Any:
-    """`settings_class` from a command's flat keyword arguments: the fields of a contained settings
-    dataclass (e.g. FinetuneStageSettings.finetune) are gathered into it."""
-    import dataclasses
+    """`settings_class` from a command's flat keyword arguments (option name -> value): the options of
+    a contained settings dataclass are gathered into it (:func:`pathprune.pipeline.settings.from_options`)."""
+    from ..pipeline.settings import from_options
 
-    values = dict(options)
-    for f in dataclasses.fields(settings_class):
-        if f.default_factory is not dataclasses.MISSING and f.name not in values:
-            inner = f.default_factory()
-            if dataclasses.is_dataclass(inner):
-                names = {g.name for g in dataclasses.fields(inner)}
-                values[f.name] = type(inner)(**{k: values.pop(k) for k in list(values) if k in names})
-    return settings_class(**values)
+    return from_options(settings_class, options)

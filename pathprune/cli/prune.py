@@ -7,7 +7,7 @@ import click
 from ..pipeline.stages import PruneSettings
 from ..pruning import IMPORTANCES
 from ..pruning.choices import HEAD_IMPORTANCES
-from .options import (CONTEXT, RegistryOption, defaults, device_option, importance_options, label_options,
+from .options import (CONTEXT, RegistryOption, build_settings, defaults, device_option, importance_options, label_options,
                       model_options, model_source, overwrite_option, pop_importance_options, recipe_option,
                       reconstruct_options)
 
@@ -76,7 +76,7 @@ def prune(**options) -> None:
     from .report import show
 
     importance = pop_importance_options(options)
-    settings = PruneSettings(source=model_source(options), options=importance, **options)
+    settings = build_settings(PruneSettings, {"source": model_source(options), "options": importance, **options})
     show("prune", run_prune(settings), settings, click.echo)
 
 

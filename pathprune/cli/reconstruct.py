@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..pipeline.stages import ReconstructStageSettings
-from .options import (CONTEXT, defaults, device_option, label_options, overwrite_option, recipe_option,
+from .options import (CONTEXT, build_settings, defaults, device_option, label_options, overwrite_option, recipe_option,
                       reconstruct_options)
 
 D = defaults(ReconstructStageSettings)
@@ -42,7 +42,7 @@ def reconstruct(**options) -> None:
 
     from .report import show
 
-    settings = ReconstructStageSettings(**options)
+    settings = build_settings(ReconstructStageSettings, options)
     show("reconstruct", run_reconstruct(settings), settings, click.echo)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -39,8 +39,8 @@ from . import stages as st
 from .identity import changed_inputs
 from .resume import SETTINGS_FILE, STAGES_DIR, check_same_settings, finished_earlier, stage_keys
 from .isolation import preserved_global_state
-from .settings import (CHECK_IMAGES, ModelSource, check_data_source, check_types, display_field, model_arg_items,
-                       settings_dict, stage_key)
+from .settings import (CHECK_IMAGES, RECONSTRUCT_OPTIONS, ModelSource, check_data_source, check_types, contained,
+                       display_field, flat_dict, from_options, model_arg_items, option_fields)
 from .stages.bench import BENCH_BATCH_SIZES
 
 #: the marker of a compress output directory
@@ -52,6 +52,13 @@ STAGE_FILES = {
     "reconstruct": ("model.safetensors", "model.json", "config.json", "report.json"),
     "bench": ("report.json", "report.md", "accuracy.png", "latency.png", "pareto.png", "onnx/"),
 }
+#: compress's reconstruction options (its ridge is the library's default)
+COMPRESS_RECONSTRUCT_OPTIONS = {k: v for k, v in RECONSTRUCT_OPTIONS.items() if k != "ridge"}
+#: compress's path-search options (the other PathConfig fields keep the library's defaults)
+COMPRESS_PATH_OPTIONS = {name: name for name in ("topk", "token", "steps", "refine_steps", "refine_tol", "quadrature")}
+#: compress's distillation options: a FinetuneSettings field -> its compress option
+COMPRESS_FINETUNE_OPTIONS = {"epochs": "finetune_epochs", "steps": "finetune_steps", "lr": "finetune_lr",
+                             "batch_size": "finetune_batch_size", "alpha": "alpha", "temperature": "temperature"}
 
 
 @dataclass
@@ -81,30 +88,20 @@ class CompressSettings:
     # analyze
     images_per_class: int | None = 20
     max_images: int | None = None
-    topk: int = 5
-    token: str = "all"
-    steps: int = PathConfig.steps
-    refine_steps: int = PathConfig.refine_steps
-    refine_tol: float = PathConfig.refine_tol
-    quadrature: str = PathConfig.quadrature
+    #: the path search (compress's own defaults: a top-5, all-token analysis prunes best)
+    analysis: PathConfig = contained(lambda: PathConfig(topk=5, token="all"), names=COMPRESS_PATH_OPTIONS)
     analyze_batch_size: int = 32
     # prune
     importance: str | None = None  # None: auto with reconstruction, path without (benchmarks/results_zoo_dev.md)
     options: dict[str, Any] = field(default_factory=dict)  # the importance method's own options
     scope: str = "uniform"
     reconstruct: bool = True
-    reconstruct_mode: str = ReconstructConfig.mode
-    reconstruct_target: str = ReconstructConfig.target
-    reconstruct_weighting: str = ReconstructConfig.weighting
+    reconstruction: ReconstructConfig = contained(ReconstructConfig, names=COMPRESS_RECONSTRUCT_OPTIONS)
     calib_images: int = 512
     compensate: bool = False
     # finetune (skipped when both are 0/None)
-    finetune_epochs: int = 0
-    finetune_steps: int | None = None
-    finetune_lr: float = FinetuneSettings.lr
-    finetune_batch_size: int = FinetuneSettings.batch_size
-    alpha: float = FinetuneSettings.alpha
-    temperature: float = FinetuneSettings.temperature
+    #: the distillation (compress's default: none, 0 epochs)
+    finetune: FinetuneSettings = contained(lambda: FinetuneSettings(epochs=0), names=COMPRESS_FINETUNE_OPTIONS)
     # export (calibrated on --data, checked on --eval-data) and bench (the exported file included)
     precision: str = "fp32"
     optimize: bool = False
@@ -123,6 +120,12 @@ class CompressSettings:
 
     def __post_init__(self) -> None:
         self.model_arg = model_arg_items(self.model_arg)  # a mapping from a library caller, too
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "CompressSettings":
+        """The settings of `options`, the flat keyword form of ``pp.compress`` (:func:`option_names`:
+        a contained config's fields under the option names its field's metadata gives)."""
+        return from_options(cls, options)
 
     @property
     def source(self) -> ModelSource:
@@ -144,7 +147,7 @@ class CompressSettings:
             raise ConfigError(f"{self.ratio}: must be strictly between 0 and 1", param="ratio")
         if int(self.rounds) < 1:
             raise ConfigError("must be at least 1", param="rounds")
-        if self.finetune_epochs < 0 or (self.finetune_steps is not None and self.finetune_steps < 0):
+        if self.finetune.epochs < 0 or (self.finetune.steps is not None and self.finetune.steps < 0):
             raise ConfigError("must be >= 0", param="finetune_epochs")
         self.source.validate()
         return self
@@ -158,7 +161,17 @@ class CompressSettings:
 
     @property
     def finetunes(self) -> bool:
-        return bool(self.finetune_steps) or self.finetune_epochs > 0
+        return bool(self.finetune.steps) or self.finetune.epochs > 0
+
+
+def option_names() -> list[str]:
+    """The flat option names of :class:`CompressSettings` (``pp.compress``'s keywords), in order."""
+    return [name for name, _, _ in option_fields(CompressSettings)]
+
+
+def recorded_settings(settings: CompressSettings) -> dict[str, Any]:
+    """The settings as compress.json records them: one flat mapping of option names to values."""
+    return flat_dict(settings)
 
 
 @dataclass
@@ -239,8 +252,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         if analysis_needed:
             plan.append(Stage(f"analyze{suffix}", "analyze", st.AnalyzeSettings(
                 source=source, data=s.data, out=str(analysis), images_per_class=s.images_per_class or None,
-                max_images=s.max_images or None, topk=s.topk, token=s.token, steps=s.steps,
-                refine_steps=s.refine_steps, refine_tol=s.refine_tol, quadrature=s.quadrature,
+                max_images=s.max_images or None, path=replace(s.analysis),
                 batch_size=s.analyze_batch_size, device=s.device, quiet=s.quiet),
                 analysis, st.analyze))
         separate = distributed and s.reconstruct
@@ -248,22 +260,19 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
         plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
             source=source, paths=str(analysis) if analysis_needed else None, importance=method,
             options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), macs=macs,
-            reconstruct=s.reconstruct and not separate,
-            reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
-            reconstruct_weighting=s.reconstruct_weighting, compensate=s.compensate,
+            reconstruct=s.reconstruct and not separate, reconstruction=replace(s.reconstruction),
+            compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
             out=str(removed), quiet=s.quiet), removed, partial(st.prune, distributed=False)))  # rank 0 alone
         if separate:
             plan.append(Stage(f"reconstruct{suffix}", "reconstruct", st.ReconstructStageSettings(
                 model=str(removed), calib_data=s.data, calib_images=s.calib_images,
-                reconstruct_mode=s.reconstruct_mode, reconstruct_target=s.reconstruct_target,
-                reconstruct_weighting=s.reconstruct_weighting,
+                reconstruction=replace(s.reconstruction),
                 eval_data=s.eval_data, device=s.device, out=str(pruned), quiet=s.quiet), pruned, st.reconstruct))
         source = ModelSource(str(pruned))
         if s.finetunes:
-            training = FinetuneSettings(steps=s.finetune_steps or None,
-                                        epochs=1 if s.finetune_steps else s.finetune_epochs, lr=s.finetune_lr,
-                                        batch_size=s.finetune_batch_size, alpha=s.alpha, temperature=s.temperature)
+            training = replace(s.finetune, steps=s.finetune.steps or None,
+                               epochs=1 if s.finetune.steps else s.finetune.epochs)
             plan.append(Stage(f"finetune{suffix}", "finetune", st.FinetuneStageSettings(
                 model=str(pruned), data=s.data, eval_data=s.eval_data, finetune=training, device=s.device,
                 out=str(tuned), quiet=s.quiet, overwrite=True), tuned, st.finetune))  # its own sub-output
@@ -283,8 +292,7 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
 
 #: (stage command, its setting) -> the compress setting it comes from, where the names differ
 STAGE_PARAMS = {("export", "calib_images"): "export_images", ("analyze", "batch_size"): "analyze_batch_size",
-                ("finetune", "lr"): "finetune_lr", ("finetune", "batch_size"): "finetune_batch_size",
-                ("finetune", "epochs"): "finetune_epochs", ("finetune", "steps"): "finetune_steps"}
+                **{("finetune", inner): option for inner, option in COMPRESS_FINETUNE_OPTIONS.items() if inner != option}}
 
 
 def check_plan(settings: CompressSettings, plan: list[Stage]) -> None:
@@ -333,16 +341,16 @@ def compress(settings: CompressSettings | None = None, *, out: str | Path, echo:
     ...                       out="runs/digits-90")  # doctest: +SKIP
     """
     if settings is None:
-        known = {f.name for f in fields(CompressSettings)}
+        known = set(option_names())
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown option '{unknown[0]}' (the options are CompressSettings' fields)",
                               param=unknown[0])
-        missing = sorted(f.name for f in fields(CompressSettings)
-                         if f.default is MISSING and f.default_factory is MISSING and f.name not in options)
+        missing = sorted(name for name, _, f in option_fields(CompressSettings)
+                         if f.default is MISSING and f.default_factory is MISSING and name not in options)
         if missing:
             raise ConfigError("is required", param=missing[0])
-        settings = CompressSettings(**options)
+        settings = CompressSettings.from_options(**options)
     elif options:
         raise ConfigError("give either settings or keyword options, not both", param="settings")
     if not isinstance(out, (str, os.PathLike)) or not str(out):
@@ -459,7 +467,7 @@ def _run_claimed(settings: CompressSettings, out: Path, echo: Callable[[str], No
         if stage.command in ("prune", "reconstruct", "finetune"):
             final_model = str(stage.output)
     report = json.loads((out / "bench" / "report.json").read_text())
-    summary = {"settings": asdict(settings), "ratio_already_removed": already,
+    summary = {"settings": recorded_settings(settings), "ratio_already_removed": already,
                "round_ratios": (round_ratios(settings.ratio, settings.rounds, already) if settings.macs is None
                                 else None),
                "budget": budget_summary(plan),

@@ -32,6 +32,11 @@ CALIBRATION_IMAGES = 256
 CHECK_IMAGES = 64
 
 
+#: the options of a contained ReconstructConfig (its `weight_mix` is the library's alone)
+RECONSTRUCT_OPTIONS = {"mode": "reconstruct_mode", "target": "reconstruct_target", "weighting": "reconstruct_weighting",
+                       "ridge": "ridge"}
+
+
 def display_field(default: Any) -> Any:
     """A dataclass field that only changes how a stage shows its work (not what it writes)."""
     return field(default=default, metadata=DISPLAY)
@@ -47,17 +52,24 @@ def check_types(settings: Any) -> None:
     ...
     pathprune.errors.ConfigError: img_size 2.5: expected an integer
     """
-    import typing
-
-    hints = typing.get_type_hints(type(settings))
+    hints = _hints(type(settings))
     for f in dataclasses.fields(settings):
         value, kinds = getattr(settings, f.name), _kinds(hints.get(f.name, Any))
-        if kinds is None or any(_is_a(value, kind) for kind in kinds):
+        if f.metadata.get("contained") and dataclasses.is_dataclass(value):
+            inner_hints = _hints(type(value))
+            for option, g in _inner_options(f, value):  # named by their option names
+                _check_type(getattr(value, g.name), _kinds(inner_hints.get(g.name, Any)), option)
             continue
-        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
-                 dict: "a mapping", type(None): "nothing"}
-        wanted = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
-        raise ConfigError(f"{value!r}: expected {wanted}", param=f.name)
+        _check_type(value, kinds, f.name)
+
+
+def _check_type(value: Any, kinds: tuple[type, ...] | None, param: str) -> None:
+    if kinds is None or any(_is_a(value, kind) for kind in kinds):
+        return
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
+             dict: "a mapping", type(None): "nothing"}
+    wanted = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
+    raise ConfigError(f"{value!r}: expected {wanted}", param=param)
 
 
 def _kinds(hint: Any) -> tuple[type, ...] | None:
@@ -181,6 +193,43 @@ class ModelSource:
         return input_paths(self.model, self.weights)
 
 
+@dataclass
+class LabelFiles:
+    """How image folders and files map to the model's classes (options ``class_map`` and ``labels``), for
+    every stage that reads labelled images.
+
+    >>> LabelFiles(labels="LOC_val_solution.csv").labels
+    'LOC_val_solution.csv'
+    """
+
+    class_map: str | None = None
+    labels: str | None = None
+
+    def paths(self) -> tuple[str | None, str | None]:
+        return self.class_map, self.labels
+
+    def arguments(self, model: Any, spec: Any) -> dict[str, Any]:
+        """open_images keyword arguments that make labels follow the model."""
+        return label_arguments(model, spec, self.class_map, self.labels)
+
+
+@dataclass
+class TeacherSource:
+    """The dense model a repair matches (options ``teacher`` and ``teacher_weights``); None: the one
+    recorded in the pruned model's model.json.
+
+    >>> TeacherSource("vit_tiny_patch16_224", "dense.safetensors").weights
+    'dense.safetensors'
+    """
+
+    model: str | None = None
+    weights: str | None = None
+
+
+#: the options of a contained TeacherSource
+TEACHER_OPTIONS = {"model": "teacher", "weights": "teacher_weights"}
+
+
 def input_paths(*items: Any) -> list[str]:
     """The inputs of a stage that are paths on disk (never an output target); names like digits skipped."""
     paths = [str(i)[len("local-dir:"):] if str(i).startswith("local-dir:") else str(i) for i in items if i]
@@ -240,30 +289,178 @@ def check_data_source(data: str, param: str = "data") -> None:
         raise InputError(f"{data}: not a directory (expected class folders, or digits[:train|:test])", param=param)
 
 
-def _fields(settings: Any):
-    return [f for f in dataclasses.fields(settings)]
+def contained(factory: Any, names: dict[str, str] | None = None, prefix: str = "") -> Any:
+    """A dataclass field holding another settings/config dataclass (made by `factory`), whose fields are
+    options of the containing settings: an inner field ``f`` is the option ``names[f]``, else
+    ``prefix + f`` (``names`` in its own order first, then the other inner fields in theirs). With
+    `names` given, only the fields it lists are options (the others keep the factory's values).
+
+    This is the documented mapping between nested settings and their flat option names (the command
+    line's flags, ``pp.compress``'s keywords, recorded commands and resume keys)::
+
+        reconstruction: ReconstructConfig = contained(ReconstructConfig, names={"mode": "reconstruct_mode"})
+    """
+    return field(default_factory=factory, metadata={"contained": True, "names": dict(names) if names else None,
+                                                    "prefix": prefix})
+
+
+def _inner_options(f: dataclasses.Field, inner: Any) -> list[tuple[str, dataclasses.Field]]:
+    """(option name, inner field) of a contained field `f`, in option order."""
+    by_name = {g.name: g for g in dataclasses.fields(inner)}
+    names = f.metadata.get("names")
+    if names is not None:
+        return [(option, by_name[name]) for name, option in names.items()]
+    return [(f.metadata.get("prefix", "") + g.name, g) for g in dataclasses.fields(inner)]
+
+
+def option_fields(settings_class: Any) -> list[tuple[str, tuple[str, ...], dataclasses.Field]]:
+    """Every option of a settings class, nested settings flattened: (option name, attribute path, field)
+    in option order. ``option_fields(PruneSettings)`` lists ``("reconstruct_mode", ("reconstruction",
+    "mode"), ...)``; a contained :class:`ModelSource` (``source``) gives ``model``, ``weights``, ..."""
+    out: list[tuple[str, tuple[str, ...], dataclasses.Field]] = []
+    hints = _hints(settings_class)
+    for f in dataclasses.fields(settings_class):
+        inner = _inner_class(f, hints.get(f.name))
+        if inner is None:
+            out.append((f.name, (f.name,), f))
+            continue
+        for option, g in _inner_options(f, inner):
+            out.append((option, (f.name, g.name), g))
+    return out
+
+
+def _hints(settings_class: Any) -> dict[str, Any]:
+    """The resolved type hints of a settings class (a hint naming a class imported only inside
+    functions stays unresolved: a contained field says so in its metadata)."""
+    import sys
+    import typing
+
+    try:
+        return typing.get_type_hints(settings_class)
+    except NameError:
+        namespace = vars(sys.modules[settings_class.__module__])
+        out = {}
+        for f in dataclasses.fields(settings_class):
+            try:
+                out[f.name] = eval(f.type, namespace) if isinstance(f.type, str) else f.type
+            except NameError:
+                out[f.name] = Any
+        return out
+
+
+def _inner_class(f: dataclasses.Field, hint: Any) -> type | None:
+    """The settings dataclass a field contains, or None (a plain value)."""
+    if f.metadata.get("contained") or (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+        if f.default_factory is not dataclasses.MISSING:
+            return type(f.default_factory())
+        return hint if isinstance(hint, type) else None
+    return None
+
+
+def option_defaults(settings_class: Any) -> dict[str, Any]:
+    """The default of every option of a settings class (nested settings flattened, a contained
+    config's default taken from the containing field's factory: compress's 512 calibration images)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings_class):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            inner = _inner_class(f, _hints(settings_class).get(f.name))
+            if inner is not None:  # required nested settings (a ModelSource): its own defaults
+                for option, g in _inner_options(f, inner):
+                    if g.default is not dataclasses.MISSING:
+                        out[option] = g.default
+            continue
+        if dataclasses.is_dataclass(value):
+            out.update({option: getattr(value, g.name) for option, g in _inner_options(f, value)})
+        else:
+            out[f.name] = value
+    return out
+
+
+def from_options(settings_class: Any, options: dict[str, Any]) -> Any:
+    """`settings_class` from flat options (the inverse of :func:`option_items`): the options of a
+    contained settings class are gathered into it (from its factory's values, or its own defaults).
+
+    >>> from pathprune.pipeline.stages import PruneSettings
+    >>> from_options(PruneSettings, {"model": "digits", "ratio": 0.5, "out": "o", "ridge": 0.1}).reconstruction.ridge
+    0.1
+    """
+    values = dict(options)
+    hints = _hints(settings_class)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(settings_class):
+        inner = _inner_class(f, hints.get(f.name))
+        if inner is None:
+            if f.name in values:
+                kwargs[f.name] = values.pop(f.name)
+            continue
+        given = {g.name: values.pop(option) for option, g in _inner_options(f, inner) if option in values}
+        if f.name in values:  # the contained settings themselves
+            kwargs[f.name] = values.pop(f.name)
+            if given:
+                kwargs[f.name] = dataclasses.replace(kwargs[f.name], **given)
+        elif f.default_factory is not dataclasses.MISSING:
+            kwargs[f.name] = dataclasses.replace(f.default_factory(), **given) if given else f.default_factory()
+        elif given:
+            kwargs[f.name] = inner(**given)
+    if values:
+        name = sorted(values)[0]
+        raise ConfigError(f"unknown option '{name}'", param=name)
+    return settings_class(**kwargs)
+
+
+def flat_dict(settings: Any) -> dict[str, Any]:
+    """Every option of `settings` with its value, nested settings flattened (defaults included)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for option, g in _inner_options(f, value):
+                inner = getattr(value, g.name)
+                out[option] = dataclasses.asdict(inner) if dataclasses.is_dataclass(inner) else inner
+        else:
+            out[f.name] = value
+    return out
 
 
 def option_items(settings: Any, *, include_display: bool = False) -> list[tuple[str, Any]]:
     """(option name, value) of every setting that differs from its default, nested settings
-    flattened, in field order (option dicts such as an importance method's options expanded)."""
+    flattened under their option names (:func:`contained`), in option order (option dicts such as an
+    importance method's options expanded)."""
     items: list[tuple[str, Any]] = []
-    for f in _fields(settings):
+    for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if f.metadata.get("display") and not include_display:
             continue
         if dataclasses.is_dataclass(value):
-            items += option_items(value, include_display=include_display)
+            # a contained config's default is the containing field's (compress's 512 calibration images)
+            baseline = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            for option, g in _inner_options(f, value):
+                inner = getattr(value, g.name)
+                if g.metadata.get("display") and not include_display:
+                    continue
+                default = getattr(baseline, g.name) if baseline is not None else _default_of(g)
+                if dataclasses.is_dataclass(inner):
+                    items += option_items(inner, include_display=include_display)
+                elif inner != default or default is dataclasses.MISSING:
+                    items.append((option, inner))
             continue
         if f.metadata.get("options"):
             items += [(k, v) for k, v in (value or {}).items()]
             continue
-        default = (f.default if f.default is not dataclasses.MISSING else
-                   f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        default = _default_of(f)
         if value == default and default is not dataclasses.MISSING:
             continue
         items.append((f.name, value))
     return items
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return (f.default if f.default is not dataclasses.MISSING else
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

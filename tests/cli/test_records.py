@@ -19,7 +19,8 @@ def _parses(record: list[str]) -> dict:
 
 @pytest.mark.parametrize("budget", [{"ratio": 0.5}, {"macs": 0.5}, {"ratio": 0.9, "rounds": 2, "finetune_steps": 3}])
 def test_every_recorded_stage_command_of_a_compress_plan_is_accepted(tmp_path, budget):
-    settings = CompressSettings(model="digits", data="digits:train", eval_data="digits:test", **budget).validate()
+    settings = CompressSettings.from_options(model="digits", data="digits:train", eval_data="digits:test",
+                                             **budget).validate()
     plan = plan_stages(settings, tmp_path / "out")
     assert plan
     for stage in plan:

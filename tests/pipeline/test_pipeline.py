@@ -82,8 +82,8 @@ def test_recorded_commands_are_valid_command_lines(setup, tmp_path):
     from pathprune.cli.records import command_record
     from pathprune.pipeline.compress import CompressSettings, plan_stages
 
-    settings = CompressSettings(**_library_options(setup, rounds=2, finetune_steps=3, precision="int8-static",
-                                                   optimize=True, options={"seed": 0}))
+    settings = CompressSettings.from_options(**_library_options(setup, rounds=2, finetune_steps=3, precision="int8-static",
+                                                                optimize=True, options={"seed": 0}))
     plan = plan_stages(settings, tmp_path / "c")
     assert [s.name for s in plan] == ["analyze", "prune", "finetune", "analyze-2", "prune-2", "finetune-2",
                                       "export", "bench"]

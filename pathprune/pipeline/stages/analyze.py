@@ -4,37 +4,35 @@ torchrun-aware)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...attribution import PathConfig
 from ...errors import ConfigError
-from ..settings import DISPLAY, ModelSource, check_positive, display_field, input_paths, label_arguments
+from ..settings import DISPLAY, LabelFiles, ModelSource, check_positive, contained, display_field, input_paths
+
+
+#: the analyze options of a contained PathConfig, in option order
+PATH_OPTIONS = {name: name for name in ("topk", "steps", "refine_steps", "refine_tol", "quadrature", "jas", "token",
+                                        "target", "objective", "scoring")}
 
 
 @dataclass
 class AnalyzeSettings:
     """`analyze`: each image's influential neuron path into `out` (resumable, torchrun-aware).
 
-    >>> AnalyzeSettings(ModelSource("digits"), data="digits:train", out="runs/p", topk=5).validate().path_config(None).topk
+    >>> AnalyzeSettings(ModelSource("digits"), data="digits:train", out="runs/p",
+    ...                 path=PathConfig(topk=5, token=None)).validate().path_config(None).topk
     5
     """
 
     source: ModelSource
     data: str
     out: str
-    class_map: str | None = None
-    labels: str | None = None
-    topk: int = PathConfig.topk
-    steps: int = PathConfig.steps
-    refine_steps: int = PathConfig.refine_steps
-    refine_tol: float = PathConfig.refine_tol
-    quadrature: str = PathConfig.quadrature
-    jas: str = PathConfig.jas
-    token: str | None = None  # None: the model's own scope (cls, or patches for pooled models)
-    target: str = PathConfig.target
-    objective: str = PathConfig.objective
-    scoring: str = PathConfig.scoring
+    labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
+    #: the path search; its token None: the model's own scope (cls, or patches for pooled models).
+    #: Its max_batch and dtype are this stage's own fields below (their place among the options).
+    path: PathConfig = contained(lambda: PathConfig(token=None), names=PATH_OPTIONS)
     preprocess: str = "model"
     batch_size: int = 10
     max_batch: int | None = field(default=None, metadata=DISPLAY)  # speed and memory, not records
@@ -51,11 +49,8 @@ class AnalyzeSettings:
     units: str = "neurons"  # heads: also a heads-only path search, per-head statistics (issue 17)
 
     def path_config(self, default_token: str | None) -> PathConfig:
-        return PathConfig(topk=self.topk, steps=self.steps, refine_steps=self.refine_steps,
-                          refine_tol=self.refine_tol, quadrature=self.quadrature, jas=self.jas,
-                          token=self.token or default_token or PathConfig.token, target=self.target,
-                          objective=self.objective, scoring=self.scoring, max_batch=self.max_batch,
-                          dtype=self.dtype).validate()
+        return replace(self.path, token=self.path.token or default_token or PathConfig.token,
+                       max_batch=self.max_batch, dtype=self.dtype).validate()
 
     def validate(self) -> "AnalyzeSettings":
         from ...data import parse_shard
@@ -83,13 +78,13 @@ def analyze(settings: AnalyzeSettings) -> dict[str, Any]:
 
     s = settings.validate()
     shard = parse_shard(s.shard)
-    check_output_target(s.out, "analyze", inputs=input_paths(s.data, *s.source.input_paths(), s.class_map, s.labels),
+    check_output_target(s.out, "analyze", inputs=input_paths(s.data, *s.source.input_paths(), *s.labels_from.paths()),
                         resumable=True)
     model, spec = s.source.load()
     config = s.path_config(spec.token_scope)
     image_set = open_images(s.data, spec.preprocessing, preprocess=s.preprocess, classes=s.classes,
                             images_per_class=s.images_per_class, max_images=s.max_images,
-                            **label_arguments(model, spec, s.class_map, s.labels))
+                            **s.labels_from.arguments(model, spec))
     workers = s.workers
     if workers is None:
         workers = 0 if s.data.startswith("digits") else min(4, os.cpu_count() or 1)

@@ -7,8 +7,8 @@ from typing import Any
 
 from ...errors import ConfigError
 from ...evaluate.config import BenchSettings
-from ..settings import (CHECK_IMAGES, ModelSource, check_positive, display_field, input_paths, int_tuple, label_arguments,
-                        str_tuple)
+from ..settings import (CHECK_IMAGES, LabelFiles, ModelSource, check_positive, contained, display_field, input_paths,
+                        int_tuple, str_tuple)
 
 #: the batch sizes `bench` times, as the command line writes them
 BENCH_BATCH_SIZES = ",".join(map(str, BenchSettings.batch_sizes))
@@ -23,8 +23,7 @@ class BenchSettingsSpec:
     out: str
     pruned: tuple[str, ...] = ()
     onnx: tuple[str, ...] = ()
-    class_map: str | None = None
-    labels: str | None = None
+    labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
     preprocess: str = "model"
     images_per_class: int | None = None
     classes: str | None = None
@@ -88,13 +87,13 @@ def bench(settings: BenchSettingsSpec) -> dict[str, Any]:
 
     s = settings.validate()
     bench_settings = s.bench_settings()
-    inputs = input_paths(*s.source.input_paths(), s.data, s.class_map, s.labels, s.calib_data, *s.pruned, *s.onnx)
+    inputs = input_paths(*s.source.input_paths(), s.data, *s.labels_from.paths(), s.calib_data, *s.pruned, *s.onnx)
     with claim_output(s.out, "bench", inputs=inputs, overwrite=s.overwrite):
         model, spec = s.source.load()
         models = [BenchModel(name=spec.name, model=model, spec=spec, kind="dense", ratio=0.0)]
         models += [load_pruned_dir(d) for d in s.pruned]
         models += [load_onnx_file(f) for f in s.onnx]
-        labels = label_arguments(model, spec, s.class_map, s.labels)
+        labels = s.labels_from.arguments(model, spec)
         images = open_images(s.data, spec.preprocessing, preprocess=s.preprocess, classes=s.classes,
                              images_per_class=s.images_per_class, max_images=s.max_images, **labels)
         calibration = (open_images(s.calib_data, spec.preprocessing, preprocess=s.preprocess,

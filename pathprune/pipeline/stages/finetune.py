@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ...repair import FinetuneSettings
 from ..claims import claim_on_main
-from ..settings import display_field
+from ..settings import TEACHER_OPTIONS, TeacherSource, contained, display_field
 
 
 @dataclass
@@ -21,8 +21,7 @@ class FinetuneStageSettings:
     model: str
     data: str
     out: str
-    teacher: str | None = None
-    teacher_weights: str | None = None
+    teacher: TeacherSource = contained(TeacherSource, names=TEACHER_OPTIONS)  # options teacher, teacher_weights
     eval_data: str | None = None
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     device: str = "auto"
@@ -52,7 +51,7 @@ def finetune(settings: FinetuneStageSettings, *, distributed: bool | None = None
     s = settings.validate()
     with torchrun_process_group(s.device, distributed) as (ranks, device), \
             claim_on_main(ranks, s.out, FINETUNE_COMMAND, overwrite=s.overwrite, agree=s,
-                          inputs=[s.model, s.data, s.eval_data, s.teacher, s.teacher_weights]):
+                          inputs=[s.model, s.data, s.eval_data, s.teacher.model, s.teacher.weights]):
         return _finetune_claimed(s, device)
 
 
@@ -64,7 +63,7 @@ def _finetune_claimed(s: FinetuneStageSettings, device: str):
 
     description = read_model_description(s.model)
     student, spec = create_model(str(s.model))
-    teacher_model, teacher_spec = find_teacher(description, s.teacher, s.teacher_weights)
+    teacher_model, teacher_spec = find_teacher(description, s.teacher.model, s.teacher.weights)
     images = open_images(s.data, spec.preprocessing)
     eval_images = open_images(s.eval_data, spec.preprocessing) if s.eval_data else None
     result = run_finetune(student, spec, description, teacher_model, teacher_spec, images, s.out,

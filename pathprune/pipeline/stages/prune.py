@@ -10,7 +10,8 @@ from typing import Any
 from ...errors import ConfigError
 from ...repair.config import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import CALIBRATION_IMAGES, ModelSource, check_positive, display_field, input_paths, label_arguments
+from ..settings import (CALIBRATION_IMAGES, RECONSTRUCT_OPTIONS, LabelFiles, ModelSource, check_positive, contained,
+                        display_field, input_paths, label_arguments)
 
 
 @dataclass
@@ -35,15 +36,12 @@ class PruneSettings:
     min_per_layer: float = 1
     compensate: bool = False
     reconstruct: bool = False
-    reconstruct_mode: str = ReconstructConfig.mode
-    reconstruct_target: str = ReconstructConfig.target
-    reconstruct_weighting: str = ReconstructConfig.weighting
-    ridge: float = ReconstructConfig.ridge
+    #: how a least-squares reconstruction re-fits (options reconstruct_mode, _target, _weighting, ridge)
+    reconstruction: ReconstructConfig = contained(ReconstructConfig, names=RECONSTRUCT_OPTIONS)
     calib_data: str | None = None
     calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
-    class_map: str | None = None
-    labels: str | None = None
+    labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
     batch_size: int = 32
     device: str = "auto"
     allow_partial: bool = False
@@ -68,12 +66,9 @@ class PruneSettings:
                            heads_method=self.heads_importance, macs=self.macs).validate()
 
     def reconstruct_config(self):
-        from ...repair import ReconstructConfig
-
         if not self.reconstruct:
             return None
-        return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
-                                 weighting=self.reconstruct_weighting, ridge=self.ridge).validate()
+        return self.reconstruction.validate()
 
     @property
     def needs(self) -> frozenset[str]:
@@ -111,7 +106,7 @@ def calibration_source(settings: PruneSettings, analysis: Any) -> tuple[str, str
     """(data, preprocess, class_map, labels) of the calibration images: the given calibration data,
     else the analysis' own images and preprocessing (path methods)."""
     if settings.calib_data is not None:
-        return settings.calib_data, "model", settings.class_map, settings.labels
+        return settings.calib_data, "model", *settings.labels_from.paths()
     if analysis is not None:
         recorded = analysis.run.get("data", {})
         if recorded.get("root"):
@@ -137,7 +132,7 @@ def prune(settings: PruneSettings, *, distributed: bool | None = None) -> dict[s
 
     s = settings.validate()
     config, repair = s.prune_config(), s.reconstruct_config()
-    inputs = input_paths(s.paths, *s.source.input_paths(), s.calib_data, s.eval_data, s.class_map, s.labels)
+    inputs = input_paths(s.paths, *s.source.input_paths(), s.calib_data, s.eval_data, *s.labels_from.paths())
     with torchrun_process_group(s.device, distributed) as (ranks, device), \
             claim_on_main(ranks, s.out, "prune", inputs=inputs, overwrite=s.overwrite, agree=s):
         analysis = load_analysis(s.paths, allow_partial=s.allow_partial) if s.paths is not None else None
@@ -152,7 +147,7 @@ def prune(settings: PruneSettings, *, distributed: bool | None = None) -> dict[s
             calib = spread_subset(open_images(data, spec.preprocessing, preprocess=preprocess,
                                               **label_arguments(model, spec, class_map, labels)), s.calib_images)
         eval_images = (open_images(s.eval_data, spec.preprocessing,
-                                   **label_arguments(model, spec, s.class_map, s.labels))
+                                   **s.labels_from.arguments(model, spec))
                        if s.eval_data and ranks.is_main else None)
         report = prune_model(model, spec, config, s.out, analysis=analysis, calib=calib, eval_images=eval_images,
                              previous=read_description(s.source.model), batch_size=s.batch_size,

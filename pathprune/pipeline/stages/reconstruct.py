@@ -8,7 +8,8 @@ from typing import Any
 
 from ...repair.config import ReconstructConfig
 from ..claims import claim_on_main
-from ..settings import CALIBRATION_IMAGES, check_positive, display_field, input_paths, label_arguments
+from ..settings import (CALIBRATION_IMAGES, RECONSTRUCT_OPTIONS, TEACHER_OPTIONS, LabelFiles, TeacherSource,
+                        check_positive, contained, display_field, input_paths)
 
 
 @dataclass
@@ -17,33 +18,26 @@ class ReconstructStageSettings:
     that it reproduces its dense model (recorded in model.json, or `teacher`) on calibration images;
     the result is a pruned-model directory `out`.
 
-    >>> ReconstructStageSettings(model="runs/p95", calib_data="digits:train", out="runs/p95-r").validate().ridge
+    >>> ReconstructStageSettings(model="runs/p95", calib_data="digits:train", out="runs/p95-r").validate().reconstruction.ridge
     0.001
     """
 
     model: str
     calib_data: str
     out: str
-    teacher: str | None = None
-    teacher_weights: str | None = None
-    reconstruct_mode: str = ReconstructConfig.mode
-    reconstruct_target: str = ReconstructConfig.target
-    reconstruct_weighting: str = ReconstructConfig.weighting
-    ridge: float = ReconstructConfig.ridge
+    teacher: TeacherSource = contained(TeacherSource, names=TEACHER_OPTIONS)  # options teacher, teacher_weights
+    #: how a least-squares reconstruction re-fits (options reconstruct_mode, _target, _weighting, ridge)
+    reconstruction: ReconstructConfig = contained(ReconstructConfig, names=RECONSTRUCT_OPTIONS)
     calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
-    class_map: str | None = None
-    labels: str | None = None
+    labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
     batch_size: int = 32
     device: str = "auto"
     overwrite: bool = display_field(False)
     quiet: bool = display_field(False)
 
     def reconstruct_config(self):
-        from ...repair import ReconstructConfig
-
-        return ReconstructConfig(mode=self.reconstruct_mode, target=self.reconstruct_target,
-                                 weighting=self.reconstruct_weighting, ridge=self.ridge).validate()
+        return self.reconstruction.validate()
 
     def validate(self) -> "ReconstructStageSettings":
         self.reconstruct_config()
@@ -66,13 +60,13 @@ def reconstruct(settings: ReconstructStageSettings, *, distributed: bool | None 
 
     s = settings.validate()
     config = s.reconstruct_config()
-    inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher, s.teacher_weights, s.class_map, s.labels)
+    inputs = input_paths(s.model, s.calib_data, s.eval_data, s.teacher.model, s.teacher.weights, *s.labels_from.paths())
     with torchrun_process_group(s.device, distributed) as (ranks, device):
         with claim_on_main(ranks, s.out, "reconstruct", inputs=inputs, overwrite=s.overwrite, agree=s):
             description = read_model_description(s.model)
             student, spec = create_model(str(s.model))
-            dense, _ = find_teacher(description, s.teacher, s.teacher_weights)
-            labels = label_arguments(student, spec, s.class_map, s.labels)
+            dense, _ = find_teacher(description, s.teacher.model, s.teacher.weights)
+            labels = s.labels_from.arguments(student, spec)
             calib = spread_subset(open_images(s.calib_data, spec.preprocessing, **labels), s.calib_images)
             eval_images = (open_images(s.eval_data, spec.preprocessing, **labels)
                            if s.eval_data and ranks.is_main else None)
