@@ -257,10 +257,12 @@ def plan_stages(s: CompressSettings, out: str | Path, already: float = 0.0, *,
                 analysis, st.analyze))
         separate = distributed and s.reconstruct
         removed = out / f"removed{suffix}" if separate else pruned
-        plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(
-            source=source, paths=str(analysis) if analysis_needed else None, importance=method,
+        stage_repairs = s.reconstruct and not separate
+        plan.append(Stage(f"prune{suffix}", "prune", st.PruneSettings(  # the stage's own default left unnamed
+            source=source, paths=str(analysis) if analysis_needed else None,
+            importance=None if method == ("auto" if stage_repairs else "path") else method,
             options=dict(s.options), scope=s.scope, ratio=round(ratio, 10), macs=macs,
-            reconstruct=s.reconstruct and not separate, reconstruction=replace(s.reconstruction),
+            reconstruct=stage_repairs, reconstruction=replace(s.reconstruction),
             compensate=s.compensate,
             calib_data=s.data, calib_images=s.calib_images, eval_data=s.eval_data, device=s.device,
             out=str(removed), quiet=s.quiet), removed, partial(st.prune, distributed=False)))  # rank 0 alone
