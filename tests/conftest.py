@@ -383,3 +383,16 @@ def callers_model():
     model.train()
     model.patch_embed.requires_grad_(False)
     return model, spec
+
+
+def forward_with_hooks(model: torch.nn.Module, x: torch.Tensor, handles: list, no_grad: bool = True):
+    """model(x) with the hooks behind `handles` in place (under torch.no_grad() unless no_grad=False), then
+    removes the hooks, also when the forward pass fails."""
+    from contextlib import nullcontext
+
+    try:
+        with torch.no_grad() if no_grad else nullcontext():
+            return model(x)
+    finally:
+        for h in handles:
+            h.remove()
