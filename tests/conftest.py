@@ -285,3 +285,114 @@ def timm_to_google_npz(model) -> dict[str, np.ndarray]:
             out[g + f"MlpBlock_3/Dense_{r}/kernel"] = sd[p + f"mlp.fc{r + 1}.weight"].T
             out[g + f"MlpBlock_3/Dense_{r}/bias"] = sd[p + f"mlp.fc{r + 1}.bias"]
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# a finished tiny run (analysis and prune output) and the checks on outputs
+
+
+def run_main(args: list) -> None:
+    """`pathprune ARGS` in-process through pathprune.cli.main, which must succeed."""
+    from pathprune.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """Tiny ViT weights, a 3-class folder, an analysis of it and a prune output made from it, built once a
+    session through the CLI (tests read them and never change them):
+    {"root", "data", "weights", "analysis", "pruned"}."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    workspace = tiny_workspace(root)
+    weights = workspace["weights"]
+    run_main(["analyze", *cli_model_args(weights), "--data", workspace["data"], "--out", root / "A",
+              "--steps", "2", "--batch-size", "6", "--workers", "0", "--quiet"])
+    run_main(["prune", *cli_model_args(weights), "--paths", root / "A", "--ratio", "0.5", "--out", root / "P",
+              "--quiet"])
+    return {**workspace, "analysis": root / "A", "pruned": root / "P"}
+
+
+def tiny_command(run: dict, command: str, out) -> list:
+    """Arguments of the directory-writing `command` on the tiny run's files, writing to `out` (each would
+    run as given)."""
+    model = cli_model_args(run["weights"])
+    paths, data = run["analysis"], run["data"]
+    return {
+        "analyze": ["analyze", *model, "--data", data, "--out", out, "--steps", "1", "--workers", "0", "--quiet"],
+        "prune": ["prune", *model, "--paths", paths, "--ratio", "0.5", "--out", out, "--quiet"],
+        "bench": ["bench", *model, "--pruned", run["pruned"], "--data", data, "--backends", "torch-cpu",
+                  "--batch-sizes", "1", "--warmup", "1", "--repeats", "2", "--bootstrap", "100", "--out", out,
+                  "--quiet"],
+        "manipulate": ["manipulate", *model, "--paths", paths, "--out", out, "--quiet"],
+        "scores": ["scores", *model, "--paths", paths, "--out", out, "--quiet"],
+        "structure": ["structure", "--paths", paths, "--out", out],
+        "merge": ["merge", paths, "--out", out],
+        "demo": ["demo", "--out", out, "--quiet"],
+    }[command]
+
+
+def file_tree(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its bytes (what 'intact' means in the output checks)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def write_small_png(path: Path, seed: int = 0, size=(8, 8), mode: str = "L") -> None:
+    """A random `mode` ("L" or "RGB") PNG of `size`, its folders created."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (*size, 3) if mode == "RGB" else size
+    Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode).save(path)
+
+
+# --------------------------------------------------------------------------------------------
+# a library call leaves the caller's model as it was
+
+
+def model_state(model: torch.nn.Module) -> dict:
+    """What a library call must not change: modes, requires_grad, placement, values, hooks."""
+    return {"modes": [m.training for m in model.modules()],
+            "grads": [p.requires_grad for p in model.parameters()],
+            "placement": [(t.device, t.dtype) for t in list(model.parameters()) + list(model.buffers())],
+            "values": {k: v.clone() for k, v in model.state_dict().items()},
+            "hooks": sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())}
+
+
+def assert_same_state(before: dict, model: torch.nn.Module) -> None:
+    after = model_state(model)
+    assert after["modes"] == before["modes"]
+    assert after["grads"] == before["grads"]
+    assert after["placement"] == before["placement"]
+    assert after["hooks"] == before["hooks"]
+    assert after["values"].keys() == before["values"].keys()
+    for key, value in before["values"].items():
+        assert torch.equal(after["values"][key], value), key
+
+
+@pytest.fixture
+def callers_model():
+    """The digits model as a caller might hold it: training mode, some parameters frozen."""
+    from pathprune.models import create_model
+
+    model, spec = create_model("digits")
+    model.train()
+    model.patch_embed.requires_grad_(False)
+    return model, spec
+
+
+def forward_with_hooks(model: torch.nn.Module, x: torch.Tensor, handles: list, no_grad: bool = True):
+    """model(x) with the hooks behind `handles` in place (under torch.no_grad() unless no_grad=False), then
+    removes the hooks, also when the forward pass fails."""
+    from contextlib import nullcontext
+
+    try:
+        with torch.no_grad() if no_grad else nullcontext():
+            return model(x)
+    finally:
+        for h in handles:
+            h.remove()

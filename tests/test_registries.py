@@ -12,7 +12,7 @@ import torch
 import pathprune as pp
 from pathprune.attribution import JAS_FORMS, PATH_METHODS, QUADRATURE_RULES, quadrature_nodes
 from pathprune.deploy import EXPORTERS, RUNTIMES, available_runtimes, make_runner
-from pathprune.models import WEIGHT_FORMATS, mlp_layouts, model_input_shape
+from pathprune.models import WEIGHT_FORMATS, model_input_shape
 from pathprune.pruning import IMPORTANCES
 from pathprune.registry import Registry
 
@@ -156,9 +156,3 @@ def test_registry_contract():
     assert registry.help_text() == "red: hot"
     registry.unregister("red")
     assert len(registry) == 0
-
-
-def test_every_mlp_layout_is_consistent(digits):
-    model = digits[0]
-    for layout in mlp_layouts(model):
-        assert layout.inputs[0].out_features == layout.width and layout.site is layout.output

@@ -130,14 +130,19 @@ def results(model):
 # 1. the JAS of a path
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
-def test_path_jas_equals_autograd_oracle(model, results, case):
-    config, result = results[case]
+def _per_image(model, config):
+    """For each image b of batch(): (images, labels, t0, t1, b, its clean fc2 inputs per layer)."""
     images, labels = batch()
     t0, t1 = token_range(model, config.token)
     _, acts = oracle_clean(model, images)
     for b in range(BATCH):
-        acts_b = [a[b:b + 1] for a in acts]
+        yield images, labels, t0, t1, b, [a[b:b + 1] for a in acts]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_path_jas_equals_autograd_oracle(model, results, case):
+    config, result = results[case]
+    for images, labels, t0, t1, b, acts_b in _per_image(model, config):
         for paths, engine_jas in ((result.path, result.path_jas), (result.act_path, result.act_path_jas)):
             expected = oracle_path_jas(model, images[b:b + 1], int(labels[b]), acts_b, paths[b], config, t0, t1)
             assert float(engine_jas[b]) == pytest.approx(expected, rel=2e-4, abs=1e-6)
@@ -171,11 +176,7 @@ def test_chunking_does_not_change_results(model):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 def test_greedy_choice_is_argmax_of_per_candidate_scores(model, results, case):
     config, result = results[case]
-    images, labels = batch()
-    t0, t1 = token_range(model, config.token)
-    _, acts = oracle_clean(model, images)
-    for b in range(BATCH):
-        acts_b = [a[b:b + 1] for a in acts]
+    for images, labels, t0, t1, b, acts_b in _per_image(model, config):
         for layer, width in enumerate(model.blocks[i].mlp.fc2.in_features for i in range(len(model.blocks))):
             scaled = {k: result.path[b, k] for k in range(layer)}
             scaled[layer] = torch.arange(width)

@@ -20,20 +20,10 @@ from pathprune.attribution.quadrature import null_rule
 from pathprune.errors import ConfigError
 from pathprune.models import token_range
 
-from conftest import make_tiny
 from test_engine import oracle_clean, oracle_forward
+from test_engine_scoring import batch, model  # noqa: F401 - the same model fixture and batches
 
 LOW, HIGH = 3, 12
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_tiny(seed=5, depth=3)[0]
-
-
-def batch(n=4, seed=7):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 32, 32, generator=gen), torch.arange(n) % 3
 
 
 def oracle_null(alphas: np.ndarray) -> np.ndarray:

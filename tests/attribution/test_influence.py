@@ -10,7 +10,7 @@ import torch
 from pathprune.attribution import PATH_METHODS, NeuronPathSearch, PathConfig, influence_pattern, quadrature_nodes
 from pathprune.models import token_range
 
-from conftest import make_tiny
+from conftest import forward_with_hooks, make_tiny
 
 
 def _fc2_hooks(model, fn):
@@ -42,11 +42,7 @@ def oracle_layer_of_input(model, layer, t0, t1):
     def fn(x):
         out = {}
         handles = _fc2_hooks(model, lambda l, h: out.__setitem__(l, h))
-        try:
-            model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        forward_with_hooks(model, x, handles, no_grad=False)
         return out[layer][0, t0:t1]
     return fn
 
@@ -67,11 +63,7 @@ def oracle_layer_of_neurons(model, x, layer, ids, t0, t1):
 
         handles = [blk.mlp.fc2.register_forward_pre_hook(lambda mod, args, l=l: hook(l, args[0]))
                    for l, blk in enumerate(model.blocks)]
-        try:
-            model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        forward_with_hooks(model, x, handles, no_grad=False)
         return out[layer][0, t0:t1]
     return fn
 
@@ -99,12 +91,7 @@ def oracle_influence(model, image, target, path, config, t0, t1):
                         start["v"] = h[0, t0:t1][:, ids].detach().clone()
 
                 handles = _fc2_hooks(model, clean_values)
-                try:
-                    with torch.no_grad():
-                        model(x)
-                finally:
-                    for h in handles:
-                        h.remove()
+                forward_with_hooks(model, x, handles)
                 jac = torch.autograd.functional.jacobian(oracle_layer_of_neurons(model, x, layer, ids, t0, t1),
                                                          start["v"])  # [T, F, T, K]
                 chain = torch.einsum("tfsk,sk->tf", jac, chain[:, ids])

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_tiny
+from conftest import forward_with_hooks, make_tiny
 
 HEADS = 4  # the tiny ViT with 4 heads of dimension 6
 
@@ -39,12 +39,7 @@ def _masked(model, x, mask_per_block):
         def hook(module, args, scale=scale):
             return (args[0] * scale.to(args[0]),)
         handles.append(block.attn.proj.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    return forward_with_hooks(model, x, handles)
 
 
 @pytest.mark.parametrize("scope", ["uniform", "global"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_ARGS, cli_model_args, tiny_workspace
+from conftest import TINY_ARGS, cli_model_args, forward_with_hooks, tiny_workspace
 
 WIDTH = int(TINY_ARGS["embed_dim"] * TINY_ARGS["mlp_ratio"])  # 48 neurons per block
 DIM = TINY_ARGS["embed_dim"]
@@ -58,12 +58,7 @@ def _masked_logits(model, x, kept, replace=None):
             h[..., removed] = 0.0 if replace is None else replace[layer][removed].to(h)
             return (h,)
         handles.append(block.mlp.fc2.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    return forward_with_hooks(model, x, handles)
 
 
 def _prune(run_cli, setup, out, *extra):

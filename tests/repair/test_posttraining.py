@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_model_args, make_folder, make_tiny
+from conftest import cli_model_args, forward_with_hooks, make_folder, make_tiny
 
 
 def _calib(n: int = 6, seed: int = 1):
@@ -22,12 +22,7 @@ def _fc2_inputs(model, x) -> list[torch.Tensor]:
     acts: list[torch.Tensor] = []
     handles = [b.mlp.fc2.register_forward_pre_hook(lambda m, a: acts.append(a[0].detach()))
                for b in model.blocks]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, x, handles)
     return [a.reshape(-1, a.shape[-1]).double() for a in acts]
 
 

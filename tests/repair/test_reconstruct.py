@@ -188,11 +188,26 @@ def test_cached_block_inputs_give_the_same_fit_as_streaming(target):
         torch.testing.assert_close(a.mlp.fc2.bias, b.mlp.fc2.bias, rtol=1e-5, atol=1e-6)
 
 
+def _analyze(run_cli, setup, out, topk: int, token: str) -> None:
+    res = run_cli(["analyze", *cli_model_args(setup["weights"]), "--data", setup["data"], "--out", out,
+                   "--steps", "2", "--topk", str(topk), "--token", token, "--workers", "0", "--quiet"])
+    assert res.code == 0, res.output
+
+
+def _assert_prune_gives_no_paper_advice(run_cli, setup, paths, out, *extra) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_cli(["prune", *cli_model_args(setup["weights"]), "--paths", paths, "--ratio", "0.5", *extra,
+                       "--out", out, "--quiet"])
+    assert res.code == 0, res.output
+    assert not [w for w in caught if "paper" in str(w.message)]
+
+
 def test_prune_warns_with_the_command_to_run_when_paths_come_from_a_paper_style_analysis(run_cli, setup, tmp_path):
     analysis = tmp_path / "a"
-    res = run_cli(["analyze", *cli_model_args(setup["weights"]), "--data", setup["data"], "--out", analysis,
-                   "--steps", "2", "--topk", "1", "--token", "cls", "--workers", "0", "--quiet"])
-    assert res.code == 0, res.output
+    _analyze(run_cli, setup, analysis, topk=1, token="cls")
     with pytest.warns(UserWarning, match="paper") as caught:
         res = run_cli(["prune", *cli_model_args(setup["weights"]), "--paths", analysis, "--ratio", "0.5",
                        "--out", tmp_path / "p", "--quiet"])
@@ -207,32 +222,14 @@ def test_prune_warns_with_the_command_to_run_when_paths_come_from_a_paper_style_
     assert "--topk 5 --token all" in warning[0] and "pathprune analyze" in warning[0]
     assert f"--data {setup['data']}" in warning[0] and "--model-arg depth=2" in warning[0]
     good = tmp_path / "b"
-    res = run_cli(["analyze", *cli_model_args(setup["weights"]), "--data", setup["data"], "--out", good,
-                   "--steps", "2", "--topk", "5", "--token", "all", "--workers", "0", "--quiet"])
-    assert res.code == 0, res.output
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = run_cli(["prune", *cli_model_args(setup["weights"]), "--paths", good, "--ratio", "0.5",
-                       "--out", tmp_path / "p2", "--quiet"])
-    assert res.code == 0, res.output
-    assert not [w for w in caught if "paper" in str(w.message)]
+    _analyze(run_cli, setup, good, topk=5, token="all")
+    _assert_prune_gives_no_paper_advice(run_cli, setup, good, tmp_path / "p2")
 
 
 def test_no_analysis_advice_when_reconstructing(run_cli, setup, tmp_path):
-    import warnings
-
     analysis = tmp_path / "a"
-    res = run_cli(["analyze", *cli_model_args(setup["weights"]), "--data", setup["data"], "--out", analysis,
-                   "--steps", "2", "--topk", "1", "--token", "cls", "--workers", "0", "--quiet"])
-    assert res.code == 0, res.output
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = run_cli(["prune", *cli_model_args(setup["weights"]), "--paths", analysis, "--ratio", "0.5",
-                       "--reconstruct", "--out", tmp_path / "p", "--quiet"])
-    assert res.code == 0, res.output
-    assert not [w for w in caught if "paper" in str(w.message)]
+    _analyze(run_cli, setup, analysis, topk=1, token="cls")
+    _assert_prune_gives_no_paper_advice(run_cli, setup, analysis, tmp_path / "p", "--reconstruct")
 
 
 def test_cli_token_weighted_reconstruction_equals_the_library(run_cli, setup, tmp_path):
