@@ -12,7 +12,13 @@ pure functions of (source, split, n, seed).
 - ``composites``: a coloured shape in one quadrant (6 shapes x 6 colours x 4 quadrants = 144 classes)
   with a grey distractor shape in another quadrant; ``composites-lookup``: the same images, labelled by
   a fixed random table of the 144 combinations onto 72 classes (two unrelated combinations per class:
-  a look-up the MLPs have to store).
+  a look-up the MLPs have to store);
+- ``gratings-tag-lookup``: the gratings with a 4 x 4 colour tag (one of 6 palette colours) in a random
+  corner, labelled by a fixed random table of the 36 x 6 = 216 (grating, tag colour) combinations onto
+  72 classes (three unrelated combinations per class, as ``composites-lookup``);
+- ``shapes-tag-lookup``: the project's shapes with a 4 x 4 colour tag (one of 6 palette colours) in a
+  random corner, labelled by a fixed random table of the 10 x 6 = 60 (kind, tag colour) combinations onto
+  10 classes (six per class).
 
     >>> x, y = images("gratings", "test", 4, size=16)
     >>> x.shape, x.dtype, y.tolist() == sorted(y.tolist()) or True
@@ -32,7 +38,8 @@ def classes(source: str) -> int:
     """Number of classes of a source."""
     return {"shapes": 10, "symbols-pairs": 64, "symbols-glyphs": 64, "digits": 10, "digitpairs": 100, "digitsum": 19,
             "gratings": 36, "composites": 144,
-            "composites-lookup": 72, "gratings-lookup": 12, "shapes-lookup": 10}[source]
+            "composites-lookup": 72, "gratings-lookup": 12, "shapes-lookup": 10,
+            "gratings-tag-lookup": 72, "shapes-tag-lookup": 10}[source]
 
 
 def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +67,15 @@ def images(source: str, split: str, n: int, size: int, seed: int = 0) -> tuple[n
         x, y = _gratings(n, size, rng)
         table = np.random.default_rng(2029).permutation(36) % 12
         return x, table[y].astype(np.int64)
+    if source == "gratings-tag-lookup":
+        x, grating = _gratings(n, size, rng)
+        x, tag = _add_tags(x, rng)
+        table = np.random.default_rng(2030).permutation(216) % 72
+        return x, table[grating * 6 + tag // 4]  # (grating, tag colour); the corner is a nuisance
+    if source == "shapes-tag-lookup":
+        x, combo = _tagged_shapes(n, size, rng)
+        table = np.random.default_rng(2031).permutation(60) % 10
+        return x, table[combo // 4]  # (kind, tag colour); the corner is a nuisance
     if source.startswith("symbols-"):
         return _symbols(source.split("-")[1], split, n, size, seed)
     if source in ("digits", "digitpairs", "digitsum"):
@@ -137,6 +153,35 @@ def _gratings(n: int, size: int, rng: np.random.Generator, orientations: int = 1
         img[blob] = rng.uniform(0, 1, 3)
         out[i] = img + rng.normal(0, 0.07, img.shape)
     return _to_uint8(out), labels.astype(np.int64)
+
+
+def _tagged_shapes(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The project's shapes (kinds in turn) with a 4 x 4 palette-colour tag in a random corner; returns
+    (images, combination index (kind * 6 + colour) * 4 + corner)."""
+    from benchmarks.fixtures.synthetic_shapes import render
+
+    kinds = np.arange(n) % 10
+    out = np.empty((n, size, size, 3), np.uint8)
+    combos = np.empty(n, np.int64)
+    for i, kind in enumerate(kinds):
+        img, tag = _add_tags(render(int(kind), rng, size)[None], rng)
+        out[i], combos[i] = img[0], int(kind) * 24 + tag[0]
+    return out, combos
+
+
+def _add_tags(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Images x (uint8 [n, S, S, 3]) with a 4 x 4 palette-colour tag in a random corner each, and the
+    tag index colour * 4 + corner."""
+    size = x.shape[1]
+    out = x.copy()
+    tags = np.empty(len(x), np.int64)
+    for i in range(len(x)):
+        img = out[i].astype(np.float32) / 255
+        colour, corner = int(rng.integers(0, len(COLOURS))), int(rng.integers(0, 4))
+        y0, x0 = (corner // 2) * (size - 4), (corner % 2) * (size - 4)
+        img[y0:y0 + 4, x0:x0 + 4] = COLOURS[colour] * rng.uniform(0.8, 1.0) + rng.normal(0, 0.04, (4, 4, 3))
+        out[i], tags[i] = _to_uint8(img), colour * 4 + corner
+    return out, tags
 
 
 COLOURS = np.array([[1, 0.1, 0.1], [0.1, 0.9, 0.1], [0.15, 0.3, 1], [1, 0.9, 0.1], [0.9, 0.1, 0.9], [0.1, 0.9, 0.9]],
