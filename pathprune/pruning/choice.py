@@ -112,7 +112,10 @@ def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *
     signature = {name: tuple(tuple(int(i) for i in k) for k in kept[name]) for name in names}
     if len(set(signature.values())) == 1:
         return SelectionChoice(winner=names[0], candidates=rows)
-    fit, held = split_calibration(images)
+    try:
+        fit, held = split_calibration(images)
+    except ConfigError as error:  # too few images to hold some out: the first candidate, said so
+        return SelectionChoice(winner=names[0], candidates=rows, note=f"not compared: {error.message}")
     fit = _first(fit, max(int(round(CHOICE_FIT_FRACTION * _count(images))), min(_count(fit), CHOICE_MIN_IMAGES)))
     reference = log_probs(model, held, batch_size, device)
     seen: dict[tuple, float] = {}
