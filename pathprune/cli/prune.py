@@ -51,7 +51,8 @@ D = defaults(PruneSettings)
 @click.option("--eval-data", default=None, help="Measure dense and pruned top-1 on these images.")
 @label_options
 @importance_options
-@click.option("--batch-size", type=int, default=D["batch_size"], show_default=True)
+@click.option("--batch-size", type=int, default=D["batch_size"],
+              help="Images per forward pass [default: the largest up to 32 that the available memory allows].")
 @device_option
 @click.option("--allow-partial", is_flag=True,
               help="Accept an unfinished analysis, a single shard or a partial merge as --paths.")

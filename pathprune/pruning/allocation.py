@@ -100,7 +100,7 @@ def allocation_candidates(model: nn.Module, neuron_scores: Sequence[torch.Tensor
 def choose_allocation(model: nn.Module, neuron_scores: Sequence[torch.Tensor] | None,
                       head_scores: Sequence[torch.Tensor] | None, fraction: float, images: Any, *,
                       reconstruct: ReconstructConfig | None = ReconstructConfig(),
-                      weights: Sequence[float] = HEAD_WEIGHTS, min_neurons: int = 1, batch_size: int = 32,
+                      weights: Sequence[float] = HEAD_WEIGHTS, min_neurons: int = 1, batch_size: int | None = None,
                       device: str = "cpu", progress: bool = False,
                       distributed: bool | None = None) -> AllocationChoice:
     """The allocation of least held-out loss after repair among :func:`allocation_candidates`
@@ -133,7 +133,7 @@ def budget_heads_method(config: Any) -> str:
 
 def prune_to_budget(model: nn.Module, neuron_importance: Any, config: Any, *, analysis: Any = None,
                     calib: Any = None, reconstruct: ReconstructConfig | None = None,
-                    previous: dict[str, Any] | None = None, calibration: Any = None, batch_size: int = 32,
+                    previous: dict[str, Any] | None = None, calibration: Any = None, batch_size: int | None = None,
                     progress: bool = False, device: str = "cpu", distributed: bool | None = None) -> dict[str, Any]:
     """The budget part of a prune run, in place: fit the head importance, choose the allocation
     (`config.head_weight` when given, else on held-out calibration images), remove the units. Returns

@@ -76,12 +76,18 @@ class ActivationMoments:
 
 
 @torch.no_grad()
-def activation_moments(model: nn.Module, images: Any, *, gram: bool = False, batch_size: int = 32,
+def activation_moments(model: nn.Module, images: Any, *, gram: bool = False, batch_size: int | None = None,
                        progress: bool = False, device: str = "cpu") -> ActivationMoments:
     """Sums, sums of squares (and with `gram` the Gram matrices) of every block's fc2 inputs over
-    all tokens of the calibration `images` (ImageSet or (images, labels)); the model is unchanged."""
+    all tokens of the calibration `images` (ImageSet or (images, labels)); the model is unchanged.
+    `batch_size` None: the largest (up to 32) the memory budget allows beside the sums (pathprune.memory)."""
+    from ..memory import resolve_batch
+
     layouts = mlp_layouts(model)
     widths = [layout.output.in_features for layout in layouts]
+    held = sum(((w + 1) ** 2 if gram else 2 * w) * 8 for w in widths)  # the float64 sums this pass keeps
+    batch_size = resolve_batch(batch_size, model, "forward", device=device, upper=32, what="calibration moments",
+                               fixed_extra=held)
     sums = [torch.zeros(w, dtype=torch.float64) for w in widths]
     squares = [torch.zeros(w, dtype=torch.float64) for w in widths]
     grams = [torch.zeros(w + 1, w + 1, dtype=torch.float64) for w in widths] if gram else None
@@ -137,7 +143,7 @@ class PostTrainingImportance(NeuronImportance):
         self.mean: list[torch.Tensor] | None = None
 
     def moments(self, model: nn.Module, calibration: Any, statistics: CalibrationStats | None, *,
-                batch_size: int = 32, progress: bool = False, device: str = "cpu") -> ActivationMoments:
+                batch_size: int | None = None, progress: bool = False, device: str = "cpu") -> ActivationMoments:
         usable = (statistics is not None and getattr(statistics, "mean_sq", None) is not None and not self.needs_gram
                   and not any(layout.has_norm for layout in mlp_layouts(model)))  # stats read at fc2's input
         if calibration is None or usable:
@@ -149,7 +155,7 @@ class PostTrainingImportance(NeuronImportance):
         return activation_moments(model, calibration, gram=self.needs_gram, batch_size=batch_size,
                                   progress=progress, device=device)
 
-    def _scores(self, model, calibration, *, batch_size=32, progress=False, device="cpu", statistics=None):
+    def _scores(self, model, calibration, *, batch_size=None, progress=False, device="cpu", statistics=None):
         m = self.moments(model, calibration, statistics, batch_size=batch_size, progress=progress, device=device)
         self.mean = [x.clone() for x in m.mean]
         return self.from_moments(model, m)

@@ -74,7 +74,7 @@ def check_analysis_matches(analysis_run: dict[str, Any], spec: ModelSpec, where:
 
 def prune(model: nn.Module, spec: ModelSpec, config: PruneConfig, out: str | Path, *,
           analysis=None, calib: Any = None, eval_images: Any = None, previous: dict[str, Any] | None = None,
-          batch_size: int = 32, progress: bool = False, device: str = "cpu",
+          batch_size: int | None = None, progress: bool = False, device: str = "cpu",
           reconstruct: ReconstructConfig | None = None, distributed: bool | None = None) -> dict[str, Any]:
     """Prune `model` in place by `config` (as torch-pruning's pruners do) and write the output
     directory `out`; return the report. For a pruned copy that leaves the model alone, use

@@ -42,7 +42,7 @@ class PruneSettings:
     calib_images: int = CALIBRATION_IMAGES
     eval_data: str | None = None
     labels_from: LabelFiles = contained(LabelFiles)  # options class_map, labels
-    batch_size: int = 32
+    batch_size: int | None = None  # None: each pass chooses within the memory budget (at most 32; pathprune.memory)
     device: str = "auto"
     allow_partial: bool = False
     overwrite: bool = display_field(False)
