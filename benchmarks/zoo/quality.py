@@ -17,6 +17,7 @@ Cells are cached in WORK/<model>/cells.json (a rerun resumes); writes benchmarks
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
