@@ -4,28 +4,18 @@ still resume, decided by the stage markers' keys."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
-from conftest import make_folder, make_tiny
 from pathprune.errors import OutputError
-from pathprune.pipeline.compress import SETTINGS_FILE, STAGES_DIR
+from pathprune.pipeline.resume import SETTINGS_FILE, STAGES_DIR
 
-from test_resume_identity import _compress
+from test_resume_identity import _compress, tiny_inputs
 
 
 @pytest.mark.slow  # slow tier: three whole compress runs
 def test_an_output_without_recorded_settings_resumes_or_refuses(tmp_path):
-    from safetensors.torch import save_file
-
-    data = make_folder(tmp_path / "train", broken=False).root
-    eval_data = tmp_path / "eval"
-    shutil.copytree(data, eval_data)
-    weights = tmp_path / "tiny.safetensors"
-    model, _ = make_tiny(seed=0)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    out = tmp_path / "c"
+    weights, data, eval_data, out = tiny_inputs(tmp_path)
     first, _ = _compress(tmp_path, weights, data, eval_data, out)
     assert first["skipped"] == []
     recorded = out / STAGES_DIR / SETTINGS_FILE

@@ -54,8 +54,8 @@ def _compress(tmp_path, weights, data, eval_data, out, **changes):
     return summary, lines
 
 
-@pytest.mark.slow  # slow tier: five whole compress runs
-def test_rerun_resumes_refuses_other_settings_and_redoes_what_changed_inputs_affect(tmp_path):
+def tiny_inputs(tmp_path):
+    """(weights, data, eval_data, out) of a tiny compress: saved tiny ViT weights, an image folder, a copy."""
     from safetensors.torch import save_file
 
     data = make_folder(tmp_path / "train", broken=False).root
@@ -64,7 +64,12 @@ def test_rerun_resumes_refuses_other_settings_and_redoes_what_changed_inputs_aff
     weights = tmp_path / "tiny.safetensors"
     model, _ = make_tiny(seed=0)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    out = tmp_path / "c"
+    return weights, data, eval_data, tmp_path / "c"
+
+
+@pytest.mark.slow  # slow tier: five whole compress runs
+def test_rerun_resumes_refuses_other_settings_and_redoes_what_changed_inputs_affect(tmp_path):
+    weights, data, eval_data, out = tiny_inputs(tmp_path)
 
     first, _ = _compress(tmp_path, weights, data, eval_data, out)
     assert first["skipped"] == []
@@ -86,6 +91,8 @@ def test_rerun_resumes_refuses_other_settings_and_redoes_what_changed_inputs_aff
     assert any("bench: its inputs changed" in line and str(eval_data) in line for line in lines)
     report = json.loads((out / "bench" / "report.json").read_text())
     assert report["images"] == 11
+
+    from safetensors.torch import save_file
 
     model, _ = make_tiny(seed=1)  # new weights under the same name: everything is redone
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
