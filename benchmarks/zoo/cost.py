@@ -49,7 +49,8 @@ def pairs(a: list[str], b: list[str], repeats: int, log=print) -> dict:
     """Run a and b back to back `repeats` times (alternating which goes first); per-pair ratios a/b."""
     times_a, times_b, ratios = [], [], []
     for k in range(repeats):
-        first, second = (a, b) if k % 2 == 0 else (b, a)
+        fresh = lambda args: [f"{x}-{k}" if i and args[i - 1] == "--out" else x for i, x in enumerate(args)]  # noqa: E731
+        first, second = (fresh(a), fresh(b)) if k % 2 == 0 else (fresh(b), fresh(a))  # a new output: nothing resumes
         t1, t2 = timed(first), timed(second)
         ta, tb = (t1, t2) if k % 2 == 0 else (t2, t1)
         times_a.append(ta)
@@ -81,14 +82,14 @@ def main(argv: list[str] | None = None) -> None:
         whole = pairs(["compress", *common, "--out", str(work / "default")],
                       ["compress", *common, "--importance", "obs", "--out", str(work / "obs")], a.repeats)
         run.mark("compress pairs")
-        analysis = work / "default" / "analysis"  # made by the default's compress above
+        analysis = work / "default-0" / "analysis"  # made by the default's compress above
         prune = [*model, "--ratio", str(a.ratio), "--reconstruct", "--calib-data", calib, "--calib-images", "512",
                  "--device", "cpu", "--quiet", "--overwrite"]
         print(f"{name}: prune --importance auto vs obs (analysis made once)")
         stage = pairs(["prune", *prune, "--paths", str(analysis), "--importance", "auto", "--out",
                        str(work / "p-auto")], ["prune", *prune, "--importance", "obs", "--out", str(work / "p-obs")],
                       a.repeats)
-    report = json.loads((work / "p-auto" / "report.json").read_text()).get("importance_choice") or {}
+    report = json.loads((work / "p-auto-0" / "report.json").read_text()).get("importance_choice") or {}
     fmt = lambda r: f"{r['median_ratio']:.2f}x ({', '.join(f'{x:.2f}' for x in r['ratios'])})"  # noqa: E731
     lines = ["## What the default costs (`python -m benchmarks.zoo.cost`)", "",
              f"Model: {name} (the largest counting zoo model), ratio {a.ratio}, reconstruction on, 512 calibration "
