@@ -25,12 +25,12 @@ def analyze_summary(summary: dict[str, Any], s: Any, echo: Echo) -> None:
 
 
 def prune_report(report: dict[str, Any], s: Any, echo: Echo) -> None:
-    echo(f"{getattr(s, 'method', s.importance)}: removed {report['neurons_removed']} of {sum(report['mlp_hidden_before'])} MLP "
+    echo(f"{s.method}: removed {report['neurons_removed']} of {sum(report['mlp_hidden_before'])} MLP "
          f"neurons; params {report['params_before']:,} -> {report['params_after']:,} "
          f"({report['params_ratio']:.1%}), MACs {report['macs_before']:,} -> {report['macs_after']:,} "
          f"({report['macs_ratio']:.1%})")
     if report.get("importance_choice"):
-        echo(f"{getattr(s, 'method', s.importance)} chose {report['importance_choice']['summary']}")
+        echo(f"{s.method} chose {report['importance_choice']['summary']}")
     if report.get("heads_removed"):
         echo(f"removed {report['heads_removed']} of {sum(report['heads_before'])} attention heads")
     if report.get("budget"):

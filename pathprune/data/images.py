@@ -187,13 +187,28 @@ def probe_images(image_set: ImageSet, count: int = 8) -> None:
                      f"(first: {errors[0]})", param="data")
 
 
+def subset(images: Any, positions: Sequence[int]) -> Any:
+    """The images at `positions`, in that order: an ImageSet over them (loading by position in the new list)
+    or, for an (images, labels) pair, the indexed pair.
+
+    >>> x, y = subset((torch.arange(5).float(), torch.arange(5)), [3, 1])
+    >>> y.tolist()
+    [3, 1]
+    """
+    positions = [int(p) for p in positions]
+    if isinstance(images, ImageSet):
+        base_loader = images.loader
+        return ImageSet(root=images.root, items=[images.items[p] for p in positions], class_names=images.class_names,
+                        loader=lambda pos: base_loader(positions[pos]), label_source=dict(images.label_source))
+    x, y = images
+    index = torch.as_tensor(positions, dtype=torch.long)
+    return x[index], y[index]
+
+
 def _reindexed(image_set: ImageSet, items: list[ImageItem]) -> ImageSet:
-    """An ImageSet over a sub-list, loading by position in the new list."""
-    base_loader = image_set.loader
+    """An ImageSet over a sub-list of its items, loading by position in the new list."""
     index_of = {id(it): i for i, it in enumerate(image_set.items)}
-    base_pos = [index_of[id(it)] for it in items]
-    return ImageSet(root=image_set.root, items=items, class_names=image_set.class_names,
-                    loader=lambda pos: base_loader(base_pos[pos]), label_source=dict(image_set.label_source))
+    return subset(image_set, [index_of[id(it)] for it in items])
 
 
 def _open_folder(data: str, preprocessing: dict[str, Any], preprocess: str, *, num_classes: int | None = None,

@@ -401,8 +401,6 @@ def _estimate(settings: CompressSettings, plan: list[Stage], finished: list[bool
               echo: Callable[[str], None]) -> dict[str, float]:
     """Say what the stages still to run will take (pathprune.pipeline.estimate), naming `--importance obs`
     when the analysis alone would take more than an hour; the estimate per stage."""
-    from dataclasses import replace
-
     from .estimate import announce
 
     pending = [stage for stage, was_done in zip(plan, finished) if not was_done]

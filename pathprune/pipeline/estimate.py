@@ -39,6 +39,8 @@ EXPORT_SECONDS_PER_MPARAM = 0.35
 #: part and a part per million parameters
 PRUNE_SECONDS = 0.5
 PRUNE_SECONDS_PER_MPARAM = 2.0
+#: the importance methods whose pass computes gradients (a forward and a backward per image)
+GRADIENT_METHODS = ("taylor",)
 #: an analysis expected to take longer than this is warned about before it starts
 WARN_ANALYSIS_SECONDS = 3600.0
 #: the batch at which the forward pass is timed
@@ -153,9 +155,9 @@ def _prune_passes(s: Any) -> float:
     """Forward-pass equivalents per calibration image of a prune stage (importance, repair, candidates)."""
     from ..pruning.importance import needs_of
 
-    needs = needs_of(s.importance)
-    passes = PASSES["calibrate"] if "calibration" in needs or s.reconstruct else 0.0
-    if "gradients" in needs:
+    method = getattr(s, "method", s.importance)  # a prune stage's own default resolved (auto, path)
+    passes = PASSES["calibrate"] if "calibration" in needs_of(method) or s.reconstruct else 0.0
+    if method in GRADIENT_METHODS:
         passes += PASSES["gradient"]
     if s.reconstruct:
         candidates = 1

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.images import ImageSet, count_images, labelled_batches
+from ..data.images import count_images, labelled_batches, subset
 from ..errors import ConfigError, InputError
 from ..models.adapters import mlp_input_hooks, mlp_widths
 from ..models.borrow import borrowed
@@ -82,9 +82,6 @@ def spread_subset(image_set: Any, count: int | None) -> Any:
         return image_set
     if count < 1:
         raise ConfigError("must be at least 1", param="calib_images")
-    picks = sorted({int(i * n / count) for i in range(count)})
-    base = image_set.loader
-    return ImageSet(root=image_set.root, items=[image_set.items[p] for p in picks],
-                    class_names=image_set.class_names, loader=lambda pos: base(picks[pos]))
+    return subset(image_set, sorted({int(i * n / count) for i in range(count)}))
 
 

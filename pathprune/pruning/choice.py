@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from ..data.images import count_images, subset
 from ..errors import ConfigError
 from ..repair.reconstruct import ReconstructConfig, reconstruct_mlp
 from .held_out import held_out_loss, log_probs, split_calibration
@@ -116,7 +117,8 @@ def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *
         fit, held = split_calibration(images)
     except ConfigError as error:  # too few images to hold some out: the first candidate, said so
         return SelectionChoice(winner=names[0], candidates=rows, note=f"not compared: {error.message}")
-    fit = _first(fit, max(int(round(CHOICE_FIT_FRACTION * _count(images))), min(_count(fit), CHOICE_MIN_IMAGES)))
+    fit = subset(fit, range(max(int(round(CHOICE_FIT_FRACTION * count_images(images))),
+                                min(count_images(fit), CHOICE_MIN_IMAGES))))
     reference = log_probs(model, held, batch_size, device)
     seen: dict[tuple, float] = {}
     for row in rows:
@@ -136,28 +138,11 @@ def choose_kept(model: nn.Module, kept: dict[str, Sequence[Any]], images: Any, *
                 for r in rows:
                     r["loss"] = None
                 return SelectionChoice(winner=names[0], candidates=rows, note=f"not compared: {error.message}")
-        row["loss"] = seen[signature[name]] = held_out_loss(pruned, reference, held, batch_size=batch_size or 32,
+        row["loss"] = seen[signature[name]] = held_out_loss(pruned, reference, held, batch_size=batch_size,
                                                             device=device)
         del pruned
     best = min(range(len(rows)), key=lambda i: (rows[i]["loss"], i))
     return SelectionChoice(winner=names[best], candidates=rows, compared=True)
-
-
-def _count(images: Any) -> int:
-    from ..data.images import count_images
-
-    return count_images(images)
-
-
-def _first(images: Any, n: int) -> Any:
-    """The first `n` images of an ImageSet or an (images, labels) pair."""
-    from ..data.images import ImageSet
-
-    if isinstance(images, ImageSet):
-        return ImageSet(root=images.root, items=images.items[:n], class_names=images.class_names,
-                        loader=images.loader, label_source=dict(images.label_source))
-    x, y = images
-    return x[:n], y[:n]
 
 
 __all__ = ["CHOICE_FIT_FRACTION", "CHOICE_MIN_IMAGES", "SelectionChoice", "choose_kept", "choose_selection"]

@@ -157,8 +157,15 @@ class PostTrainingImportance(NeuronImportance):
 
     def _scores(self, model, calibration, *, batch_size=None, progress=False, device="cpu", statistics=None):
         m = self.moments(model, calibration, statistics, batch_size=batch_size, progress=progress, device=device)
-        self.mean = [x.clone() for x in m.mean]
-        return self.from_moments(model, m)
+        return self._scores_from(model, m)
+
+    def fit_moments(self, model: nn.Module, moments: ActivationMoments) -> "PostTrainingImportance":
+        """Fit from moments computed already (one calibration pass shared by several methods)."""
+        return self.set_scores(model, self._scores_from(model, moments))
+
+    def _scores_from(self, model: nn.Module, moments: ActivationMoments) -> list[torch.Tensor]:
+        self.mean = [x.clone() for x in moments.mean]
+        return self.from_moments(model, moments)
 
     def from_moments(self, model: nn.Module, moments: ActivationMoments) -> list[torch.Tensor]:
         raise NotImplementedError

@@ -124,18 +124,16 @@ class AutoImportance(ObsImportance):
         options = cls.check_options(options)
         return cls(path_frequency(analysis, "path", options.pop("classes")), **options)
 
-    def fit(self, model: nn.Module, calibration: Any = None, *, batch_size: int = 32, progress: bool = False,
-            device: str = "cpu", statistics: Any = None) -> "AutoImportance":
+    def _scores(self, model, calibration, *, batch_size=None, progress=False, device="cpu", statistics=None):
         if calibration is None:
             raise ConfigError("'auto' needs calibration images", param="calib_data")
         moments = self.moments(model, calibration, statistics, batch_size=batch_size, progress=progress,
                                device=device)  # one pass, one Gram per block, for every candidate
-        self.mean = [x.clone() for x in moments.mean]
         for candidate in self.candidates.values():
-            candidate.mean = self.mean
-            candidate.set_scores(model, candidate.from_moments(model, moments))
+            candidate.fit_moments(model, moments)
         self.chosen = None
-        return self.set_scores(model, self.candidates[self.candidates_order[0]].neuron_scores())
+        self.mean = self.candidates["obs"].mean  # the removed neurons' means (compensation), as every candidate's
+        return self.candidates[self.candidates_order[0]].neuron_scores()
 
     def candidate_scores(self) -> dict[str, list[torch.Tensor]]:
         """Each candidate's per-block scores, in order of preference."""

@@ -106,3 +106,21 @@ def test_compress_says_each_stage_estimate_before_the_work_and_records_it(tmp_pa
     lines.clear()
     again = pp.compress(out=tmp_path / "c", echo=lines.append, **options)
     assert again["estimated_seconds"] == {} and not any(line.startswith("== estimate") for line in lines)
+
+
+def test_a_prune_stage_counts_the_passes_of_the_method_it_resolves_to():
+    from pathprune.pipeline.estimate import CostProbe, estimate_stages
+    from pathprune.pipeline.settings import ModelSource
+    from pathprune.pipeline.stages import PruneSettings
+
+    probe = CostProbe(forward=0.01, search=None, params=1_000_000)
+    counts = {"calib_images": 256, "eval_images": 0, "data_images": 256}
+
+    def seconds(**settings):
+        s = PruneSettings(ModelSource("digits"), ratio=0.5, out="o", calib_images=256, **settings)
+        return estimate_stages([SimpleNamespace(name="prune", command="prune", settings=s)], probe, counts)[0].seconds
+
+    # the default with reconstruction (auto: a calibration pass) costs what naming it costs
+    assert seconds(reconstruct=True) == seconds(reconstruct=True, importance="auto")
+    # a gradient pass (Taylor) costs more than a forward-only one (activation)
+    assert seconds(importance="taylor") > seconds(importance="activation") > seconds(importance="magnitude")
